@@ -1,0 +1,17 @@
+#pragma once
+/// \file Entry point for the GRPO math: `#include <msrl/grpo.hpp>`. No third-party dependency.
+///
+///   msrl::grpo::advantages(exec, rewards, group_size, out, options)      -> advantage_stats
+///   msrl::grpo::policy_loss(exec, inputs, options, normalizer, grad)     -> loss_result
+///   msrl::grpo::presets::{msrl_release, ms_swift_default, trl_default, verl_default, dr_grpo, ...}
+///
+/// `exec` is any msrl::execution_backend (backend/concept.hpp); omit it to use the reference backend.
+#include "backend/concept.hpp"
+#include "backend/host_threads.hpp"
+#include "backend/reference.hpp"
+#include "core/error.hpp"
+#include "core/token_layout.hpp"
+#include "grpo/advantages.hpp"
+#include "grpo/policy_loss.hpp"
+#include "grpo/presets.hpp"
+#include "grpo/scalar_math.hpp"

@@ -1,0 +1,356 @@
+#pragma once
+/// \file The clipped-ratio GRPO policy loss with an optional KL penalty, its aggregation over
+/// tokens and sequences, its closed-form gradient with respect to every token's log-prob, and
+/// the training metrics. One algorithm, any backend (see backend/concept.hpp).
+///
+///   loss = scale * sum_{i,t} w_{i,t} * ( surrogate(rho_{i,t}, A_{i,t}) + beta * KL_{i,t} )
+///
+/// where rho is the token ratio exp(logp - old_logp) or the GSPO sequence ratio, the surrogate is
+/// math::clipped_surrogate, KL is math::kl_penalty, and the weights w come from the aggregation
+/// (docs/grpo-math.md). The gradient d loss / d logp is written to a caller buffer.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "../backend/concept.hpp"
+#include "../backend/reference.hpp"
+#include "../core/error.hpp"
+#include "../core/token_layout.hpp"
+#include "scalar_math.hpp"
+
+namespace msrl::grpo {
+
+/// Which importance ratio the surrogate uses.
+enum class ratio_level : std::uint8_t {
+  token,          ///< rho_t = exp(logp_t - old_t)                                  (PPO/GRPO)
+  sequence,       ///< GSPO: s_i = exp(mean_t (logp - old)), gradient through the mean (TRL "sequence")
+  sequence_token, ///< GSPO-token: exp(logp_t - sg(logp_t) + sg(log s_i)) (verl gspo, ms-swift "sequence_token")
+};
+
+/// How per-token losses become one number.  m = mask, L_i = tokens of row i, S = sequence count.
+enum class aggregation : std::uint8_t {
+  token_mean,              ///< sum m*l / N_tokens            (TRL dapo/bnpo, verl token-mean, OpenRLHF token)
+  seq_mean_token_mean,     ///< mean_i [sum_t m*l / L_i]      (TRL/ms-swift grpo, verl seq-mean-token-mean)
+  seq_mean_token_sum,      ///< mean_i [sum_t m*l]            (verl seq-mean-token-sum)
+  seq_mean_token_sum_norm, ///< mean_i [sum_t m*l] / C        (Dr.GRPO; TRL dr_grpo, verl ...-norm)
+  token_sum,               ///< sum m*l                       (verl token-sum)
+};
+
+/// Guard on a row's token count in seq_mean_token_mean.
+enum class length_guard : std::uint8_t {
+  clamp_one, ///< L_i -> max(L_i, 1)   (TRL, ms-swift, Liger)
+  add_eps,   ///< L_i -> L_i + eps     (verl, OpenRLHF: 1e-8)
+};
+
+struct loss_options {
+  // --- importance ratio
+  ratio_level level = ratio_level::token;
+  double log_ratio_clamp = math::inf;        ///< token log-ratio clamped to [-c, c] before exp (verl 20)
+  double sequence_log_ratio_max = math::inf; ///< GSPO: log s_i capped at this value (verl 10)
+  // --- clipping
+  double clip_low = 0.2;         ///< epsilon_low
+  double clip_high = 0.2;        ///< epsilon_high (clip-higher: 0.28)
+  double dual_clip = math::inf;  ///< c > 1 (verl 3.0); inf disables
+  double delta = math::inf;      ///< two-sided clip delta > 1; inf disables
+  // --- KL to the reference policy
+  double beta = 0.0;
+  kl_estimator kl = kl_estimator::k3;
+  bool kl_straight_through = false;
+  double kl_log_ratio_clamp = math::inf; ///< verl/ms-swift k3: 20
+  double kl_value_clamp = math::inf;     ///< verl/ms-swift k3: 10; OpenRLHF: 10 for every estimator
+  // --- aggregation
+  aggregation agg = aggregation::seq_mean_token_mean;
+  bool count_empty_sequences = true; ///< fully masked rows count in S (TRL) or are excluded (verl, OpenRLHF)
+  length_guard guard = length_guard::clamp_one;
+  double length_eps = 1e-8;           ///< for length_guard::add_eps
+  double constant_normalizer = 0.0;   ///< C for seq_mean_token_sum_norm (max_completion_length)
+};
+
+/// Normalisers that make gradient accumulation and data parallelism exact. Unset counts fall back
+/// to the local micro-batch. `scale` multiplies the loss (e.g. 1/GA for TRL's grpo mode, or the
+/// data-parallel world size for verl's global-batch semantics).
+struct loss_normalizer {
+  std::optional<double> global_tokens;    ///< N in token_mean (sum of the mask over the optimizer step and ranks)
+  std::optional<double> global_sequences; ///< S in the seq_mean_* modes
+  double scale = 1.0;
+};
+
+/// The per-token inputs. All arrays live in the backend's memory space.
+template <class T, class M = std::uint8_t>
+struct loss_inputs {
+  token_layout layout;            ///< padded [B, T] or packed offsets
+  std::span<const T> logp;        ///< log pi_theta(y_t), one per token
+  std::span<const T> old_logp;    ///< log pi_old; empty = on-policy (old = logp, detached)
+  std::span<const T> ref_logp;    ///< log pi_ref; required when beta != 0
+  std::span<const T> advantages;  ///< one per sequence [B] or one per token (read per sequence when B == N)
+  std::span<const M> mask;        ///< 0/1 per token; empty = all tokens count
+};
+
+struct loss_metrics {
+  double tokens = 0;             ///< masked tokens in this call
+  double sequences = 0;          ///< non-empty sequences in this call
+  double clip_fraction_low = 0;  ///< over masked tokens: ratio < 1-eps_lo with A < 0
+  double clip_fraction_high = 0; ///< ratio > 1+eps_hi with A > 0
+  double clip_fraction = 0;      ///< low + high
+  double dual_clip_fraction = 0; ///< A < 0 and the dual-clip bound active
+  double ratio_mean = 0;         ///< mean ratio over masked tokens
+  double kl_mean = 0;            ///< mean KL estimate over masked tokens (0 when beta == 0 and no ref)
+  double policy_loss = 0;        ///< the surrogate part of the loss (aggregated, scaled)
+  double kl_loss = 0;            ///< beta * KL part of the loss (aggregated, scaled)
+  double normalizer = 0;         ///< the N, S or S*C the aggregation divided by
+};
+
+struct loss_result {
+  double loss = 0;
+  loss_metrics metrics;
+};
+
+namespace detail_loss {
+
+enum stat : int { s_loss, s_pg, s_kl, s_tok, s_ratio, s_klsum, s_low, s_high, s_dual, s_count };
+
+template <class M>
+MSRL_HOST_DEVICE inline double mask_at(const M* mask, std::size_t t) {
+  return mask ? static_cast<double>(mask[t]) : 1.0;
+}
+
+MSRL_HOST_DEVICE inline bool finite(double x) { return x == x && x != HUGE_VAL && x != -HUGE_VAL; }
+
+} // namespace detail_loss
+
+/// Computes the aggregated loss, metrics and (when grad_logp is non-empty) d loss / d logp.
+template <msrl::execution_backend Backend, class T, class M, class G = T>
+loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const loss_options& opt,
+                        const loss_normalizer& norm = {}, std::span<G> grad_logp = {}) {
+  using namespace detail_loss;
+  constexpr const char* where = "msrl::grpo::policy_loss";
+  const token_layout lay = in.layout;
+  const std::size_t B = lay.num_sequences, N = lay.total_tokens;
+
+  // ---- shapes
+  require<shape_error>(!lay.is_packed() || B >= 1 || N == 0, where, "layout.offsets", "must hold B + 1 entries");
+  require<shape_error>(in.logp.size() == N, where, "logp",
+                       "must have one element per token (" + std::to_string(N) + "), got " + std::to_string(in.logp.size()));
+  require<shape_error>(in.old_logp.empty() || in.old_logp.size() == N, where, "old_logp", "must be empty or match logp");
+  require<shape_error>(in.ref_logp.empty() || in.ref_logp.size() == N, where, "ref_logp", "must be empty or match logp");
+  require<shape_error>(in.mask.empty() || in.mask.size() == N, where, "mask", "must be empty or match logp");
+  require<shape_error>(in.advantages.size() == B || in.advantages.size() == N, where, "advantages",
+                       "must have one element per sequence (" + std::to_string(B) + ") or per token (" +
+                           std::to_string(N) + ")");
+  require<shape_error>(grad_logp.empty() || grad_logp.size() == N, where, "grad_logp", "must be empty or match logp");
+  // ---- options
+  auto nonneg = [](double x) { return x >= 0.0 && x == x; };
+  require(nonneg(opt.clip_low) && std::isfinite(opt.clip_low), where, "options.clip_low", "must be finite and >= 0");
+  require(nonneg(opt.clip_high) && std::isfinite(opt.clip_high), where, "options.clip_high", "must be finite and >= 0");
+  require(opt.dual_clip > 1.0, where, "options.dual_clip", "must be > 1 (inf disables it)");
+  require(opt.delta > 1.0, where, "options.delta", "must be > 1 (inf disables it)");
+  require(opt.log_ratio_clamp > 0.0, where, "options.log_ratio_clamp", "must be > 0 (inf disables it)");
+  require(opt.sequence_log_ratio_max == opt.sequence_log_ratio_max, where, "options.sequence_log_ratio_max", "must not be NaN");
+  require(nonneg(opt.beta) && std::isfinite(opt.beta), where, "options.beta", "must be finite and >= 0");
+  require(opt.kl_log_ratio_clamp > 0.0, where, "options.kl_log_ratio_clamp", "must be > 0 (inf disables it)");
+  require(opt.kl_value_clamp > 0.0, where, "options.kl_value_clamp", "must be > 0 (inf disables it)");
+  require(nonneg(opt.length_eps) && std::isfinite(opt.length_eps), where, "options.length_eps", "must be finite and >= 0");
+  require(opt.agg != aggregation::seq_mean_token_sum_norm ||
+              (opt.constant_normalizer > 0.0 && std::isfinite(opt.constant_normalizer)),
+          where, "options.constant_normalizer", "must be finite and > 0 for seq_mean_token_sum_norm");
+  require(std::isfinite(norm.scale), where, "normalizer.scale", "must be finite");
+  require(opt.beta == 0.0 || !in.ref_logp.empty(), where, "ref_logp", "is required when options.beta != 0");
+  if (norm.global_tokens)
+    require(*norm.global_tokens > 0.0 && std::isfinite(*norm.global_tokens), where, "normalizer.global_tokens",
+            "must be finite and > 0 (token count zero)");
+  if (norm.global_sequences)
+    require(*norm.global_sequences > 0.0 && std::isfinite(*norm.global_sequences), where,
+            "normalizer.global_sequences", "must be finite and > 0");
+
+  const T* lp = in.logp.data();
+  const T* old = in.old_logp.empty() ? nullptr : in.old_logp.data();
+  const T* ref = in.ref_logp.empty() ? nullptr : in.ref_logp.data();
+  const T* adv = in.advantages.data();
+  const bool adv_per_token = in.advantages.size() != B; // when B == N both readings agree for padded rows of length 1
+  const M* mask = in.mask.empty() ? nullptr : in.mask.data();
+  G* grad = grad_logp.empty() ? nullptr : grad_logp.data();
+  const bool use_kl = opt.beta != 0.0 || ref != nullptr;
+
+  // ---- layout validity (packed offsets: 0 = o_0 <= o_1 <= ... <= o_B = N)
+  if (lay.is_packed()) {
+    const std::int64_t* off = lay.offsets;
+    auto bad = exec.reduce_n(B + 1, [=] MSRL_HOST_DEVICE(std::size_t i) {
+      sums<1> s{};
+      const std::int64_t o = off[i];
+      bool ok = o >= 0 && static_cast<std::size_t>(o) <= N;
+      if (i == 0) ok = ok && o == 0;
+      if (i == B) ok = ok && static_cast<std::size_t>(o) == N;
+      if (i > 0) ok = ok && off[i - 1] <= o;
+      s[0] = ok ? 0.0 : 1.0;
+      return s;
+    }, sums<1>{});
+    require<shape_error>(bad[0] == 0.0, where, "layout.offsets",
+                         "must start at 0, be non-decreasing and end at the token count (" + std::to_string(N) + ")");
+  }
+
+  // ---- pass 1, per sequence: token count, mean log-ratio (GSPO), input validation
+  typename Backend::template buffer<double> seq_len_buf(B), seq_lr_buf(B), seq_coef_buf(B);
+  double* seq_len = seq_len_buf.data();
+  double* seq_lr = seq_lr_buf.data();
+  double* seq_coef = seq_coef_buf.data();
+  const bool need_ref = opt.beta != 0.0;
+  auto p1 = exec.reduce_n(B, [=] MSRL_HOST_DEVICE(std::size_t i) {
+    double L = 0.0, slr = 0.0, bad_mask = 0.0, bad_val = 0.0;
+    const std::size_t b = lay.begin(i), e = lay.end(i);
+    for (std::size_t t = b; t < e; ++t) {
+      const double m = mask_at(mask, t);
+      if (m != 0.0 && m != 1.0) { bad_mask += 1.0; continue; }
+      if (m == 0.0) continue;
+      const double l = static_cast<double>(lp[t]);
+      const double o = old ? static_cast<double>(old[t]) : l;
+      const double a = static_cast<double>(adv[adv_per_token ? t : i]);
+      bool ok = finite(l) && finite(o) && finite(a);
+      if (need_ref) ok = ok && finite(static_cast<double>(ref[t]));
+      if (!ok) bad_val += 1.0;
+      L += 1.0;
+      slr += l - o;
+    }
+    seq_len[i] = L;
+    seq_lr[i] = slr / (L > 1.0 ? L : 1.0);
+    sums<4> s{};
+    s[0] = L;
+    s[1] = L > 0.0 ? 1.0 : 0.0;
+    s[2] = bad_mask;
+    s[3] = bad_val;
+    return s;
+  }, sums<4>{});
+  require<value_error>(p1[2] == 0.0, where, "mask", "values must be 0 or 1");
+  require<value_error>(p1[3] == 0.0, where, "logp/old_logp/ref_logp/advantages",
+                       "must be finite (not NaN or +-inf) at unmasked positions");
+  const double local_tokens = p1[0], nonempty = p1[1];
+
+  // ---- normaliser
+  double denom = 1.0;
+  switch (opt.agg) {
+  case aggregation::token_mean:
+    denom = norm.global_tokens.value_or(local_tokens);
+    require(denom > 0.0, where, "normalizer.global_tokens", "token count is zero: no unmasked token and no global count");
+    break;
+  case aggregation::seq_mean_token_mean:
+  case aggregation::seq_mean_token_sum:
+  case aggregation::seq_mean_token_sum_norm:
+    denom = norm.global_sequences.value_or(opt.count_empty_sequences ? static_cast<double>(B) : nonempty);
+    require(denom > 0.0, where, "normalizer.global_sequences", "sequence count is zero");
+    if (opt.agg == aggregation::seq_mean_token_sum_norm) denom *= opt.constant_normalizer;
+    break;
+  case aggregation::token_sum:
+    denom = 1.0;
+    break;
+  }
+  const double scale = norm.scale / denom;
+  const aggregation agg = opt.agg;
+  const bool clamp_one = opt.guard == length_guard::clamp_one;
+  const double leps = opt.length_eps;
+  // Weight of a masked-in token of a row with L tokens.
+  auto weight = [=] MSRL_HOST_DEVICE(double L) {
+    if (agg == aggregation::seq_mean_token_mean) return scale / (clamp_one ? (L > 1.0 ? L : 1.0) : L + leps);
+    return scale;
+  };
+
+  const math::clip_params cp{opt.clip_low, opt.clip_high, opt.dual_clip, opt.delta};
+  const math::kl_params kp{opt.kl, opt.kl_straight_through, opt.kl_log_ratio_clamp, opt.kl_value_clamp};
+  const double beta = opt.beta, lrc = opt.log_ratio_clamp, smax = opt.sequence_log_ratio_max;
+  const ratio_level level = opt.level;
+
+  // ---- pass 2 (GSPO sequence level only): c_i = sum_t w_t * d surrogate / d s_i
+  if (level == ratio_level::sequence) {
+    exec.for_each_n(B, [=] MSRL_HOST_DEVICE(std::size_t i) {
+      const double L = seq_len[i];
+      const double s = std::exp(seq_lr[i] < smax ? seq_lr[i] : smax);
+      const double w = weight(L);
+      double c = 0.0;
+      for (std::size_t t = lay.begin(i), e = lay.end(i); t < e; ++t) {
+        if (mask_at(mask, t) == 0.0) continue;
+        c += w * math::clipped_surrogate(s, static_cast<double>(adv[adv_per_token ? t : i]), cp).dratio;
+      }
+      seq_coef[i] = c;
+    });
+  }
+
+  // ---- pass 3, per token: loss, metrics and gradient in one sweep
+  auto tot = exec.reduce_n(N, [=] MSRL_HOST_DEVICE(std::size_t t) {
+    sums<s_count> s{};
+    const double m = mask_at(mask, t);
+    if (m == 0.0) {
+      if (grad) grad[t] = G(0);
+      return s;
+    }
+    const std::size_t i = lay.sequence_of(t);
+    const double L = seq_len[i];
+    const double w = weight(L);
+    const double l = static_cast<double>(lp[t]);
+    const double o = old ? static_cast<double>(old[t]) : l;
+    const double a = static_cast<double>(adv[adv_per_token ? t : i]);
+    double rho, drho; // ratio value and d ratio / d logp_t
+    if (level == ratio_level::token) {
+      const math::value_grad r = math::ratio(l, o, lrc);
+      rho = r.value;
+      drho = r.grad;
+    } else {
+      const double lr = seq_lr[i];
+      rho = std::exp(lr < smax ? lr : smax);
+      drho = lr <= smax ? rho : 0.0; // sequence_token: d exp(l - sg(l) + sg(lr)) / dl
+    }
+    const math::surrogate sur = math::clipped_surrogate(rho, a, cp);
+    double g;
+    if (level == ratio_level::sequence) {
+      const double Lc = L > 1.0 ? L : 1.0;
+      g = (seq_lr[i] <= smax ? rho / Lc : 0.0) * seq_coef[i];
+    } else {
+      g = w * sur.dratio * drho;
+    }
+    double klv = 0.0;
+    if (use_kl && ref) {
+      const math::value_grad k = math::kl_penalty(l, static_cast<double>(ref[t]), kp);
+      klv = k.value;
+      g += w * beta * k.grad;
+    }
+    if (grad) grad[t] = static_cast<G>(g);
+    s[s_pg] = w * sur.value;
+    s[s_kl] = w * beta * klv;
+    s[s_loss] = s[s_pg] + s[s_kl];
+    s[s_tok] = 1.0;
+    s[s_ratio] = rho;
+    s[s_klsum] = klv;
+    s[s_low] = sur.clipped_low ? 1.0 : 0.0;
+    s[s_high] = sur.clipped_high ? 1.0 : 0.0;
+    s[s_dual] = sur.dual_clipped ? 1.0 : 0.0;
+    return s;
+  }, sums<s_count>{});
+
+  loss_result res;
+  res.loss = tot[s_loss];
+  loss_metrics& mt = res.metrics;
+  const double n = tot[s_tok];
+  mt.tokens = n;
+  mt.sequences = nonempty;
+  mt.normalizer = denom;
+  mt.policy_loss = tot[s_pg];
+  mt.kl_loss = tot[s_kl];
+  if (n > 0) {
+    mt.clip_fraction_low = tot[s_low] / n;
+    mt.clip_fraction_high = tot[s_high] / n;
+    mt.clip_fraction = (tot[s_low] + tot[s_high]) / n;
+    mt.dual_clip_fraction = tot[s_dual] / n;
+    mt.ratio_mean = tot[s_ratio] / n;
+    mt.kl_mean = tot[s_klsum] / n;
+  }
+  return res;
+}
+
+/// Overload without a backend: runs on the reference backend.
+template <class T, class M, class G = T>
+loss_result policy_loss(const loss_inputs<T, M>& in, const loss_options& opt, const loss_normalizer& norm = {},
+                        std::span<G> grad_logp = {}) {
+  return policy_loss(backend::reference{}, in, opt, norm, grad_logp);
+}
+
+} // namespace msrl::grpo

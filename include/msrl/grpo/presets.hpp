@@ -1,0 +1,121 @@
+#pragma once
+/// \file Named configurations that reproduce the peers' GRPO math exactly (docs/presets.md gives
+/// each one's formula and the peer file it matches).
+#include <array>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "../core/error.hpp"
+#include "advantages.hpp"
+#include "policy_loss.hpp"
+
+namespace msrl::grpo {
+
+/// A full GRPO configuration: how advantages are formed and how the loss is computed.
+/// `global_token_count` says whether the peer divides by a token count gathered over the
+/// optimizer step (pass loss_normalizer::global_tokens) rather than the micro-batch.
+struct preset {
+  std::string_view name;
+  advantage_options advantages;
+  loss_options loss;
+  bool global_token_count = false;
+};
+
+namespace presets {
+
+/// What the MSRL release scripts run (scripts/msrl/train_stage*_grpo.sh on the ms-swift 4.1 fork):
+/// --beta 0 --epsilon 0.2 --epsilon_high 0.28 --scale_rewards none, loss_type grpo.
+inline constexpr preset msrl_release{
+    "msrl_release",
+    {.scaling = std_scaling::none, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::as_zero},
+    {.clip_low = 0.2, .clip_high = 0.28, .beta = 0.0, .kl = kl_estimator::k3,
+     .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = true, .guard = length_guard::clamp_one}};
+
+/// The paper's description ("ms-swift defaults"): beta 0.04, epsilon 0.2, group-std advantages,
+/// with the k3 KL of the MSRL fork (no clamps).
+inline constexpr preset msrl_paper{
+    "msrl_paper",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::as_zero},
+    {.clip_low = 0.2, .clip_high = 0.2, .beta = 0.04, .kl = kl_estimator::k3,
+     .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = true, .guard = length_guard::clamp_one}};
+
+/// ms-swift GRPOTrainer defaults (swift/rlhf_trainers/grpo_trainer.py, swift/rl_core/advantage.py):
+/// beta 0.04, epsilon 0.2, loss_type grpo, scale_rewards group (std + 1e-4), k3 with the +-20 / +-10
+/// clamps added in PR #8464.
+inline constexpr preset ms_swift_default{
+    "ms_swift_default",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::as_zero},
+    {.clip_low = 0.2, .clip_high = 0.2, .beta = 0.04, .kl = kl_estimator::k3, .kl_log_ratio_clamp = 20.0,
+     .kl_value_clamp = 10.0, .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = true,
+     .guard = length_guard::clamp_one}};
+
+/// TRL GRPOTrainer defaults (trl/trainer/grpo_trainer.py `_compute_loss`, grpo_config.py):
+/// beta 0, epsilon 0.2, loss_type dapo (token sum / num_items_in_batch gathered over the step),
+/// scale_rewards group (std + 1e-4), unscorable rows excluded.
+inline constexpr preset trl_default{
+    "trl_default",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
+    {.clip_low = 0.2, .clip_high = 0.2, .beta = 0.0, .kl = kl_estimator::k3, .agg = aggregation::token_mean},
+    true};
+
+/// verl actor.yaml + algorithm adv_estimator=grpo (core_algos.py compute_grpo_outcome_advantage,
+/// compute_policy_loss_vanilla, agg_loss, kl_penalty): std + 1e-6, singleton = raw score,
+/// log-ratio clamp +-20, dual clip c = 3, token-mean over the global token count; the KL loss
+/// (off by default) is low_var_kl with +-20 / +-10 clamps and coefficient 0.001 when enabled.
+inline constexpr preset verl_default{
+    "verl_default",
+    {.scaling = std_scaling::group, .std_eps = 1e-6, .singleton = singleton_policy::raw_score, .nans = nan_policy::as_zero},
+    {.log_ratio_clamp = 20.0, .clip_low = 0.2, .clip_high = 0.2, .dual_clip = 3.0, .beta = 0.0, .kl = kl_estimator::k3,
+     .kl_log_ratio_clamp = 20.0, .kl_value_clamp = 10.0, .agg = aggregation::token_mean,
+     .count_empty_sequences = false, .guard = length_guard::add_eps, .length_eps = 1e-8},
+    true};
+
+/// Dr.GRPO (Liu et al. 2025) as TRL loss_type="dr_grpo" with scale_rewards="none": no std
+/// division, sum over tokens / (B * max_completion_length). C defaults to TRL's 512.
+inline constexpr preset dr_grpo{
+    "dr_grpo",
+    {.scaling = std_scaling::none, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
+    {.clip_low = 0.2, .clip_high = 0.2, .beta = 0.0, .agg = aggregation::seq_mean_token_sum_norm,
+     .count_empty_sequences = true, .constant_normalizer = 512.0}};
+
+/// DAPO recipe: clip-higher 0.2/0.28, token-mean over the global count, no KL.
+inline constexpr preset dapo{
+    "dapo",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
+    {.clip_low = 0.2, .clip_high = 0.28, .beta = 0.0, .agg = aggregation::token_mean},
+    true};
+
+/// GSPO (Zheng et al. 2025) as TRL importance_sampling_level="sequence", loss_type grpo, with the
+/// paper's clip range 3e-4 / 4e-4.
+inline constexpr preset gspo{
+    "gspo",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
+    {.level = ratio_level::sequence, .clip_low = 3e-4, .clip_high = 4e-4, .beta = 0.0,
+     .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = true, .guard = length_guard::clamp_one}};
+
+/// verl policy_loss.loss_mode=gspo: the stop-gradient token form with log s capped at 10, forced
+/// seq-mean-token-mean with empty rows excluded.
+inline constexpr preset verl_gspo{
+    "verl_gspo",
+    {.scaling = std_scaling::group, .std_eps = 1e-6, .singleton = singleton_policy::raw_score, .nans = nan_policy::as_zero},
+    {.level = ratio_level::sequence_token, .sequence_log_ratio_max = 10.0, .clip_low = 3e-4, .clip_high = 4e-4,
+     .beta = 0.0, .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = false,
+     .guard = length_guard::add_eps, .length_eps = 1e-8}};
+
+inline constexpr std::array<const preset*, 9> all{&msrl_release, &msrl_paper, &ms_swift_default, &trl_default,
+                                                   &verl_default, &dr_grpo, &dapo, &gspo, &verl_gspo};
+
+} // namespace presets
+
+/// Looks a preset up by name; throws msrl::invalid_argument listing the known names otherwise.
+inline const preset& find_preset(std::string_view name) {
+  for (const preset* p : presets::all)
+    if (p->name == name) return *p;
+  std::string known;
+  for (const preset* p : presets::all) known.append(known.empty() ? "" : ", ").append(p->name);
+  throw invalid_argument("msrl::grpo::find_preset: argument 'name' must be one of: " + known + " (got '" +
+                         std::string(name) + "')");
+}
+
+} // namespace msrl::grpo

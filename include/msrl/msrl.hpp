@@ -1,0 +1,3 @@
+#pragma once
+/// \file Umbrella header for the dependency-free parts of msrl.
+#include "grpo.hpp"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds msrl with every backend found and runs the whole test suite (CTest).
+#   scripts/test.sh [extra cmake args]     build dir: build/  (MSRL_BUILD_DIR overrides)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+build=${MSRL_BUILD_DIR:-build}
+jobs=${MSRL_JOBS:-$(nproc)}
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=${MSRL_BUILD_TYPE:-Release} "$@" >/dev/null
+cmake --build "$build" -j "$jobs"
+ctest --test-dir "$build" --output-on-failure -j "$jobs" ${MSRL_CTEST_ARGS:-}

@@ -1,0 +1,101 @@
+// Bad input throws an msrl exception whose message names the argument and the rule.
+#define BOOST_TEST_MODULE grpo_errors
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <msrl/grpo.hpp>
+
+namespace g = msrl::grpo;
+using vec = std::vector<double>;
+
+template <class E, class F>
+static void expect_throw(F f, const std::string& arg, const std::string& rule_fragment) {
+  try {
+    f();
+    BOOST_ERROR("no exception; expected one naming '" + arg + "'");
+  } catch (const E& e) {
+    const std::string m = e.what();
+    BOOST_TEST(m.find("'" + arg + "'") != std::string::npos, "message '" << m << "' names " << arg);
+    BOOST_TEST(m.find(rule_fragment) != std::string::npos, "message '" << m << "' says " << rule_fragment);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(advantage_errors) {
+  vec r{1, 2, 3}, out(3);
+  expect_throw<msrl::shape_error>([&] { g::advantages(std::span<const double>(r), 2, std::span<double>(out)); },
+                                  "group_size", "must divide");
+  vec o2(2);
+  expect_throw<msrl::shape_error>([&] { g::advantages(std::span<const double>(r), 3, std::span<double>(o2)); }, "out",
+                                  "one element per reward row");
+  expect_throw<msrl::invalid_argument>(
+      [&] { g::advantages(std::span<const double>(r), 3, std::span<double>(out), {.std_eps = -1e-4}); },
+      "options.std_eps", ">= 0");
+  vec inf_r{1, std::numeric_limits<double>::infinity(), 0};
+  expect_throw<msrl::value_error>([&] { g::advantages(std::span<const double>(inf_r), 3, std::span<double>(out)); },
+                                  "rewards.values", "finite or NaN");
+  vec w{1.0, 2.0};
+  expect_throw<msrl::shape_error>(
+      [&] { g::advantages(g::reward_matrix<double>{r, 1, w}, 3, std::span<double>(out)); }, "rewards.weights",
+      "one weight per column");
+  expect_throw<msrl::invalid_argument>([&] { g::advantages(std::span<const double>(r), 0, std::span<double>(out)); },
+                                       "group_size", "at least 1");
+}
+
+BOOST_AUTO_TEST_CASE(loss_errors) {
+  vec lp{-1, -2, -3, -4}, a{1, -1}, g4(4);
+  auto in = [&] { return g::loss_inputs<double>{msrl::token_layout::padded(2, 2), lp, {}, {}, a, {}}; };
+  auto call = [&](g::loss_inputs<double> i, g::loss_options o = {}, g::loss_normalizer n = {}) {
+    return g::policy_loss(i, o, n, std::span<double>(g4));
+  };
+  {
+    auto i = in();
+    i.layout = msrl::token_layout::padded(2, 3);
+    expect_throw<msrl::shape_error>([&] { call(i); }, "logp", "one element per token");
+  }
+  {
+    vec a3{1, 2, 3};
+    auto i = in();
+    i.advantages = a3;
+    expect_throw<msrl::shape_error>([&] { call(i); }, "advantages", "per sequence");
+  }
+  expect_throw<msrl::invalid_argument>([&] { call(in(), {.clip_low = -0.1}); }, "options.clip_low", ">= 0");
+  expect_throw<msrl::invalid_argument>([&] { call(in(), {.dual_clip = 0.5}); }, "options.dual_clip", "> 1");
+  expect_throw<msrl::invalid_argument>([&] { call(in(), {.beta = 0.1}); }, "ref_logp", "required");
+  expect_throw<msrl::invalid_argument>([&] { call(in(), {.agg = g::aggregation::seq_mean_token_sum_norm}); },
+                                       "options.constant_normalizer", "> 0");
+  expect_throw<msrl::invalid_argument>([&] { call(in(), {.agg = g::aggregation::token_mean}, {.global_tokens = 0.0}); },
+                                       "normalizer.global_tokens", "token count zero");
+  {
+    std::vector<std::uint8_t> m(4, 0);
+    g::loss_inputs<double> i{msrl::token_layout::padded(2, 2), lp, {}, {}, a, m};
+    expect_throw<msrl::invalid_argument>([&] { g::policy_loss(i, {.agg = g::aggregation::token_mean}); },
+                                         "normalizer.global_tokens", "token count is zero");
+    std::vector<std::uint8_t> m2{1, 2, 1, 1};
+    g::loss_inputs<double> j{msrl::token_layout::padded(2, 2), lp, {}, {}, a, m2};
+    expect_throw<msrl::value_error>([&] { g::policy_loss(j, {}); }, "mask", "0 or 1");
+  }
+  {
+    vec bad{-1, std::nan(""), -3, -4};
+    auto i = in();
+    i.logp = bad;
+    expect_throw<msrl::value_error>([&] { call(i); }, "logp/old_logp/ref_logp/advantages", "finite");
+    // ... but NaN/-inf at a masked position is fine
+    std::vector<std::uint8_t> m{1, 0, 1, 1};
+    i.mask = m;
+    BOOST_CHECK_NO_THROW(call(i));
+  }
+  {
+    std::vector<std::int64_t> off{0, 3, 2};
+    g::loss_inputs<double> i{msrl::token_layout::packed(off, 4), lp, {}, {}, a, {}};
+    expect_throw<msrl::shape_error>([&] { call(i); }, "layout.offsets", "non-decreasing");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(unknown_preset) {
+  expect_throw<msrl::invalid_argument>([] { g::find_preset("grpo++"); }, "name", "msrl_release");
+  BOOST_TEST(g::find_preset("verl_default").loss.dual_clip == 3.0);
+}

@@ -1,0 +1,268 @@
+// Hand-worked cases: every expected number below was computed by hand (shown in the comments)
+// from the formulas in docs/grpo-math.md, independently of the implementation.
+#define BOOST_TEST_MODULE grpo_hand
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include <msrl/grpo.hpp>
+
+namespace g = msrl::grpo;
+using vec = std::vector<double>;
+const double nan_ = std::numeric_limits<double>::quiet_NaN();
+
+static vec adv(const vec& r, std::size_t G, const g::advantage_options& o, g::advantage_stats* st = nullptr,
+               std::size_t K = 1, const vec& w = {}) {
+  vec out(r.size() / K);
+  auto s = g::advantages(g::reward_matrix<double>{r, K, w}, G, std::span<double>(out), o);
+  if (st) *st = s;
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(group_std_unbiased) {
+  // [1,0,1,0]: mean 0.5, unbiased var = 4*0.25/3 = 1/3
+  auto a = adv({1, 0, 1, 0}, 4, {});
+  const double s = std::sqrt(1.0 / 3.0) + 1e-4;
+  BOOST_TEST(a[0] == 0.5 / s, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(a[1] == -0.5 / s, boost::test_tools::tolerance(1e-12));
+  // biased: var = 0.25 -> std 0.5
+  auto b = adv({1, 0, 1, 0}, 4, {.unbiased_std = false, .std_eps = 0.0});
+  BOOST_TEST(b[0] == 1.0, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(no_scaling_and_batch_std) {
+  auto a = adv({3, 1, 2, 2}, 2, {.scaling = g::std_scaling::none});
+  BOOST_TEST(a == (vec{1, -1, 0, 0}), boost::test_tools::per_element());
+  // batch: group means 2,2; batch values 3,1,2,2 mean 2, unbiased var (1+1)/3 -> std sqrt(2/3)
+  auto b = adv({3, 1, 2, 2}, 2, {.scaling = g::std_scaling::batch, .std_eps = 0.0});
+  BOOST_TEST(b[0] == 1.0 / std::sqrt(2.0 / 3.0), boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(b[2] == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(singleton_policies_and_zero_std) {
+  g::advantage_stats st;
+  auto z = adv({0.7, 0.2}, 1, {}, &st);
+  BOOST_TEST(z == (vec{0, 0}), boost::test_tools::per_element()); // TRL/ms-swift
+  auto r = adv({0.7, 0.2}, 1, {.singleton = g::singleton_policy::raw_score});
+  BOOST_TEST(r == (vec{0.7, 0.2}), boost::test_tools::per_element()); // verl: mean 0, std 1
+  auto e = adv({1, 1, 1, 1, 0, 1, 0, 1}, 4, {}, &st);
+  BOOST_TEST(e[0] == 0.0);
+  BOOST_TEST(st.zero_std_groups == 1u);
+  BOOST_TEST(st.zero_std_fraction == 0.5);
+}
+
+BOOST_AUTO_TEST_CASE(nan_rows_excluded_or_zero) {
+  // exclude (TRL): valid {1, 0, 1}: mean 2/3, unbiased var ((1/3)^2*2 + (2/3)^2)/2 = 1/3
+  g::advantage_stats st;
+  auto a = adv({1, nan_, 0, 1}, 4, {.std_eps = 0.0}, &st);
+  BOOST_TEST(a[0] == (1.0 / 3.0) / std::sqrt(1.0 / 3.0), boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(a[1] == 0.0);
+  BOOST_TEST(st.unscorable_rows == 1u);
+  // as_zero (ms-swift): {1, 0, 0, 1}: mean 0.5, var 1/3
+  auto b = adv({1, nan_, 0, 1}, 4, {.std_eps = 0.0, .nans = g::nan_policy::as_zero});
+  BOOST_TEST(b[1] == -0.5 / std::sqrt(1.0 / 3.0), boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(weighted_columns_nan_aware) {
+  // rows (acc, fmt) weights (1, 0.2): R = 1.2, 0.2, 1 (fmt NaN -> skipped), 0 ; no scaling
+  auto a = adv({1, 1, 0, 1, 1, nan_, 0, 0}, 4, {.scaling = g::std_scaling::none}, nullptr, 2, {1.0, 0.2});
+  const double mean = (1.2 + 0.2 + 1.0 + 0.0) / 4;
+  BOOST_TEST(a[0] == 1.2 - mean, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(a[2] == 1.0 - mean, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(rloo_leave_one_out) {
+  // [1,0,0,0]: baselines 0, 1/3, 1/3, 1/3
+  auto a = adv({1, 0, 0, 0}, 4, {.scaling = g::std_scaling::none, .base = g::baseline::leave_one_out});
+  BOOST_TEST(a[0] == 1.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(a[1] == -1.0 / 3.0, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(gdpo_normalize_then_sum) {
+  // two groups of 2, two columns, eps 0, biased std for easy numbers.
+  // col0 g0 {1,0} -> z {1,-1}; col1 g0 {0,0} -> std 0 -> z {0,0}; g1 col0 {0,0}->{0,0}; col1 {2,0}->{1,-1}
+  // weights (1, 2): x = {1, -1, 2, -2}; batch mean 0, biased std sqrt((1+1+4+4)/4) = sqrt(2.5)
+  g::advantage_options o{.unbiased_std = false, .std_eps = 0.0, .aggregation = g::reward_aggregation::normalize_then_sum};
+  auto a = adv({1, 0, 0, 0, 0, 0, 0, 2}, 2, o, nullptr, 2, {1.0, 2.0});
+  // row layout is [row][col]: rows (1,0),(0,0),(0,0),(0,2)
+  // col0: g0 {1,0} z {1,-1}; g1 {0,0} z 0. col1: g0 {0,0} -> 0 (0/0 guarded), g1 {0,2} z {-1,1}
+  // x = {1, -1, -2, 2}
+  const double s = std::sqrt(2.5);
+  // With eps = 0 a zero-std column divides 0 by 0; msrl's guard is the std_eps, so use 1e-12.
+  g::advantage_options o2 = o;
+  o2.std_eps = 1e-12;
+  a = adv({1, 0, 0, 0, 0, 0, 0, 2}, 2, o2, nullptr, 2, {1.0, 2.0});
+  BOOST_TEST(a[0] == 1.0 / s, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(a[2] == -2.0 / s, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(a[3] == 2.0 / s, boost::test_tools::tolerance(1e-9));
+}
+
+// ---------------------------------------------------------------- policy loss
+
+static g::loss_result loss(const vec& lp, const vec& old, const vec& ref, const vec& a, std::size_t B, std::size_t T,
+                           const g::loss_options& o, vec* grad = nullptr, g::loss_normalizer n = {},
+                           const std::vector<std::uint8_t>& mask = {}) {
+  g::loss_inputs<double> in{msrl::token_layout::padded(B, T), lp, old, ref, a, mask};
+  vec gr(lp.size());
+  auto r = g::policy_loss(in, o, n, std::span<double>(gr));
+  if (grad) *grad = gr;
+  return r;
+}
+
+BOOST_AUTO_TEST_CASE(msrl_release_two_sequences) {
+  // seq0 A=+1: lr 0.1 -> rho e^0.1 (inside [0.8,1.28]) loss -e^0.1 ; lr 0 -> -1 ; mean -(e^0.1+1)/2
+  // seq1 A=-1: lr -0.5 -> rho 0.6065 < 0.8, clipped: loss 0.8, grad 0 ; lr 0 -> 1 ; mean 0.9
+  vec gr;
+  auto r = loss({-1, -2, -3, -1}, {-1.1, -2, -2.5, -1}, {}, {1, -1}, 2, 2, g::presets::msrl_release.loss, &gr);
+  const double e = std::exp(0.1);
+  BOOST_TEST(r.loss == (-(e + 1) / 2 + 0.9) / 2, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[0] == -e / 4, boost::test_tools::tolerance(1e-12)); // w = 1/(L*B) = 1/4, d/dl = -A*rho
+  BOOST_TEST(gr[1] == -0.25, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[2] == 0.0);
+  BOOST_TEST(gr[3] == 0.25, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.metrics.clip_fraction_low == 0.25);
+  BOOST_TEST(r.metrics.clip_fraction_high == 0.0);
+  BOOST_TEST(r.metrics.ratio_mean == (e + 1 + std::exp(-0.5) + 1) / 4, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(clip_higher_and_high_clip_metric) {
+  // A=+1, rho = 1.25: inside [0.8, 1.28] -> loss -1.25 ; rho = 1.5 -> clipped at 1.28, grad 0
+  vec gr;
+  auto r = loss({std::log(1.25), std::log(1.5)}, {0, 0}, {}, {1, 1}, 2, 1, g::presets::msrl_release.loss, &gr);
+  BOOST_TEST(r.loss == (-1.25 - 1.28) / 2, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[1] == 0.0);
+  BOOST_TEST(r.metrics.clip_fraction_high == 0.5);
+}
+
+BOOST_AUTO_TEST_CASE(dual_clip_and_delta) {
+  // A = -1, rho = 4: PPO term max(-A rho, -A clip) = 4 ; dual clip c=3 caps it at 3, grad 0
+  g::loss_options o{.dual_clip = 3.0, .agg = g::aggregation::token_sum};
+  vec gr;
+  auto r = loss({std::log(4.0)}, {0}, {}, {-1}, 1, 1, o, &gr);
+  BOOST_TEST(r.loss == 3.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[0] == 0.0);
+  BOOST_TEST(r.metrics.dual_clip_fraction == 1.0);
+  // rho = 2.5 < c: loss 2.5, grad -A*rho = 2.5
+  r = loss({std::log(2.5)}, {0}, {}, {-1}, 1, 1, o, &gr);
+  BOOST_TEST(r.loss == 2.5, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[0] == 2.5, boost::test_tools::tolerance(1e-12));
+  // delta = 2: rho = 4 -> min(rho, 2) = 2 -> loss 2, grad 0 ; rho = 1.5 -> loss 1.5, grad 1.5
+  g::loss_options d{.delta = 2.0, .agg = g::aggregation::token_sum};
+  r = loss({std::log(4.0)}, {0}, {}, {-1}, 1, 1, d, &gr);
+  BOOST_TEST(r.loss == 2.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[0] == 0.0);
+  r = loss({std::log(1.5)}, {0}, {}, {-1}, 1, 1, d, &gr);
+  BOOST_TEST(gr[0] == 1.5, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(kl_estimators_by_hand) {
+  // logp = -1, ref = -2: x = 1, d = -1
+  const double e = std::exp(-1.0);
+  struct c { g::kl_estimator k; double v, dv; } cases[] = {
+      {g::kl_estimator::k1, 1.0, 1.0}, {g::kl_estimator::abs, 1.0, 1.0},
+      {g::kl_estimator::k2, 0.5, 1.0}, {g::kl_estimator::k3, e + 1 - 1, 1 - e}};
+  for (auto cs : cases) {
+    g::loss_options o{.beta = 0.5, .kl = cs.k, .agg = g::aggregation::token_sum};
+    vec gr;
+    // on-policy (old = logp), A = 0: the surrogate is 0 with zero gradient; only beta*KL remains
+    auto r = loss({-1}, {}, {-2}, {0}, 1, 1, o, &gr);
+    BOOST_TEST(r.loss == 0.5 * cs.v, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(gr[0] == 0.5 * cs.dv, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(r.metrics.kl_mean == cs.v, boost::test_tools::tolerance(1e-12));
+  }
+  // straight-through k3: value k3, gradient x = logp - ref = 1
+  g::loss_options st{.beta = 1.0, .kl = g::kl_estimator::k3, .kl_straight_through = true, .agg = g::aggregation::token_sum};
+  vec gr;
+  auto r = loss({-1}, {}, {-2}, {0}, 1, 1, st, &gr);
+  BOOST_TEST(r.loss == e, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[0] == 1.0, boost::test_tools::tolerance(1e-12));
+  // clamps: ref - logp = 30 -> clamped to 20: e^20 - 21, then the value clamp 10 -> 10, grad 0
+  g::loss_options cl{.beta = 1.0, .kl_log_ratio_clamp = 20, .kl_value_clamp = 10, .agg = g::aggregation::token_sum};
+  r = loss({-31}, {}, {-1}, {0}, 1, 1, cl, &gr);
+  BOOST_TEST(r.loss == 10.0);
+  BOOST_TEST(gr[0] == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(log_ratio_clamp_blocks_gradient) {
+  // log-ratio 30 with clamp 20: rho = e^20, A = -1 -> loss e^20 (no clip wins: -A*rho > -A*1.2), grad 0
+  g::loss_options o{.log_ratio_clamp = 20.0, .agg = g::aggregation::token_sum};
+  vec gr;
+  auto r = loss({0}, {-30}, {}, {-1}, 1, 1, o, &gr);
+  BOOST_TEST(r.loss == std::exp(20.0), boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[0] == 0.0);
+  BOOST_TEST(std::isfinite(r.loss));
+}
+
+BOOST_AUTO_TEST_CASE(aggregations_by_hand) {
+  // two rows, T=3: row0 mask 1,1,0 ; row1 mask 1,0,0 ; on-policy so each token loss = -A
+  // A = (1, 2): token losses row0 -1,-1 ; row1 -2
+  vec lp{-1, -1, -1, -1, -1, -1}, a{1, 2};
+  std::vector<std::uint8_t> m{1, 1, 0, 1, 0, 0};
+  auto L = [&](g::loss_options o, g::loss_normalizer n = {}) { return loss(lp, {}, {}, a, 2, 3, o, nullptr, n, m).loss; };
+  BOOST_TEST(L({.agg = g::aggregation::token_mean}) == -4.0 / 3, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(L({.agg = g::aggregation::token_mean}, {.global_tokens = 8.0}) == -4.0 / 8, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(L({.agg = g::aggregation::seq_mean_token_mean}) == (-1.0 - 2.0) / 2, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(L({.agg = g::aggregation::seq_mean_token_sum}) == (-2.0 - 2.0) / 2, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(L({.agg = g::aggregation::seq_mean_token_sum_norm, .constant_normalizer = 4.0}) == -4.0 / (2 * 4),
+             boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(L({.agg = g::aggregation::token_sum}) == -4.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(L({.agg = g::aggregation::token_sum}, {.scale = 0.5}) == -2.0, boost::test_tools::tolerance(1e-12));
+  // add_eps guard: row0 -2/(2+1e-8), row1 -2/(1+1e-8)
+  BOOST_TEST(L({.agg = g::aggregation::seq_mean_token_mean, .guard = g::length_guard::add_eps}) ==
+                 (-2 / (2 + 1e-8) - 2 / (1 + 1e-8)) / 2,
+             boost::test_tools::tolerance(1e-14));
+}
+
+BOOST_AUTO_TEST_CASE(empty_rows_counted_or_excluded) {
+  // row1 fully masked (with -inf log-probs there): TRL counts it (B = 2), verl excludes it (S = 1)
+  const double ninf = -std::numeric_limits<double>::infinity();
+  vec lp{-1, -1, ninf, ninf}, a{1, 1};
+  std::vector<std::uint8_t> m{1, 1, 0, 0};
+  vec gr;
+  auto r = loss(lp, {}, {}, a, 2, 2, {.count_empty_sequences = true}, &gr, {}, m);
+  BOOST_TEST(r.loss == -0.5);
+  BOOST_TEST(gr[2] == 0.0);
+  BOOST_TEST(std::isfinite(gr[3]));
+  r = loss(lp, {}, {}, a, 2, 2, {.count_empty_sequences = false}, &gr, {}, m);
+  BOOST_TEST(r.loss == -1.0);
+}
+
+BOOST_AUTO_TEST_CASE(gspo_sequence_ratio_by_hand) {
+  // one row, 2 tokens, log-ratios 0.1 and 0.3 -> s = e^0.2 = 1.221 ; A = 1, clip 0.3/0.3 -> inside,
+  // loss -s per token; seq_mean_token_mean: loss = -s ; d/dl_t = -A * s * (1/L) = -s/2 (direct form)
+  g::loss_options o{.level = g::ratio_level::sequence, .clip_low = 0.3, .clip_high = 0.3};
+  vec gr;
+  auto r = loss({0.1, 0.3}, {0, 0}, {}, {1}, 1, 2, o, &gr);
+  const double s = std::exp(0.2);
+  BOOST_TEST(r.loss == -s, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[0] == -s / 2, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[1] == -s / 2, boost::test_tools::tolerance(1e-12));
+  // token form: each token's ratio has derivative s w.r.t. its own log-prob: w = 1/2 -> -s/2 as well
+  o.level = g::ratio_level::sequence_token;
+  r = loss({0.1, 0.3}, {0, 0}, {}, {1}, 1, 2, o, &gr);
+  BOOST_TEST(r.loss == -s, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[0] == -s / 2, boost::test_tools::tolerance(1e-12));
+  // verl's cap: log s = 0.2 > max 0.1 -> s = e^0.1, gradient blocked
+  o.sequence_log_ratio_max = 0.1;
+  r = loss({0.1, 0.3}, {0, 0}, {}, {1}, 1, 2, o, &gr);
+  BOOST_TEST(r.loss == -std::exp(0.1), boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(gr[0] == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(packed_equals_padded) {
+  // packed rows of length 2 and 1 equal a padded [2, 2] batch with mask 1,1,1,0
+  vec lp{-1.0, -0.5, -2.0}, old{-1.2, -0.4, -2.1}, ref{-1.1, -0.6, -1.9}, a{0.7, -0.3};
+  std::vector<std::int64_t> off{0, 2, 3};
+  g::loss_options o = g::presets::ms_swift_default.loss;
+  vec gp(3);
+  auto rp = g::policy_loss(g::loss_inputs<double>{msrl::token_layout::packed(off), lp, old, ref, a, {}}, o, {},
+                           std::span<double>(gp));
+  vec gq;
+  auto rq = loss({-1.0, -0.5, -2.0, 0}, {-1.2, -0.4, -2.1, 0}, {-1.1, -0.6, -1.9, 0}, a, 2, 2, o, &gq, {},
+                 {1, 1, 1, 0});
+  BOOST_TEST(rp.loss == rq.loss, boost::test_tools::tolerance(1e-14));
+  BOOST_TEST(gp[2] == gq[2], boost::test_tools::tolerance(1e-14));
+  BOOST_TEST(gq[3] == 0.0);
+}
