@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Compiles every CUDA translation unit of msrl with nvcc for sm_80 and sm_90 (no GPU needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+export PATH="$(dirname "$NVCC"):$PATH"
+build=${MSRL_CUDA_BUILD_DIR:-build-cuda}
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMSRL_ENABLE_CUDA=ON \
+  -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="80;90" -DMSRL_ENABLE_TORCH=OFF >/dev/null
+cmake --build "$build" -j "${MSRL_JOBS:-$(nproc)}" --target msrl_cuda_targets
+echo "cuda compile check: OK"
