@@ -33,7 +33,7 @@ struct eigen {
       return init;
     } else {
       const std::size_t blk = block ? block : 1024;
-      Eigen::Array<double, Eigen::Dynamic, K, Eigen::RowMajor> tile(static_cast<Eigen::Index>(blk), K);
+      Eigen::Array<double, Eigen::Dynamic, K> tile(static_cast<Eigen::Index>(blk), K);
       Eigen::Array<double, 1, K> acc = Eigen::Array<double, 1, K>::Zero();
       for (std::size_t lo = 0; lo < n; lo += blk) {
         const std::size_t m = n - lo < blk ? n - lo : blk;

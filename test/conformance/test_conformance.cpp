@@ -1,0 +1,152 @@
+// Conformance: the backend named by MSRL_TEST_BACKEND gives the reference backend's results for
+// every operation (advantages in every mode, policy loss in every mode and preset, padded and
+// packed layouts, validation errors). Tolerances: reductions may be summed in another order.
+#define BOOST_TEST_MODULE conformance
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include <msrl/grpo.hpp>
+#ifdef MSRL_TEST_INCLUDE
+#include MSRL_TEST_INCLUDE
+#endif
+
+namespace g = msrl::grpo;
+using vec = std::vector<double>;
+using fvec = std::vector<float>;
+
+static const auto exec = MSRL_TEST_BACKEND;
+
+// |a - b| <= tol * max(1, |b|): reductions summed in another order differ by rounding only.
+static bool close(double a, double b, double tol) { return std::abs(a - b) <= tol * std::max(1.0, std::abs(b)); }
+static_assert(msrl::execution_backend<std::remove_cv_t<decltype(exec)>>);
+
+BOOST_AUTO_TEST_CASE(advantages_every_mode) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> coin(0, 3);
+  const std::size_t G = 8, groups = 37, K = 3;
+  vec r(G * groups * K);
+  for (auto& x : r) {
+    const int c = coin(rng);
+    x = c == 0 ? std::numeric_limits<double>::quiet_NaN() : 0.5 * c;
+  }
+  const vec w{1.0, 0.2, 0.04};
+  for (auto scaling : {g::std_scaling::none, g::std_scaling::group, g::std_scaling::batch})
+    for (auto base : {g::baseline::group_mean, g::baseline::leave_one_out})
+      for (auto agg : {g::reward_aggregation::sum_then_normalize, g::reward_aggregation::normalize_then_sum})
+        for (auto nans : {g::nan_policy::exclude, g::nan_policy::as_zero})
+          for (auto single : {g::singleton_policy::zero, g::singleton_policy::raw_score})
+            for (std::size_t gs : {std::size_t(1), G}) {
+              g::advantage_options o{.scaling = scaling, .singleton = single, .base = base, .aggregation = agg, .nans = nans};
+              vec a_ref(G * groups), a(G * groups);
+              auto s_ref = g::advantages(msrl::backend::reference{}, g::reward_matrix<double>{r, K, w}, gs,
+                                         std::span<double>(a_ref), o);
+              auto s = g::advantages(exec, g::reward_matrix<double>{r, K, w}, gs, std::span<double>(a), o);
+              BOOST_TEST(s.zero_std_groups == s_ref.zero_std_groups);
+              BOOST_TEST(s.unscorable_rows == s_ref.unscorable_rows);
+              BOOST_TEST(close(s.reward_mean, s_ref.reward_mean, 1e-12));
+              for (std::size_t i = 0; i < a.size(); ++i) BOOST_TEST(close(a[i], a_ref[i], 1e-10), a[i] << " vs " << a_ref[i]);
+            }
+}
+
+struct data {
+  std::size_t B, T;
+  fvec lp, old, ref, adv_seq, adv_tok;
+  std::vector<std::uint8_t> mask;
+  std::vector<std::int64_t> offsets;
+};
+
+static data make(std::size_t B, std::size_t T, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.f, 1.f);
+  std::uniform_int_distribution<std::size_t> len(0, T);
+  data d{B, T, fvec(B * T), fvec(B * T), fvec(B * T), fvec(B), fvec(B * T), std::vector<std::uint8_t>(B * T), {0}};
+  for (std::size_t i = 0; i < B * T; ++i) {
+    d.lp[i] = -1.2f + 0.8f * n(rng);
+    d.old[i] = d.lp[i] + 0.3f * n(rng);
+    d.ref[i] = d.lp[i] + 0.5f * n(rng);
+    d.adv_tok[i] = n(rng);
+  }
+  for (auto& a : d.adv_seq) a = n(rng);
+  for (std::size_t b = 0; b < B; ++b) {
+    const std::size_t L = b % 5 == 3 ? 0 : len(rng);
+    for (std::size_t t = 0; t < T; ++t) {
+      d.mask[b * T + t] = t < L ? 1 : 0;
+      if (t >= L) d.lp[b * T + t] = -std::numeric_limits<float>::infinity(); // masked -inf must stay harmless
+    }
+    d.offsets.push_back(d.offsets.back() + static_cast<std::int64_t>(L));
+  }
+  return d;
+}
+
+template <class Exec>
+static void compare_loss(const Exec& ex, const data& d, const g::loss_options& o, bool per_token, g::loss_normalizer nm) {
+  const auto layout = msrl::token_layout::padded(d.B, d.T);
+  std::span<const float> adv = per_token ? std::span<const float>(d.adv_tok) : std::span<const float>(d.adv_seq);
+  g::loss_inputs<float> in{layout, d.lp, d.old, d.ref, adv, d.mask};
+  fvec g_ref(d.B * d.T), g_b(d.B * d.T);
+  auto r_ref = g::policy_loss(msrl::backend::reference{}, in, o, nm, std::span<float>(g_ref));
+  auto r = g::policy_loss(ex, in, o, nm, std::span<float>(g_b));
+  BOOST_TEST(close(r.loss, r_ref.loss, 1e-10), r.loss << " vs " << r_ref.loss);
+  BOOST_TEST(close(r.metrics.clip_fraction_low, r_ref.metrics.clip_fraction_low, 1e-12), r.metrics.clip_fraction_low << " vs " << r_ref.metrics.clip_fraction_low);
+  BOOST_TEST(close(r.metrics.clip_fraction_high, r_ref.metrics.clip_fraction_high, 1e-12), r.metrics.clip_fraction_high << " vs " << r_ref.metrics.clip_fraction_high);
+  BOOST_TEST(close(r.metrics.dual_clip_fraction, r_ref.metrics.dual_clip_fraction, 1e-12), r.metrics.dual_clip_fraction << " vs " << r_ref.metrics.dual_clip_fraction);
+  BOOST_TEST(close(r.metrics.ratio_mean, r_ref.metrics.ratio_mean, 1e-10), r.metrics.ratio_mean << " vs " << r_ref.metrics.ratio_mean);
+  BOOST_TEST(close(r.metrics.kl_mean, r_ref.metrics.kl_mean, 1e-10), r.metrics.kl_mean << " vs " << r_ref.metrics.kl_mean);
+  for (std::size_t i = 0; i < g_b.size(); ++i) BOOST_TEST(g_b[i] == g_ref[i]); // per-token math is identical
+
+  // Packed layout over the unmasked tokens gives the same numbers as the padded one.
+  fvec lp, old, ref, at;
+  for (std::size_t b = 0; b < d.B; ++b)
+    for (std::size_t t = 0; t < d.T; ++t)
+      if (d.mask[b * d.T + t]) {
+        lp.push_back(d.lp[b * d.T + t]);
+        old.push_back(d.old[b * d.T + t]);
+        ref.push_back(d.ref[b * d.T + t]);
+        at.push_back(d.adv_tok[b * d.T + t]);
+      }
+  std::span<const float> padv = per_token ? std::span<const float>(at) : std::span<const float>(d.adv_seq);
+  g::loss_inputs<float> pin{msrl::token_layout::packed(d.offsets), lp, old, ref, padv, {}};
+  fvec gp(lp.size());
+  auto rp = g::policy_loss(ex, pin, o, nm, std::span<float>(gp));
+  BOOST_TEST(close(rp.loss, r_ref.loss, 1e-9), rp.loss << " vs " << r_ref.loss);
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < g_ref.size(); ++i)
+    if (d.mask[i]) BOOST_TEST(gp[k++] == g_ref[i]);
+}
+
+BOOST_AUTO_TEST_CASE(policy_loss_every_preset_and_mode) {
+  const data d = make(23, 41, 3);
+  for (const g::preset* p : g::presets::all) {
+    g::loss_options o = p->loss;
+    o.beta = 0.04;
+    BOOST_TEST_CONTEXT("preset " << p->name) {
+      compare_loss(exec, d, o, false, {});
+      compare_loss(exec, d, o, true, {.global_tokens = 1000.0, .global_sequences = 50.0, .scale = 0.25});
+    }
+  }
+  for (auto level : {g::ratio_level::token, g::ratio_level::sequence, g::ratio_level::sequence_token})
+    for (auto agg : {g::aggregation::token_mean, g::aggregation::seq_mean_token_mean, g::aggregation::seq_mean_token_sum,
+                     g::aggregation::seq_mean_token_sum_norm, g::aggregation::token_sum})
+      for (auto kl : {g::kl_estimator::k1, g::kl_estimator::abs, g::kl_estimator::k2, g::kl_estimator::k3}) {
+        g::loss_options o{.level = level, .log_ratio_clamp = 0.5, .clip_high = 0.28, .dual_clip = 2.0, .beta = 0.1, .kl = kl,
+                          .kl_value_clamp = 0.7, .agg = agg, .count_empty_sequences = false, .constant_normalizer = 64};
+        BOOST_TEST_CONTEXT("level " << int(level) << " agg " << int(agg) << " kl " << int(kl)) {
+          compare_loss(exec, d, o, level != g::ratio_level::sequence_token, {});
+        }
+      }
+}
+
+BOOST_AUTO_TEST_CASE(validation_runs_on_the_backend) {
+  data d = make(4, 5, 9);
+  d.mask[0] = 1;
+  d.lp[0] = std::numeric_limits<float>::quiet_NaN();
+  g::loss_inputs<float> in{msrl::token_layout::padded(d.B, d.T), d.lp, d.old, d.ref, d.adv_seq, d.mask};
+  BOOST_CHECK_THROW(g::policy_loss(exec, in, g::loss_options{}), msrl::value_error);
+  std::vector<std::int64_t> bad{0, 5, 3, 20, 20};
+  g::loss_inputs<float> pin{msrl::token_layout::packed(bad, 20), fvec(20), {}, {}, d.adv_seq, {}};
+  BOOST_CHECK_THROW(g::policy_loss(exec, pin, g::loss_options{}), msrl::shape_error);
+}
