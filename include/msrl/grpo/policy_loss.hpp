@@ -119,6 +119,15 @@ MSRL_HOST_DEVICE inline double mask_at(const M* mask, std::size_t t) {
 
 MSRL_HOST_DEVICE inline bool finite(double x) { return x == x && x != HUGE_VAL && x != -HUGE_VAL; }
 
+// Tokens per task of the token pass: a backend may say (member `token_block`); otherwise host
+// backends take 512-token blocks and device backends one token per task.
+template <class Backend>
+constexpr std::size_t token_block() {
+  if constexpr (requires { Backend::token_block; }) return Backend::token_block;
+  else if constexpr (is_host_backend_v<Backend>) return 512;
+  else return 1;
+}
+
 } // namespace detail_loss
 
 /// Computes the aggregated loss, metrics and (when grad_logp is non-empty) d loss / d logp.
@@ -172,7 +181,6 @@ loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const 
   const bool adv_per_token = in.advantages.size() != B; // when B == N both readings agree for padded rows of length 1
   const M* mask = in.mask.empty() ? nullptr : in.mask.data();
   G* grad = grad_logp.empty() ? nullptr : grad_logp.data();
-  const bool use_kl = opt.beta != 0.0 || ref != nullptr;
 
   // ---- layout validity (packed offsets: 0 = o_0 <= o_1 <= ... <= o_B = N)
   if (lay.is_packed()) {
@@ -275,54 +283,64 @@ loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const 
     });
   }
 
-  // ---- pass 3, per token: loss, metrics and gradient in one sweep
-  auto tot = exec.reduce_n(N, [=] MSRL_HOST_DEVICE(std::size_t t) {
+  // ---- pass 3, per token: loss, metrics and gradient in one sweep. Tokens are processed in
+  // contiguous blocks (one task each) that walk the sequence boundaries, so host backends run a
+  // tight serial loop per block and device backends one token per thread.
+  const std::size_t blk = detail_loss::token_block<Backend>();
+  const std::size_t nblocks = (N + blk - 1) / blk;
+  auto tot = exec.reduce_n(nblocks, [=] MSRL_HOST_DEVICE(std::size_t bi) {
+    double acc[s_count] = {};
+    const std::size_t t0 = bi * blk, t1 = t0 + blk < N ? t0 + blk : N;
+    std::size_t i = lay.sequence_of(t0), seq_end = lay.end(i);
+    for (std::size_t t = t0; t < t1; ++t) {
+      while (t >= seq_end) seq_end = lay.end(++i);
+      const double m = mask_at(mask, t);
+      if (m == 0.0) {
+        if (grad) grad[t] = G(0);
+        continue;
+      }
+      const double L = seq_len[i];
+      const double w = weight(L);
+      const double l = static_cast<double>(lp[t]);
+      const double o = old ? static_cast<double>(old[t]) : l;
+      const double a = static_cast<double>(adv[adv_per_token ? t : i]);
+      double rho, drho; // ratio value and d ratio / d logp_t
+      if (level == ratio_level::token) {
+        const math::value_grad r = math::ratio(l, o, lrc);
+        rho = r.value;
+        drho = r.grad;
+      } else {
+        const double lr = seq_lr[i];
+        rho = std::exp(lr < smax ? lr : smax);
+        drho = lr <= smax ? rho : 0.0; // sequence_token: d exp(l - sg(l) + sg(lr)) / dl
+      }
+      const math::surrogate sur = math::clipped_surrogate(rho, a, cp);
+      double g;
+      if (level == ratio_level::sequence) {
+        const double Lc = L > 1.0 ? L : 1.0;
+        g = (seq_lr[i] <= smax ? rho / Lc : 0.0) * seq_coef[i];
+      } else {
+        g = w * sur.dratio * drho;
+      }
+      double klv = 0.0;
+      if (ref) {
+        const math::value_grad k = math::kl_penalty(l, static_cast<double>(ref[t]), kp);
+        klv = k.value;
+        g += w * beta * k.grad;
+      }
+      if (grad) grad[t] = static_cast<G>(g);
+      acc[s_pg] += w * sur.value;
+      acc[s_kl] += w * beta * klv;
+      acc[s_tok] += 1.0;
+      acc[s_ratio] += rho;
+      acc[s_klsum] += klv;
+      acc[s_low] += sur.clipped_low ? 1.0 : 0.0;
+      acc[s_high] += sur.clipped_high ? 1.0 : 0.0;
+      acc[s_dual] += sur.dual_clipped ? 1.0 : 0.0;
+    }
     sums<s_count> s{};
-    const double m = mask_at(mask, t);
-    if (m == 0.0) {
-      if (grad) grad[t] = G(0);
-      return s;
-    }
-    const std::size_t i = lay.sequence_of(t);
-    const double L = seq_len[i];
-    const double w = weight(L);
-    const double l = static_cast<double>(lp[t]);
-    const double o = old ? static_cast<double>(old[t]) : l;
-    const double a = static_cast<double>(adv[adv_per_token ? t : i]);
-    double rho, drho; // ratio value and d ratio / d logp_t
-    if (level == ratio_level::token) {
-      const math::value_grad r = math::ratio(l, o, lrc);
-      rho = r.value;
-      drho = r.grad;
-    } else {
-      const double lr = seq_lr[i];
-      rho = std::exp(lr < smax ? lr : smax);
-      drho = lr <= smax ? rho : 0.0; // sequence_token: d exp(l - sg(l) + sg(lr)) / dl
-    }
-    const math::surrogate sur = math::clipped_surrogate(rho, a, cp);
-    double g;
-    if (level == ratio_level::sequence) {
-      const double Lc = L > 1.0 ? L : 1.0;
-      g = (seq_lr[i] <= smax ? rho / Lc : 0.0) * seq_coef[i];
-    } else {
-      g = w * sur.dratio * drho;
-    }
-    double klv = 0.0;
-    if (use_kl && ref) {
-      const math::value_grad k = math::kl_penalty(l, static_cast<double>(ref[t]), kp);
-      klv = k.value;
-      g += w * beta * k.grad;
-    }
-    if (grad) grad[t] = static_cast<G>(g);
-    s[s_pg] = w * sur.value;
-    s[s_kl] = w * beta * klv;
-    s[s_loss] = s[s_pg] + s[s_kl];
-    s[s_tok] = 1.0;
-    s[s_ratio] = rho;
-    s[s_klsum] = klv;
-    s[s_low] = sur.clipped_low ? 1.0 : 0.0;
-    s[s_high] = sur.clipped_high ? 1.0 : 0.0;
-    s[s_dual] = sur.dual_clipped ? 1.0 : 0.0;
+    for (int k = 0; k < s_count; ++k) s[k] = acc[k];
+    s[s_loss] = acc[s_pg] + acc[s_kl];
     return s;
   }, sums<s_count>{});
 

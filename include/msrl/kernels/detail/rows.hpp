@@ -1,0 +1,137 @@
+#pragma once
+/// \file Per-row kernels of the host selective log-softmax for each instruction set, and the
+/// runtime choice among them (AVX-512 > AVX2 > scalar). MSRL_KERNELS_ISA=scalar|avx2|avx512 in
+/// the environment caps the choice (tests use it to cover every path on one machine).
+#include <cmath>
+#include <cstddef>
+#include <atomic>
+#include <cstdlib>
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <string_view>
+
+#include "simd_isa.hpp"
+
+namespace msrl::kernels::detail {
+
+/// Online statistics of one row in temperature-scaled units: lse = max + log_sum;
+/// entropy = log_sum - mean_term (the entropy of softmax(x / T)). sum == 0 means every logit is -inf.
+struct row_stats {
+  double max;
+  double log_sum;
+  double sum;
+  double entropy;
+};
+
+template <class T>
+inline T neg_inf() {
+  if constexpr (std::is_same_v<T, float>) return -std::numeric_limits<float>::infinity();
+  else if constexpr (std::is_same_v<T, bf16>) return bf16{0xff80u};
+  else return f16{0xfc00u};
+}
+
+/// Merges lane states (max m_l, sum s_l, t_l = sum e*(x - m_l)) into the row's statistics.
+inline row_stats combine_lanes(const float* m, const float* s, const float* t, int n) {
+  double M = -std::numeric_limits<double>::infinity();
+  for (int i = 0; i < n; ++i)
+    if (s[i] > 0.0f && m[i] > M) M = m[i];
+  double S = 0.0, Tt = 0.0;
+  for (int i = 0; i < n; ++i) {
+    if (!(s[i] > 0.0f)) continue;
+    const double dm = static_cast<double>(m[i]) - M, a = std::exp(dm);
+    S += a * s[i];
+    Tt += a * (static_cast<double>(t[i]) + dm * s[i]);
+  }
+  if (!(S > 0.0)) return {-std::numeric_limits<double>::infinity(), 0.0, 0.0, 0.0};
+  const double ls = std::log(S);
+  return {M, ls, S, ls - Tt / S};
+}
+
+} // namespace msrl::kernels::detail
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#define MSRL_ROW_NS msrl::kernels::detail::scalar_rows
+#define MSRL_ROW_ISA ::msrl::kernels::detail::isa_scalar
+#define MSRL_ROW_TARGET
+namespace msrl::kernels::detail::scalar_rows {}
+#include "row_kernels.inl"
+#undef MSRL_ROW_NS
+#undef MSRL_ROW_ISA
+#undef MSRL_ROW_TARGET
+
+#ifdef MSRL_KERNELS_X86
+#define MSRL_ROW_NS msrl::kernels::detail::avx2_rows
+#define MSRL_ROW_ISA ::msrl::kernels::detail::isa_avx2
+#define MSRL_ROW_TARGET MSRL_TARGET_AVX2
+#include "row_kernels.inl"
+#undef MSRL_ROW_NS
+#undef MSRL_ROW_ISA
+#undef MSRL_ROW_TARGET
+
+#define MSRL_ROW_NS msrl::kernels::detail::avx512_rows
+#define MSRL_ROW_ISA ::msrl::kernels::detail::isa_avx512
+#define MSRL_ROW_TARGET MSRL_TARGET_AVX512
+#include "row_kernels.inl"
+#undef MSRL_ROW_NS
+#undef MSRL_ROW_ISA
+#undef MSRL_ROW_TARGET
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace msrl::kernels {
+
+/// Instruction set used by the host kernels.
+enum class cpu_isa { scalar, avx2, avx512 };
+
+inline const char* to_string(cpu_isa i) {
+  return i == cpu_isa::avx512 ? "avx512" : (i == cpu_isa::avx2 ? "avx2" : "scalar");
+}
+
+/// The best ISA this CPU supports, capped by MSRL_KERNELS_ISA when set.
+inline cpu_isa detected_isa() {
+  static const cpu_isa isa = [] {
+    cpu_isa best = cpu_isa::scalar;
+#ifdef MSRL_KERNELS_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = cpu_isa::avx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
+      best = cpu_isa::avx512;
+#endif
+    if (const char* cap = std::getenv("MSRL_KERNELS_ISA")) {
+      const std::string_view c(cap);
+      if (c == "scalar") best = cpu_isa::scalar;
+      else if (c == "avx2" && best == cpu_isa::avx512) best = cpu_isa::avx2;
+    }
+    return best;
+  }();
+  return isa;
+}
+
+namespace detail {
+inline std::atomic<int>& isa_cap() {
+  static std::atomic<int> cap{-1};
+  return cap;
+}
+} // namespace detail
+
+/// Caps the ISA the host kernels use from now on (tests and benchmarks cover each path this way);
+/// an ISA the CPU lacks falls back to the best one it has below the cap.
+inline void set_isa_cap(cpu_isa cap) { detail::isa_cap().store(static_cast<int>(cap)); }
+inline void clear_isa_cap() { detail::isa_cap().store(-1); }
+
+/// The ISA the host kernels use now.
+inline cpu_isa active_isa() {
+  const int cap = detail::isa_cap().load(std::memory_order_relaxed);
+  const cpu_isa best = detected_isa();
+  return cap < 0 ? best : static_cast<cpu_isa>(std::min(cap, static_cast<int>(best)));
+}
+
+} // namespace msrl::kernels

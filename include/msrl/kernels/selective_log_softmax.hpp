@@ -1,0 +1,216 @@
+#pragma once
+/// \file Host selective log-softmax: per-token log p(target) = x_y / T - logsumexp(x / T) from
+/// logits [N, V] (fp32 / bf16 / fp16, fp32 accumulation), optional per-token entropy, and the
+/// backward d logits = g * (onehot - softmax(x / T)) / T into a caller buffer or in place.
+///
+/// One read of each row: online max / sum-exp per SIMD lane (a lane rescales only when its max
+/// grows, which is rare after the first vectors), a cheap polynomial exp (detail/simd_isa.hpp),
+/// AVX-512 / AVX2 / scalar chosen at run time, rows split over threads. The backward reads the
+/// row once more and writes the gradient once (rows whose upstream gradient is zero are written
+/// without being read). -inf logits contribute exactly 0; a row of only -inf logits has
+/// logp = lse = -inf, entropy 0 and gradient 0; a negative target (ignore index, e.g. -100)
+/// gives logp = lse = entropy = 0 and gradient 0, and its row is not read.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <span>
+#include <string>
+
+#include "../backend/host_threads.hpp"
+#include "../core/error.hpp"
+#include "detail/rows.hpp"
+#include "half.hpp"
+
+namespace msrl::kernels {
+
+/// A row-major matrix view: `rows` rows of `cols` elements, rows `stride` elements apart (0 = cols).
+template <class T>
+struct matrix_view {
+  T* data = nullptr;
+  std::size_t rows = 0;
+  std::size_t cols = 0;
+  std::size_t stride = 0;
+  std::size_t ld() const { return stride ? stride : cols; }
+  T* row(std::size_t i) const { return data + i * ld(); }
+};
+
+struct logprob_options {
+  double temperature = 1.0; ///< logits are divided by T before the softmax (sampling temperature)
+  unsigned threads = 0;     ///< worker threads over rows; 0 = std::thread::hardware_concurrency()
+};
+
+/// Per-token outputs. logp is required; lse (needed by the backward) and entropy are optional.
+/// lse is kept in double: its fp32 rounding (half an ulp, ~1e-6 at |lse| = 16) would otherwise be
+/// the largest error of the gradient.
+struct logprob_outputs {
+  std::span<float> logp;
+  std::span<double> lse;
+  std::span<float> entropy;
+};
+
+namespace detail {
+
+inline backend::host_threads row_pool(unsigned threads, std::size_t cols) {
+  // rows are heavy: split them as soon as a thread gets ~64 K elements
+  const std::size_t grain = std::max<std::size_t>(1, (std::size_t{1} << 16) / std::max<std::size_t>(cols, 1));
+  return backend::host_threads{threads, grain};
+}
+
+template <class T>
+void check_logits(const matrix_view<const T>& x, const char* where) {
+  require<shape_error>(x.rows == 0 || x.data != nullptr, where, "logits", "must not be null when it has rows");
+  require<shape_error>(x.cols >= 1, where, "logits", "must have at least one column (vocabulary size >= 1)");
+  require<shape_error>(x.stride == 0 || x.stride >= x.cols, where, "logits.stride", "must be 0 or >= cols");
+}
+
+inline void check_options(const logprob_options& o, const char* where) {
+  require(std::isfinite(o.temperature) && o.temperature > 0.0, where, "options.temperature", "must be finite and > 0");
+}
+
+inline void check_targets(std::span<const std::int64_t> targets, std::size_t rows, std::size_t V, const char* where) {
+  require<shape_error>(targets.size() == rows, where, "targets",
+                       "must have one entry per logits row (" + std::to_string(rows) + "), got " + std::to_string(targets.size()));
+  const auto bad = std::find_if(targets.begin(), targets.end(), [V](std::int64_t t) { return t >= static_cast<std::int64_t>(V); });
+  require<value_error>(bad == targets.end(), where, "targets",
+                       "must be < the vocabulary size (" + std::to_string(V) + "); negative ids are ignored tokens");
+}
+
+template <class T>
+using forward_fn = row_stats (*)(const T*, std::size_t, float);
+template <class T, class G>
+using backward_fn = void (*)(const T*, G*, std::size_t, float, float, float, float);
+
+template <class T, bool Entropy>
+forward_fn<T> pick_forward() {
+#ifdef MSRL_KERNELS_X86
+  switch (active_isa()) {
+  case cpu_isa::avx512: return &avx512_rows::forward_row<T, Entropy>;
+  case cpu_isa::avx2: return &avx2_rows::forward_row<T, Entropy>;
+  default: break;
+  }
+#endif
+  return &scalar_rows::forward_row<T, Entropy>;
+}
+
+template <class T, class G>
+backward_fn<T, G> pick_backward() {
+#ifdef MSRL_KERNELS_X86
+  switch (active_isa()) {
+  case cpu_isa::avx512: return &avx512_rows::backward_row<T, G>;
+  case cpu_isa::avx2: return &avx2_rows::backward_row<T, G>;
+  default: break;
+  }
+#endif
+  return &scalar_rows::backward_row<T, G>;
+}
+
+/// Forward over all rows; rows with skip[i] == 0 (when skip is given) or a negative target are not read.
+template <class T, class M>
+void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, const logprob_outputs& out,
+                  const logprob_options& opt, const M* skip) {
+  const float inv_t = static_cast<float>(1.0 / opt.temperature);
+  const double inv_td = 1.0 / opt.temperature;
+  const forward_fn<T> fwd = out.entropy.empty() ? pick_forward<T, false>() : pick_forward<T, true>();
+  float* lp = out.logp.data();
+  double* ls = out.lse.empty() ? nullptr : out.lse.data();
+  float* en = out.entropy.empty() ? nullptr : out.entropy.data();
+  const std::size_t V = x.cols;
+  row_pool(opt.threads, V).for_each_n(x.rows, [&](std::size_t i) {
+    const std::int64_t y = targets[i];
+    if (y < 0 || (skip && skip[i] == M(0))) {
+      lp[i] = 0.0f;
+      if (ls) ls[i] = 0.0;
+      if (en) en[i] = 0.0f;
+      return;
+    }
+    const T* row = x.row(i);
+    const row_stats st = fwd(row, V, inv_t);
+    const double lse = st.max + st.log_sum;
+    const double xy = static_cast<double>(to_float(row[y])) * inv_td;
+    lp[i] = st.sum > 0.0 ? static_cast<float>((xy - st.max) - st.log_sum) : -std::numeric_limits<float>::infinity();
+    if (ls) ls[i] = lse;
+    if (en) en[i] = static_cast<float>(st.entropy);
+  });
+}
+
+template <class T, class G>
+void backward_rows(const matrix_view<const T>& x, const std::int64_t* targets, const double* lse, const float* grad_logp,
+                   const matrix_view<G>& gx, const logprob_options& opt) {
+  const float inv_t = static_cast<float>(1.0 / opt.temperature);
+  const double inv_td = 1.0 / opt.temperature;
+  const backward_fn<T, G> bwd = pick_backward<T, G>();
+  const std::size_t V = x.cols;
+  row_pool(opt.threads, V).for_each_n(x.rows, [&](std::size_t i) {
+    G* g = gx.row(i);
+    const std::int64_t y = targets[i];
+    const float gi = grad_logp[i];
+    if (y < 0 || gi == 0.0f || !(lse[i] > -std::numeric_limits<double>::infinity())) {
+      std::memset(static_cast<void*>(g), 0, V * sizeof(G));
+      return;
+    }
+    const T* row = x.row(i);
+    const double xy = static_cast<double>(to_float(row[y])) * inv_td; // read before an in-place overwrite
+    const float hi = static_cast<float>(lse[i]), lo = static_cast<float>(lse[i] - static_cast<double>(hi));
+    bwd(row, g, V, inv_t, hi, lo, gi * inv_t);
+    // target entry in double: g (1 - p_y) / T, no cancellation through a rounded p_y
+    const double py = std::exp(xy - lse[i]);
+    g[y] = from_float<G>(static_cast<float>(static_cast<double>(gi) * inv_td * (1.0 - py)));
+  });
+}
+
+} // namespace detail
+
+/// Per-token log-probabilities (and optionally lse, entropy) of `targets` under softmax(logits / T).
+template <class T>
+void selective_log_softmax(const matrix_view<const T>& logits, std::span<const std::int64_t> targets,
+                           const logprob_outputs& out, const logprob_options& opt = {}) {
+  static_assert(is_logit_type_v<T>, "logits must be float, msrl::kernels::bf16 or msrl::kernels::f16");
+  constexpr const char* where = "msrl::kernels::selective_log_softmax";
+  detail::check_logits(logits, where);
+  detail::check_options(opt, where);
+  detail::check_targets(targets, logits.rows, logits.cols, where);
+  const std::size_t N = logits.rows;
+  require<shape_error>(out.logp.size() == N, where, "out.logp", "must have one entry per row (" + std::to_string(N) + ")");
+  require<shape_error>(out.lse.empty() || out.lse.size() == N, where, "out.lse", "must be empty or have one entry per row");
+  require<shape_error>(out.entropy.empty() || out.entropy.size() == N, where, "out.entropy",
+                       "must be empty or have one entry per row");
+  detail::forward_rows<T, std::uint8_t>(logits, targets.data(), out, opt, nullptr);
+}
+
+/// d logits[i, :] = grad_logp[i] * (onehot(targets[i]) - softmax(logits[i, :] / T)) / T.
+/// `lse` comes from the forward. grad_logits may be the logits themselves (same type and stride):
+/// the gradient then overwrites them. Rows with grad_logp == 0 or a negative target get zeros.
+template <class T, class G>
+void selective_log_softmax_backward(const matrix_view<const T>& logits, std::span<const std::int64_t> targets,
+                                    std::span<const double> lse, std::span<const float> grad_logp,
+                                    const matrix_view<G>& grad_logits, const logprob_options& opt = {}) {
+  static_assert(is_logit_type_v<T> && is_logit_type_v<G>, "logits and gradients must be float, bf16 or f16");
+  constexpr const char* where = "msrl::kernels::selective_log_softmax_backward";
+  detail::check_logits(logits, where);
+  detail::check_options(opt, where);
+  detail::check_targets(targets, logits.rows, logits.cols, where);
+  const std::size_t N = logits.rows;
+  require<shape_error>(lse.size() == N, where, "lse", "must have one entry per row (from the forward)");
+  require<shape_error>(grad_logp.size() == N, where, "grad_logp", "must have one entry per row");
+  require<shape_error>(grad_logits.rows == N && grad_logits.cols == logits.cols, where, "grad_logits",
+                       "must have the shape of logits");
+  require<shape_error>(grad_logits.stride == 0 || grad_logits.stride >= grad_logits.cols, where, "grad_logits.stride",
+                       "must be 0 or >= cols");
+  require<shape_error>(N == 0 || grad_logits.data != nullptr, where, "grad_logits", "must not be null");
+  if (N == 0) return;
+  const auto* xb = reinterpret_cast<const unsigned char*>(logits.data);
+  const auto* xe = reinterpret_cast<const unsigned char*>(logits.row(N - 1) + logits.cols);
+  const auto* gb = reinterpret_cast<const unsigned char*>(grad_logits.data);
+  const auto* ge = reinterpret_cast<const unsigned char*>(grad_logits.row(N - 1) + grad_logits.cols);
+  const bool overlap = gb < xe && xb < ge;
+  const bool in_place = static_cast<const void*>(gb) == static_cast<const void*>(xb) && sizeof(G) == sizeof(T) &&
+                        std::is_same_v<std::remove_const_t<G>, std::remove_const_t<T>> && grad_logits.ld() == logits.ld();
+  require<shape_error>(!overlap || in_place, where, "grad_logits",
+                       "must either not overlap the logits or be exactly the logits (same type and stride) for in-place");
+  detail::backward_rows<T, G>(logits, targets.data(), lse.data(), grad_logp.data(), grad_logits, opt);
+}
+
+} // namespace msrl::kernels
