@@ -81,7 +81,7 @@ inline void check_targets(std::span<const std::int64_t> targets, std::size_t row
 template <class T>
 using forward_fn = row_stats (*)(const T*, std::size_t, float);
 template <class T, class G>
-using backward_fn = void (*)(const T*, G*, std::size_t, float, float, float, float);
+using backward_fn = double (*)(const T*, G*, std::size_t, std::size_t, float, float, float, float);
 
 template <class T, bool Entropy>
 forward_fn<T> pick_forward() {
@@ -154,10 +154,12 @@ void backward_rows(const matrix_view<const T>& x, const std::int64_t* targets, c
     const T* row = x.row(i);
     const double xy = static_cast<double>(to_float(row[y])) * inv_td; // read before an in-place overwrite
     const float hi = static_cast<float>(lse[i]), lo = static_cast<float>(lse[i] - static_cast<double>(hi));
-    bwd(row, g, V, inv_t, hi, lo, gi * inv_t);
-    // target entry in double: g (1 - p_y) / T, no cancellation through a rounded p_y
+    const double rest = bwd(row, g, V, static_cast<std::size_t>(y), inv_t, hi, lo, gi * inv_t);
+    // target entry g (1 - p_y) / T with 1 - p_y = sum_{j != y} p_j: no cancellation when p_y -> 1
+    // (when p_y is small the direct form is as accurate and independent of the sum's rounding)
     const double py = std::exp(xy - lse[i]);
-    g[y] = from_float<G>(static_cast<float>(static_cast<double>(gi) * inv_td * (1.0 - py)));
+    const double one_minus = py > 0.5 ? rest : 1.0 - py;
+    g[y] = from_float<G>(static_cast<float>(static_cast<double>(gi) * inv_td * one_minus));
   });
 }
 

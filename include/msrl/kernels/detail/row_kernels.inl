@@ -17,73 +17,122 @@ MSRL_ROW_TARGET inline vec load_tail(const T* p, std::size_t n) {
   return isa::template load<T>(buf);
 }
 
-/// One online-softmax update of a lane state (max m, sum s, sum of e*(x - m) t) with x.
+/// Lane state of the online softmax: max m; block sums s, t (t = sum e * (x - m)); totals S, Tt.
+/// Block sums are folded into the totals every few vectors (two-level summation keeps fp32
+/// rounding near 1e-7 for rows of 151,936 elements).
+struct lane_state {
+  vec m, s, t, S, Tt;
+};
+
+/// One online-softmax update of a lane state with x.
 template <bool Entropy>
-MSRL_ROW_TARGET inline void update(vec x, vec& m, vec& s, vec& t) {
+MSRL_ROW_TARGET inline void update(vec x, lane_state& st) {
   const vec lo = isa::set1(exp_lo - 1.0f); // below exp_lo: exp() returns exactly 0
-  if (isa::any(isa::gt(x, m))) { // rare after the first few vectors: rescale to the new max
-    const vec mn = isa::max(m, x);
-    const vec dm = isa::max(isa::sub(m, mn), lo);
+  if (isa::any(isa::gt(x, st.m))) {        // rare after the first few vectors: rescale to the new max
+    const vec mn = isa::max(st.m, x);
+    const vec dm = isa::max(isa::sub(st.m, mn), lo);
     const vec a = isa::exp(dm);
-    if constexpr (Entropy) t = isa::mul(a, isa::fma(dm, s, t));
-    s = isa::mul(a, s);
-    m = mn;
+    if constexpr (Entropy) {
+      st.t = isa::mul(a, isa::fma(dm, st.s, st.t));
+      st.Tt = isa::mul(a, isa::fma(dm, st.S, st.Tt));
+    }
+    st.s = isa::mul(a, st.s);
+    st.S = isa::mul(a, st.S);
+    st.m = mn;
   }
-  const vec d = isa::max(isa::sub(x, m), lo);
+  const vec d = isa::max(isa::sub(x, st.m), lo);
   const vec e = isa::exp(d);
-  s = isa::add(s, e);
-  if constexpr (Entropy) t = isa::fma(e, d, t);
+  st.s = isa::add(st.s, e);
+  if constexpr (Entropy) st.t = isa::fma(e, d, st.t);
+}
+
+MSRL_ROW_TARGET inline void fold(lane_state& st) {
+  st.S = isa::add(st.S, st.s);
+  st.Tt = isa::add(st.Tt, st.t);
+  st.s = isa::set1(0.0f);
+  st.t = isa::set1(0.0f);
 }
 
 /// Single pass over one row of V logits: online max / sum-exp (and entropy) of x * inv_t.
 template <class T, bool Entropy>
 MSRL_ROW_TARGET inline row_stats forward_row(const T* x, std::size_t V, float inv_t) {
   const vec it = isa::set1(inv_t);
-  vec m[U], s[U], t[U];
+  lane_state st[U];
 #pragma GCC unroll 4
   for (int u = 0; u < U; ++u) {
-    m[u] = isa::set1(-3.4028234663852886e38f);
-    s[u] = isa::set1(0.0f);
-    t[u] = isa::set1(0.0f);
+    st[u].m = isa::set1(-3.4028234663852886e38f);
+    st[u].s = st[u].t = st[u].S = st[u].Tt = isa::set1(0.0f);
   }
   std::size_t j = 0;
+  int since_fold = 0;
   for (; j + U * W <= V; j += U * W) {
 #pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) update<Entropy>(isa::mul(isa::template load<T>(x + j + u * W), it), m[u], s[u], t[u]);
+    for (int u = 0; u < U; ++u) update<Entropy>(isa::mul(isa::template load<T>(x + j + u * W), it), st[u]);
+    if (++since_fold == 64) {
+      since_fold = 0;
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) fold(st[u]);
+    }
   }
-  for (; j + W <= V; j += W) update<Entropy>(isa::mul(isa::template load<T>(x + j), it), m[0], s[0], t[0]);
-  if (j < V) update<Entropy>(isa::mul(load_tail(x + j, V - j), it), m[1 % U], s[1 % U], t[1 % U]);
+  for (; j + W <= V; j += W) update<Entropy>(isa::mul(isa::template load<T>(x + j), it), st[0]);
+  if (j < V) update<Entropy>(isa::mul(load_tail(x + j, V - j), it), st[1 % U]);
   float lm[U * W], ls[U * W], lt[U * W];
 #pragma GCC unroll 4
   for (int u = 0; u < U; ++u) {
-    isa::lanes(m[u], lm + u * W);
-    isa::lanes(s[u], ls + u * W);
-    isa::lanes(t[u], lt + u * W);
+    fold(st[u]);
+    isa::lanes(st[u].m, lm + u * W);
+    isa::lanes(st[u].S, ls + u * W);
+    isa::lanes(st[u].Tt, lt + u * W);
   }
   return combine_lanes(lm, ls, lt, U * W);
 }
 
-/// d logits = scale * (onehot - softmax(x * inv_t)) with softmax from the saved lse:
-/// every element gets -scale * p; the target is fixed afterwards by the caller in full precision.
-/// lse = lse_hi + lse_lo (two floats): x/T - lse_hi is exact enough near the row max, where
-/// softmax is large, so the gradient keeps ~1e-7 relative accuracy even for |lse| >> 1.
+/// Writes g[j] = -scale * exp(x[j] * inv_t - lse) for j in [j0, j1) and adds those p to acc.
 template <class T, class G>
-MSRL_ROW_TARGET inline void backward_row(const T* x, G* g, std::size_t V, float inv_t, float lse_hi, float lse_lo, float scale) {
-  const vec it = isa::set1(inv_t), nl = isa::set1(-lse_hi), lo = isa::set1(lse_lo), ns = isa::set1(-scale);
-  std::size_t j = 0;
-  for (; j + 2 * W <= V; j += 2 * W) {
+MSRL_ROW_TARGET inline void sweep(const T* x, G* g, std::size_t j0, std::size_t j1, vec it, vec nl, vec lo, vec ns, vec& acc0,
+                                  vec& acc1) {
+  std::size_t j = j0;
+  for (; j + 2 * W <= j1; j += 2 * W) {
     const vec a = isa::template load<T>(x + j), b = isa::template load<T>(x + j + W);
     const vec pa = isa::exp(isa::sub(isa::fma(a, it, nl), lo)), pb = isa::exp(isa::sub(isa::fma(b, it, nl), lo));
+    acc0 = isa::add(acc0, pa);
+    acc1 = isa::add(acc1, pb);
     isa::template store<G>(g + j, isa::mul(pa, ns));
     isa::template store<G>(g + j + W, isa::mul(pb, ns));
   }
-  for (; j + W <= V; j += W)
-    isa::template store<G>(g + j, isa::mul(isa::exp(isa::sub(isa::fma(isa::template load<T>(x + j), it, nl), lo)), ns));
-  if (j < V) {
-    G buf[W];
-    isa::template store<G>(buf, isa::mul(isa::exp(isa::sub(isa::fma(load_tail(x + j, V - j), it, nl), lo)), ns));
-    for (std::size_t i = 0; i < V - j; ++i) g[j + i] = buf[i];
+  for (; j + W <= j1; j += W) {
+    const vec p = isa::exp(isa::sub(isa::fma(isa::template load<T>(x + j), it, nl), lo));
+    acc0 = isa::add(acc0, p);
+    isa::template store<G>(g + j, isa::mul(p, ns));
   }
+  if (j < j1) {
+    G buf[W];
+    const vec p = isa::exp(isa::sub(isa::fma(load_tail(x + j, j1 - j), it, nl), lo));
+    acc1 = isa::add(acc1, p);
+    isa::template store<G>(buf, isa::mul(p, ns));
+    for (std::size_t i = 0; i < j1 - j; ++i) g[j + i] = buf[i];
+  }
+}
+
+/// d logits = scale * (onehot - softmax(x * inv_t)) with softmax from the saved lse = lse_hi + lse_lo
+/// (two floats, so x/T - lse stays accurate near the row max where softmax is large). Returns
+/// sum_{j != y} p_j, from which the caller forms the target entry scale * (1 - p_y) without the
+/// cancellation of 1 - p_y when p_y is near 1. Element y itself is left for the caller.
+template <class T, class G>
+MSRL_ROW_TARGET inline double backward_row(const T* x, G* g, std::size_t V, std::size_t y, float inv_t, float lse_hi, float lse_lo,
+                                           float scale) {
+  const vec it = isa::set1(inv_t), nl = isa::set1(-lse_hi), lo = isa::set1(lse_lo), ns = isa::set1(-scale);
+  vec acc0 = isa::set1(0.0f), acc1 = isa::set1(0.0f);
+  double rest = 0.0;
+  // element y is excluded from the sum; the two sides are swept separately (the split costs
+  // at most two partial vectors per row)
+  sweep<T, G>(x, g, 0, y, it, nl, lo, ns, acc0, acc1);
+  sweep<T, G>(x, g, y + 1, V, it, nl, lo, ns, acc0, acc1);
+  float l0[W], l1[W];
+  isa::lanes(acc0, l0);
+  isa::lanes(acc1, l1);
+  for (int i = 0; i < W; ++i) rest += static_cast<double>(l0[i]) + static_cast<double>(l1[i]);
+  return rest;
 }
 
 } // namespace MSRL_ROW_NS

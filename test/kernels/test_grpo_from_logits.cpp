@@ -1,0 +1,183 @@
+// The fused GRPO loss from logits equals the core's path (double-precision log-softmax ->
+// msrl::grpo::policy_loss -> chain rule) for every preset and mode, and its gradient equals
+// central finite differences of that double path.
+#define BOOST_TEST_MODULE kernels_grpo_from_logits
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <msrl/grpo.hpp>
+#include <msrl/kernels/grpo_loss.hpp>
+
+#include "reference.hpp"
+
+namespace g = msrl::grpo;
+namespace k = msrl::kernels;
+
+struct batch {
+  std::size_t B, T, V;
+  std::vector<float> x;
+  std::vector<double> xd;
+  std::vector<std::int64_t> y;
+  std::vector<float> old, ref, adv;
+  std::vector<std::uint8_t> mask;
+  std::vector<std::int64_t> offsets; // packed layout over the same tokens (unequal lengths)
+};
+
+static batch make(unsigned seed, std::size_t B, std::size_t T, std::size_t V) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.f, 1.f);
+  const std::size_t N = B * T;
+  batch b{B, T, V, std::vector<float>(N * V), std::vector<double>(N * V), std::vector<std::int64_t>(N),
+          std::vector<float>(N), std::vector<float>(N), std::vector<float>(B), std::vector<std::uint8_t>(N), {}};
+  for (std::size_t i = 0; i < N * V; ++i) b.xd[i] = b.x[i] = 2.f * n(rng);
+  for (std::size_t i = 0; i < N; ++i) {
+    b.y[i] = static_cast<std::int64_t>(rng() % V);
+    // a logit bump so the target log-probs sit near -1..-3 and ratios spread around the clip range
+    b.x[i * V + static_cast<std::size_t>(b.y[i])] += 4.f;
+    b.xd[i * V + static_cast<std::size_t>(b.y[i])] = b.x[i * V + static_cast<std::size_t>(b.y[i])];
+  }
+  for (std::size_t i = 0; i < N; ++i) {
+    const auto r = msrl::lab::ref_forward(b.xd.data() + i * V, V, b.y[i], 1.0);
+    b.old[i] = static_cast<float>(r.logp + 0.3 * n(rng));
+    b.ref[i] = static_cast<float>(r.logp + 0.5 * n(rng));
+  }
+  for (auto& a : b.adv) a = n(rng);
+  for (std::size_t i = 0; i < B; ++i) {
+    const std::size_t len = i == 1 ? 0 : 1 + rng() % T;
+    for (std::size_t t = 0; t < T; ++t) b.mask[i * T + t] = t < len ? 1 : 0;
+  }
+  b.offsets.push_back(0);
+  for (std::size_t i = 0; i < B; ++i) b.offsets.push_back(static_cast<std::int64_t>((i + 1) * T));
+  b.offsets[1] = 2; // unequal packed sequences
+  return b;
+}
+
+// The core's path in double: reference log-probs -> policy_loss -> d logits by the chain rule.
+static g::loss_result core_path(const batch& b, const std::vector<double>& xd, msrl::token_layout lay, const g::loss_options& o,
+                                double temp, std::vector<double>* dx) {
+  const std::size_t N = b.B * b.T, V = b.V;
+  std::vector<double> lp(N), old(b.old.begin(), b.old.end()), ref(b.ref.begin(), b.ref.end()), adv(b.adv.begin(), b.adv.end()),
+      dlp(N);
+  for (std::size_t i = 0; i < N; ++i) lp[i] = b.mask[i] ? msrl::lab::ref_forward(xd.data() + i * V, V, b.y[i], temp).logp : 0.0;
+  const g::loss_inputs<double> in{lay, lp, old, ref, adv, b.mask};
+  auto r = g::policy_loss(in, o, {}, std::span<double>(dlp));
+  if (dx) {
+    dx->assign(N * V, 0.0);
+    std::vector<double> row;
+    for (std::size_t i = 0; i < N; ++i) {
+      msrl::lab::ref_backward(xd.data() + i * V, V, b.y[i], temp, dlp[i], row);
+      std::copy(row.begin(), row.end(), dx->begin() + static_cast<long>(i * V));
+    }
+  }
+  return r;
+}
+
+BOOST_AUTO_TEST_CASE(every_preset_matches_the_core_path) {
+  const batch b = make(3, 5, 6, 203);
+  const std::size_t N = b.B * b.T, V = b.V;
+  for (const g::preset* p : g::presets::all)
+    for (int variant = 0; variant < 3; ++variant) {
+      g::loss_options o = p->loss;
+      if (variant >= 1) o.beta = 0.04;
+      const double temp = variant == 2 ? 0.9 : 1.0;
+      const auto lay = variant == 2 ? msrl::token_layout::packed(b.offsets) : msrl::token_layout::padded(b.B, b.T);
+      std::vector<double> dref;
+      const auto want = core_path(b, b.xd, lay, o, temp, &dref);
+      std::vector<float> dx(N * V, 99.f), lp(N);
+      const k::logits_loss_inputs<float> in{lay, {b.x.data(), N, V}, b.y, b.old, b.ref, b.adv, b.mask};
+      const auto got = k::grpo_loss_from_logits(in, o, {}, k::logits_loss_outputs<float>{{dx.data(), N, V}, lp},
+                                                {.temperature = temp, .threads = 2});
+      BOOST_TEST_INFO("preset " << p->name << " variant " << variant);
+      BOOST_TEST(std::abs(got.loss - want.loss) <= 1e-6 * std::max(1.0, std::abs(want.loss)));
+      BOOST_TEST(got.metrics.tokens == want.metrics.tokens);
+      BOOST_TEST(std::abs(got.metrics.clip_fraction - want.metrics.clip_fraction) <= 1e-12);
+      BOOST_TEST(std::abs(got.metrics.kl_mean - want.metrics.kl_mean) <= 1e-5);
+      BOOST_TEST(std::abs(got.metrics.ratio_mean - want.metrics.ratio_mean) <= 1e-5);
+      double mx = 0.0, err = 0.0;
+      for (std::size_t i = 0; i < N * V; ++i) {
+        mx = std::max(mx, std::abs(dref[i]));
+        err = std::max(err, std::abs(dx[i] - dref[i]));
+      }
+      BOOST_TEST(mx > 0.0);
+      BOOST_TEST(err <= 1e-5 * mx); // fp32 d loss / d logp (1e-6 rel) times fp32 softmax
+    }
+}
+
+BOOST_AUTO_TEST_CASE(gradient_equals_finite_differences_of_the_core_path) {
+  const batch b = make(7, 3, 4, 29);
+  const std::size_t N = b.B * b.T, V = b.V;
+  g::loss_options o = g::presets::verl_default.loss;
+  o.beta = 0.1;
+  const auto lay = msrl::token_layout::padded(b.B, b.T);
+  std::vector<float> dx(N * V);
+  const k::logits_loss_inputs<float> in{lay, {b.x.data(), N, V}, b.y, b.old, b.ref, b.adv, b.mask};
+  k::grpo_loss_from_logits(in, o, {}, k::logits_loss_outputs<float>{{dx.data(), N, V}});
+  std::mt19937 rng(1);
+  const double h = 1e-5;
+  for (int s = 0; s < 60; ++s) {
+    const std::size_t e = rng() % (N * V);
+    auto xd = b.xd;
+    xd[e] += h;
+    const double up = core_path(b, xd, lay, o, 1.0, nullptr).loss;
+    xd[e] -= 2 * h;
+    const double dn = core_path(b, xd, lay, o, 1.0, nullptr).loss;
+    BOOST_TEST_INFO("element " << e);
+    BOOST_TEST(std::abs(dx[e] - (up - dn) / (2 * h)) <= 2e-6);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(bf16_logits_in_place_gradient) {
+  const batch b = make(11, 4, 5, 1000);
+  const std::size_t N = b.B * b.T, V = b.V;
+  std::vector<k::bf16> xb(N * V);
+  std::vector<double> xd(N * V);
+  for (std::size_t i = 0; i < N * V; ++i) xd[i] = k::to_float(xb[i] = k::to_bf16(b.x[i]));
+  const g::loss_options o = g::presets::dapo.loss;
+  const auto lay = msrl::token_layout::padded(b.B, b.T);
+  std::vector<double> dref;
+  const auto want = core_path(b, xd, lay, o, 1.0, &dref);
+  const k::logits_loss_inputs<k::bf16> in{lay, {xb.data(), N, V}, b.y, b.old, b.ref, b.adv, b.mask};
+  const auto got = k::grpo_loss_from_logits(in, o, {}, k::logits_loss_outputs<k::bf16>{{xb.data(), N, V}});
+  BOOST_TEST(std::abs(got.loss - want.loss) <= 1e-6 * std::max(1.0, std::abs(want.loss)));
+  double mx = 0.0;
+  for (double d : dref) mx = std::max(mx, std::abs(d));
+  for (std::size_t i = 0; i < N * V; ++i)
+    BOOST_TEST_REQUIRE(std::abs(k::to_float(xb[i]) - dref[i]) <= std::abs(dref[i]) * 0x1p-8 + 1e-5 * mx);
+}
+
+BOOST_AUTO_TEST_CASE(errors_name_the_argument) {
+  batch b = make(13, 2, 3, 11);
+  const std::size_t N = 6, V = 11;
+  const auto lay = msrl::token_layout::padded(2, 3);
+  auto run = [&](const batch& bb, msrl::token_layout l) {
+    const k::logits_loss_inputs<float> in{l, {bb.x.data(), N, V}, bb.y, bb.old, bb.ref, bb.adv, bb.mask};
+    k::grpo_loss_from_logits(in, g::presets::trl_default.loss);
+  };
+  auto expect = [&](auto f, const std::string& needle) {
+    try {
+      f();
+      BOOST_ERROR("no exception, expected " << needle);
+    } catch (const msrl::invalid_argument& e) {
+      BOOST_TEST_INFO(e.what());
+      BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos);
+    }
+  };
+  expect([&] { run(b, msrl::token_layout::padded(2, 2)); }, "'layout.total_tokens'");
+  batch c = b;
+  c.mask[0] = 1;
+  c.y[0] = -100;
+  expect([&] { run(c, lay); }, "must be >= 0 at unmasked tokens");
+  c = b;
+  c.mask[0] = 2;
+  expect([&] { run(c, lay); }, "'mask'");
+  c = b;
+  c.adv.pop_back();
+  expect([&] { run(c, lay); }, "'advantages'");
+  c = b;
+  c.y[1] = 11;
+  expect([&] { run(c, lay); }, "'targets'");
+}

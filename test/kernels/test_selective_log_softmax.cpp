@@ -1,0 +1,256 @@
+// Host selective log-softmax (every ISA path, fp32/bf16/fp16, temperature, entropy, backward,
+// in place, -inf logits, ignored rows, ragged V, threads) against the double reference, and
+// the backward against central finite differences of the double forward.
+#define BOOST_TEST_MODULE kernels_selective_log_softmax
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <msrl/kernels/selective_log_softmax.hpp>
+
+#include "reference.hpp"
+
+namespace k = msrl::kernels;
+using msrl::lab::ref_backward;
+using msrl::lab::ref_forward;
+constexpr float ninf = -std::numeric_limits<float>::infinity();
+
+template <class T>
+struct problem {
+  std::size_t N, V;
+  std::vector<T> x;
+  std::vector<double> xd; // the exact widened values
+  std::vector<std::int64_t> y;
+};
+
+template <class T>
+problem<T> make(std::size_t N, std::size_t V, unsigned seed, double scale = 3.0) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.f, 1.f);
+  problem<T> p{N, V, std::vector<T>(N * V), std::vector<double>(N * V), std::vector<std::int64_t>(N)};
+  for (std::size_t i = 0; i < N * V; ++i) {
+    float v = static_cast<float>(scale) * n(rng);
+    if (i % 997 == 3) v += 15.f; // a few peaks (peaked RL distributions)
+    p.x[i] = k::from_float<T>(v);
+    p.xd[i] = k::to_float(p.x[i]);
+  }
+  for (std::size_t i = 0; i < N; ++i) p.y[i] = static_cast<std::int64_t>(rng() % V);
+  return p;
+}
+
+static const std::vector<k::cpu_isa> isas{k::cpu_isa::scalar, k::cpu_isa::avx2, k::cpu_isa::avx512};
+
+struct isa_guard {
+  ~isa_guard() { k::clear_isa_cap(); }
+};
+
+template <class T>
+void check_forward(std::size_t N, std::size_t V, double temp, unsigned seed) {
+  auto p = make<T>(N, V, seed);
+  isa_guard guard;
+  for (k::cpu_isa isa : isas) {
+    k::set_isa_cap(isa);
+    std::vector<float> lp(N), ent(N);
+    std::vector<double> lse(N);
+    k::selective_log_softmax(k::matrix_view<const T>{p.x.data(), N, V}, p.y, {lp, lse, ent}, {.temperature = temp, .threads = 2});
+    for (std::size_t i = 0; i < N; ++i) {
+      const auto r = ref_forward(p.xd.data() + i * V, V, p.y[i], temp);
+      BOOST_TEST_INFO("isa " << k::to_string(k::active_isa()) << " type " << k::type_name_v<T> << " V " << V << " row " << i);
+      BOOST_TEST(std::abs(lp[i] - r.logp) <= 1e-5);
+      BOOST_TEST(std::abs(lse[i] - r.lse) <= 1e-5 * std::max(1.0, std::abs(r.lse)));
+      BOOST_TEST(std::abs(ent[i] - r.entropy) <= 1e-5 * std::max(1.0, std::abs(r.entropy)));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(forward_fp32_matches_double_reference) {
+  for (std::size_t V : {1, 2, 7, 15, 16, 17, 63, 64, 65, 100, 1000, 4099})
+    for (double t : {1.0, 0.7, 1.3}) check_forward<float>(9, V, t, static_cast<unsigned>(V * 10) + static_cast<unsigned>(t * 10));
+  check_forward<float>(3, 151936, 1.0, 1); // the Qwen / InternVL3.5 vocabulary
+  check_forward<float>(2, 151936 + 5, 0.9, 2);
+}
+
+BOOST_AUTO_TEST_CASE(forward_half_inputs_match_reference_on_the_same_values) {
+  for (std::size_t V : {1, 9, 33, 1000, 151936}) {
+    check_forward<k::bf16>(4, V, 1.0, static_cast<unsigned>(V));
+    check_forward<k::f16>(4, V, 0.8, static_cast<unsigned>(V + 1));
+  }
+}
+
+// Backward: fp32 output within 1e-6 of the row's largest gradient; 16-bit outputs within their rounding.
+template <class T, class G>
+void check_backward(std::size_t N, std::size_t V, double temp, unsigned seed) {
+  auto p = make<T>(N, V, seed);
+  std::vector<float> gl(N);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.f, 1.f);
+  for (auto& g : gl) g = n(rng);
+  gl[0] = 0.0f; // a zero upstream gradient gives an all-zero row
+  isa_guard guard;
+  for (k::cpu_isa isa : isas) {
+    k::set_isa_cap(isa);
+    std::vector<float> lp(N);
+    std::vector<double> lse(N);
+    const k::matrix_view<const T> xv{p.x.data(), N, V};
+    k::selective_log_softmax(xv, p.y, {lp, lse, {}}, {.temperature = temp});
+    std::vector<G> gx(N * V, k::from_float<G>(12345.f)); // poison: every element must be written
+    k::selective_log_softmax_backward(xv, p.y, lse, gl, k::matrix_view<G>{gx.data(), N, V}, {.temperature = temp, .threads = 3});
+    std::vector<double> ref;
+    for (std::size_t i = 0; i < N; ++i) {
+      ref_backward(p.xd.data() + i * V, V, p.y[i], temp, gl[i], ref);
+      double mx = 0.0, err = 0.0, rel16 = 0.0;
+      for (std::size_t j = 0; j < V; ++j) {
+        const double got = k::to_float(gx[i * V + j]);
+        mx = std::max(mx, std::abs(ref[j]));
+        err = std::max(err, std::abs(got - ref[j]));
+        rel16 = std::max(rel16, std::abs(got - ref[j]) - std::abs(ref[j]) * (std::is_same_v<G, k::bf16> ? 0x1p-8 : 0x1p-11));
+      }
+      BOOST_TEST_INFO("isa " << k::to_string(k::active_isa()) << " in " << k::type_name_v<T> << " out " << k::type_name_v<G>
+                             << " V " << V << " row " << i);
+      if constexpr (std::is_same_v<G, float>) BOOST_TEST(err <= 1e-6 * std::max(mx, 1e-30));
+      else BOOST_TEST(rel16 <= 1e-6 * mx + 0x1p-24); // within the output format half-ulp rounding
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(backward_matches_double_reference) {
+  for (std::size_t V : {1, 3, 16, 31, 100, 4099}) check_backward<float, float>(7, V, 1.0, static_cast<unsigned>(V));
+  check_backward<float, float>(3, 151936, 0.7, 11);
+  check_backward<k::bf16, k::bf16>(4, 151936, 1.0, 12);
+  check_backward<k::f16, k::f16>(4, 1003, 1.0, 13);
+  check_backward<k::bf16, float>(4, 517, 1.2, 14);
+  check_backward<float, k::bf16>(4, 517, 1.0, 15);
+}
+
+BOOST_AUTO_TEST_CASE(backward_equals_finite_differences_of_the_double_forward) {
+  // d (sum_i g_i logp_i) / d x_ij by central differences of the reference forward
+  const std::size_t N = 3, V = 37;
+  const double temp = 0.8, h = 1e-5;
+  auto p = make<float>(N, V, 21, 1.0);
+  std::vector<float> lp(N), gl{0.7f, -1.3f, 2.0f}, gx(N * V);
+  std::vector<double> lse(N);
+  const k::matrix_view<const float> xv{p.x.data(), N, V};
+  k::selective_log_softmax(xv, p.y, {lp, lse, {}}, {.temperature = temp});
+  k::selective_log_softmax_backward(xv, p.y, lse, gl, k::matrix_view<float>{gx.data(), N, V}, {.temperature = temp});
+  for (std::size_t i = 0; i < N; ++i)
+    for (std::size_t j = 0; j < V; ++j) {
+      std::vector<double> row(p.xd.begin() + static_cast<long>(i * V), p.xd.begin() + static_cast<long>((i + 1) * V));
+      row[j] += h;
+      const double up = ref_forward(row.data(), V, p.y[i], temp).logp;
+      row[j] -= 2 * h;
+      const double dn = ref_forward(row.data(), V, p.y[i], temp).logp;
+      const double fd = gl[i] * (up - dn) / (2 * h);
+      BOOST_TEST(std::abs(gx[i * V + j] - fd) <= 1e-6 * std::max(1.0, std::abs(fd)));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(in_place_backward_equals_out_of_place) {
+  for (std::size_t V : {5, 151936}) {
+    auto p = make<k::bf16>(3, V, 31);
+    const k::matrix_view<const k::bf16> xv{p.x.data(), 3, V};
+    std::vector<float> lp(3), gl{1.f, -0.5f, 0.25f};
+    std::vector<double> lse(3);
+    k::selective_log_softmax(xv, p.y, {lp, lse, {}});
+    std::vector<k::bf16> out(3 * V);
+    k::selective_log_softmax_backward(xv, p.y, lse, gl, k::matrix_view<k::bf16>{out.data(), 3, V});
+    k::selective_log_softmax_backward(xv, p.y, lse, gl, k::matrix_view<k::bf16>{p.x.data(), 3, V});
+    for (std::size_t i = 0; i < 3 * V; ++i) BOOST_TEST_REQUIRE(p.x[i].bits == out[i].bits);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(neg_inf_logits_fully_masked_rows_and_ignored_targets_are_exact) {
+  const std::size_t V = 1037, N = 5;
+  auto p = make<float>(N, V, 41);
+  for (std::size_t j = 0; j < V; j += 3) p.x[0 * V + j] = ninf; // row 0: a third of the vocabulary banned
+  p.y[0] = 1;                                                   // a finite target
+  for (std::size_t j = 0; j < V; ++j) p.x[1 * V + j] = ninf;    // row 1: every logit -inf
+  p.x[2 * V + 7] = ninf;
+  p.y[2] = 7;                                                  // row 2: target has probability 0
+  for (std::size_t j = 0; j < V; ++j) p.x[3 * V + j] = std::numeric_limits<float>::quiet_NaN(); // row 3: never read
+  p.y[3] = -100;
+  for (std::size_t i = 0; i < N * V; ++i) p.xd[i] = p.x[i];
+  isa_guard guard;
+  for (k::cpu_isa isa : isas) {
+    k::set_isa_cap(isa);
+    std::vector<float> lp(N), ent(N), gl{1.f, 1.f, 1.f, 1.f, -2.f}, gx(N * V, 7.f);
+    std::vector<double> lse(N);
+    const k::matrix_view<const float> xv{p.x.data(), N, V};
+    k::selective_log_softmax(xv, p.y, {lp, lse, ent});
+    const auto r0 = ref_forward(p.xd.data(), V, p.y[0], 1.0);
+    BOOST_TEST(std::abs(lp[0] - r0.logp) <= 1e-5);
+    BOOST_TEST(std::abs(ent[0] - r0.entropy) <= 1e-5);
+    BOOST_TEST(lp[1] == ninf);
+    BOOST_TEST(lse[1] == -HUGE_VAL);
+    BOOST_TEST(ent[1] == 0.f);
+    BOOST_TEST(lp[2] == ninf);
+    BOOST_TEST(std::isfinite(ent[2]));
+    BOOST_TEST(lp[3] == 0.f);
+    BOOST_TEST(ent[3] == 0.f);
+    gl[2] = 0.5f;
+    k::selective_log_softmax_backward(xv, p.y, lse, gl, k::matrix_view<float>{gx.data(), N, V});
+    for (std::size_t i = 0; i < N * V; ++i) BOOST_TEST_REQUIRE(std::isfinite(gx[i]));
+    for (std::size_t j = 0; j < V; j += 3) BOOST_TEST_REQUIRE(gx[j] == 0.f); // exactly zero at -inf logits
+    for (std::size_t j = 0; j < V; ++j) {
+      BOOST_TEST_REQUIRE(gx[1 * V + j] == 0.f);
+      BOOST_TEST_REQUIRE(gx[3 * V + j] == 0.f);
+    }
+    std::vector<double> ref;
+    ref_backward(p.xd.data() + 2 * V, V, 7, 1.0, 0.5, ref);
+    for (std::size_t j = 0; j < V; ++j) BOOST_TEST_REQUIRE(std::abs(gx[2 * V + j] - ref[j]) <= 1e-6);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(strided_rows_and_thread_counts_give_identical_results) {
+  const std::size_t N = 13, V = 301, ld = 320;
+  auto p = make<float>(N, ld, 51);
+  for (auto& t : p.y) t %= static_cast<std::int64_t>(V);
+  std::vector<float> a(N), b(N);
+  k::selective_log_softmax(k::matrix_view<const float>{p.x.data(), N, V, ld}, p.y, {a, {}, {}}, {.threads = 1});
+  k::selective_log_softmax(k::matrix_view<const float>{p.x.data(), N, V, ld}, p.y, {b, {}, {}}, {.threads = 4});
+  for (std::size_t i = 0; i < N; ++i) {
+    BOOST_TEST(a[i] == b[i]);
+    BOOST_TEST(std::abs(a[i] - ref_forward(p.xd.data() + i * ld, V, p.y[i], 1.0).logp) <= 1e-5);
+  }
+}
+
+template <class E, class F>
+void expect_error(F f, const std::string& needle) {
+  try {
+    f();
+    BOOST_ERROR("no exception; expected one mentioning " << needle);
+  } catch (const E& e) {
+    BOOST_TEST_INFO(e.what());
+    BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(bad_arguments_throw_errors_naming_the_argument) {
+  std::vector<float> x(4 * 10, 0.f), lp(4), gl(4), gx(40);
+  std::vector<double> lse(4);
+  std::vector<std::int64_t> y{0, 1, 2, 3};
+  const k::matrix_view<const float> xv{x.data(), 4, 10};
+  expect_error<msrl::shape_error>([&] { k::selective_log_softmax(xv, std::span(y).first(3), {lp, {}, {}}); }, "'targets'");
+  expect_error<msrl::shape_error>([&] { k::selective_log_softmax(xv, y, {std::span(lp).first(2), {}, {}}); }, "'out.logp'");
+  expect_error<msrl::invalid_argument>([&] { k::selective_log_softmax(xv, y, {lp, {}, {}}, {.temperature = 0.0}); },
+                                       "'options.temperature'");
+  expect_error<msrl::invalid_argument>([&] { k::selective_log_softmax(xv, y, {lp, {}, {}}, {.temperature = NAN}); },
+                                       "'options.temperature'");
+  y[2] = 10;
+  expect_error<msrl::value_error>([&] { k::selective_log_softmax(xv, y, {lp, {}, {}}); }, "vocabulary size (10)");
+  y[2] = 2;
+  expect_error<msrl::shape_error>([&] { k::selective_log_softmax(k::matrix_view<const float>{x.data(), 4, 10, 5}, y, {lp, {}, {}}); },
+                                  "'logits.stride'");
+  expect_error<msrl::shape_error>([&] { k::selective_log_softmax(k::matrix_view<const float>{x.data(), 4, 0}, y, {lp, {}, {}}); },
+                                  "'logits'");
+  expect_error<msrl::shape_error>(
+      [&] { k::selective_log_softmax_backward(xv, y, std::span<const double>(lse).first(1), gl, k::matrix_view<float>{gx.data(), 4, 10}); },
+      "'lse'");
+  expect_error<msrl::shape_error>(
+      [&] { k::selective_log_softmax_backward(xv, y, lse, gl, k::matrix_view<float>{gx.data(), 4, 9}); }, "'grad_logits'");
+  expect_error<msrl::shape_error>(
+      [&] { k::selective_log_softmax_backward(xv, y, lse, gl, k::matrix_view<float>{x.data() + 1, 4, 10}); }, "overlap");
+}
