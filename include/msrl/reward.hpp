@@ -10,3 +10,8 @@
 #include "reward/sample.hpp"
 #include "reward/tags.hpp"
 #include "reward/task.hpp"
+#include "voting/benchmarks.hpp"
+#include "voting/cmkd.hpp"
+#include "voting/vote.hpp"
+#include "data/random.hpp"
+#include "data/replay.hpp"

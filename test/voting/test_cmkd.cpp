@@ -1,0 +1,112 @@
+// CMKD selection. Per the MSRL paper: vote a pseudo-label over the K rationales, drop those that
+// disagree, drop malformed ones, keep the most confident, emit <caption>…</caption><think>…</think><answer>X</answer>.
+#define BOOST_TEST_MODULE voting_cmkd
+#include <boost/test/unit_test.hpp>
+
+#include <string>
+#include <vector>
+
+#include <msrl/reward.hpp>
+
+#include "../reward/printing.hpp"
+
+namespace v = msrl::voting;
+using msrl::reward::label;
+using cs = v::candidate_status;
+
+namespace msrl::voting {
+inline std::ostream& operator<<(std::ostream& o, candidate_status c) { return o << static_cast<int>(c); }
+inline std::ostream& operator<<(std::ostream& o, sample_status c) { return o << static_cast<int>(c); }
+} // namespace msrl::voting
+
+namespace {
+const std::vector<double> lp0{-0.5};                   // mean -0.5, sum -0.5
+const std::vector<double> lp1{-0.1, -0.3, -0.2, -0.2}; // mean -0.2, sum -0.8
+const std::vector<double> lp2{-0.01};
+const std::vector<double> lp3{-0.01};
+const std::vector<double> lp5{-0.3, -0.3, -0.3, -0.3}; // mean -0.3, sum -1.2
+const std::vector<v::cmkd_candidate> cands{
+    {"<think>r0</think><answer>A</answer>", lp0, 0.6},
+    {"<think>r1</think><answer>A</answer>", lp1, 0.7},
+    {"<answer>A</answer>", lp2, 0.9},                 // votes A, but no <think>: malformed
+    {"<think>r3</think><answer>B</answer>", lp3, 0.95}, // disagrees
+    {"<think>r4</think>no answer", lp3, 0.99},        // label does not parse
+    {"<think>  r5 long  </think><answer>a</answer>", lp5, 0.99},
+};
+const std::string caption = "A red car parked by a lake.";
+} // namespace
+
+BOOST_AUTO_TEST_CASE(default_mean_token_logprob) {
+  const auto s = v::cmkd_select(cands, caption);
+  BOOST_TEST(s.status == v::sample_status::kept);
+  BOOST_TEST(s.pseudo_label == label::a); // A: 0,1,2,5 (4 votes) vs B: 3 (1 vote)
+  BOOST_TEST(s.votes.a == 4u);
+  BOOST_TEST(s.votes.b == 1u);
+  BOOST_TEST(s.votes.invalid == 1u);
+  const std::vector<cs> expected{cs::eligible, cs::eligible, cs::malformed, cs::disagree, cs::unparsable, cs::eligible};
+  BOOST_TEST(s.candidates == expected, boost::test_tools::per_element());
+  BOOST_TEST(s.chosen == 1u); // means -0.5, -0.2, -0.3
+  BOOST_TEST(s.confidence == -0.2, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(s.target == "<caption>A red car parked by a lake.</caption><think>r1</think><answer>A</answer>");
+  // the target parses back under the reward rules
+  BOOST_TEST(msrl::reward::extract_tag(s.target, "caption") == caption);
+  BOOST_TEST(msrl::reward::parse_label(s.target) == label::a);
+  BOOST_TEST(msrl::reward::caption_first(s.target));
+}
+
+BOOST_AUTO_TEST_CASE(other_confidences) {
+  BOOST_TEST(v::cmkd_select(cands, caption, {}, v::sequence_logprob{}).chosen == 0u); // sums -0.5, -0.8, -1.2
+  const auto p = v::cmkd_select(cands, caption, {}, v::answer_token_probability{});
+  BOOST_TEST(p.chosen == 5u); // 0.6, 0.7, 0.99
+  BOOST_TEST(p.target == "<caption>A red car parked by a lake.</caption><think>r5 long</think><answer>A</answer>");
+  BOOST_TEST(v::cmkd_select(cands, caption, {}, v::first_eligible{}).chosen == 0u);
+  // any callable: prefer the longest rationale
+  const auto longest = v::cmkd_select(cands, caption, {},
+                                      [](const v::cmkd_candidate& c) { return static_cast<double>(c.text.size()); });
+  BOOST_TEST(longest.chosen == 5u);
+  static_assert(v::confidence_scorer<v::mean_token_logprob>);
+  static_assert(!v::confidence_scorer<int>);
+}
+
+BOOST_AUTO_TEST_CASE(drops_and_counts) {
+  v::cmkd_counts counts;
+  counts.add(v::cmkd_select(cands, caption));
+  const std::vector<v::cmkd_candidate> tie{{"<think>x</think><answer>A</answer>", lp0}, {"<think>y</think><answer>B</answer>", lp1}};
+  const auto t = v::cmkd_select(tie, caption);
+  BOOST_TEST(t.status == v::sample_status::tie);
+  BOOST_TEST(t.target.empty());
+  counts.add(t);
+  const auto tf = v::cmkd_select(tie, caption, {.tie = v::tie_policy::first_vote});
+  BOOST_TEST(tf.status == v::sample_status::kept);
+  BOOST_TEST(tf.chosen == 0u);
+  const std::vector<v::cmkd_candidate> junk{{"junk", lp0}};
+  const auto j = v::cmkd_select(junk, caption);
+  BOOST_TEST(j.status == v::sample_status::no_votes);
+  counts.add(j);
+  const std::vector<v::cmkd_candidate> nolp{{"<think>x</think><answer>B</answer>"}};
+  const auto n = v::cmkd_select(nolp, caption); // mean of no tokens: no confidence
+  BOOST_TEST(n.status == v::sample_status::none_eligible);
+  BOOST_TEST(n.candidates[0] == cs::no_confidence);
+  counts.add(n);
+  BOOST_TEST(counts.samples == 4u);
+  BOOST_TEST(counts.kept == 1u);
+  BOOST_TEST(counts.dropped_tie == 1u);
+  BOOST_TEST(counts.dropped_no_votes == 1u);
+  BOOST_TEST(counts.dropped_none_eligible == 1u);
+  BOOST_TEST(counts.candidates == 6u + 2u + 1u + 1u);
+  BOOST_TEST(counts.eligible == 3u);
+  BOOST_TEST(counts.disagree == 1u + 2u); // the tie abstains: both of its candidates disagree with 'none'
+  BOOST_TEST(counts.unparsable == 1u + 1u);
+  BOOST_TEST(counts.malformed == 1u);
+  BOOST_TEST(counts.no_confidence == 1u);
+  // the strict R1-Reward format still accepts these compact candidates, so the choice is unchanged
+  const auto sw = v::cmkd_select(cands, caption, {.format = msrl::reward::format_style::r1reward});
+  BOOST_TEST(sw.chosen == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(target_errors) {
+  BOOST_CHECK_THROW(v::cmkd_target("  ", "t", label::a), msrl::invalid_argument);
+  BOOST_CHECK_THROW(v::cmkd_target("x</CAPTION>y", "t", label::a), msrl::value_error);
+  BOOST_CHECK_THROW(v::cmkd_target("c", "t", label::none), msrl::invalid_argument);
+  BOOST_TEST(v::cmkd_target("c", "t", label::b) == "<caption>c</caption><think>t</think><answer>B</answer>");
+}
