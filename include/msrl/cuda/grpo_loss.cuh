@@ -1,0 +1,71 @@
+#pragma once
+/// \file Fused GRPO loss from logits on a CUDA device: selective log-softmax forward (masked rows
+/// not read) -> the core's msrl::grpo::policy_loss on the device backend (every mode and preset,
+/// the same per-token math as the host) -> backward writing d logits (masked rows written as
+/// zeros without being read). Traffic: one read for the forward, one read + one write for the
+/// gradient; per-token intermediates are fp32 / fp64 [N]. noexcept, returns a status.
+#include <cstdint>
+#include <exception>
+
+#include "../grpo/policy_loss.hpp"
+#include "device_backend.cuh"
+#include "selective_log_softmax.cuh"
+
+namespace msrl::cuda {
+
+/// Device-resident inputs (every pointer is device memory; layout.offsets too when packed).
+template <class T>
+struct grpo_logits_inputs {
+  token_layout layout;
+  const T* logits = nullptr;
+  std::int64_t cols = 0; ///< vocabulary size V
+  std::int64_t ld = 0;   ///< row stride in elements (0 = cols)
+  const std::int64_t* targets = nullptr;
+  const float* old_logp = nullptr; ///< null = on-policy
+  const float* ref_logp = nullptr; ///< required when beta != 0
+  const float* advantages = nullptr;
+  std::size_t num_advantages = 0; ///< B (per sequence) or N (per token)
+  const std::uint8_t* mask = nullptr;
+};
+
+/// Loss, metrics into *result; d logits into grad (may equal logits for in place; null = no gradient);
+/// logp_out (device, optional) receives the per-token log-probs.
+template <class T, class G = T>
+status grpo_loss_from_logits(const grpo_logits_inputs<T>& in, const grpo::loss_options& opt, const grpo::loss_normalizer& norm,
+                             float temperature, grpo::loss_result* result, G* grad = nullptr, std::int64_t ldg = 0,
+                             float* logp_out = nullptr, cudaStream_t stream = nullptr) noexcept {
+  const std::int64_t N = static_cast<std::int64_t>(in.layout.total_tokens);
+  const std::int64_t ld = in.ld ? in.ld : in.cols;
+  if (!result || !detail::valid_common(in.logits, N, in.cols, ld, in.targets, temperature) || !in.advantages)
+    return status::invalid_argument;
+  if (N > 0x7fffffff) return status::unsupported;
+  try {
+    const std::size_t n = static_cast<std::size_t>(N);
+    device_buffer<float> logp_buf(logp_out ? 0 : n), dlogp(grad ? n : 0);
+    device_buffer<double> lse(n);
+    float* logp = logp_out ? logp_out : logp_buf.data();
+    status st = selective_log_softmax_forward<T>(in.logits, N, in.cols, ld, in.targets, temperature, logp, lse.data(), nullptr, in.mask,
+                                                 stream);
+    if (st != status::success) return st;
+    const grpo::loss_inputs<float, std::uint8_t> li{in.layout,
+                                                    {logp, n},
+                                                    {in.old_logp, in.old_logp ? n : 0},
+                                                    {in.ref_logp, in.ref_logp ? n : 0},
+                                                    {in.advantages, in.num_advantages},
+                                                    {in.mask, in.mask ? n : 0}};
+    *result = grpo::policy_loss(device_exec{stream}, li, opt, norm, std::span<float>(dlogp.data(), dlogp.size()));
+    if (grad) {
+      st = selective_log_softmax_backward<T, G>(in.logits, N, in.cols, ld, in.targets, temperature, lse.data(), dlogp.data(), grad,
+                                                ldg ? ldg : in.cols, stream);
+      if (st != status::success) return st;
+      if (cudaStreamSynchronize(stream) != cudaSuccess) return status::launch_failed; // workspaces are freed on return
+    }
+    return status::success;
+  } catch (const msrl::invalid_argument&) {
+    return status::invalid_argument;
+  } catch (...) {
+    return status::runtime_error;
+  }
+}
+
+} // namespace msrl::cuda

@@ -1,0 +1,450 @@
+#pragma once
+/// \file CUDA selective log-softmax: per-token log p(target) (+ lse, entropy) from logits [N, V]
+/// (fp32 / bf16 / fp16, fp32 accumulation) and d logits = g (onehot - softmax(x / T)) / T.
+///
+/// * forward: one block per row (rows on grid.x only, so N >= 65,536 works), 16-byte loads, four
+///   in flight per thread, online max / sum-exp per thread in log2 units (ex2.approx), one block
+///   reduction. One read of the logits.
+/// * backward: one block per row, one read + one write; the target entry is formed from
+///   sum_{j != y} p_j (no cancellation when p_y -> 1); in place allowed (grad == logits).
+/// * fwd_bwd: both in one kernel when the per-token upstream gradient is known at forward time;
+///   the second read of a row comes from L2 when few enough rows are in flight (one 1024-thread
+///   block per SM keeps 132 x 304 KB bf16 rows < 50 MB of L2).
+/// Rows whose target is negative (ignore index) or whose skip mask is 0 are not read: logp = lse
+/// = entropy = 0, gradient 0. -inf logits contribute exactly 0; an all -inf row has logp = lse = -inf.
+/// 64-bit offsets throughout; rows whose base is not 16-byte aligned (ragged strides) take a
+/// scalar path. Launchers are noexcept and return msrl::cuda::status.
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "status.cuh"
+
+namespace msrl::cuda {
+
+namespace detail {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr double kLn2 = 0.69314718055994531;
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <class T>
+__device__ __forceinline__ float to_f(T v);
+template <>
+__device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <>
+__device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+
+template <class G>
+__device__ __forceinline__ G from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+
+/// Elements of T in one 16-byte vector.
+template <class T>
+inline constexpr int vec_elems = 16 / static_cast<int>(sizeof(T));
+
+template <class T>
+__device__ __forceinline__ void unpack(const uint4& u, float* f) {
+  const unsigned w[4] = {u.x, u.y, u.z, u.w};
+  if constexpr (sizeof(T) == 4) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) f[i] = __uint_as_float(w[i]);
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      f[2 * i] = __uint_as_float(w[i] << 16);
+      f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      __half2 h;
+      memcpy(&h, &w[i], 4);
+      const float2 v = __half22float2(h);
+      f[2 * i] = v.x;
+      f[2 * i + 1] = v.y;
+    }
+  }
+}
+
+/// Stores N floats as G at dst (dst aligned to N * sizeof(G) bytes, which is 8, 16 or 32).
+template <class G, int N>
+__device__ __forceinline__ void store_vec(G* dst, const float* f) {
+  G tmp[N];
+#pragma unroll
+  for (int i = 0; i < N; ++i) tmp[i] = from_f<G>(f[i]);
+  constexpr int bytes = N * static_cast<int>(sizeof(G));
+  if constexpr (bytes == 8) {
+    uint2 v;
+    memcpy(&v, tmp, 8);
+    *reinterpret_cast<uint2*>(dst) = v;
+  } else {
+#pragma unroll
+    for (int b = 0; b < bytes / 16; ++b) {
+      uint4 v;
+      memcpy(&v, reinterpret_cast<const char*>(tmp) + 16 * b, 16);
+      reinterpret_cast<uint4*>(dst)[b] = v;
+    }
+  }
+}
+
+/// Online softmax state in log2 units: max m, sum s = sum 2^(z - m), t = sum 2^(z - m) (z - m).
+struct online {
+  float m, s, t;
+};
+
+__device__ __forceinline__ online merge(online a, online b) {
+  const float M = fmaxf(a.m, b.m);
+  if (M == -INFINITY) return {-INFINITY, 0.f, 0.f};
+  const float ea = ex2(a.m - M), eb = ex2(b.m - M);
+  online r;
+  r.s = ea * a.s + eb * b.s;
+  r.t = (a.s > 0.f ? ea * (a.t + (a.m - M) * a.s) : 0.f) + (b.s > 0.f ? eb * (b.t + (b.m - M) * b.s) : 0.f);
+  r.m = M;
+  return r;
+}
+
+/// Adds n values z (log2 units) to the state: one rescale at most, one ex2 per value.
+template <bool Entropy, int N>
+__device__ __forceinline__ void accumulate(online& st, const float* z) {
+  float mx = z[0];
+#pragma unroll
+  for (int i = 1; i < N; ++i) mx = fmaxf(mx, z[i]);
+  if (mx > st.m) {
+    const float a = ex2(st.m - mx);
+    if constexpr (Entropy) st.t = st.s > 0.f ? a * (st.t + (st.m - mx) * st.s) : 0.f;
+    st.s *= a;
+    st.m = mx;
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const float d = z[i] - st.m;
+    const float e = ex2(d);
+    st.s += e;
+    if constexpr (Entropy) st.t += e > 0.f ? e * d : 0.f;
+  }
+}
+
+template <int Threads>
+__device__ __forceinline__ online block_merge(online v) {
+  __shared__ online sh[Threads / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    online w{__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o), __shfl_xor_sync(0xffffffffu, v.t, o)};
+    v = merge(v, w);
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  online r = sh[0];
+#pragma unroll
+  for (int i = 1; i < Threads / 32; ++i) r = merge(r, sh[i]);
+  __syncthreads(); // sh may be reused
+  return r;
+}
+
+template <int Threads>
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float sh[Threads / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+  __syncthreads();
+  float r = 0.f;
+#pragma unroll
+  for (int i = 0; i < Threads / 32; ++i) r += sh[i];
+  __syncthreads();
+  return r;
+}
+
+/// Forward statistics of one row (all threads of the block return the same state).
+template <class T, bool Entropy, int Threads, int Unroll = 4>
+__device__ __forceinline__ online row_forward(const T* __restrict__ x, std::int64_t cols, float k) {
+  constexpr int VE = vec_elems<T>;
+  online st{-INFINITY, 0.f, 0.f};
+  const bool aligned = (reinterpret_cast<std::uintptr_t>(x) & 15u) == 0;
+  std::int64_t done = 0;
+  if (aligned) {
+    const std::int64_t nvec = cols / VE;
+    const uint4* xv = reinterpret_cast<const uint4*>(x);
+    for (std::int64_t i = threadIdx.x; i < nvec; i += static_cast<std::int64_t>(Threads) * Unroll) {
+      uint4 u[Unroll];
+#pragma unroll
+      for (int r = 0; r < Unroll; ++r) {
+        const std::int64_t j = i + static_cast<std::int64_t>(r) * Threads;
+        u[r] = j < nvec ? xv[j] : make_uint4(0xff800000u, 0xff800000u, 0xff800000u, 0xff800000u);
+      }
+#pragma unroll
+      for (int r = 0; r < Unroll; ++r) {
+        if (i + static_cast<std::int64_t>(r) * Threads >= nvec) break;
+        float z[VE];
+        unpack<T>(u[r], z);
+#pragma unroll
+        for (int e = 0; e < VE; ++e) z[e] *= k;
+        accumulate<Entropy, VE>(st, z);
+      }
+    }
+    done = nvec * VE;
+  }
+  for (std::int64_t j = done + threadIdx.x; j < cols; j += Threads) {
+    const float z = to_f<T>(x[j]) * k;
+    accumulate<Entropy, 1>(st, &z);
+  }
+  return block_merge<Threads>(st);
+}
+
+/// Writes g = -scale p over the row (p from lse2 = lse * log2 e as hi + lo) and returns the
+/// block's sum of p over j != y.
+template <class T, class G, int Threads, int Unroll = 2>
+__device__ __forceinline__ float row_backward(const T* x, G* g, std::int64_t cols, std::int64_t y, float k, float c_hi, float c_lo,
+                                              float scale) {
+  constexpr int VE = vec_elems<T>;
+  float rest = 0.f;
+  const bool aligned = ((reinterpret_cast<std::uintptr_t>(x) | reinterpret_cast<std::uintptr_t>(g)) & 15u) == 0;
+  std::int64_t done = 0;
+  if (aligned) {
+    const std::int64_t nvec = cols / VE;
+    const uint4* xv = reinterpret_cast<const uint4*>(x);
+    for (std::int64_t i = threadIdx.x; i < nvec; i += static_cast<std::int64_t>(Threads) * Unroll) {
+      uint4 u[Unroll];
+#pragma unroll
+      for (int r = 0; r < Unroll; ++r) {
+        const std::int64_t j = i + static_cast<std::int64_t>(r) * Threads;
+        if (j < nvec) u[r] = xv[j];
+      }
+#pragma unroll
+      for (int r = 0; r < Unroll; ++r) {
+        const std::int64_t j = i + static_cast<std::int64_t>(r) * Threads;
+        if (j >= nvec) break;
+        float f[VE];
+        unpack<T>(u[r], f);
+#pragma unroll
+        for (int e = 0; e < VE; ++e) {
+          const float p = ex2(fmaf(f[e], k, -c_hi) - c_lo);
+          rest += (j * VE + e == y) ? 0.f : p;
+          f[e] = -scale * p;
+        }
+        store_vec<G, VE>(g + j * VE, f);
+      }
+    }
+    done = nvec * VE;
+  }
+  for (std::int64_t j = done + threadIdx.x; j < cols; j += Threads) {
+    const float p = ex2(fmaf(to_f<T>(x[j]), k, -c_hi) - c_lo);
+    rest += j == y ? 0.f : p;
+    g[j] = from_f<G>(-scale * p);
+  }
+  return block_sum<Threads>(rest);
+}
+
+template <class G, int Threads>
+__device__ __forceinline__ void row_zero(G* g, std::int64_t cols) {
+  for (std::int64_t j = threadIdx.x; j < cols; j += Threads) g[j] = from_f<G>(0.f);
+}
+
+template <class T, bool Entropy, int Threads>
+__global__ void __launch_bounds__(Threads) forward_kernel(const T* __restrict__ x, std::int64_t cols, std::int64_t ld,
+                                                           const std::int64_t* __restrict__ tgt, const std::uint8_t* __restrict__ skip,
+                                                           float inv_t, float* logp, double* lse, float* ent) {
+  const std::int64_t row = blockIdx.x;
+  const std::int64_t y = tgt[row];
+  if (y < 0 || (skip && skip[row] == 0)) {
+    if (threadIdx.x == 0) {
+      logp[row] = 0.f;
+      if (lse) lse[row] = 0.0;
+      if (ent) ent[row] = 0.f;
+    }
+    return;
+  }
+  if (y >= cols) { // out-of-range target: flagged as NaN (the launcher cannot scan device targets)
+    if (threadIdx.x == 0) {
+      logp[row] = NAN;
+      if (lse) lse[row] = NAN;
+      if (ent) ent[row] = NAN;
+    }
+    return;
+  }
+  const T* xr = x + row * ld;
+  const online st = row_forward<T, Entropy, Threads>(xr, cols, inv_t * kLog2e);
+  if (threadIdx.x == 0) {
+    if (!(st.s > 0.f)) {
+      logp[row] = -INFINITY;
+      if (lse) lse[row] = -HUGE_VAL;
+      if (ent) ent[row] = 0.f;
+      return;
+    }
+    const double l = kLn2 * (static_cast<double>(st.m) + log2(static_cast<double>(st.s)));
+    logp[row] = static_cast<float>(static_cast<double>(to_f<T>(xr[y])) * inv_t - l);
+    if (lse) lse[row] = l;
+    if (ent) ent[row] = static_cast<float>(kLn2 * (log2(static_cast<double>(st.s)) - static_cast<double>(st.t) / st.s));
+  }
+}
+
+/// Shared tail of the two backward kernels: the sweep, then the target entry.
+template <class T, class G, int Threads>
+__device__ __forceinline__ void backward_body(const T* xr, G* gr, std::int64_t cols, std::int64_t y, double l, float gy, float inv_t,
+                                              float xy) {
+  const double c = l * static_cast<double>(kLog2e);
+  const float c_hi = static_cast<float>(c), c_lo = static_cast<float>(c - static_cast<double>(c_hi));
+  const float rest = row_backward<T, G, Threads>(xr, gr, cols, y, inv_t * kLog2e, c_hi, c_lo, gy * inv_t);
+  if (threadIdx.x == 0) {
+    const double py = exp(static_cast<double>(xy) * inv_t - l);
+    const double om = py > 0.5 ? static_cast<double>(rest) : 1.0 - py;
+    gr[y] = from_f<G>(static_cast<float>(static_cast<double>(gy) * inv_t * om));
+  }
+}
+
+template <class T, class G, int Threads>
+__global__ void __launch_bounds__(Threads) backward_kernel(const T* x, std::int64_t cols, std::int64_t ld, const std::int64_t* tgt,
+                                                            const double* lse, const float* grad_logp, float inv_t, G* g,
+                                                            std::int64_t ldg) {
+  const std::int64_t row = blockIdx.x;
+  const std::int64_t y = tgt[row];
+  G* gr = g + row * ldg;
+  const float gy = grad_logp[row];
+  const double l = lse[row];
+  if (y < 0 || y >= cols || gy == 0.f || !(l > -HUGE_VAL)) {
+    row_zero<G, Threads>(gr, cols);
+    return;
+  }
+  const T* xr = x + row * ld;
+  __shared__ float xy_sh;
+  if (threadIdx.x == 0) xy_sh = to_f<T>(xr[y]);
+  __syncthreads(); // x[y] is read before any thread may overwrite it (in place)
+  backward_body<T, G, Threads>(xr, gr, cols, y, l, gy, inv_t, xy_sh);
+}
+
+template <class T, class G, int Threads>
+__global__ void __launch_bounds__(Threads) fwd_bwd_kernel(const T* x, std::int64_t cols, std::int64_t ld, const std::int64_t* tgt,
+                                                           const float* grad_logp, float inv_t, float* logp, double* lse, G* g,
+                                                           std::int64_t ldg) {
+  extern __shared__ unsigned char occupancy_pad[]; // sized by the launcher to set blocks per SM
+  (void)occupancy_pad;
+  const std::int64_t row = blockIdx.x;
+  const std::int64_t y = tgt[row];
+  G* gr = g + row * ldg;
+  const float gy = grad_logp[row];
+  if (y < 0 || y >= cols) {
+    if (threadIdx.x == 0) {
+      logp[row] = y < 0 ? 0.f : NAN;
+      if (lse) lse[row] = y < 0 ? 0.0 : NAN;
+    }
+    row_zero<G, Threads>(gr, cols);
+    return;
+  }
+  const T* xr = x + row * ld;
+  const float xy = to_f<T>(xr[y]);
+  const online st = row_forward<T, false, Threads>(xr, cols, inv_t * kLog2e); // ends with __syncthreads
+  const double l = st.s > 0.f ? kLn2 * (static_cast<double>(st.m) + log2(static_cast<double>(st.s))) : -HUGE_VAL;
+  if (threadIdx.x == 0) {
+    logp[row] = st.s > 0.f ? static_cast<float>(static_cast<double>(xy) * inv_t - l) : -INFINITY;
+    if (lse) lse[row] = l;
+  }
+  if (gy == 0.f || !(l > -HUGE_VAL)) {
+    row_zero<G, Threads>(gr, cols);
+    return;
+  }
+  backward_body<T, G, Threads>(xr, gr, cols, y, l, gy, inv_t, xy);
+}
+
+template <class T>
+inline bool valid_common(const T* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::int64_t* tgt, float temperature) {
+  return rows >= 0 && cols >= 1 && ld >= cols && (rows == 0 || (x && tgt)) && temperature > 0.f && temperature < INFINITY;
+}
+
+} // namespace detail
+
+/// Launch configuration of the fused forward+backward kernel.
+struct fwd_bwd_config {
+  bool one_block_per_sm = true; ///< pad shared memory so one 1024-thread block runs per SM (rows stay in L2)
+};
+
+template <class T>
+inline constexpr bool is_cuda_logit_type_v =
+    std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>;
+
+/// True when the forward launcher accepts these arguments.
+template <class T>
+bool can_implement_forward(const T* x, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::int64_t* tgt, float temperature,
+                           const float* logp) noexcept {
+  return detail::valid_common(x, rows, cols, ld, tgt, temperature) && (rows == 0 || logp) && rows <= 0x7fffffff;
+}
+
+/// logp[i] = log softmax(x_i / T)[t_i]; lse (double, optional) and entropy (optional) per row.
+/// skip (optional, uint8 0/1): rows with 0 are not read.
+template <class T>
+status selective_log_softmax_forward(const T* logits, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::int64_t* targets,
+                                     float temperature, float* logp, double* lse, float* entropy, const std::uint8_t* skip = nullptr,
+                                     cudaStream_t stream = nullptr) noexcept {
+  static_assert(is_cuda_logit_type_v<T>, "logits must be float, __nv_bfloat16 or __half");
+  if (!can_implement_forward(logits, rows, cols, ld, targets, temperature, logp)) return status::invalid_argument;
+  if (rows == 0) return status::success;
+  constexpr int threads = 256;
+  const float inv_t = 1.0f / temperature;
+  if (entropy)
+    detail::forward_kernel<T, true, threads><<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, cols, ld, targets, skip, inv_t,
+                                                                                                 logp, lse, entropy);
+  else
+    detail::forward_kernel<T, false, threads><<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, cols, ld, targets, skip, inv_t,
+                                                                                                  logp, lse, nullptr);
+  return cudaGetLastError() == cudaSuccess ? status::success : status::launch_failed;
+}
+
+/// grad[i, :] = grad_logp[i] (onehot(t_i) - softmax(x_i / T)) / T, with lse from the forward.
+/// grad may equal logits (same type and ld) for in place.
+template <class T, class G>
+status selective_log_softmax_backward(const T* logits, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::int64_t* targets,
+                                      float temperature, const double* lse, const float* grad_logp, G* grad, std::int64_t ldg,
+                                      cudaStream_t stream = nullptr) noexcept {
+  static_assert(is_cuda_logit_type_v<T> && is_cuda_logit_type_v<G>, "logits / grad must be float, __nv_bfloat16 or __half");
+  if (!detail::valid_common(logits, rows, cols, ld, targets, temperature) || ldg < cols || (rows && (!lse || !grad_logp || !grad)))
+    return status::invalid_argument;
+  if (rows > 0x7fffffff) return status::unsupported;
+  if (rows == 0) return status::success;
+  constexpr int threads = 256;
+  detail::backward_kernel<T, G, threads><<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, cols, ld, targets, lse, grad_logp,
+                                                                                             1.0f / temperature, grad, ldg);
+  return cudaGetLastError() == cudaSuccess ? status::success : status::launch_failed;
+}
+
+/// Forward and backward in one kernel when the upstream gradient per token is known up front
+/// (e.g. a loss linear in logp, or the second step of a two-step loss). lse optional.
+template <class T, class G>
+status selective_log_softmax_fwd_bwd(const T* logits, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::int64_t* targets,
+                                     float temperature, const float* grad_logp, float* logp, double* lse, G* grad, std::int64_t ldg,
+                                     fwd_bwd_config cfg = {}, cudaStream_t stream = nullptr) noexcept {
+  static_assert(is_cuda_logit_type_v<T> && is_cuda_logit_type_v<G>, "logits / grad must be float, __nv_bfloat16 or __half");
+  if (!detail::valid_common(logits, rows, cols, ld, targets, temperature) || ldg < cols || (rows && (!logp || !grad_logp || !grad)))
+    return status::invalid_argument;
+  if (rows > 0x7fffffff) return status::unsupported;
+  if (rows == 0) return status::success;
+  constexpr int threads = 1024;
+  auto kern = detail::fwd_bwd_kernel<T, G, threads>;
+  int smem = 0;
+  if (cfg.one_block_per_sm) {
+    int dev = 0, per_sm = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess)
+      return status::launch_failed;
+    smem = per_sm / 2 + 1024; // two blocks no longer fit
+    if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) return status::launch_failed;
+  }
+  kern<<<static_cast<unsigned>(rows), threads, static_cast<std::size_t>(smem), stream>>>(logits, cols, ld, targets, grad_logp,
+                                                                                       1.0f / temperature, logp, lse, grad, ldg);
+  return cudaGetLastError() == cudaSuccess ? status::success : status::launch_failed;
+}
+
+} // namespace msrl::cuda

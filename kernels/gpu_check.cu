@@ -1,0 +1,221 @@
+// GPU validation and timing in one plain binary (no Boost): prints JSON lines, one per check or
+// measurement, and exits non-zero when a check fails. Run by scripts/gpu_check.sh.
+//   gpu_check [--quick]
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gpu_lab.cuh"
+
+namespace lab = msrl::lab;
+namespace mc = msrl::cuda;
+
+static int failures = 0;
+
+static void check_line(const char* name, const char* dtype, std::size_t N, std::size_t V, const lab::errors& e, double tol_logp,
+                       double tol_grad, bool has_grad) {
+  const bool ok = e.st == mc::status::success && e.all_written && e.logp <= tol_logp && e.lse <= 1e-5 && e.entropy <= 1e-4 &&
+                  (!has_grad || e.grad <= tol_grad);
+  failures += ok ? 0 : 1;
+  std::printf("{\"check\":\"%s\",\"dtype\":\"%s\",\"shape\":[%zu,%zu],\"status\":\"%s\",\"logp_max_abs_err\":%.3e,\"lse_rel_err\":%.3e,"
+              "\"entropy_rel_err\":%.3e,\"grad_err_rel_rowmax\":%.3e,\"all_written\":%s,\"pass\":%s}\n",
+              name, dtype, N, V, mc::to_string(e.st), e.logp, e.lse, e.entropy, e.grad, e.all_written ? "true" : "false",
+              ok ? "true" : "false");
+  std::fflush(stdout);
+}
+
+template <class T>
+static void forward_checks() {
+  for (std::size_t V : {std::size_t{151936}, std::size_t{1001}, std::size_t{7}}) {
+    const std::size_t N = V > 100000 ? 64 : 300;
+    check_line("forward", lab::dtype_name<T>(), N, V, lab::check_forward<T>(N, V, V, 1.0f, 1, 1), 1e-5, 0, false);
+  }
+  check_line("forward_T0.7_strided", lab::dtype_name<T>(), 40, 5003, lab::check_forward<T>(40, 5003, 5120, 0.7f, 1, 2), 1e-5, 0, false);
+  // N >= 65,536: rows on grid.x only
+  check_line("forward_many_rows", lab::dtype_name<T>(), 70000, 130, lab::check_forward<T>(70000, 130, 130, 1.0f, 997, 3), 1e-5, 0, false);
+}
+
+template <class T, class G>
+static void backward_checks(const char* gname) {
+  const double tol = sizeof(G) == 4 ? 2e-6 : 1e-5;
+  for (int mode = 0; mode < 3; ++mode) {
+    const bool fused = mode >= 1, in_place = mode == 2 && std::is_same_v<T, G>;
+    if (mode == 2 && !in_place) continue;
+    std::string name = std::string(fused ? "fwd_bwd" : "backward") + (in_place ? "_in_place" : "") + "_grad_" + gname;
+    check_line(name.c_str(), lab::dtype_name<T>(), 16, 151936, lab::check_backward<T, G>(16, 151936, 1.0f, fused, in_place, 5), 1e-5, tol,
+               true);
+    check_line((name + "_ragged").c_str(), lab::dtype_name<T>(), 33, 1001,
+               lab::check_backward<T, G>(33, 1001, 0.8f, fused, in_place, 6), 1e-5, tol, true);
+  }
+}
+
+static void grpo_checks() {
+  for (const msrl::grpo::preset* p : msrl::grpo::presets::all) {
+    msrl::grpo::loss_options o = p->loss;
+    o.beta = 0.04;
+    const auto e = lab::check_grpo<float>(o, 6, 7, 3001, 9);
+    const bool ok = e.st == mc::status::success && std::abs(e.loss - e.loss_ref) <= 1e-5 * std::max(1.0, std::abs(e.loss_ref)) &&
+                    e.grad <= 2e-5 && e.clip_fraction <= 1e-12;
+    failures += ok ? 0 : 1;
+    std::printf("{\"check\":\"grpo_loss_from_logits\",\"preset\":\"%.*s\",\"status\":\"%s\",\"loss\":%.9g,\"loss_core\":%.9g,"
+                "\"grad_err_rel_rowmax\":%.3e,\"pass\":%s}\n",
+                static_cast<int>(p->name.size()), p->name.data(), mc::to_string(e.st), e.loss, e.loss_ref, e.grad, ok ? "true" : "false");
+  }
+}
+
+// ------------------------------------------------------------------------------------- timing
+template <class F>
+static double median_ms(F f, int reps = 15) {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  f();
+  f(); // warm-up
+  std::vector<float> t;
+  for (int r = 0; r < reps; ++r) {
+    cudaEventRecord(a);
+    f();
+    cudaEventRecord(b);
+    lab::cuda_ok(cudaEventSynchronize(b), "timing");
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+__global__ void read_kernel(const uint4* p, std::size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    const uint4 v = p[i];
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) *sink = acc; // keeps the loads
+}
+
+static double peak_read = 0, peak_copy = 0;
+
+static void bench_line(const char* op, const char* dtype, std::size_t N, std::size_t V, double ms, double bytes, const char* traffic) {
+  const double gbs = bytes / (ms * 1e-3) / 1e9;
+  std::printf("{\"bench\":\"%s\",\"dtype\":\"%s\",\"shape\":[%zu,%zu],\"time_ms_median\":%.4f,\"model_bytes\":%.0f,\"traffic\":\"%s\","
+              "\"GBps\":%.1f,\"pct_measured_read_bw\":%.1f}\n",
+              op, dtype, N, V, ms, bytes, traffic, gbs, 100.0 * gbs / peak_read);
+  std::fflush(stdout);
+}
+
+static void bench_bandwidth() {
+  const std::size_t bytes = std::size_t{4} << 30;
+  lab::dev<unsigned char> a(bytes), b(bytes);
+  lab::dev<unsigned> sink(1);
+  cudaMemset(a.p, 1, bytes);
+  const double tr = median_ms([&] { read_kernel<<<132 * 8, 512>>>(reinterpret_cast<const uint4*>(a.p), bytes / 16, sink.p); });
+  const double tc = median_ms([&] { cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice); });
+  peak_read = static_cast<double>(bytes) / (tr * 1e-3) / 1e9;
+  peak_copy = 2.0 * static_cast<double>(bytes) / (tc * 1e-3) / 1e9;
+  std::printf("{\"bench\":\"measured_read_bandwidth\",\"bytes\":%zu,\"time_ms_median\":%.4f,\"GBps\":%.1f}\n", bytes, tr, peak_read);
+  std::printf("{\"bench\":\"measured_copy_bandwidth_read_plus_write\",\"bytes\":%zu,\"time_ms_median\":%.4f,\"GBps\":%.1f}\n", bytes, tc,
+              peak_copy);
+}
+
+// Random logits filled on the device (a host generator would take tens of seconds at 1.2 G elements):
+// a hashed index mapped to roughly N(0, 3) by summing four uniforms.
+template <class T>
+__global__ void fill_kernel(T* x, std::size_t n, unsigned seed) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    unsigned h = static_cast<unsigned>(i) * 2654435761u ^ static_cast<unsigned>(i >> 32) ^ seed;
+    float s = 0.f;
+    for (int k = 0; k < 4; ++k) {
+      h ^= h >> 16;
+      h *= 0x7feb352du;
+      h ^= h >> 15;
+      h *= 0x846ca68bu;
+      h ^= h >> 16;
+      s += static_cast<float>(h) * 0x1p-32f;
+    }
+    x[i] = msrl::cuda::detail::from_f<T>((s - 2.f) * 5.2f);
+  }
+}
+
+template <class T>
+static void bench_logprob(std::size_t N, std::size_t V) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  lab::dev<T> x(N * V), gx(N * V);
+  fill_kernel<T><<<132 * 16, 256>>>(x.p, N * V, 7u); // random data, not zeros
+  lab::cuda_ok(cudaDeviceSynchronize(), "fill");
+  std::vector<std::int64_t> hy(N);
+  for (auto& t : hy) t = static_cast<std::int64_t>(rng() % V);
+  std::vector<float> hg(N, 0.5f);
+  lab::dev<std::int64_t> y(hy);
+  lab::dev<float> lp(N), en(N), g(hg);
+  lab::dev<double> ls(N);
+  const auto n = static_cast<std::int64_t>(N), v = static_cast<std::int64_t>(V);
+  const double row_bytes = static_cast<double>(N) * static_cast<double>(V) * sizeof(T);
+  const char* dt = lab::dtype_name<T>();
+  bench_line("forward", dt, N, V,
+             median_ms([&] { mc::selective_log_softmax_forward<T>(x.p, n, v, v, y.p, 1.0f, lp.p, ls.p, nullptr); }), row_bytes, "1R");
+  bench_line("forward_entropy", dt, N, V,
+             median_ms([&] { mc::selective_log_softmax_forward<T>(x.p, n, v, v, y.p, 1.0f, lp.p, ls.p, en.p); }), row_bytes, "1R");
+  bench_line("backward", dt, N, V,
+             median_ms([&] { mc::selective_log_softmax_backward<T, T>(x.p, n, v, v, y.p, 1.0f, ls.p, g.p, gx.p, v); }), 2 * row_bytes,
+             "1R+1W");
+  bench_line("fwd_then_bwd_separate", dt, N, V, median_ms([&] {
+               mc::selective_log_softmax_forward<T>(x.p, n, v, v, y.p, 1.0f, lp.p, ls.p, nullptr);
+               mc::selective_log_softmax_backward<T, T>(x.p, n, v, v, y.p, 1.0f, ls.p, g.p, gx.p, v);
+             }),
+             2 * row_bytes, "model 1R+1W (kernels move 2R+1W)");
+  bench_line("fwd_bwd_fused_1blk_per_sm", dt, N, V, median_ms([&] {
+               mc::selective_log_softmax_fwd_bwd<T, T>(x.p, n, v, v, y.p, 1.0f, g.p, lp.p, ls.p, gx.p, v, {.one_block_per_sm = true});
+             }),
+             2 * row_bytes, "model 1R+1W");
+  bench_line("fwd_bwd_fused_2blk_per_sm", dt, N, V, median_ms([&] {
+               mc::selective_log_softmax_fwd_bwd<T, T>(x.p, n, v, v, y.p, 1.0f, g.p, lp.p, ls.p, gx.p, v, {.one_block_per_sm = false});
+             }),
+             2 * row_bytes, "model 1R+1W");
+  // fused GRPO loss (verl preset, beta 0.04), 8 x (N/8) padded, all tokens unmasked, gradient written in place over a copy
+  const std::size_t B = 8;
+  std::vector<float> old(N), ref(N), adv(B);
+  for (std::size_t i = 0; i < N; ++i) old[i] = ref[i] = -11.5f + 0.2f * nd(rng);
+  for (auto& a : adv) a = nd(rng);
+  lab::dev<float> dold(old), dref(ref), dadv(adv);
+  auto o = msrl::grpo::presets::verl_default.loss;
+  o.beta = 0.04;
+  mc::grpo_logits_inputs<T> in{msrl::token_layout::padded(B, N / B), x.p, v, 0, y.p, dold.p, dref.p, dadv.p, B, nullptr};
+  msrl::grpo::loss_result res{};
+  bench_line("grpo_loss_fwd_bwd", dt, N, V, median_ms([&] { mc::grpo_loss_from_logits<T, T>(in, o, {}, 1.0f, &res, gx.p, v); }, 9),
+             2 * row_bytes, "model 1R+1W (kernels move 2R+1W)");
+}
+
+int main(int argc, char** argv) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("{\"skip\":\"no CUDA device\"}\n");
+    return 77;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("{\"device\":\"%s\",\"sm\":%d%d,\"multiprocessors\":%d,\"l2_bytes\":%d}\n", prop.name, prop.major, prop.minor,
+              prop.multiProcessorCount, prop.l2CacheSize);
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  forward_checks<float>();
+  forward_checks<__nv_bfloat16>();
+  forward_checks<__half>();
+  backward_checks<float, float>("fp32");
+  backward_checks<__nv_bfloat16, __nv_bfloat16>("bf16");
+  backward_checks<__half, __half>("fp16");
+  backward_checks<__nv_bfloat16, float>("fp32");
+  grpo_checks();
+  std::printf("{\"checks_failed\":%d}\n", failures);
+  std::fflush(stdout);
+  if (!quick) {
+    bench_bandwidth();
+    bench_logprob<__nv_bfloat16>(8192, 151936);
+    bench_logprob<float>(4096, 151936);
+  }
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,226 @@
+#pragma once
+// The kernel lab's CUDA checks and timings, shared by the Boost test (test/cuda) and the plain
+// gpu_check binary (kernels/gpu_check.cu, for machines without Boost). Every check compares the
+// device result with the double-precision reference (kernels/reference.hpp) or the core's
+// host path (msrl::grpo::policy_loss on double reference log-probs).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <msrl/cuda/grpo_loss.cuh>
+#include <msrl/cuda/selective_log_softmax.cuh>
+#include <msrl/grpo.hpp>
+
+#include "reference.hpp"
+
+namespace msrl::lab {
+
+inline void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "CUDA error at %s: %s\n", what, cudaGetErrorString(e));
+    std::exit(2);
+  }
+}
+
+template <class T>
+inline const char* dtype_name() {
+  return sizeof(T) == 4 ? "fp32" : (std::is_same_v<T, __nv_bfloat16> ? "bf16" : "fp16");
+}
+template <class T>
+inline T host_from(float v) {
+  if constexpr (sizeof(T) == 4) return v;
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(v);
+  else return __float2half_rn(v);
+}
+template <class T>
+inline double host_to(T v) {
+  if constexpr (sizeof(T) == 4) return v;
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return static_cast<double>(__bfloat162float(v));
+  else return static_cast<double>(__half2float(v));
+}
+
+template <class T>
+struct dev {
+  T* p = nullptr;
+  std::size_t n = 0;
+  explicit dev(std::size_t k) : n(k) { cuda_ok(cudaMalloc(&p, std::max<std::size_t>(k, 1) * sizeof(T)), "cudaMalloc"); }
+  dev(const std::vector<T>& h) : dev(h.size()) { cuda_ok(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), "H2D"); }
+  ~dev() { cudaFree(p); }
+  dev(const dev&) = delete;
+  std::vector<T> host() const {
+    std::vector<T> h(n);
+    cuda_ok(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "D2H");
+    return h;
+  }
+};
+
+template <class T>
+struct logits_problem {
+  std::size_t N, V, ld;
+  std::vector<T> x;
+  std::vector<std::int64_t> y;
+};
+
+template <class T>
+logits_problem<T> make_logits(std::size_t N, std::size_t V, std::size_t ld, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  logits_problem<T> p{N, V, ld, std::vector<T>(N * ld), std::vector<std::int64_t>(N)};
+  for (std::size_t i = 0; i < N * ld; ++i) p.x[i] = host_from<T>(nd(rng) + (i % 997 == 3 ? 15.f : 0.f));
+  for (std::size_t i = 0; i < N; ++i) p.y[i] = static_cast<std::int64_t>(rng() % V);
+  return p;
+}
+
+template <class T>
+std::vector<double> row_of(const logits_problem<T>& p, std::size_t i) {
+  std::vector<double> r(p.V);
+  for (std::size_t j = 0; j < p.V; ++j) r[j] = host_to(p.x[i * p.ld + j]);
+  return r;
+}
+
+struct errors {
+  double logp = 0, lse = 0, entropy = 0, grad = 0; // grad: max |g - ref| / max |ref| per row
+  bool all_written = true;
+  cuda::status st = cuda::status::success;
+};
+
+/// Forward (+ entropy) on rows sampled every `stride` rows; -inf logits and ignored targets planted.
+template <class T>
+errors check_forward(std::size_t N, std::size_t V, std::size_t ld, float temp, std::size_t stride, unsigned seed) {
+  auto p = make_logits<T>(N, V, ld, seed);
+  if (N > 2) {
+    for (std::size_t j = 0; j < V; j += 5) p.x[1 * ld + j] = host_from<T>(-INFINITY);
+    p.y[1] = 0;
+    p.x[1 * ld + 0] = host_from<T>(1.f);
+    p.y[2] = -100;
+  }
+  dev<T> x(p.x);
+  dev<std::int64_t> y(p.y);
+  dev<float> lp(N), en(N);
+  dev<double> ls(N);
+  errors e;
+  e.st = cuda::selective_log_softmax_forward<T>(x.p, static_cast<std::int64_t>(N), static_cast<std::int64_t>(V), static_cast<std::int64_t>(ld),
+                                                y.p, temp, lp.p, ls.p, en.p);
+  cuda_ok(cudaDeviceSynchronize(), "forward");
+  auto hl = lp.host(), he = en.host();
+  auto hs = ls.host();
+  for (std::size_t i = 0; i < N; i += (i < 4 ? 1 : stride)) {
+    const auto row = row_of(p, i);
+    const ref_row r = ref_forward(row.data(), V, p.y[i], temp);
+    e.logp = std::max(e.logp, std::abs(hl[i] - r.logp));
+    e.lse = std::max(e.lse, std::abs(hs[i] - r.lse) / std::max(1.0, std::abs(r.lse)));
+    e.entropy = std::max(e.entropy, std::abs(he[i] - r.entropy) / std::max(1.0, std::abs(r.entropy)));
+    if (!(std::isfinite(hl[i]) && std::isfinite(he[i]))) e.all_written = false;
+  }
+  return e;
+}
+
+/// Backward (separate kernel or fused fwd_bwd, optionally in place) against the reference.
+template <class T, class G>
+errors check_backward(std::size_t N, std::size_t V, float temp, bool fused, bool in_place, unsigned seed) {
+  auto p = make_logits<T>(N, V, V, seed);
+  std::vector<float> gl(N);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (auto& g : gl) g = nd(rng);
+  if (N > 1) gl[1] = 0.f;
+  dev<T> x(p.x);
+  dev<std::int64_t> y(p.y);
+  dev<float> lp(N), g(gl);
+  dev<double> ls(N);
+  dev<G> gx(in_place ? 1 : N * V);
+  if (!in_place) cuda_ok(cudaMemset(gx.p, 0x7f, N * V * sizeof(G)), "poison");
+  G* out = in_place ? reinterpret_cast<G*>(x.p) : gx.p;
+  errors e;
+  const auto n = static_cast<std::int64_t>(N), v = static_cast<std::int64_t>(V);
+  if (fused) {
+    e.st = cuda::selective_log_softmax_fwd_bwd<T, G>(x.p, n, v, v, y.p, temp, g.p, lp.p, ls.p, out, v);
+  } else {
+    e.st = cuda::selective_log_softmax_forward<T>(x.p, n, v, v, y.p, temp, lp.p, ls.p, nullptr);
+    if (e.st == cuda::status::success) e.st = cuda::selective_log_softmax_backward<T, G>(x.p, n, v, v, y.p, temp, ls.p, g.p, out, v);
+  }
+  cuda_ok(cudaDeviceSynchronize(), "backward");
+  std::vector<G> hg(N * V);
+  cuda_ok(cudaMemcpy(hg.data(), out, N * V * sizeof(G), cudaMemcpyDeviceToHost), "D2H grad");
+  auto hl = lp.host();
+  std::vector<double> ref;
+  const double fmt = sizeof(G) == 4 ? 0.0 : (std::is_same_v<G, __nv_bfloat16> ? 0x1p-8 : 0x1p-11);
+  for (std::size_t i = 0; i < N; ++i) {
+    const auto row = row_of(p, i);
+    e.logp = std::max(e.logp, std::abs(hl[i] - ref_forward(row.data(), V, p.y[i], temp).logp));
+    ref_backward(row.data(), V, p.y[i], temp, gl[i], ref);
+    double mx = 0, err = 0;
+    for (std::size_t j = 0; j < V; ++j) {
+      const double got = host_to(hg[i * V + j]);
+      if (!std::isfinite(got)) e.all_written = false;
+      mx = std::max(mx, std::abs(ref[j]));
+      err = std::max(err, std::abs(got - ref[j]) - fmt * std::abs(ref[j]));
+    }
+    e.grad = std::max(e.grad, mx > 0 ? err / mx : err);
+  }
+  return e;
+}
+
+/// The device GRPO loss against the core's host path on double reference log-probs.
+struct grpo_errors {
+  double loss = 0, loss_ref = 0, grad = 0, clip_fraction = 0;
+  cuda::status st = cuda::status::success;
+};
+
+template <class T>
+grpo_errors check_grpo(const grpo::loss_options& o, std::size_t B, std::size_t Tlen, std::size_t V, unsigned seed) {
+  const std::size_t N = B * Tlen;
+  auto p = make_logits<T>(N, V, V, seed);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<double> lp(N), dlp(N);
+  std::vector<float> old(N), ref(N), adv(B);
+  std::vector<std::uint8_t> mask(N);
+  for (std::size_t i = 0; i < N; ++i) {
+    const auto row = row_of(p, i);
+    lp[i] = ref_forward(row.data(), V, p.y[i], 1.0).logp;
+    old[i] = static_cast<float>(lp[i] + 0.3 * nd(rng));
+    ref[i] = static_cast<float>(lp[i] + 0.5 * nd(rng));
+    mask[i] = (i % Tlen) < 1 + (i / Tlen) % Tlen ? 1 : 0;
+  }
+  for (auto& a : adv) a = nd(rng);
+  const std::vector<double> oldd(old.begin(), old.end()), refd(ref.begin(), ref.end()), advd(adv.begin(), adv.end());
+  const auto lay = token_layout::padded(B, Tlen);
+  const auto want = grpo::policy_loss(grpo::loss_inputs<double>{lay, lp, oldd, refd, advd, mask}, o, {}, std::span<double>(dlp));
+  dev<T> x(p.x);
+  dev<std::int64_t> y(p.y);
+  dev<float> dold(old), dref(ref), dadv(adv);
+  dev<std::uint8_t> dm(mask);
+  dev<float> g(N * V);
+  cuda::grpo_logits_inputs<T> in{lay, x.p, static_cast<std::int64_t>(V), 0, y.p, dold.p, dref.p, dadv.p, B, dm.p};
+  grpo::loss_result got{};
+  grpo_errors e;
+  e.st = cuda::grpo_loss_from_logits<T, float>(in, o, {}, 1.0f, &got, g.p, 0);
+  cuda_ok(cudaDeviceSynchronize(), "grpo");
+  e.loss = got.loss;
+  e.loss_ref = want.loss;
+  e.clip_fraction = std::abs(got.metrics.clip_fraction - want.metrics.clip_fraction);
+  auto hg = g.host();
+  std::vector<double> r;
+  for (std::size_t i = 0; i < N; ++i) {
+    const auto row = row_of(p, i);
+    ref_backward(row.data(), V, p.y[i], 1.0, mask[i] ? dlp[i] : 0.0, r);
+    double mx = 0, err = 0;
+    for (std::size_t j = 0; j < V; ++j) {
+      mx = std::max(mx, std::abs(r[j]));
+      err = std::max(err, std::abs(hg[i * V + j] - r[j]));
+    }
+    e.grad = std::max(e.grad, mx > 0 ? err / mx : err);
+  }
+  return e;
+}
+
+} // namespace msrl::lab

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One command for a GPU machine: builds the CUDA checks + benchmarks (kernels/gpu_check.cu, plain
+# main, no Boost needed) and, where Boost.Test is installed, the CUDA tests; runs them; times the
+# torch eager / torch.compile baselines in the same run; writes a JSON report.
+#   scripts/gpu_check.sh [report-dir]      (default: $OUT, else ./gpu-report)
+# Environment: NVCC, MSRL_GPU_ARCH (default 90), MSRL_GPU_QUICK=1 (checks only, no timing),
+# MSRL_GPU_NO_COMPILE=1 (skip torch.compile baselines). Finishes in a few minutes on an H100/H200.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+report=${1:-${OUT:-gpu-report}}
+mkdir -p "$report"
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+arch=${MSRL_GPU_ARCH:-90}
+build=${MSRL_GPU_BUILD_DIR:-build-gpu}
+mkdir -p "$build"
+t0=$(date +%s)
+log() { echo "=== [$(( $(date +%s) - t0 ))s] $*"; }
+
+log "nvidia-smi"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$report/nvidia_smi.txt"
+
+log "build kernels/gpu_check (sm_$arch)"
+"$NVCC" -std=c++20 -O3 -arch=sm_$arch -lineinfo --extended-lambda --expt-relaxed-constexpr -Iinclude -Ikernels \
+  kernels/gpu_check.cu -o "$build/gpu_check" -Xptxas -v 2> "$build/ptxas.txt"
+build_rc=$?
+grep -E "registers|spill" "$build/ptxas.txt" | sort | uniq -c | sort -rn | head -12 > "$report/ptxas_summary.txt" || true
+
+check_rc=125
+if [[ $build_rc -eq 0 ]]; then
+  log "run gpu_check"
+  args=()
+  [[ ${MSRL_GPU_QUICK:-0} == 1 ]] && args+=(--quick)
+  "$build/gpu_check" "${args[@]}" | tee "$report/gpu_check.jsonl"
+  check_rc=${PIPESTATUS[0]}
+fi
+
+log "torch baselines"
+pyargs=()
+[[ ${MSRL_GPU_NO_COMPILE:-0} == 1 ]] && pyargs+=(--no-compile)
+if [[ ${MSRL_GPU_QUICK:-0} != 1 ]]; then
+  PYTHONUNBUFFERED=1 timeout 240 python3 kernels/torch_baseline.py "${pyargs[@]}" 2> "$report/torch_baseline.err" | tee "$report/torch_baseline.jsonl"
+fi
+
+boost_rc=skipped
+if [[ -f /usr/include/boost/test/unit_test.hpp ]] && command -v cmake >/dev/null; then
+  log "Boost.Test CUDA tests"
+  cmake -S . -B "$build/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMSRL_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
+    -DCMAKE_CUDA_ARCHITECTURES="$arch" -DMSRL_ENABLE_TORCH=OFF -DMSRL_BUILD_BENCHMARKS=OFF -DMSRL_BUILD_EXAMPLES=OFF >/dev/null &&
+    cmake --build "$build/cmake" --target test_cuda_kernels && ctest --test-dir "$build/cmake" -R test_cuda_kernels --output-on-failure
+  boost_rc=$?
+fi
+
+log "report"
+python3 - "$report" "$build_rc" "$check_rc" "$boost_rc" <<'PY'
+import json, os, sys
+d, build_rc, check_rc, boost_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def lines(name):
+    p = os.path.join(d, name)
+    out = []
+    if os.path.exists(p):
+        for l in open(p):
+            l = l.strip()
+            if l.startswith("{"):
+                try: out.append(json.loads(l))
+                except ValueError: pass
+    return out
+g, t = lines("gpu_check.jsonl"), lines("torch_baseline.jsonl")
+ours = {(r["bench"], r.get("dtype")): r for r in g if "bench" in r}
+ratios = []
+for r in t:
+    if "bench" not in r: continue
+    kind = "forward" if r["bench"].endswith("forward") else "grpo_loss_fwd_bwd"
+    o = ours.get((kind, r.get("dtype")))
+    if o: ratios.append({"ours": kind, "baseline": r["bench"], "dtype": r["dtype"], "speedup": r["time_ms_median"] / o["time_ms_median"]})
+rep = {"build_rc": build_rc, "gpu_check_rc": check_rc, "boost_tests": boost_rc,
+       "checks": [r for r in g if "check" in r], "benchmarks": [r for r in g if "bench" in r or "device" in r],
+       "baselines": t, "speedups": ratios}
+json.dump(rep, open(os.path.join(d, "gpu_report.json"), "w"), indent=1)
+print(json.dumps({"speedups": ratios}, indent=None))
+PY
+log "done (gpu_check rc=$check_rc)"
+[[ $check_rc -eq 0 ]]

@@ -1,0 +1,84 @@
+// CUDA selective log-softmax, fused forward+backward and GRPO loss from logits against the
+// double-precision reference and the core's host path (kernels/gpu_lab.cuh). Skipped (77) without a GPU.
+#define BOOST_TEST_MODULE cuda_kernels
+#include <boost/test/unit_test.hpp>
+
+#include <cstdlib>
+
+#include "gpu_lab.cuh"
+
+namespace lab = msrl::lab;
+namespace mc = msrl::cuda;
+
+struct require_gpu {
+  require_gpu() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) std::exit(77);
+  }
+};
+BOOST_TEST_GLOBAL_FIXTURE(require_gpu);
+
+template <class T>
+void forward_case(std::size_t N, std::size_t V, std::size_t ld, float temp, std::size_t stride) {
+  const auto e = lab::check_forward<T>(N, V, ld, temp, stride, 1);
+  BOOST_TEST_INFO(lab::dtype_name<T>() << " N " << N << " V " << V);
+  BOOST_TEST((e.st == mc::status::success));
+  BOOST_TEST(e.all_written);
+  BOOST_TEST(e.logp <= 1e-5);
+  BOOST_TEST(e.lse <= 1e-5);
+  BOOST_TEST(e.entropy <= 1e-4);
+}
+
+BOOST_AUTO_TEST_CASE(forward_matches_double_reference) {
+  forward_case<float>(64, 151936, 151936, 1.0f, 1);
+  forward_case<__nv_bfloat16>(64, 151936, 151936, 1.0f, 1);
+  forward_case<__half>(64, 1001, 1001, 0.7f, 1);
+  forward_case<float>(40, 5003, 5120, 0.7f, 1);
+  forward_case<float>(70000, 130, 130, 1.0f, 997); // N >= 65,536
+}
+
+template <class T, class G>
+void backward_case(bool fused, bool in_place, std::size_t N, std::size_t V) {
+  const auto e = lab::check_backward<T, G>(N, V, 1.0f, fused, in_place, 5);
+  BOOST_TEST_INFO(lab::dtype_name<T>() << " -> " << lab::dtype_name<G>() << " fused " << fused << " in place " << in_place << " V " << V);
+  BOOST_TEST((e.st == mc::status::success));
+  BOOST_TEST(e.all_written);
+  BOOST_TEST(e.logp <= 1e-5);
+  BOOST_TEST(e.grad <= (sizeof(G) == 4 ? 2e-6 : 1e-5));
+}
+
+BOOST_AUTO_TEST_CASE(backward_and_fused_match_reference) {
+  for (bool fused : {false, true}) {
+    backward_case<float, float>(fused, false, 16, 151936);
+    backward_case<__nv_bfloat16, __nv_bfloat16>(fused, true, 16, 151936);
+    backward_case<__half, float>(fused, false, 33, 1001);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(grpo_loss_matches_core_path_for_every_preset) {
+  for (const msrl::grpo::preset* p : msrl::grpo::presets::all) {
+    auto o = p->loss;
+    o.beta = 0.04;
+    const auto e = lab::check_grpo<float>(o, 6, 7, 3001, 9);
+    BOOST_TEST_INFO(p->name);
+    BOOST_TEST((e.st == mc::status::success));
+    BOOST_TEST(std::abs(e.loss - e.loss_ref) <= 1e-5 * std::max(1.0, std::abs(e.loss_ref)));
+    BOOST_TEST(e.grad <= 2e-5);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(launchers_reject_bad_arguments) {
+  float* lp = nullptr;
+  cudaMalloc(&lp, 4 * sizeof(float));
+  std::int64_t* y = nullptr;
+  cudaMalloc(&y, 4 * sizeof(std::int64_t));
+  float* x = nullptr;
+  cudaMalloc(&x, 40 * sizeof(float));
+  BOOST_TEST((mc::selective_log_softmax_forward<float>(x, 4, 10, 5, y, 1.f, lp, nullptr, nullptr) == mc::status::invalid_argument));
+  BOOST_TEST((mc::selective_log_softmax_forward<float>(x, 4, 10, 10, y, 0.f, lp, nullptr, nullptr) == mc::status::invalid_argument));
+  BOOST_TEST((mc::selective_log_softmax_forward<float>(nullptr, 4, 10, 10, y, 1.f, lp, nullptr, nullptr) == mc::status::invalid_argument));
+  BOOST_TEST((mc::selective_log_softmax_backward<float, float>(x, 4, 10, 10, y, 1.f, nullptr, lp, x, 10) == mc::status::invalid_argument));
+  cudaFree(lp);
+  cudaFree(y);
+  cudaFree(x);
+}
