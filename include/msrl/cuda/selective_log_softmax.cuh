@@ -129,6 +129,7 @@ __device__ __forceinline__ void accumulate(online& st, const float* z) {
     st.s *= a;
     st.m = mx;
   }
+  if (st.m == -INFINITY) return; // every value so far is -inf: nothing to add (and -inf - -inf is NaN)
 #pragma unroll
   for (int i = 0; i < N; ++i) {
     const float d = z[i] - st.m;
