@@ -153,7 +153,8 @@ void backward_rows(const matrix_view<const T>& x, const std::int64_t* targets, c
     }
     const T* row = x.row(i);
     const double xy = static_cast<double>(to_float(row[y])) * inv_td; // read before an in-place overwrite
-    const float hi = static_cast<float>(lse[i]), lo = static_cast<float>(lse[i] - static_cast<double>(hi));
+    const double c = lse[i] * opt.temperature; // lse in raw logit units, split in two floats
+    const float hi = static_cast<float>(c), lo = static_cast<float>(c - static_cast<double>(hi));
     const double rest = bwd(row, g, V, static_cast<std::size_t>(y), inv_t, hi, lo, gi * inv_t);
     // target entry g (1 - p_y) / T with 1 - p_y = sum_{j != y} p_j: no cancellation when p_y -> 1
     // (when p_y is small the direct form is as accurate and independent of the sum's rounding)

@@ -31,21 +31,23 @@ inline T neg_inf() {
   else return f16{0xfc00u};
 }
 
-/// Merges lane states (max m_l, sum s_l, t_l = sum e*(x - m_l)) into the row's statistics.
-inline row_stats combine_lanes(const float* m, const float* s, const float* t, int n) {
+/// Merges lane states (raw max m_l, sum s_l = sum 2^d2, t_l = sum 2^d2 d2 with d2 in log2 units of
+/// (x - m_l) / T) into the row's statistics in temperature-scaled natural units.
+inline row_stats combine_lanes(const float* m, const float* s, const float* t, int n, float inv_t) {
+  constexpr double ln2 = 0.69314718055994530942, l2e = 1.44269504088896340736;
   double M = -std::numeric_limits<double>::infinity();
   for (int i = 0; i < n; ++i)
     if (s[i] > 0.0f && m[i] > M) M = m[i];
   double S = 0.0, Tt = 0.0;
   for (int i = 0; i < n; ++i) {
     if (!(s[i] > 0.0f)) continue;
-    const double dm = static_cast<double>(m[i]) - M, a = std::exp(dm);
+    const double dm = (static_cast<double>(m[i]) - M) * inv_t, a = std::exp(dm);
     S += a * s[i];
-    Tt += a * (static_cast<double>(t[i]) + dm * s[i]);
+    Tt += a * (static_cast<double>(t[i]) + dm * l2e * s[i]);
   }
   if (!(S > 0.0)) return {-std::numeric_limits<double>::infinity(), 0.0, 0.0, 0.0};
   const double ls = std::log(S);
-  return {M, ls, S, ls - Tt / S};
+  return {M * inv_t, ls, S, ls - ln2 * Tt / S};
 }
 
 } // namespace msrl::kernels::detail

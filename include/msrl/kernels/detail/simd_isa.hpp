@@ -3,10 +3,11 @@
 /// functions compiled for that ISA with a GCC/Clang target attribute, so the library stays
 /// header-only and runs on any x86-64 (runtime dispatch) without -march flags.
 ///
-/// exp: range reduction e^d = 2^n e^r, |r| <= ln2/2, with a degree-5 minimax polynomial for
-/// e^r (the classic Cephes expf coefficients, ~1 ulp), and 2^n built in the exponent bits.
-/// Inputs below -87.3 (where 2^n would leave the normal range) return exactly 0, so -inf logits
-/// contribute exactly nothing and never produce NaN.
+/// exp2 (the hot one): 2^d = 2^n 2^f, n = round(d), |f| <= 1/2, a degree-6 polynomial for 2^f and
+/// 2^n from vscalefps (AVX-512) or the exponent bits (AVX2, scalar). The caller clamps d to
+/// >= exp2_lo first; at exp2_lo the result is exactly 0, so -inf logits contribute exactly
+/// nothing and never produce NaN. Callers pass d = (x - m) * (log2 e / T) with m a raw logit, so
+/// the rounding of d is relative to |x - m| and small where softmax is large.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -28,10 +29,10 @@
 #endif
 namespace msrl::kernels::detail {
 
-inline constexpr float exp_lo = -87.3f;  ///< below this e^d is returned as exactly 0
-inline constexpr float exp_p0 = 1.9875691500e-4f, exp_p1 = 1.3981999507e-3f, exp_p2 = 8.3334519073e-3f,
-                       exp_p3 = 4.1665795894e-2f, exp_p4 = 1.6666665459e-1f, exp_p5 = 5.0000001201e-1f;
-inline constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f, log2e = 1.44269504088896341f;
+inline constexpr float log2e = 1.44269504088896341f;
+/// 2^f on |f| <= 1/2: Taylor coefficients ln2^k / k!, degree 6 (truncation < 1.3e-7 relative).
+inline constexpr float e2_c1 = 0.693147180559945309f, e2_c2 = 0.240226506959100712f, e2_c3 = 0.0555041086648215800f,
+                       e2_c4 = 0.00961812910762847716f, e2_c5 = 0.00133335581464284434f, e2_c6 = 0.000154035303933816099f;
 
 /// Portable scalar ISA (width 1): the fallback and the reference for the vector paths' structure.
 struct isa_scalar {
@@ -42,25 +43,23 @@ struct isa_scalar {
   static vec add(vec a, vec b) { return a + b; }
   static vec sub(vec a, vec b) { return a - b; }
   static vec mul(vec a, vec b) { return a * b; }
-  static vec fma(vec a, vec b, vec c) { return std::fma(a, b, c); }
+  static vec fma(vec a, vec b, vec c) { return a * b + c; } // no libm call where FMA is absent
   static vec max(vec a, vec b) { return a > b ? a : b; }
   static mask gt(vec a, vec b) { return a > b; }
   static bool any(mask m) { return m; }
-  static vec exp(vec d) {
-    if (!(d >= exp_lo)) return 0.0f;
-    const float n = __builtin_nearbyintf(d * log2e);
-    float r = std::fma(-n, ln2_hi, d);
-    r = std::fma(-n, ln2_lo, r);
-    float p = std::fma(exp_p0, r, exp_p1);
-    p = std::fma(p, r, exp_p2);
-    p = std::fma(p, r, exp_p3);
-    p = std::fma(p, r, exp_p4);
-    p = std::fma(p, r, exp_p5);
-    p = std::fma(p * r, r, r + 1.0f);
-    const std::int32_t e = (static_cast<std::int32_t>(n) + 127) << 23;
-    float s;
-    std::memcpy(&s, &e, 4);
-    return p * s;
+  static constexpr float exp2_lo = -127.0f;
+  static vec exp2(vec d) {
+    const float n = __builtin_nearbyintf(d), f = d - n;
+    float p = e2_c6 * f + e2_c5;
+    p = p * f + e2_c4;
+    p = p * f + e2_c3;
+    p = p * f + e2_c2;
+    p = p * f + e2_c1;
+    p = p * f + 1.0f;
+    const std::int32_t e = (static_cast<std::int32_t>(n) + 127) << 23; // n = -127: +0.0
+    float sc;
+    std::memcpy(&sc, &e, 4);
+    return p * sc;
   }
   template <class T>
   static vec load(const T* p) { return to_float(*p); }
@@ -83,20 +82,17 @@ struct isa_avx512 {
   MSRL_TARGET_AVX512 static inline vec max(vec a, vec b) { return _mm512_max_ps(a, b); }
   MSRL_TARGET_AVX512 static inline mask gt(vec a, vec b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
   MSRL_TARGET_AVX512 static inline bool any(mask m) { return m != 0; }
-  MSRL_TARGET_AVX512 static inline vec exp(vec d) {
-    const mask under = _mm512_cmp_ps_mask(d, _mm512_set1_ps(exp_lo), _CMP_LT_OQ);
-    d = _mm512_max_ps(d, _mm512_set1_ps(exp_lo));
-    const vec n = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vec r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_hi), d);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_lo), r);
-    vec p = _mm512_fmadd_ps(_mm512_set1_ps(exp_p0), r, _mm512_set1_ps(exp_p1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_p2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_p3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_p4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_p5));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_maskz_mul_ps(static_cast<mask>(~under), p, _mm512_castsi512_ps(e));
+  static constexpr float exp2_lo = -150.0f; // 2^-150 rounds to +0
+  MSRL_TARGET_AVX512 static inline vec exp2(vec d) {
+    const vec n = _mm512_roundscale_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const vec f = _mm512_sub_ps(d, n);
+    vec p = _mm512_fmadd_ps(_mm512_set1_ps(e2_c6), f, _mm512_set1_ps(e2_c5));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(e2_c4));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(e2_c3));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(e2_c2));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(e2_c1));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
   }
   template <class T>
   MSRL_TARGET_AVX512 static inline vec load(const T* p) {
@@ -138,20 +134,18 @@ struct isa_avx2 {
   MSRL_TARGET_AVX2 static inline vec max(vec a, vec b) { return _mm256_max_ps(a, b); }
   MSRL_TARGET_AVX2 static inline mask gt(vec a, vec b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
   MSRL_TARGET_AVX2 static inline bool any(mask m) { return _mm256_movemask_ps(m) != 0; }
-  MSRL_TARGET_AVX2 static inline vec exp(vec d) {
-    const vec keep = _mm256_cmp_ps(d, _mm256_set1_ps(exp_lo), _CMP_GE_OQ);
-    d = _mm256_max_ps(d, _mm256_set1_ps(exp_lo));
-    const vec n = _mm256_round_ps(_mm256_mul_ps(d, _mm256_set1_ps(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vec r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_hi), d);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_lo), r);
-    vec p = _mm256_fmadd_ps(_mm256_set1_ps(exp_p0), r, _mm256_set1_ps(exp_p1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_p2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_p3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_p4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_p5));
-    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  static constexpr float exp2_lo = -127.0f; // exponent field 0: +0
+  MSRL_TARGET_AVX2 static inline vec exp2(vec d) {
+    const vec n = _mm256_round_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const vec f = _mm256_sub_ps(d, n);
+    vec p = _mm256_fmadd_ps(_mm256_set1_ps(e2_c6), f, _mm256_set1_ps(e2_c5));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(e2_c4));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(e2_c3));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(e2_c2));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(e2_c1));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
   template <class T>
   MSRL_TARGET_AVX2 static inline vec load(const T* p) {

@@ -1,0 +1,153 @@
+// Host kernel benchmarks, JSON lines: op, shape, dtype, threads, time_ms_median, baseline,
+// baseline_ms_median, ratio (baseline / ours), GBps (model bytes: logits read once, gradient
+// written once), pct_measured_read_bw. Baselines run in the same process: libtorch CPU
+// (log_softmax + gather; eager GRPO loss with autograd backward) and a multi-threaded read of
+// a 2 GiB buffer (the machine's memory-read bandwidth).
+//   bench_kernels [N=512] [V=151936] [reps=7]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <msrl/grpo.hpp>
+#include <msrl/kernels/grpo_loss.hpp>
+#include <msrl/kernels/selective_log_softmax.hpp>
+
+#ifdef MSRL_BENCH_TORCH
+#include <torch/torch.h>
+#endif
+
+namespace k = msrl::kernels;
+namespace g = msrl::grpo;
+
+template <class F>
+static double median_ms(F f, int reps) {
+  f();
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const auto a = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+static double read_bandwidth(unsigned threads) {
+  const std::size_t n = (std::size_t{2} << 30) / sizeof(float);
+  std::vector<float> buf(n, 1.0f);
+  std::vector<double> sink(threads);
+  const double ms = median_ms([&] {
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const std::size_t lo = n * t / threads, hi = n * (t + 1) / threads;
+        float acc[16] = {};
+        for (std::size_t i = lo; i + 16 <= hi; i += 16)
+          for (int j = 0; j < 16; ++j) acc[j] += buf[i + static_cast<std::size_t>(j)];
+        double s = 0;
+        for (float a : acc) s += a;
+        sink[t] = s;
+      });
+    for (auto& th : pool) th.join();
+  }, 5);
+  if (sink[0] < 0) std::printf("#");
+  return static_cast<double>(n * sizeof(float)) / (ms * 1e-3) / 1e9;
+}
+
+static void line(const char* op, std::size_t N, std::size_t V, const char* dtype, unsigned threads, double ms, const char* baseline,
+                 double base_ms, double bytes, double peak) {
+  const double gbs = bytes / (ms * 1e-3) / 1e9;
+  std::printf("{\"op\":\"%s\",\"shape\":[%zu,%zu],\"dtype\":\"%s\",\"threads\":%u,\"isa\":\"%s\",\"time_ms_median\":%.3f,"
+              "\"baseline\":\"%s\",\"baseline_ms_median\":%.3f,\"ratio\":%.2f,\"GBps\":%.2f,\"pct_measured_read_bw\":%.1f}\n",
+              op, N, V, dtype, threads, k::to_string(k::active_isa()), ms, baseline, base_ms, base_ms > 0 ? base_ms / ms : 0.0, gbs,
+              100.0 * gbs / peak);
+  std::fflush(stdout);
+}
+
+int main(int argc, char** argv) {
+  const std::size_t N = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 512;
+  const std::size_t V = argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 151936;
+  const int reps = argc > 3 ? std::atoi(argv[3]) : 7;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  std::vector<float> x(N * V);
+  for (auto& v : x) v = nd(rng);
+  std::vector<k::bf16> xb(N * V);
+  for (std::size_t i = 0; i < N * V; ++i) xb[i] = k::to_bf16(x[i]);
+  std::vector<std::int64_t> y(N);
+  for (auto& t : y) t = static_cast<std::int64_t>(rng() % V);
+  std::vector<float> lp(N), gl(N, 0.5f), gx(N * V);
+  std::vector<double> lse(N);
+  const std::size_t B = 8, T = N / B;
+  std::vector<float> old(N), ref(N), adv(B);
+  for (auto& a : adv) a = nd(rng) / 3.f;
+  std::vector<std::uint8_t> mask(N, 1);
+
+  for (unsigned threads : {1u, 2u}) {
+    const double peak = read_bandwidth(threads);
+    std::printf("{\"op\":\"measured_read_bandwidth\",\"threads\":%u,\"GBps\":%.2f}\n", threads, peak);
+    const double fbytes = static_cast<double>(N * V * sizeof(float));
+    const k::logprob_options o{.temperature = 1.0, .threads = threads};
+    const k::matrix_view<const float> xv{x.data(), N, V};
+    const double t_fwd = median_ms([&] { k::selective_log_softmax(xv, y, {lp, lse, {}}, o); }, reps);
+    const double t_fwd_bf16 = median_ms(
+        [&] { k::selective_log_softmax(k::matrix_view<const k::bf16>{xb.data(), N, V}, y, {lp, lse, {}}, o); }, reps);
+    const double t_bwd = median_ms(
+        [&] { k::selective_log_softmax_backward(xv, y, lse, gl, k::matrix_view<float>{gx.data(), N, V}, o); }, reps);
+    for (std::size_t i = 0; i < N; ++i) old[i] = ref[i] = lp[i] + 0.1f * nd(rng) / 3.f;
+    const k::logits_loss_inputs<float> in{msrl::token_layout::padded(B, T), xv, y, old, ref, adv, mask};
+    auto lo = g::presets::verl_default.loss;
+    lo.beta = 0.04;
+    lo.agg = g::aggregation::token_mean;
+    double loss = 0;
+    const double t_grpo = median_ms([&] {
+      loss = k::grpo_loss_from_logits(in, lo, {}, k::logits_loss_outputs<float>{{gx.data(), N, V}}, o).loss;
+    }, reps);
+    double b_fwd = 0, b_fwd_bf16 = 0, b_grpo = 0, b_bwd = 0;
+#ifdef MSRL_BENCH_TORCH
+    at::set_num_threads(static_cast<int>(threads));
+    torch::NoGradGuard* ng = new torch::NoGradGuard();
+    const auto tx = torch::from_blob(x.data(), {static_cast<long>(N), static_cast<long>(V)}, torch::kFloat32);
+    const auto txb = tx.to(torch::kBFloat16);
+    const auto ty = torch::from_blob(y.data(), {static_cast<long>(N), 1}, torch::kInt64);
+    b_fwd = median_ms([&] { auto r = torch::log_softmax(tx, -1).gather(-1, ty); }, reps);
+    b_fwd_bf16 = median_ms([&] { auto r = torch::log_softmax(txb, -1, torch::kFloat32).gather(-1, ty); }, reps);
+    delete ng;
+    const auto told = torch::from_blob(old.data(), {static_cast<long>(N)}, torch::kFloat32);
+    const auto tref = torch::from_blob(ref.data(), {static_cast<long>(N)}, torch::kFloat32);
+    const auto tadv = torch::from_blob(adv.data(), {static_cast<long>(B), 1}, torch::kFloat32).expand({static_cast<long>(B), static_cast<long>(T)}).reshape({-1});
+    auto xg = tx.clone().requires_grad_(true);
+    double tl = 0;
+    b_grpo = median_ms([&] {
+      xg.mutable_grad() = torch::Tensor();
+      auto l = torch::log_softmax(xg, -1).gather(-1, ty).squeeze(-1);
+      auto ratio = torch::exp(l - told);
+      auto pg = -torch::minimum(ratio * tadv, torch::clamp(ratio, 0.8, 1.2) * tadv);
+      auto d = (tref - l).clamp(-20, 20);
+      auto kl = (torch::exp(d) - d - 1).clamp(-10, 10);
+      auto loss_t = (pg + 0.04 * kl).mean();
+      loss_t.backward();
+      tl = loss_t.item<double>();
+    }, reps);
+    std::printf("{\"note\":\"grpo loss msrl %.9g libtorch %.9g\"}\n", loss, tl);
+    auto xg2 = tx.clone().requires_grad_(true);
+    b_bwd = median_ms([&] {
+      xg2.mutable_grad() = torch::Tensor();
+      torch::log_softmax(xg2, -1).gather(-1, ty).sum().backward();
+    }, reps);
+#endif
+    const char* base = b_fwd > 0 ? "libtorch log_softmax+gather" : "none";
+    line("selective_log_softmax_forward", N, V, "fp32", threads, t_fwd, base, b_fwd, fbytes, peak);
+    line("selective_log_softmax_forward", N, V, "bf16", threads, t_fwd_bf16, base, b_fwd_bf16, fbytes / 2, peak);
+    line("selective_log_softmax_backward", N, V, "fp32", threads, t_bwd, b_bwd > 0 ? "libtorch log_softmax+gather fwd+autograd bwd" : "none",
+         b_bwd, 2 * fbytes, peak);
+    line("grpo_loss_from_logits_fwd_bwd", N, V, "fp32", threads, t_grpo, b_grpo > 0 ? "libtorch eager GRPO loss + autograd" : "none",
+         b_grpo, 2 * fbytes, peak);
+  }
+  return 0;
+}
