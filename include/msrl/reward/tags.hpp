@@ -51,9 +51,10 @@ inline bool equal_at(std::string_view text, std::size_t pos, std::string_view ne
 
 } // namespace detail_tags
 
-/// A reusable search for one short needle (Horspool's algorithm with an ASCII-folded shift
-/// table). msrl's needles are a few bytes long, so the worst case O(n * |needle|) is O(n), and on
-/// ordinary text the scan skips ahead. Build once, call find() in loops.
+/// A reusable search for one short needle: memchr on the first byte for needles that start with
+/// '<' or '[' (rare in prose), Horspool's algorithm with an ASCII-folded shift table otherwise or
+/// when the first byte turns out to be dense. msrl's needles are a few bytes long, so the worst
+/// case O(n * |needle|) is O(n). Build once, call find() in loops.
 class searcher {
 public:
   explicit searcher(std::string_view needle, bool ignore_case = false) noexcept : needle_(needle), icase_(ignore_case) {
@@ -84,6 +85,29 @@ public:
       const void* p = std::memchr(t + from, needle_[0], n - from);
       return p ? static_cast<std::size_t>(static_cast<const unsigned char*>(p) - t) : std::string_view::npos;
     }
+    if (needle_[0] == '<' || needle_[0] == '[') {
+      // Tags start with a byte that is rare in prose: a vectorised memchr for it beats Horspool,
+      // whose shifts stay short on English text (the tag names share its common letters).
+      // When candidates come densely (text full of '<'), fall back to Horspool from there on.
+      std::size_t pos = from, dense = 0;
+      while (pos + m <= n) {
+        const void* p = std::memchr(t + pos, needle_[0], n - m + 1 - pos);
+        if (!p) return std::string_view::npos;
+        const std::size_t hit = static_cast<std::size_t>(static_cast<const unsigned char*>(p) - t);
+        if (detail_tags::equal_at(text, hit, needle_, icase_)) return hit;
+        dense = hit - pos < 8 ? dense + 1 : 0;
+        pos = hit + 1;
+        if (dense > 16) return horspool(text, pos);
+      }
+      return std::string_view::npos;
+    }
+    return horspool(text, from);
+  }
+
+private:
+  std::size_t horspool(std::string_view text, std::size_t from) const noexcept {
+    const std::size_t m = needle_.size(), n = text.size();
+    const unsigned char* t = reinterpret_cast<const unsigned char*>(text.data());
     const unsigned char last = fold(static_cast<unsigned char>(needle_[m - 1]));
     const std::string_view head = needle_.substr(0, m - 1);
     for (std::size_t pos = from; pos + m <= n;) {
@@ -94,7 +118,6 @@ public:
     return std::string_view::npos;
   }
 
-private:
   unsigned char fold(unsigned char c) const noexcept { return icase_ ? detail_tags::lower(c) : c; }
   std::string_view needle_;
   bool icase_;
