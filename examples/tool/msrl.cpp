@@ -290,7 +290,7 @@ void run_cmkd(const cmkd_args& a) {
       field_error(at, "answer_probs", "is required by --confidence answer-prob");
     if ((a.confidence == "mean" || a.confidence == "sequence") && row.find("logprobs") == row.end())
       field_error(at, "logprobs", "is required by --confidence " + a.confidence + " (or use --confidence first)");
-    if (const auto it = row.find("messages"); it != row.end() && !it->is_array())
+    if (const auto it = row.find("messages"); it != row.end() && !it->is_null() && !it->is_array())
       field_error(at, "messages", "must be a list of {role, content} objects");
     std::vector<vt::cmkd_candidate> cands(comps.size());
     for (std::size_t i = 0; i < comps.size(); ++i) cands[i] = {comps[i], logprobs[i], answer_probs[i]};
@@ -306,7 +306,7 @@ void run_cmkd(const cmkd_args& a) {
     for (const char* f : {"caption", "completions", "logprobs", "answer_probs"}) sft.erase(f);
     json& msgs = sft["messages"];
     if (msgs.is_null()) msgs = json::array();
-    if (!msgs.empty() && msgs.back().is_object() && msgs.back().value("role", "") == "assistant")
+    if (!msgs.empty() && msgs.back().is_object() && msgs.back().contains("role") && msgs.back()["role"] == "assistant")
       msgs.back()["content"] = s.target;
     else
       msgs.push_back(json{{"role", "assistant"}, {"content", s.target}});
