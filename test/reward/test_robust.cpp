@@ -37,7 +37,8 @@ std::string repeat(std::string_view unit, std::size_t bytes) {
 
 double score_everything(const std::string& text) {
   double acc = 0;
-  const r::sample s{.completion = text, .solution = text.substr(0, 64), .task_type = "text"};
+  const std::string gold = text.substr(0, 64); // the sample holds views: keep the bytes alive
+  const r::sample s{.completion = text, .solution = gold, .task_type = "text"};
   for (auto name : r::preset_names) acc += r::preset(name)(s);
   for (auto st : {r::format_style::msrl, r::format_style::swift, r::format_style::unifiedreward, r::format_style::r1reward})
     acc += r::check_format(text, st) ? 1 : 0;
