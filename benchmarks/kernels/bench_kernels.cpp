@@ -20,6 +20,13 @@
 #ifdef MSRL_BENCH_TORCH
 #include <torch/torch.h>
 #endif
+#ifdef MSRL_BENCH_EIGEN
+#include <msrl/kernels/linear_logprob_eigen.hpp>
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MSRL_BENCH_AVX512 __attribute__((target("avx512f")))
+#endif
 
 namespace k = msrl::kernels;
 namespace g = msrl::grpo;
@@ -37,6 +44,36 @@ static double median_ms(F f, int reps) {
   return t[t.size() / 2];
 }
 
+#ifdef MSRL_BENCH_AVX512
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized" // GCC 12's own _mm512_setzero_ps
+#endif
+// The read-bandwidth probe uses the widest loads the kernels use (AVX-512 when present).
+MSRL_BENCH_AVX512 static double sum_avx512(const float* p, std::size_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  std::size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
+    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
+    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
+    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
+  }
+  return static_cast<double>(_mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))));
+}
+#endif
+
+static double sum_range(const float* p, std::size_t n) {
+#ifdef MSRL_BENCH_AVX512
+  if (__builtin_cpu_supports("avx512f")) return sum_avx512(p, n);
+#endif
+  float acc[16] = {};
+  for (std::size_t i = 0; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += p[i + static_cast<std::size_t>(j)];
+  double s = 0;
+  for (float a : acc) s += a;
+  return s;
+}
+
 static double read_bandwidth(unsigned threads) {
   const std::size_t n = (std::size_t{2} << 30) / sizeof(float);
   std::vector<float> buf(n, 1.0f);
@@ -46,15 +83,10 @@ static double read_bandwidth(unsigned threads) {
     for (unsigned t = 0; t < threads; ++t)
       pool.emplace_back([&, t] {
         const std::size_t lo = n * t / threads, hi = n * (t + 1) / threads;
-        float acc[16] = {};
-        for (std::size_t i = lo; i + 16 <= hi; i += 16)
-          for (int j = 0; j < 16; ++j) acc[j] += buf[i + static_cast<std::size_t>(j)];
-        double s = 0;
-        for (float a : acc) s += a;
-        sink[t] = s;
+        sink[t] = sum_range(buf.data() + lo, hi - lo);
       });
     for (auto& th : pool) th.join();
-  }, 5);
+  }, 7);
   if (sink[0] < 0) std::printf("#");
   return static_cast<double>(n * sizeof(float)) / (ms * 1e-3) / 1e9;
 }
@@ -148,6 +180,38 @@ int main(int argc, char** argv) {
          b_bwd, 2 * fbytes, peak);
     line("grpo_loss_from_logits_fwd_bwd", N, V, "fp32", threads, t_grpo, b_grpo > 0 ? "libtorch eager GRPO loss + autograd" : "none",
          b_grpo, 2 * fbytes, peak);
+#ifdef MSRL_BENCH_EIGEN
+    {
+      // fused linear log-prob forward: hidden [NL, HL] x W [V, HL]; GFLOP/s of the 2 N H V GEMM work,
+      // against the same GEMM alone (Eigen, the measured peak here) and libtorch matmul + log_softmax + gather
+      const std::size_t NL = 128, HL = 512;
+      std::vector<float> h(NL * HL), w(V * HL), lpl(NL);
+      for (auto& v : h) v = nd(rng) / 3.f;
+      for (auto& v : w) v = nd(rng) / 30.f;
+      std::vector<std::int64_t> yl(y.begin(), y.begin() + static_cast<long>(NL));
+      const k::matrix_view<const float> hv{h.data(), NL, HL}, wv{w.data(), V, HL};
+      const double t_lin = median_ms([&] { k::linear_selective_log_softmax(hv, wv, yl, lpl, {.chunk = NL, .threads = threads}); }, 3);
+      k::detail::row_major Lg(static_cast<long>(NL), static_cast<long>(V));
+      const double t_gemm = median_ms([&] { Lg.noalias() = k::detail::as_map(hv) * k::detail::as_map(wv).transpose(); }, 3);
+      double t_tl = 0;
+#ifdef MSRL_BENCH_TORCH
+      {
+        torch::NoGradGuard ng2;
+        const auto th = torch::from_blob(h.data(), {static_cast<long>(NL), static_cast<long>(HL)}, torch::kFloat32);
+        const auto tw = torch::from_blob(w.data(), {static_cast<long>(V), static_cast<long>(HL)}, torch::kFloat32);
+        const auto tyl = torch::from_blob(yl.data(), {static_cast<long>(NL), 1}, torch::kInt64);
+        t_tl = median_ms([&] { auto r = torch::log_softmax(torch::matmul(th, tw.t()), -1).gather(-1, tyl); }, 3);
+      }
+#endif
+      const double flop = 2.0 * static_cast<double>(NL * HL * V);
+      std::printf("{\"op\":\"linear_selective_log_softmax_forward\",\"shape\":[%zu,%zu,%zu],\"dtype\":\"fp32\",\"threads\":%u,"
+                  "\"time_ms_median\":%.2f,\"baseline\":\"libtorch matmul+log_softmax+gather\",\"baseline_ms_median\":%.2f,"
+                  "\"ratio\":%.2f,\"GFLOPs\":%.1f,\"pct_measured_gemm_peak\":%.1f,\"eigen_gemm_alone_GFLOPs\":%.1f}\n",
+                  NL, HL, V, threads, t_lin, t_tl, t_tl > 0 ? t_tl / t_lin : 0.0, flop / (t_lin * 1e6),
+                  100.0 * t_gemm / t_lin, flop / (t_gemm * 1e6));
+      std::fflush(stdout);
+    }
+#endif
   }
   return 0;
 }
