@@ -506,7 +506,8 @@ void run_eval(const eval_args& a) {
           field_error(at, "vote_type", "must be leftvote, rightvote, tievote or bothbad_vote");
         }
       } else if (b == "mmrb") {
-        if (auto c = optional_text(row, at, "Category")) category = *c;
+        if (auto c = optional_text(row, at, "Category"))
+          category = vt::mmrb_category(optional_text(row, at, "ID").value_or(""), *c);
         if (auto bt = optional_text(row, at, "Better")) {
           if (*bt != "Output1" && *bt != "Output2") field_error(at, "Better", "must be Output1 or Output2");
           gold = vt::mmrb_gold(*bt);

@@ -277,3 +277,24 @@ BOOST_AUTO_TEST_CASE(eval_vlrb_and_genai) {
   BOOST_TEST(r.err.find("genai_bad.jsonl:2: field 'vote_type'") != std::string::npos, r.err);
   BOOST_TEST(!fs::exists(s.path("gb.json")));
 }
+
+BOOST_AUTO_TEST_CASE(eval_mmrb_random_guess) {
+  sandbox s;
+  // reasoning/math: [[A]] vs Output1 -> correct; safety/bias: [[A]] vs Output2 -> wrong;
+  // the unparsable judgment is guessed (seeded), so it lands in correct or wrong but never vanishes
+  s.write("mmrb.jsonl",
+          R"({"ID":"math_1","Category":"reasoning","Better":"Output1","completion":"... [[A]]"})" "\n"
+          R"({"ID":"pairs_2","Category":"safety","Better":"Output2","completion":"... [[A]]"})" "\n"
+          R"({"ID":"v_3","Category":"vqa","Better":"Output2","completion":"no verdict"})" "\n");
+  auto r = s.run("eval --benchmark mmrb --labels bracket " + s.path("mmrb.jsonl") + " -o " + s.path("m.json"));
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const json m = json::parse(s.read("m.json"));
+  BOOST_TEST(m["unparsable_policy"] == "random");
+  BOOST_TEST(m["categories"]["reasoning/math"]["correct"] == 1);
+  BOOST_TEST(m["categories"]["safety/bias"]["wrong"] == 1);
+  BOOST_TEST(m["categories"]["vqa"]["unparsable"] == 1);
+  BOOST_TEST(m["correct"].get<int>() + m["wrong"].get<int>() == 3);
+  const auto again = s.run("eval --benchmark mmrb --labels bracket " + s.path("mmrb.jsonl") + " -o " + s.path("m2.json"));
+  BOOST_REQUIRE(again.rc == 0);
+  BOOST_TEST(json::parse(s.read("m2.json")) == m); // same seed, same guesses
+}

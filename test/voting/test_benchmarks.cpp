@@ -98,5 +98,10 @@ BOOST_AUTO_TEST_CASE(genai_and_mmrb_labels) {
   BOOST_TEST(r.excluded == 2u);
   BOOST_TEST(r.micro == 0.5); // 1 of the 2 non-tie items
   BOOST_TEST(v::mmrb_gold("Output2") == B);
+  BOOST_TEST(v::mmrb_category("math_001", "reasoning") == "reasoning/math");
+  BOOST_TEST(v::mmrb_category("code_7", "reasoning") == "reasoning/coding");
+  BOOST_TEST(v::mmrb_category("pairs_3", "safety") == "safety/bias");
+  BOOST_TEST(v::mmrb_category("hateful_3", "safety") == "safety/toxicity");
+  BOOST_TEST(v::mmrb_category("x", "vqa") == "vqa");
   BOOST_CHECK_THROW(v::mmrb_gold("B"), msrl::value_error);
 }

@@ -158,6 +158,14 @@ inline label genai_gold(std::string_view vote_type) {
                                              std::string(vote_type.substr(0, 64)) + "')"));
 }
 
+/// Multimodal RewardBench reporting category: `reasoning` splits into math (ID starting with
+/// `math`) and coding, `safety` into bias (ID starting with `pairs`) and toxicity; others unchanged.
+inline std::string mmrb_category(std::string_view id, std::string_view category) {
+  if (category == "reasoning") return id.starts_with("math") ? "reasoning/math" : "reasoning/coding";
+  if (category == "safety") return id.starts_with("pairs") ? "safety/bias" : "safety/toxicity";
+  return std::string(category);
+}
+
 /// Multimodal RewardBench gold label: Output1 -> A, Output2 -> B; throws msrl::value_error otherwise.
 inline label mmrb_gold(std::string_view better) {
   if (better == "Output1") return label::a;
