@@ -2,6 +2,7 @@
 #define BOOST_TEST_MODULE cli
 #include <boost/test/unit_test.hpp>
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -297,4 +298,26 @@ BOOST_AUTO_TEST_CASE(eval_mmrb_random_guess) {
   const auto again = s.run("eval --benchmark mmrb --labels bracket " + s.path("mmrb.jsonl") + " -o " + s.path("m2.json"));
   BOOST_REQUIRE(again.rc == 0);
   BOOST_TEST(json::parse(s.read("m2.json")) == m); // same seed, same guesses
+}
+
+BOOST_AUTO_TEST_CASE(score_streams_large_files) {
+  // 64 MB of rows with 16 KB completions: peak memory must stay far below the file size.
+  sandbox s;
+  {
+    std::ofstream f(s.path("big.jsonl"));
+    const std::string think(16000, 'x');
+    const std::string row = R"({"solution":"A","task_type":"text","completions":["<type>text</type><think>)" + think +
+                            R"(</think><answer>A</answer>"]})";
+    for (std::size_t bytes = 0; bytes < (64u << 20); bytes += row.size() + 1) f << row << '\n';
+  }
+  auto r = s.run("score " + s.path("big.jsonl") + " -o " + s.path("big_out.jsonl"));
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  rusage ru{};
+  ::getrusage(RUSAGE_CHILDREN, &ru);
+  BOOST_TEST_MESSAGE("peak child RSS " << ru.ru_maxrss << " KB");
+  BOOST_TEST(ru.ru_maxrss < 48 * 1024); // KB: well below the 64 MB input
+  std::ifstream out(s.path("big_out.jsonl"));
+  std::string first;
+  std::getline(out, first);
+  BOOST_TEST(json::parse(first)["rewards"][0] == 2.2); // paper: format 1 + accuracy 1 + task 0.2
 }
