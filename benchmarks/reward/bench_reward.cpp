@@ -89,13 +89,21 @@ int main(int argc, char** argv) {
     sink = s;
   });
   const double t_batch = best_seconds(3, [&] { sink = paper.score(samples).totals.back(); });
+  // Format styles on stage-1 layouts (no <type>/<caption> prefix), so the anchored styles
+  // scan the whole judgment instead of failing at the first byte.
+  std::vector<std::string> stage1;
+  std::size_t stage1_bytes = 0;
+  for (const auto& t : texts) {
+    stage1.push_back(t.substr(t.find("<think>")));
+    stage1_bytes += stage1.back().size();
+  }
   std::vector<double> per_style(4);
   const r::format_style styles[4] = {r::format_style::msrl, r::format_style::swift, r::format_style::unifiedreward,
                                      r::format_style::r1reward};
   for (int k = 0; k < 4; ++k)
     per_style[k] = best_seconds(3, [&] {
       std::size_t n = 0;
-      for (const auto& t : texts) n += r::check_format(t, styles[k]);
+      for (const auto& t : stage1) n += r::check_format(t, styles[k]);
       sink = static_cast<double>(n);
     });
 
@@ -118,8 +126,8 @@ int main(int argc, char** argv) {
               samples.size(), bytes, t_batch, mbs_batch);
   const char* names[4] = {"msrl", "swift", "unifiedreward", "r1reward"};
   for (int k = 0; k < 4; ++k)
-    std::printf("{\"bench\":\"format_%s\",\"impl\":\"msrl\",\"bytes\":%zu,\"seconds\":%.6f,\"mb_per_s\":%.1f}\n", names[k],
-                bytes, per_style[k], static_cast<double>(bytes) / 1e6 / per_style[k]);
+    std::printf("{\"bench\":\"format_%s_stage1_layout\",\"impl\":\"msrl\",\"bytes\":%zu,\"seconds\":%.6f,\"mb_per_s\":%.1f}\n",
+                names[k], stage1_bytes, per_style[k], static_cast<double>(stage1_bytes) / 1e6 / per_style[k]);
   std::printf("{\"bench\":\"reward_paper_preset\",\"impl\":\"std_regex\",\"completions\":%zu,\"bytes\":%zu,\"seconds\":%.6f,\"mb_per_s\":%.2f}\n",
               regex_count, regex_bytes, t_regex, mbs_regex);
   std::printf("{\"bench\":\"reward_paper_preset\",\"ratio_msrl_over_std_regex\":%.1f,\"same_totals\":%s,\"goal_mb_per_s\":200,\"goal_met\":%s}\n",
