@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 build=${MSRL_BUILD_DIR:-build}
 jobs=${MSRL_JOBS:-$(nproc)}
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=${MSRL_BUILD_TYPE:-Release} "$@" >/dev/null
+# MSRL_NATIVE: tests and benchmarks use the machine's vector lanes; the sanitizer run in .ci/run
+# builds without it, so both the vector and the scalar lane paths are tested.
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=${MSRL_BUILD_TYPE:-Release} -DMSRL_NATIVE=ON "$@" >/dev/null
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs" ${MSRL_CTEST_ARGS:-}

@@ -8,6 +8,24 @@
 #define MSRL_HOST_DEVICE
 #endif
 
+// Force inlining of small formulas so that the loops calling them vectorise.
+#if defined(__CUDACC__)
+#define MSRL_FORCEINLINE __forceinline__
+#elif defined(__GNUC__) || defined(__clang__)
+#define MSRL_FORCEINLINE inline __attribute__((always_inline))
+#else
+#define MSRL_FORCEINLINE inline
+#endif
+
+// `#pragma omp simd` on hot host loops when the build enables OpenMP SIMD (-fopenmp-simd, set by
+// the msrl::msrl CMake target as MSRL_OMP_SIMD). Without it the loops are plain scalar code.
+#if defined(MSRL_OMP_SIMD) && !defined(__CUDA_ARCH__)
+#define MSRL_PRAGMA(x) _Pragma(#x)
+#define MSRL_SIMD_REDUCE(...) MSRL_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
+#else
+#define MSRL_SIMD_REDUCE(...)
+#endif
+
 #define MSRL_VERSION_MAJOR 0
 #define MSRL_VERSION_MINOR 1
 #define MSRL_VERSION_PATCH 0

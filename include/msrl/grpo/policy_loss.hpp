@@ -14,10 +14,12 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "../backend/concept.hpp"
 #include "../backend/reference.hpp"
 #include "../core/error.hpp"
+#include "../core/simd.hpp"
 #include "../core/token_layout.hpp"
 #include "scalar_math.hpp"
 
@@ -119,6 +121,215 @@ MSRL_HOST_DEVICE inline double mask_at(const M* mask, std::size_t t) {
 
 MSRL_HOST_DEVICE inline bool finite(double x) { return x == x && x != HUGE_VAL && x != -HUGE_VAL; }
 
+// Aggregation weight of a masked-in token of a row with L tokens.
+struct weight_fn {
+  aggregation agg;
+  double scale; // normalizer.scale / denominator
+  bool clamp_one;
+  double length_eps;
+  MSRL_HOST_DEVICE double operator()(double L) const {
+    if (agg == aggregation::seq_mean_token_mean) return scale / (clamp_one ? (L > 1.0 ? L : 1.0) : L + length_eps);
+    return scale;
+  }
+};
+
+// Pass 1 over the tokens of one lane group: counts, log-ratio sum and input validation.
+template <class V>
+struct seq_acc {
+  V len{}, slr{}, bad_mask{}, bad_val{};
+};
+template <class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE void seq_math(V m, V l, V o, V r, V a, seq_acc<V>& acc) {
+  using simd::mand;
+  using simd::mnot;
+  using simd::select;
+  using simd::splat;
+  const V zero = splat<V>(0.0), one = splat<V>(1.0);
+  const auto on = m == one;
+  const auto valid = simd::mor(m == zero, on);
+  // x - x == 0 exactly when x is finite (inf - inf and NaN - NaN are NaN).
+  const auto fin = mand(mand(l - l == zero, o - o == zero), mand(r - r == zero, a - a == zero));
+  acc.bad_mask = acc.bad_mask + select(valid, zero, one);
+  acc.bad_val = acc.bad_val + select(mand(on, mnot(fin)), one, zero);
+  acc.len = acc.len + select(on, one, zero);
+  acc.slr = acc.slr + select(on, l - o, zero);
+}
+
+// Pass 1, one task per sequence: L_i, mean log-ratio (GSPO) and validation counts.
+template <class T, class M>
+struct seq_pass {
+  token_layout lay;
+  const T *lp, *old, *ref, *adv;
+  const M* mask;
+  bool adv_per_token;
+  double *seq_len, *seq_lr;
+
+  MSRL_HOST_DEVICE sums<4> operator()(std::size_t i) const {
+    seq_acc<double> acc;
+    const std::size_t b = lay.begin(i), e = lay.end(i);
+    std::size_t t = b;
+#ifdef MSRL_HAS_VECTOR_LANES
+    {
+      using V = simd::vdouble;
+      constexpr int W = simd::vector_width;
+      seq_acc<V> vacc;
+      for (; t + W <= e; t += W) {
+        const V m = mask ? simd::load(mask + t) : simd::splat<V>(1.0);
+        const V l = simd::load(lp + t), o = simd::load(old + t), r = simd::load(ref + t);
+        const V a = adv_per_token ? simd::load(adv + t) : simd::splat<V>(0.0);
+        seq_math(m, l, o, r, a, vacc);
+      }
+      for (int j = 0; j < W; ++j) {
+        acc.len += vacc.len[j];
+        acc.slr += vacc.slr[j];
+        acc.bad_mask += vacc.bad_mask[j];
+        acc.bad_val += vacc.bad_val[j];
+      }
+    }
+#endif
+    for (; t < e; ++t)
+      seq_math<double>(mask ? static_cast<double>(mask[t]) : 1.0, static_cast<double>(lp[t]),
+                       static_cast<double>(old[t]), static_cast<double>(ref[t]),
+                       adv_per_token ? static_cast<double>(adv[t]) : 0.0, acc);
+    if (!adv_per_token && acc.len > 0.0 && !finite(static_cast<double>(adv[i]))) acc.bad_val += 1.0;
+    seq_len[i] = acc.len;
+    seq_lr[i] = acc.slr / (acc.len > 1.0 ? acc.len : 1.0);
+    sums<4> s{};
+    s[0] = acc.len;
+    s[1] = acc.len > 0.0 ? 1.0 : 0.0;
+    s[2] = acc.bad_mask;
+    s[3] = acc.bad_val;
+    return s;
+  }
+};
+
+// Accumulators of the token pass, one lane each.
+template <class V>
+struct token_acc {
+  V pg{}, kl{}, tok{}, rsum{}, klsum{}, low{}, high{}, dual{};
+};
+
+// One lane group of tokens: loss terms, metrics and gradient. `on` masks tokens out (their inputs
+// were already replaced by 0, so -inf/NaN at masked positions never reach the arithmetic).
+template <ratio_level Level, class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE V token_math(simd::mask_t<V> on, V l, V o, V r, V a, V w, V srho, V sdrho,
+                                               V gseq, const math::clip_params& cp, const math::kl_params& kp,
+                                               double beta, double log_ratio_clamp, token_acc<V>& acc) {
+  using simd::select;
+  using simd::splat;
+  const V zero = splat<V>(0.0), one = splat<V>(1.0);
+  V rho = srho, drho = sdrho;
+  if constexpr (Level == ratio_level::token) {
+    const math::value_grad<V> q = math::ratio(l, o, log_ratio_clamp);
+    rho = q.value;
+    drho = q.grad;
+  }
+  const math::surrogate<V> sur = math::clipped_surrogate(rho, a, cp);
+  const math::value_grad<V> k = math::kl_penalty(l, r, kp);
+  V g = Level == ratio_level::sequence ? gseq : w * sur.dratio * drho;
+  g = g + w * beta * k.grad;
+  acc.pg = acc.pg + select(on, w * sur.value, zero);
+  acc.kl = acc.kl + select(on, w * beta * k.value, zero);
+  acc.tok = acc.tok + select(on, one, zero);
+  acc.rsum = acc.rsum + select(on, rho, zero);
+  acc.klsum = acc.klsum + select(on, k.value, zero);
+  acc.low = acc.low + select(simd::mand(on, sur.clipped_low), one, zero);
+  acc.high = acc.high + select(simd::mand(on, sur.clipped_high), one, zero);
+  acc.dual = acc.dual + select(simd::mand(on, sur.dual_clipped), one, zero);
+  return select(on, g, zero);
+}
+
+// The token pass over one block of tokens [bi*blk, min(N, (bi+1)*blk)). The block is split at
+// sequence boundaries; within a sequence, host builds run groups of simd::vector_width tokens
+// through token_math on vector lanes and the tail on scalar lanes (device code: scalar only).
+// When the caller passes no ref_logp / old_logp those pointers alias logp, which gives exactly
+// KL = 0 / ratio = 1.
+template <ratio_level Level, bool AdvPerToken, bool HasMask, class T, class M, class G>
+struct token_pass {
+  token_layout lay;
+  const T *lp, *old, *ref, *adv;
+  const M* mask;
+  G* grad;
+  const double *seq_len, *seq_lr, *seq_coef;
+  weight_fn weight;
+  math::clip_params cp;
+  math::kl_params kp;
+  double beta, log_ratio_clamp, smax;
+  std::size_t n, blk;
+
+  MSRL_HOST_DEVICE sums<s_count> operator()(std::size_t bi) const {
+    token_acc<double> acc;
+    const std::size_t t0 = bi * blk, t1 = t0 + blk < n ? t0 + blk : n;
+    std::size_t i = lay.sequence_of(t0);
+    for (std::size_t ta = t0; ta < t1;) {
+      while (lay.end(i) <= ta) ++i;
+      const std::size_t tb = lay.end(i) < t1 ? lay.end(i) : t1;
+      const double w = weight(seq_len[i]);
+      const double len1 = seq_len[i] > 1.0 ? seq_len[i] : 1.0;
+      const double lr = seq_lr[i];
+      const double adv_seq = AdvPerToken ? 0.0 : static_cast<double>(adv[i]);
+      // GSPO: the sequence ratio, its token derivative and (direct form) the token gradient are
+      // constant over the row.
+      const double srho = Level == ratio_level::token ? 1.0 : math::exp(lr < smax ? lr : smax);
+      const double sdrho = lr <= smax ? srho : 0.0;
+      const double gseq = Level == ratio_level::sequence ? (lr <= smax ? srho / len1 : 0.0) * seq_coef[i] : 0.0;
+      std::size_t t = ta;
+#ifdef MSRL_HAS_VECTOR_LANES
+      if constexpr (simd::lane_traits<simd::vdouble>::width > 1) {
+        using V = simd::vdouble;
+        constexpr int W = simd::vector_width;
+        token_acc<V> vacc;
+        for (; t + W <= tb; t += W) {
+          // Contiguous vector loads; masked lanes are replaced by 0 before any arithmetic.
+          const V mv = HasMask ? simd::load(mask + t) : simd::splat<V>(1.0);
+          const simd::vint on = mv != simd::splat<V>(0.0);
+          const V zero = simd::splat<V>(0.0);
+          const V l = simd::select(on, simd::load(lp + t), zero);
+          const V o = simd::select(on, simd::load(old + t), zero);
+          const V r = simd::select(on, simd::load(ref + t), zero);
+          const V a = AdvPerToken ? simd::select(on, simd::load(adv + t), zero) : simd::splat<V>(adv_seq);
+          const V g = token_math<Level, V>(on, l, o, r, a, simd::splat<V>(w), simd::splat<V>(srho),
+                                           simd::splat<V>(sdrho), simd::splat<V>(gseq), cp, kp, beta,
+                                           log_ratio_clamp, vacc);
+          simd::store(grad + t, g);
+        }
+        for (int j = 0; j < W; ++j) {
+          acc.pg += vacc.pg[j];
+          acc.kl += vacc.kl[j];
+          acc.tok += vacc.tok[j];
+          acc.rsum += vacc.rsum[j];
+          acc.klsum += vacc.klsum[j];
+          acc.low += vacc.low[j];
+          acc.high += vacc.high[j];
+          acc.dual += vacc.dual[j];
+        }
+      }
+#endif
+      for (; t < tb; ++t) {
+        const bool m = HasMask ? mask[t] != M(0) : true;
+        const double l = m ? static_cast<double>(lp[t]) : 0.0;
+        const double o = m ? static_cast<double>(old[t]) : 0.0;
+        const double r = m ? static_cast<double>(ref[t]) : 0.0;
+        const double a = AdvPerToken ? (m ? static_cast<double>(adv[t]) : 0.0) : adv_seq;
+        grad[t] = static_cast<G>(
+            token_math<Level, double>(m, l, o, r, a, w, srho, sdrho, gseq, cp, kp, beta, log_ratio_clamp, acc));
+      }
+      ta = tb;
+    }
+    sums<s_count> s{};
+    s[s_pg] = acc.pg;
+    s[s_kl] = acc.kl;
+    s[s_loss] = acc.pg + acc.kl;
+    s[s_tok] = acc.tok;
+    s[s_ratio] = acc.rsum;
+    s[s_klsum] = acc.klsum;
+    s[s_low] = acc.low;
+    s[s_high] = acc.high;
+    s[s_dual] = acc.dual;
+    return s;
+  }
+};
+
 // Tokens per task of the token pass: a backend may say (member `token_block`); otherwise host
 // backends take 512-token blocks and device backends one token per task.
 template <class Backend>
@@ -205,31 +416,9 @@ loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const 
   double* seq_lr = seq_lr_buf.data();
   double* seq_coef = seq_coef_buf.data();
   const bool need_ref = opt.beta != 0.0;
-  auto p1 = exec.reduce_n(B, [=] MSRL_HOST_DEVICE(std::size_t i) {
-    double L = 0.0, slr = 0.0, bad_mask = 0.0, bad_val = 0.0;
-    const std::size_t b = lay.begin(i), e = lay.end(i);
-    for (std::size_t t = b; t < e; ++t) {
-      const double m = mask_at(mask, t);
-      if (m != 0.0 && m != 1.0) { bad_mask += 1.0; continue; }
-      if (m == 0.0) continue;
-      const double l = static_cast<double>(lp[t]);
-      const double o = old ? static_cast<double>(old[t]) : l;
-      const double a = static_cast<double>(adv[adv_per_token ? t : i]);
-      bool ok = finite(l) && finite(o) && finite(a);
-      if (need_ref) ok = ok && finite(static_cast<double>(ref[t]));
-      if (!ok) bad_val += 1.0;
-      L += 1.0;
-      slr += l - o;
-    }
-    seq_len[i] = L;
-    seq_lr[i] = slr / (L > 1.0 ? L : 1.0);
-    sums<4> s{};
-    s[0] = L;
-    s[1] = L > 0.0 ? 1.0 : 0.0;
-    s[2] = bad_mask;
-    s[3] = bad_val;
-    return s;
-  }, sums<4>{});
+  const detail_loss::seq_pass<T, M> p1fn{lay, lp, old ? old : lp, need_ref ? ref : lp, adv, mask, adv_per_token,
+                                          seq_len, seq_lr};
+  auto p1 = exec.reduce_n(B, p1fn, sums<4>{});
   require<value_error>(p1[2] == 0.0, where, "mask", "values must be 0 or 1");
   require<value_error>(p1[3] == 0.0, where, "logp/old_logp/ref_logp/advantages",
                        "must be finite (not NaN or +-inf) at unmasked positions");
@@ -254,15 +443,7 @@ loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const 
     break;
   }
   const double scale = norm.scale / denom;
-  const aggregation agg = opt.agg;
-  const bool clamp_one = opt.guard == length_guard::clamp_one;
-  const double leps = opt.length_eps;
-  // Weight of a masked-in token of a row with L tokens.
-  auto weight = [=] MSRL_HOST_DEVICE(double L) {
-    if (agg == aggregation::seq_mean_token_mean) return scale / (clamp_one ? (L > 1.0 ? L : 1.0) : L + leps);
-    return scale;
-  };
-
+  const detail_loss::weight_fn weight{opt.agg, scale, opt.guard == length_guard::clamp_one, opt.length_eps};
   const math::clip_params cp{opt.clip_low, opt.clip_high, opt.dual_clip, opt.delta};
   const math::kl_params kp{opt.kl, opt.kl_straight_through, opt.kl_log_ratio_clamp, opt.kl_value_clamp};
   const double beta = opt.beta, lrc = opt.log_ratio_clamp, smax = opt.sequence_log_ratio_max;
@@ -272,7 +453,7 @@ loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const 
   if (level == ratio_level::sequence) {
     exec.for_each_n(B, [=] MSRL_HOST_DEVICE(std::size_t i) {
       const double L = seq_len[i];
-      const double s = std::exp(seq_lr[i] < smax ? seq_lr[i] : smax);
+      const double s = math::exp(seq_lr[i] < smax ? seq_lr[i] : smax);
       const double w = weight(L);
       double c = 0.0;
       for (std::size_t t = lay.begin(i), e = lay.end(i); t < e; ++t) {
@@ -283,66 +464,30 @@ loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const 
     });
   }
 
-  // ---- pass 3, per token: loss, metrics and gradient in one sweep. Tokens are processed in
-  // contiguous blocks (one task each) that walk the sequence boundaries, so host backends run a
-  // tight serial loop per block and device backends one token per thread.
+  // ---- pass 3, per token: loss, metrics and gradient in one sweep over token blocks.
   const std::size_t blk = detail_loss::token_block<Backend>();
   const std::size_t nblocks = (N + blk - 1) / blk;
-  auto tot = exec.reduce_n(nblocks, [=] MSRL_HOST_DEVICE(std::size_t bi) {
-    double acc[s_count] = {};
-    const std::size_t t0 = bi * blk, t1 = t0 + blk < N ? t0 + blk : N;
-    std::size_t i = lay.sequence_of(t0), seq_end = lay.end(i);
-    for (std::size_t t = t0; t < t1; ++t) {
-      while (t >= seq_end) seq_end = lay.end(++i);
-      const double m = mask_at(mask, t);
-      if (m == 0.0) {
-        if (grad) grad[t] = G(0);
-        continue;
-      }
-      const double L = seq_len[i];
-      const double w = weight(L);
-      const double l = static_cast<double>(lp[t]);
-      const double o = old ? static_cast<double>(old[t]) : l;
-      const double a = static_cast<double>(adv[adv_per_token ? t : i]);
-      double rho, drho; // ratio value and d ratio / d logp_t
-      if (level == ratio_level::token) {
-        const math::value_grad r = math::ratio(l, o, lrc);
-        rho = r.value;
-        drho = r.grad;
-      } else {
-        const double lr = seq_lr[i];
-        rho = std::exp(lr < smax ? lr : smax);
-        drho = lr <= smax ? rho : 0.0; // sequence_token: d exp(l - sg(l) + sg(lr)) / dl
-      }
-      const math::surrogate sur = math::clipped_surrogate(rho, a, cp);
-      double g;
-      if (level == ratio_level::sequence) {
-        const double Lc = L > 1.0 ? L : 1.0;
-        g = (seq_lr[i] <= smax ? rho / Lc : 0.0) * seq_coef[i];
-      } else {
-        g = w * sur.dratio * drho;
-      }
-      double klv = 0.0;
-      if (ref) {
-        const math::value_grad k = math::kl_penalty(l, static_cast<double>(ref[t]), kp);
-        klv = k.value;
-        g += w * beta * k.grad;
-      }
-      if (grad) grad[t] = static_cast<G>(g);
-      acc[s_pg] += w * sur.value;
-      acc[s_kl] += w * beta * klv;
-      acc[s_tok] += 1.0;
-      acc[s_ratio] += rho;
-      acc[s_klsum] += klv;
-      acc[s_low] += sur.clipped_low ? 1.0 : 0.0;
-      acc[s_high] += sur.clipped_high ? 1.0 : 0.0;
-      acc[s_dual] += sur.dual_clipped ? 1.0 : 0.0;
-    }
-    sums<s_count> s{};
-    for (int k = 0; k < s_count; ++k) s[k] = acc[k];
-    s[s_loss] = acc[s_pg] + acc[s_kl];
-    return s;
-  }, sums<s_count>{});
+  typename Backend::template buffer<G> scratch(grad ? 0 : N); // gradient sink when none is wanted
+  G* gout = grad ? grad : scratch.data();
+  const T* oldp = old ? old : lp;
+  const T* refp = ref ? ref : lp;
+  sums<s_count> tot{};
+  auto run = [&](auto level_c, auto apt_c, auto mask_c) {
+    detail_loss::token_pass<decltype(level_c)::value, decltype(apt_c)::value, decltype(mask_c)::value, T, M, G> fn{
+        lay, lp, oldp, refp, adv, mask, gout, seq_len, seq_lr, seq_coef, weight, cp, kp, beta, lrc, smax, N, blk};
+    tot = exec.reduce_n(nblocks, fn, sums<s_count>{});
+  };
+  auto with_mask = [&](auto level_c, auto apt_c) {
+    if (mask) run(level_c, apt_c, std::true_type{}); else run(level_c, apt_c, std::false_type{});
+  };
+  auto with_adv = [&](auto level_c) {
+    if (adv_per_token) with_mask(level_c, std::true_type{}); else with_mask(level_c, std::false_type{});
+  };
+  switch (level) {
+  case ratio_level::token: with_adv(std::integral_constant<ratio_level, ratio_level::token>{}); break;
+  case ratio_level::sequence: with_adv(std::integral_constant<ratio_level, ratio_level::sequence>{}); break;
+  case ratio_level::sequence_token: with_adv(std::integral_constant<ratio_level, ratio_level::sequence_token>{}); break;
+  }
 
   loss_result res;
   res.loss = tot[s_loss];

@@ -1,20 +1,21 @@
 #pragma once
-/// \file Every per-token GRPO formula, once, as MSRL_HOST_DEVICE inline functions shared by the
-/// host backends, the Thrust backend and the CUDA kernels. Each returns the value and its
-/// derivative, so gradients are closed-form (no autograd).
+/// \file Every per-token GRPO formula, once. Each is a MSRL_HOST_DEVICE template over a lane type
+/// V (core/simd.hpp): `double` for device code and scalar host loops, an 8-lane double vector for
+/// vectorised host loops. Each returns the value and its derivative, so gradients are closed-form.
 ///
 /// Derivative conventions follow PyTorch autograd exactly, so results match the peers' training
-/// code to the last bit of behaviour: clamp passes the gradient when lo <= x <= hi (inclusive);
-/// elementwise min/max split the gradient in half on ties; abs has derivative 0 at 0.
+/// code: clamp passes the gradient when lo <= x <= hi (inclusive); elementwise min/max split the
+/// gradient in half on ties; abs has derivative 0 at 0.
 #include <cmath>
 #include <cstdint>
 
 #include "../core/config.hpp"
+#include "../core/simd.hpp"
 
 namespace msrl::grpo {
 
 /// KL estimators of KL(pi_theta || pi_ref) from a sample, x = logp - ref_logp (Schulman's note).
-enum class kl_estimator : std::uint8_t {
+enum class kl_estimator : int {
   k1,  ///< x                      (verl "kl"/"k1", OpenRLHF k1)
   abs, ///< |x|                    (verl "abs")
   k2,  ///< x^2 / 2                (verl "mse"/"k2", OpenRLHF k2)
@@ -25,22 +26,82 @@ namespace math {
 
 inline constexpr double inf = HUGE_VAL;
 
+using simd::mand;
+using simd::mask_t;
+using simd::select;
+using simd::splat;
+
 /// A value and its derivative with respect to the policy log-prob.
+template <class V = double>
 struct value_grad {
-  double value;
-  double grad;
+  V value;
+  V grad;
 };
 
-MSRL_HOST_DEVICE inline double clamp(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
-MSRL_HOST_DEVICE inline bool inside(double x, double lo, double hi) { return lo <= x && x <= hi; }
+template <class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE V clamp(V x, double lo, double hi) {
+  return select(x < splat<V>(lo), splat<V>(lo), select(x > splat<V>(hi), splat<V>(hi), x));
+}
+template <class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE mask_t<V> inside(V x, double lo, double hi) {
+  return mand(splat<V>(lo) <= x, x <= splat<V>(hi));
+}
+
+/// e^x in double precision (max error ~1 ulp on the host; CUDA's exp on the device). The host
+/// version is straight-line code (no libm call), so it runs in every lane of a vector; builds
+/// without vector lanes use libm. Within one build every lane and tail uses the same exp. Exact
+/// special cases: exp(NaN) = NaN, exp(+inf) = +inf, exp(-inf) = 0, overflow to +inf above 709.78,
+/// underflow to 0 below -745.13.
+template <class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE V exp(V x) {
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+  return ::exp(x);
+#else
+#ifndef MSRL_HAS_VECTOR_LANES
+  // Scalar-only builds: libm's table-driven exp is faster than a latency-bound polynomial.
+  if constexpr (simd::lane_traits<V>::width == 1) return std::exp(x);
+#endif
+  constexpr double log2e = 1.4426950408889634074, ln2_hi = 6.93147180369123816490e-01,
+                   ln2_lo = 1.90821492927058770002e-10, shifter = 0x1.8p52;
+  const V xc = select(x == x, clamp(x, -746.0, 710.0), splat<V>(0.0));
+  // x = k ln2 + r, |r| <= ln2/2; k read from the low mantissa bits of (x*log2e + 1.5*2^52).
+  const V kd = xc * log2e + shifter;
+  const auto k = simd::to_bits(kd) - simd::to_bits(shifter);
+  const V kf = kd - shifter;
+  const V r = (xc - kf * ln2_hi) - kf * ln2_lo;
+  // e^r by its Taylor series to r^13 (truncation < 2e-17 for |r| <= 0.347), Horner form.
+  V p = splat<V>(1.0 / 6227020800.0);
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  // 2^k as two normal powers so that subnormal results are reached without overflowing the field.
+  const auto k1 = k >> 1;
+  const auto k2 = k - k1;
+  const V s1 = simd::from_bits<V>((k1 + 1023) << 52);
+  const V s2 = simd::from_bits<V>((k2 + 1023) << 52);
+  const V y = p * s1 * s2;
+  return select(x != x, x, select(x > splat<V>(709.782712893384), splat<V>(inf),
+                                  select(x < splat<V>(-745.1332191019412), splat<V>(0.0), y)));
+#endif
+}
 
 /// Importance ratio rho = exp(clamp(logp - old_logp, -c, c)) and d rho / d logp.
 /// verl/OpenRLHF use c = 20; TRL, ms-swift and Liger use no clamp (c = inf).
-MSRL_HOST_DEVICE inline value_grad ratio(double logp, double old_logp, double log_ratio_clamp) {
-  const double x = logp - old_logp;
-  const double xc = clamp(x, -log_ratio_clamp, log_ratio_clamp);
-  const double r = std::exp(xc);
-  return {r, inside(x, -log_ratio_clamp, log_ratio_clamp) ? r : 0.0};
+template <class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE value_grad<V> ratio(V logp, V old_logp, double log_ratio_clamp) {
+  const V x = logp - old_logp;
+  const V r = math::exp(clamp(x, -log_ratio_clamp, log_ratio_clamp));
+  return {r, select(inside(x, -log_ratio_clamp, log_ratio_clamp), r, splat<V>(0.0))};
 }
 
 /// Parameters of the clipped surrogate.
@@ -51,93 +112,85 @@ struct clip_params {
   double delta;     ///< two-sided clip: unclipped ratio capped at delta (TRL/ms-swift/Liger; inf = off)
 };
 
-/// Result of the clipped surrogate for one token.
+/// Result of the clipped surrogate for one token (one lane each).
+template <class V = double>
 struct surrogate {
-  double value;  ///< per-token policy loss
-  double dratio; ///< d value / d ratio
-  bool clipped_low;  ///< ratio < 1 - clip_low and A < 0   (TRL "clip_ratio/low")
-  bool clipped_high; ///< ratio > 1 + clip_high and A > 0  (TRL "clip_ratio/high")
-  bool dual_clipped; ///< A < 0 and the dual-clip bound -A*c is the active branch (verl pg_clipfrac_lower)
+  V value;  ///< per-token policy loss
+  V dratio; ///< d value / d ratio
+  mask_t<V> clipped_low;  ///< ratio < 1 - clip_low and A < 0   (TRL "clip_ratio/low")
+  mask_t<V> clipped_high; ///< ratio > 1 + clip_high and A > 0  (TRL "clip_ratio/high")
+  mask_t<V> dual_clipped; ///< A < 0 and the dual-clip bound -A*c is the active branch (verl pg_clipfrac_lower)
 };
 
 /// PPO clipped surrogate  L = -min(min(rho, delta)*A, clip(rho, 1-eps_lo, 1+eps_hi)*A), then for
 /// A < 0 with dual clip L = min(L, -A*c). Paper Eq. (GRPO objective); TRL/ms-swift `_compute_loss`
 /// (delta), verl `compute_policy_loss_vanilla` (dual clip), OpenRLHF `PolicyLoss` (dual clip).
-MSRL_HOST_DEVICE inline surrogate clipped_surrogate(double rho, double adv, const clip_params& p) {
+template <class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE surrogate<V> clipped_surrogate(V rho, V adv, const clip_params& p) {
+  const V zero = splat<V>(0.0), one = splat<V>(1.0);
   const double lo = 1.0 - p.clip_low, hi = 1.0 + p.clip_high;
-  const double r1 = rho < p.delta ? rho : p.delta;
-  const double g1 = rho <= p.delta ? 1.0 : 0.0; // d r1 / d rho
-  const double r2 = clamp(rho, lo, hi);
-  const double g2 = inside(rho, lo, hi) ? 1.0 : 0.0; // d r2 / d rho
-  const double a = r1 * adv, b = r2 * adv;
-  surrogate s{};
+  const V r1 = select(rho < splat<V>(p.delta), rho, splat<V>(p.delta));
+  const V g1 = select(rho <= splat<V>(p.delta), one, zero); // d r1 / d rho
+  const V r2 = clamp(rho, lo, hi);
+  const V g2 = select(inside(rho, lo, hi), one, zero); // d r2 / d rho
+  const V a = r1 * adv, b = r2 * adv;
   // -min(a, b): gradient goes to the smaller branch, split in half on a tie (torch.minimum).
-  if (a < b) {
-    s.value = -a;
-    s.dratio = -adv * g1;
-  } else if (b < a) {
-    s.value = -b;
-    s.dratio = -adv * g2;
-  } else {
-    s.value = -a;
-    s.dratio = -adv * 0.5 * (g1 + g2);
-  }
-  if (adv < 0.0 && p.dual_clip < inf) {
-    const double cap = -adv * p.dual_clip;
-    if (cap < s.value) {
-      s.value = cap;
-      s.dratio = 0.0;
-      s.dual_clipped = true;
-    } else if (cap == s.value) {
-      s.dratio *= 0.5;
-    }
-  }
-  s.clipped_low = rho < lo && adv < 0.0;
-  s.clipped_high = rho > hi && adv > 0.0;
+  const V v = select(a < b, -a, -b);
+  const V dv = select(a < b, -adv * g1, select(b < a, -adv * g2, -adv * 0.5 * (g1 + g2)));
+  // Dual clip for A < 0: min(v, -A*c), with the same tie rule.
+  const auto neg = adv < zero;
+  const V cap = -adv * p.dual_clip;
+  const bool dual_on = p.dual_clip < inf;
+  const auto capped = mand(mand(neg, cap < v), simd::mask_of<V>(dual_on));
+  const auto tie = mand(mand(neg, cap == v), simd::mask_of<V>(dual_on));
+  surrogate<V> s;
+  s.value = select(capped, cap, v);
+  s.dratio = select(capped, zero, select(tie, 0.5 * dv, dv));
+  s.dual_clipped = capped;
+  s.clipped_low = mand(rho < splat<V>(lo), neg);
+  s.clipped_high = mand(rho > splat<V>(hi), adv > zero);
   return s;
 }
 
 /// Parameters of the KL penalty.
 struct kl_params {
   kl_estimator estimator;
-  bool straight_through; ///< verl "k3+" style: value of the estimator, gradient of k2 (unbiased KL gradient)
+  bool straight_through;  ///< verl "k3+" style: value of the estimator, gradient of k2 (unbiased KL gradient)
   double log_ratio_clamp; ///< k3 only: ref_logp - logp clamped to [-c, c] before exp (verl/ms-swift 20)
   double value_clamp;     ///< estimate clamped to [-c, c] (verl/ms-swift k3: 10; OpenRLHF: every estimator)
 };
 
 /// Per-token KL estimate and d/d logp.  verl `kl_penalty_forward`, OpenRLHF `compute_approx_kl`,
 /// TRL/ms-swift/Liger k3 (`exp(ref - logp) - (ref - logp) - 1`).
-MSRL_HOST_DEVICE inline value_grad kl_penalty(double logp, double ref_logp, const kl_params& p) {
-  const double x = logp - ref_logp;
-  value_grad r{};
+template <class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE value_grad<V> kl_penalty(V logp, V ref_logp, const kl_params& p) {
+  const V zero = splat<V>(0.0), one = splat<V>(1.0);
+  const V x = logp - ref_logp;
+  value_grad<V> r;
   switch (p.estimator) {
   case kl_estimator::k1:
-    r = {x, 1.0};
+    r = {x, one};
     break;
   case kl_estimator::abs:
-    r = {x < 0.0 ? -x : x, x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0)};
+    r = {select(x < zero, -x, x), select(x > zero, one, select(x < zero, -one, zero))};
     break;
   case kl_estimator::k2:
     r = {0.5 * x * x, x};
     break;
-  case kl_estimator::k3: {
-    const double d = ref_logp - logp;
-    const double dc = clamp(d, -p.log_ratio_clamp, p.log_ratio_clamp);
-    const double e = std::exp(dc);
-    r = {e - dc - 1.0, inside(d, -p.log_ratio_clamp, p.log_ratio_clamp) ? 1.0 - e : 0.0};
+  case kl_estimator::k3:
+  default: {
+    const V d = ref_logp - logp;
+    const V dc = clamp(d, -p.log_ratio_clamp, p.log_ratio_clamp);
+    const V e = math::exp(dc);
+    r = {e - dc - 1.0, select(inside(d, -p.log_ratio_clamp, p.log_ratio_clamp), one - e, zero)};
     break;
   }
   }
-  if (!inside(r.value, -p.value_clamp, p.value_clamp)) r = {clamp(r.value, -p.value_clamp, p.value_clamp), 0.0};
+  const auto in_range = inside(r.value, -p.value_clamp, p.value_clamp);
+  r.value = select(in_range, r.value, clamp(r.value, -p.value_clamp, p.value_clamp));
+  r.grad = select(in_range, r.grad, zero);
   if (p.straight_through) r.grad = x; // k2 - sg(k2) + sg(k): gradient of k2 = x (unclamped, as verl)
   return r;
-}
-
-/// Group statistics in one place so host loops and kernels agree: unbiased (n-1) or biased (n).
-MSRL_HOST_DEVICE inline double std_from_moments(double sum, double sumsq_centered, double n, bool unbiased) {
-  (void)sum;
-  const double d = unbiased ? n - 1.0 : n;
-  return d > 0.0 ? std::sqrt(sumsq_centered / d) : 0.0;
 }
 
 } // namespace math
