@@ -120,6 +120,24 @@ int main(int argc, char** argv) {
   for (auto& a : adv) a = nd(rng) / 3.f;
   std::vector<std::uint8_t> mask(N, 1);
 
+  // compute ceiling per ISA: two rows kept in cache, one thread (no DRAM traffic)
+  for (k::cpu_isa isa : {k::cpu_isa::scalar, k::cpu_isa::avx2, k::cpu_isa::avx512}) {
+    k::set_isa_cap(isa);
+    const std::size_t R = 2;
+    const k::matrix_view<const float> xv{x.data(), R, V};
+    const std::span<const std::int64_t> yr(y.data(), R);
+    const double tf = median_ms([&] { k::selective_log_softmax(xv, yr, {std::span(lp).first(R), std::span(lse).first(R), {}}, {.threads = 1}); }, 31);
+    const double tb = median_ms([&] {
+      k::selective_log_softmax_backward(xv, yr, std::span<const double>(lse).first(R), std::span<const float>(gl).first(R),
+                                        k::matrix_view<float>{gx.data(), R, V}, {.threads = 1});
+    }, 31);
+    const double b = static_cast<double>(R * V * sizeof(float));
+    std::printf("{\"op\":\"cache_resident_compute_ceiling\",\"shape\":[%zu,%zu],\"dtype\":\"fp32\",\"threads\":1,\"isa\":\"%s\","
+                "\"forward_GBps\":%.2f,\"backward_GBps_read_plus_write\":%.2f}\n",
+                R, V, k::to_string(k::active_isa()), b / (tf * 1e-3) / 1e9, 2 * b / (tb * 1e-3) / 1e9);
+  }
+  k::clear_isa_cap();
+
   for (unsigned threads : {1u, 2u}) {
     const double peak = read_bandwidth(threads);
     std::printf("{\"op\":\"measured_read_bandwidth\",\"threads\":%u,\"GBps\":%.2f}\n", threads, peak);
