@@ -83,6 +83,26 @@ BOOST_AUTO_TEST_CASE(grpo_loss_matches_torch_autograd) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(linear_log_prob_matches_torch_autograd) {
+  torch::manual_seed(2);
+  const long N = 23, H = 16, V = 301;
+  const auto h0 = torch::randn({N, H}), w0 = torch::randn({V, H}) * 0.5;
+  const auto y = torch::randint(0, V, {N}, torch::kLong);
+  const auto up = torch::randn({N});
+  for (long chunk : {1L, 5L, 64L}) {
+    auto h = h0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+    auto lp = to::linear_selective_log_softmax(h, w, y, 0.8, chunk);
+    (lp * up).sum().backward();
+    auto hb = h0.to(at::kDouble).requires_grad_(true), wb = w0.to(at::kDouble).requires_grad_(true);
+    auto lb = torch::log_softmax(torch::matmul(hb, wb.t()) / 0.8, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1);
+    (lb * up.to(at::kDouble)).sum().backward();
+    BOOST_TEST_INFO("chunk " << chunk);
+    BOOST_TEST(max_abs(lp.to(at::kDouble) - lb) <= 2e-5);
+    BOOST_TEST(max_abs(h.grad().to(at::kDouble) - hb.grad()) <= 1e-5 * max_abs(hb.grad()));
+    BOOST_TEST(max_abs(w.grad().to(at::kDouble) - wb.grad()) <= 1e-5 * max_abs(wb.grad()));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(bad_inputs_name_the_argument) {
   const auto x = torch::randn({4, 10});
   auto expect = [](auto f, const std::string& needle) {
@@ -99,4 +119,5 @@ BOOST_AUTO_TEST_CASE(bad_inputs_name_the_argument) {
   expect([&] { to::selective_log_softmax(x.to(at::kDouble), torch::zeros({4}, torch::kLong)); }, "float32, bfloat16 or float16");
   expect([&] { to::selective_log_softmax(x, torch::zeros({4}, torch::kLong), 0.0); }, "'temperature'");
   expect([&] { to::grpo_loss(x, torch::zeros({4}, torch::kLong), {}, {}, torch::zeros({4}), {}, g::loss_options{}); }, "[B, T]");
+  expect([&] { to::linear_selective_log_softmax(x, torch::randn({7, 9}), torch::zeros({4}, torch::kLong)); }, "'weight'");
 }

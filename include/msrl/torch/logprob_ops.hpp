@@ -3,6 +3,7 @@
 ///
 ///   msrl::torch_ops::selective_log_softmax(logits, targets, T)  -> logp [N] fp32, differentiable
 ///   msrl::torch_ops::grpo_loss(logits, targets, old, ref, adv, mask, options, ...) -> scalar loss
+///   msrl::torch_ops::linear_selective_log_softmax(hidden, weight, targets, T, chunk) -> logp, chunked
 ///
 /// so an existing libtorch trainer calls them and `backward()` works. Logits are [N, V] or
 /// [B, T, V] (fp32 / bf16 / fp16, CPU); targets int64 of the leading shape. The GRPO op forms
@@ -149,7 +150,75 @@ struct grpo_fn : public torch::autograd::Function<grpo_fn> {
   }
 };
 
+struct linear_fn : public torch::autograd::Function<linear_fn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+                            const at::Tensor& targets, double temperature, std::int64_t chunk) {
+    const at::Tensor h = hidden.reshape({-1, hidden.size(-1)}).contiguous();
+    const at::Tensor w = weight.contiguous();
+    const at::Tensor y = targets.reshape({-1}).contiguous();
+    const auto N = h.size(0), V = w.size(0);
+    at::Tensor logp = at::empty({N}, h.options());
+    at::Tensor lse = at::empty({N}, h.options().dtype(at::kDouble));
+    for (std::int64_t c0 = 0; c0 < N; c0 += chunk) {
+      const std::int64_t C = std::min(chunk, N - c0);
+      const at::Tensor logits = at::mm(h.narrow(0, c0, C), w.t()).contiguous(); // one chunk x V block
+      const auto n = static_cast<std::size_t>(C);
+      kernels::selective_log_softmax<float>(view<float>(logits), {y.data_ptr<std::int64_t>() + c0, n},
+                                            {{logp.data_ptr<float>() + c0, n}, {lse.data_ptr<double>() + c0, n}, {}},
+                                            {.temperature = temperature, .threads = threads()});
+    }
+    (void)V;
+    ctx->save_for_backward({h, w, y, lse});
+    ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["chunk"] = chunk;
+    ctx->saved_data["shape"] = hidden.sizes().vec();
+    return logp.reshape(targets.sizes());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list go) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &h = saved[0], &w = saved[1], &y = saved[2], &lse = saved[3];
+    const double temperature = ctx->saved_data["temperature"].toDouble();
+    const std::int64_t chunk = ctx->saved_data["chunk"].toInt();
+    const at::Tensor g = go[0].reshape({-1}).to(at::kFloat).contiguous();
+    const auto N = h.size(0);
+    at::Tensor dh = at::empty_like(h), dw = at::zeros_like(w);
+    for (std::int64_t c0 = 0; c0 < N; c0 += chunk) {
+      const std::int64_t C = std::min(chunk, N - c0);
+      const auto n = static_cast<std::size_t>(C);
+      at::Tensor logits = at::mm(h.narrow(0, c0, C), w.t()).contiguous(); // recomputed
+      const auto V = static_cast<std::size_t>(logits.size(1));
+      kernels::selective_log_softmax_backward<float, float>(
+          view<float>(logits), {y.data_ptr<std::int64_t>() + c0, n}, {lse.data_ptr<double>() + c0, n}, {g.data_ptr<float>() + c0, n},
+          {logits.data_ptr<float>(), n, V}, {.temperature = temperature, .threads = threads()}); // d logits in place
+      dh.narrow(0, c0, C).copy_(at::mm(logits, w));
+      dw.addmm_(logits.t(), h.narrow(0, c0, C));
+    }
+    return {dh.reshape(ctx->saved_data["shape"].toIntVector()), dw, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 } // namespace detail
+
+/// Fused linear log-prob: log softmax(hidden W^T / T)[targets] in token chunks (no [N, V] logits
+/// tensor; workspace chunk x V fp32), differentiable with respect to hidden and weight (the
+/// backward recomputes each chunk's logits). hidden [..., H] and weight [V, H] float32, CPU.
+inline at::Tensor linear_selective_log_softmax(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                               double temperature = 1.0, std::int64_t chunk = 1024) {
+  constexpr const char* where = "msrl::torch_ops::linear_selective_log_softmax";
+  require(hidden.defined() && weight.defined() && targets.defined(), where, "hidden/weight/targets", "must be defined tensors");
+  require(hidden.device().is_cpu() && weight.device().is_cpu() && targets.device().is_cpu(), where, "hidden/weight/targets",
+          "must be CPU tensors");
+  require(hidden.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat, where, "hidden/weight", "must be float32");
+  require<shape_error>(weight.dim() == 2 && hidden.dim() >= 1 && hidden.size(-1) == weight.size(1), where, "weight",
+                       "must be [V, H] with H = hidden.size(-1)");
+  require<shape_error>(targets.sizes() == hidden.sizes().slice(0, hidden.dim() - 1), where, "targets",
+                       "must have the leading shape of hidden");
+  require(targets.scalar_type() == at::kLong, where, "targets", "must be int64");
+  require(chunk >= 1, where, "chunk", "must be >= 1");
+  require(std::isfinite(temperature) && temperature > 0.0, where, "temperature", "must be finite and > 0");
+  return detail::linear_fn::apply(hidden, weight, targets, temperature, chunk);
+}
 
 /// Per-token log p(targets) under softmax(logits / T), fp32, with a fused backward.
 inline at::Tensor selective_log_softmax(const at::Tensor& logits, const at::Tensor& targets, double temperature = 1.0) {
