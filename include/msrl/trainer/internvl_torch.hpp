@@ -1,0 +1,519 @@
+#pragma once
+/// \file An InternVL3.5-architecture model in libtorch (component msrl::torch): InternViT vision
+/// tower, pixel shuffle (v2, ratio 0.5), MLP projector, Qwen3 decoder, image features spliced in
+/// at the image-context token. Sizes come from config.json (either checkpoint flavour), from a
+/// tiny test twin to 8B. Weights load from and save to both naming schemes (checkpoint_torch.hpp).
+///
+///   auto cfg = msrl::trainer::internvl_config::from_file("ckpt/config.json");
+///   msrl::trainer::internvl model(cfg);
+///   at::Tensor logits = model->forward(input_ids, pixel_values);   // [B, T, vocab]
+///
+/// Parameter names are the original (GitHub) InternVL names: named_parameters() yields
+/// vision_model.*, mlp1.*, language_model.model.*, language_model.lm_head.weight.
+/// Semantics follow transformers' modeling_internvl.py / modeling_qwen3.py (eager attention);
+/// the test fixture pins the logits of transformers itself (test/trainer/fixtures).
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "../core/error.hpp"
+
+namespace msrl::trainer {
+
+struct vision_config {
+  std::int64_t hidden_size = 1024, num_layers = 24, num_heads = 16, intermediate_size = 4096;
+  std::int64_t image_size = 448, patch_size = 14;
+  double layer_norm_eps = 1e-6;
+  bool qkv_bias = true;
+};
+
+struct text_config {
+  std::int64_t hidden_size = 1024, num_layers = 28, num_heads = 16, num_kv_heads = 8, head_dim = 128;
+  std::int64_t intermediate_size = 3072, vocab_size = 151936;
+  double rms_norm_eps = 1e-6, rope_theta = 1e6;
+  bool tie_word_embeddings = false;
+};
+
+struct internvl_config {
+  vision_config vision;
+  text_config text;
+  double downsample_ratio = 0.5;
+  double projector_ln_eps = 1e-5; ///< nn.LayerNorm default in both reference codes
+  std::int64_t image_token_id = -1; ///< <IMG_CONTEXT>; -1 = not in config (take it from the tokenizer)
+  bool hf_format = false;           ///< config.json was the transformers (-HF) flavour
+
+  /// Tokens per tile after pixel shuffle: (image/patch)^2 * ratio^2.
+  std::int64_t tokens_per_tile() const {
+    const auto g = vision.image_size / vision.patch_size;
+    const auto s = static_cast<std::int64_t>(std::llround(static_cast<double>(g) * downsample_ratio));
+    return s * s;
+  }
+
+  /// Checks every size rule; throws msrl::invalid_argument naming the key.
+  void validate(const std::string& where = "internvl_config") const {
+    auto pos = [&](std::int64_t v, const char* k) { require(v > 0, where, k, "must be positive"); };
+    pos(vision.hidden_size, "vision_config.hidden_size");
+    pos(vision.num_layers, "vision_config.num_hidden_layers");
+    pos(vision.num_heads, "vision_config.num_attention_heads");
+    pos(vision.intermediate_size, "vision_config.intermediate_size");
+    pos(vision.image_size, "vision_config.image_size");
+    pos(vision.patch_size, "vision_config.patch_size");
+    require(vision.hidden_size % vision.num_heads == 0, where, "vision_config.num_attention_heads", "must divide vision hidden_size");
+    require(vision.image_size % vision.patch_size == 0, where, "vision_config.patch_size", "must divide image_size");
+    pos(text.hidden_size, "text_config.hidden_size");
+    pos(text.num_layers, "text_config.num_hidden_layers");
+    pos(text.num_heads, "text_config.num_attention_heads");
+    pos(text.num_kv_heads, "text_config.num_key_value_heads");
+    pos(text.head_dim, "text_config.head_dim");
+    pos(text.intermediate_size, "text_config.intermediate_size");
+    pos(text.vocab_size, "text_config.vocab_size");
+    require(text.head_dim % 2 == 0, where, "text_config.head_dim", "must be even (split-half RoPE)");
+    require(text.num_heads % text.num_kv_heads == 0, where, "text_config.num_key_value_heads", "must divide num_attention_heads");
+    require(downsample_ratio == 0.5, where, "downsample_ratio", "must be 0.5 (pixel shuffle v2 as in InternVL3.5)");
+    const auto g = vision.image_size / vision.patch_size;
+    require(g % 2 == 0, where, "vision_config.image_size", "must give an even patch grid for pixel shuffle 0.5");
+    require(text.rms_norm_eps > 0 && vision.layer_norm_eps > 0, where, "rms_norm_eps/layer_norm_eps", "must be positive");
+  }
+
+  /// Parses config.json of either flavour: original (`model_type` internvl_chat, `llm_config`)
+  /// or transformers (`model_type` internvl, `text_config`).
+  static internvl_config from_json(const nlohmann::json& j, const std::string& file = "config.json") {
+    using nlohmann::json;
+    const std::string where = "internvl_config(" + file + ")";
+    require<parse_error>(j.is_object(), where, "config", "must be a JSON object");
+    internvl_config c;
+    const std::string mt = j.value("model_type", std::string());
+    const char* tkey = nullptr;
+    if (j.contains("llm_config")) tkey = "llm_config";
+    else if (j.contains("text_config")) tkey = "text_config";
+    require<parse_error>(tkey != nullptr && j.contains("vision_config"), where, "config",
+                         "must have vision_config and llm_config (original) or text_config (HF); model_type '" + mt + "'");
+    c.hf_format = std::string(tkey) == "text_config";
+    const json& v = j.at("vision_config");
+    const json& t = j.at(tkey);
+    require<parse_error>(v.is_object() && t.is_object(), where, "vision_config/text_config", "must be objects");
+    auto get_i = [&](const json& o, const char* sect, const char* k, std::int64_t& dst, bool required) {
+      if (!o.contains(k)) {
+        require<parse_error>(!required, where, std::string(sect) + "." + k, "is missing");
+        return;
+      }
+      const json& x = o.at(k);
+      if (x.is_array() && !x.empty() && x[0].is_number_integer()) {  // HF image_size/patch_size: [h, w]
+        require<parse_error>(x.size() == 2 && x[1] == x[0], where, std::string(sect) + "." + k, "must be square ([n, n]) here");
+        dst = x[0].get<std::int64_t>();
+        return;
+      }
+      require<parse_error>(x.is_number_integer(), where, std::string(sect) + "." + k, "must be an integer");
+      dst = x.get<std::int64_t>();
+    };
+    auto get_d = [&](const json& o, const char* sect, const char* k, double& dst) {
+      if (!o.contains(k) || o.at(k).is_null()) return;
+      require<parse_error>(o.at(k).is_number(), where, std::string(sect) + "." + k, "must be a number");
+      dst = o.at(k).get<double>();
+    };
+    auto get_s = [&](const json& o, const char* k) { return o.contains(k) && o.at(k).is_string() ? o.at(k).get<std::string>() : std::string(); };
+
+    get_i(v, "vision_config", "hidden_size", c.vision.hidden_size, true);
+    get_i(v, "vision_config", "num_hidden_layers", c.vision.num_layers, true);
+    get_i(v, "vision_config", "num_attention_heads", c.vision.num_heads, true);
+    get_i(v, "vision_config", "intermediate_size", c.vision.intermediate_size, true);
+    get_i(v, "vision_config", "image_size", c.vision.image_size, true);
+    get_i(v, "vision_config", "patch_size", c.vision.patch_size, true);
+    get_d(v, "vision_config", "layer_norm_eps", c.vision.layer_norm_eps);
+    const char* bias_key = c.hf_format ? "attention_bias" : "qkv_bias";
+    if (v.contains(bias_key)) c.vision.qkv_bias = v.at(bias_key).get<bool>();
+    else c.vision.qkv_bias = !c.hf_format; // HF default false, InternViT default true
+    const char* qkn = c.hf_format ? "use_qk_norm" : "qk_normalization";
+    require(!(v.contains(qkn) && v.at(qkn).is_boolean() && v.at(qkn).get<bool>()), where, std::string("vision_config.") + qkn,
+            "must be false (InternViT-6B's q/k RMSNorm is not implemented; InternVL3.5 1B-8B use InternViT-300M)");
+    const std::string nt = get_s(v, "norm_type");
+    require(nt.empty() || nt == "layer_norm", where, "vision_config.norm_type", "must be layer_norm (got '" + nt + "')");
+    const std::string act = get_s(v, "hidden_act");
+    require(act.empty() || act == "gelu", where, "vision_config.hidden_act", "must be gelu (exact erf) (got '" + act + "')");
+
+    get_i(t, tkey, "hidden_size", c.text.hidden_size, true);
+    get_i(t, tkey, "num_hidden_layers", c.text.num_layers, true);
+    get_i(t, tkey, "num_attention_heads", c.text.num_heads, true);
+    c.text.num_kv_heads = c.text.num_heads;
+    get_i(t, tkey, "num_key_value_heads", c.text.num_kv_heads, false);
+    c.text.head_dim = c.text.hidden_size / c.text.num_heads;
+    if (t.contains("head_dim") && !t.at("head_dim").is_null()) get_i(t, tkey, "head_dim", c.text.head_dim, true);
+    get_i(t, tkey, "intermediate_size", c.text.intermediate_size, true);
+    get_i(t, tkey, "vocab_size", c.text.vocab_size, true);
+    get_d(t, tkey, "rms_norm_eps", c.text.rms_norm_eps);
+    get_d(t, tkey, "rope_theta", c.text.rope_theta);
+    if (t.contains("rope_parameters") && t.at("rope_parameters").is_object())
+      get_d(t.at("rope_parameters"), tkey, "rope_theta", c.text.rope_theta);
+    const std::string tact = get_s(t, "hidden_act");
+    require(tact.empty() || tact == "silu", where, std::string(tkey) + ".hidden_act", "must be silu (got '" + tact + "')");
+    require(!(t.contains("attention_bias") && t.at("attention_bias").is_boolean() && t.at("attention_bias").get<bool>()), where,
+            std::string(tkey) + ".attention_bias", "must be false (Qwen3)");
+    if (t.contains("tie_word_embeddings") && t.at("tie_word_embeddings").is_boolean()) c.text.tie_word_embeddings = t.at("tie_word_embeddings").get<bool>();
+    if (j.contains("tie_word_embeddings") && j.at("tie_word_embeddings").is_boolean()) c.text.tie_word_embeddings = j.at("tie_word_embeddings").get<bool>();
+    get_d(j, "config", "downsample_ratio", c.downsample_ratio);
+    for (const char* k : {"image_token_id", "img_context_token_id", "image_token_index"})
+      if (j.contains(k) && j.at(k).is_number_integer()) c.image_token_id = j.at(k).get<std::int64_t>();
+    if (j.contains("ps_version")) require(get_s(j, "ps_version") == "v2", where, "ps_version", "must be v2");
+    if (j.contains("select_layer") && j.at("select_layer").is_number_integer())
+      require(j.at("select_layer").get<int>() == -1, where, "select_layer", "must be -1 (last ViT layer)");
+    if (j.contains("vision_feature_layer") && j.at("vision_feature_layer").is_number_integer())
+      require(j.at("vision_feature_layer").get<int>() == -1, where, "vision_feature_layer", "must be -1 (last ViT layer)");
+    if (j.contains("force_image_size") && j.at("force_image_size").is_number_integer())
+      c.vision.image_size = j.at("force_image_size").get<std::int64_t>();
+    c.validate(where);
+    return c;
+  }
+
+  static internvl_config from_file(const std::filesystem::path& p) {
+    std::ifstream in(p);
+    require(static_cast<bool>(in), "internvl_config::from_file", "path", "must be a readable file ('" + p.string() + "')");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw parse_error("internvl_config::from_file: '" + p.string() + "' is not valid JSON: " + e.what());
+    }
+    return from_json(j, p.string());
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Vision tower (InternViT-300M; original names).
+
+struct vit_attention_impl : torch::nn::Module {
+  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  std::int64_t heads, head_dim;
+  explicit vit_attention_impl(const vision_config& c) : heads(c.num_heads), head_dim(c.hidden_size / c.num_heads) {
+    qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, 3 * c.hidden_size).bias(c.qkv_bias)));
+    proj = register_module("proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    const auto B = x.size(0), T = x.size(1), C = x.size(2);
+    auto q_k_v = qkv->forward(x).view({B, T, 3, heads, head_dim}).permute({2, 0, 3, 1, 4}); // [3,B,h,T,d]
+    auto q = q_k_v[0], k = q_k_v[1], v = q_k_v[2];
+    auto att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
+    att = at::softmax(att, -1, at::kFloat).to(q.scalar_type());
+    auto o = at::matmul(att, v).transpose(1, 2).reshape({B, T, C});
+    return proj->forward(o);
+  }
+};
+TORCH_MODULE_IMPL(vit_attention, vit_attention_impl);
+
+struct vit_mlp_impl : torch::nn::Module {
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  explicit vit_mlp_impl(const vision_config& c) {
+    fc1 = register_module("fc1", torch::nn::Linear(c.hidden_size, c.intermediate_size));
+    fc2 = register_module("fc2", torch::nn::Linear(c.intermediate_size, c.hidden_size));
+  }
+  at::Tensor forward(const at::Tensor& x) { return fc2->forward(at::gelu(fc1->forward(x))); }
+};
+TORCH_MODULE_IMPL(vit_mlp, vit_mlp_impl);
+
+struct vit_layer_impl : torch::nn::Module {
+  vit_attention attn{nullptr};
+  vit_mlp mlp{nullptr};
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  at::Tensor ls1, ls2;
+  explicit vit_layer_impl(const vision_config& c) {
+    attn = register_module("attn", vit_attention(c));
+    mlp = register_module("mlp", vit_mlp(c));
+    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+    ls1 = register_parameter("ls1", at::full({c.hidden_size}, 0.1));
+    ls2 = register_parameter("ls2", at::full({c.hidden_size}, 0.1));
+  }
+  at::Tensor forward(at::Tensor h) {
+    h = h + attn->forward(norm1->forward(h)) * ls1;
+    return h + mlp->forward(norm2->forward(h)) * ls2;
+  }
+};
+TORCH_MODULE_IMPL(vit_layer, vit_layer_impl);
+
+struct vit_embeddings_impl : torch::nn::Module {
+  at::Tensor class_embedding, position_embedding;
+  torch::nn::Conv2d patch_embedding{nullptr};
+  std::int64_t image_size, patch_size;
+  explicit vit_embeddings_impl(const vision_config& c) : image_size(c.image_size), patch_size(c.patch_size) {
+    const auto g = c.image_size / c.patch_size;
+    class_embedding = register_parameter("class_embedding", at::randn({1, 1, c.hidden_size}) * 0.02);
+    position_embedding = register_parameter("position_embedding", at::randn({1, g * g + 1, c.hidden_size}) * 0.02);
+    patch_embedding = register_module("patch_embedding",
+                                      torch::nn::Conv2d(torch::nn::Conv2dOptions(3, c.hidden_size, c.patch_size).stride(c.patch_size)));
+  }
+  at::Tensor forward(const at::Tensor& pixels) {
+    auto x = patch_embedding->forward(pixels.to(patch_embedding->weight.scalar_type())); // [N,C,g,g]
+    x = x.flatten(2).transpose(1, 2);                                                   // [N,g*g,C] row-major
+    auto cls = class_embedding.expand({x.size(0), 1, x.size(2)}).to(x.scalar_type());
+    return at::cat({cls, x}, 1) + position_embedding.to(x.scalar_type());
+  }
+};
+TORCH_MODULE_IMPL(vit_embeddings, vit_embeddings_impl);
+
+struct vit_encoder_impl : torch::nn::Module {
+  torch::nn::ModuleList layers;
+  explicit vit_encoder_impl(const vision_config& c) {
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (std::int64_t i = 0; i < c.num_layers; ++i) layers->push_back(vit_layer(c));
+  }
+};
+TORCH_MODULE_IMPL(vit_encoder, vit_encoder_impl);
+
+struct vision_model_impl : torch::nn::Module {
+  vit_embeddings embeddings{nullptr};
+  vit_encoder encoder{nullptr};
+  explicit vision_model_impl(const vision_config& c) {
+    embeddings = register_module("embeddings", vit_embeddings(c));
+    encoder = register_module("encoder", vit_encoder(c));
+  }
+  /// [N,3,S,S] -> last hidden state [N, 1 + g*g, C] (no final norm).
+  at::Tensor forward(const at::Tensor& pixels) {
+    auto h = embeddings->forward(pixels);
+    for (const auto& m : *encoder->layers) h = m->as<vit_layer_impl>()->forward(h);
+    return h;
+  }
+};
+TORCH_MODULE_IMPL(vision_model, vision_model_impl);
+
+/// Pixel shuffle v2, ratio 0.5: [N, g*g, C] (row-major grid) -> [N, (g/2)^2, 4C]; output token
+/// (i,j) concatenates x[2i,2j], x[2i,2j+1], x[2i+1,2j], x[2i+1,2j+1].
+inline at::Tensor pixel_shuffle_v2(const at::Tensor& x) {
+  const auto N = x.size(0), C = x.size(2);
+  const auto g = static_cast<std::int64_t>(std::llround(std::sqrt(static_cast<double>(x.size(1)))));
+  require<shape_error>(g * g == x.size(1) && g % 2 == 0, "pixel_shuffle_v2", "x", "must hold a square, even patch grid");
+  return x.reshape({N, g / 2, 2, g / 2, 2, C}).permute({0, 1, 3, 2, 4, 5}).reshape({N, (g / 2) * (g / 2), 4 * C});
+}
+
+/// mlp1: LayerNorm(4C, eps 1e-5) -> Linear -> GELU(erf) -> Linear. Registered as "0", "1", "3"
+/// like the nn.Sequential of the original code.
+struct projector_impl : torch::nn::Module {
+  torch::nn::LayerNorm ln{nullptr};
+  torch::nn::Linear l1{nullptr}, l2{nullptr};
+  projector_impl(std::int64_t in, std::int64_t out, double eps) {
+    ln = register_module("0", torch::nn::LayerNorm(torch::nn::LayerNormOptions({in}).eps(eps)));
+    l1 = register_module("1", torch::nn::Linear(in, out));
+    l2 = register_module("3", torch::nn::Linear(out, out));
+  }
+  at::Tensor forward(const at::Tensor& x) { return l2->forward(at::gelu(l1->forward(ln->forward(x)))); }
+};
+TORCH_MODULE_IMPL(projector, projector_impl);
+
+// ---------------------------------------------------------------------------------------------
+// Qwen3 decoder (names as in transformers' Qwen3ForCausalLM, under language_model.).
+
+/// RMSNorm as Qwen3: normalise in fp32, cast back, then multiply by the weight.
+struct rms_norm_impl : torch::nn::Module {
+  at::Tensor weight;
+  double eps;
+  rms_norm_impl(std::int64_t n, double e) : eps(e) { weight = register_parameter("weight", at::ones({n})); }
+  at::Tensor forward(const at::Tensor& x) {
+    auto xf = x.to(at::kFloat);
+    xf = xf * at::rsqrt(xf.pow(2).mean(-1, true) + eps);
+    return weight * xf.to(x.scalar_type());
+  }
+};
+TORCH_MODULE_IMPL(rms_norm, rms_norm_impl);
+
+/// Per-layer key/value cache for incremental decoding. k/v: [B, n_kv, T_past, head_dim].
+struct kv_cache {
+  std::vector<at::Tensor> k, v;
+  std::int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
+};
+
+/// split-half RoPE tables for positions [offset, offset+T): cos, sin [T, head_dim] in fp32.
+inline std::pair<at::Tensor, at::Tensor> rope_tables(std::int64_t offset, std::int64_t T, std::int64_t head_dim, double theta, c10::Device dev) {
+  auto opt = at::TensorOptions().dtype(at::kFloat).device(dev);
+  auto inv = 1.0 / at::pow(theta, at::arange(0, head_dim, 2, opt.dtype(at::kLong)).to(at::kFloat) / static_cast<double>(head_dim));
+  auto pos = at::arange(offset, offset + T, opt.dtype(at::kLong)).to(at::kFloat);
+  auto freqs = at::outer(pos, inv);
+  auto emb = at::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+inline at::Tensor rotate_half(const at::Tensor& x) {
+  const auto h = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);
+}
+
+struct qwen3_attention_impl : torch::nn::Module {
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  rms_norm q_norm{nullptr}, k_norm{nullptr};
+  std::int64_t heads, kv_heads, head_dim;
+  explicit qwen3_attention_impl(const text_config& c) : heads(c.num_heads), kv_heads(c.num_kv_heads), head_dim(c.head_dim) {
+    auto lin = [](std::int64_t i, std::int64_t o) { return torch::nn::Linear(torch::nn::LinearOptions(i, o).bias(false)); };
+    q_proj = register_module("q_proj", lin(c.hidden_size, heads * head_dim));
+    k_proj = register_module("k_proj", lin(c.hidden_size, kv_heads * head_dim));
+    v_proj = register_module("v_proj", lin(c.hidden_size, kv_heads * head_dim));
+    o_proj = register_module("o_proj", lin(heads * head_dim, c.hidden_size));
+    q_norm = register_module("q_norm", rms_norm(head_dim, c.rms_norm_eps));
+    k_norm = register_module("k_norm", rms_norm(head_dim, c.rms_norm_eps));
+  }
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, kv_cache* cache, std::size_t layer) {
+    const auto B = x.size(0), T = x.size(1);
+    auto q = q_norm->forward(q_proj->forward(x).view({B, T, heads, head_dim})).transpose(1, 2);
+    auto k = k_norm->forward(k_proj->forward(x).view({B, T, kv_heads, head_dim})).transpose(1, 2);
+    auto v = v_proj->forward(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    const auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
+    q = q * c + rotate_half(q) * s;
+    k = k * c + rotate_half(k) * s;
+    std::int64_t past = 0;
+    if (cache) {
+      if (cache->k.size() <= layer) {
+        cache->k.resize(layer + 1);
+        cache->v.resize(layer + 1);
+      }
+      if (cache->k[layer].defined()) {
+        past = cache->k[layer].size(2);
+        k = at::cat({cache->k[layer], k}, 2);
+        v = at::cat({cache->v[layer], v}, 2);
+      }
+      cache->k[layer] = k;
+      cache->v[layer] = v;
+    }
+    const auto S = k.size(2), rep = heads / kv_heads;
+    if (rep > 1) {
+      k = k.unsqueeze(2).expand({B, kv_heads, rep, S, head_dim}).reshape({B, heads, S, head_dim});
+      v = v.unsqueeze(2).expand({B, kv_heads, rep, S, head_dim}).reshape({B, heads, S, head_dim});
+    }
+    auto att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
+    if (T > 1) { // causal: query i (absolute past+i) sees keys j <= past+i
+      auto qi = at::arange(past, past + T, at::TensorOptions().dtype(at::kLong).device(x.device())).unsqueeze(1);
+      auto kj = at::arange(0, S, at::TensorOptions().dtype(at::kLong).device(x.device())).unsqueeze(0);
+      att = att.masked_fill(kj > qi, -std::numeric_limits<float>::infinity());
+    }
+    att = at::softmax(att, -1, at::kFloat).to(q.scalar_type());
+    auto o = at::matmul(att, v).transpose(1, 2).reshape({B, T, heads * head_dim});
+    return o_proj->forward(o);
+  }
+};
+TORCH_MODULE_IMPL(qwen3_attention, qwen3_attention_impl);
+
+struct qwen3_mlp_impl : torch::nn::Module {
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  explicit qwen3_mlp_impl(const text_config& c) {
+    auto lin = [](std::int64_t i, std::int64_t o) { return torch::nn::Linear(torch::nn::LinearOptions(i, o).bias(false)); };
+    gate_proj = register_module("gate_proj", lin(c.hidden_size, c.intermediate_size));
+    up_proj = register_module("up_proj", lin(c.hidden_size, c.intermediate_size));
+    down_proj = register_module("down_proj", lin(c.intermediate_size, c.hidden_size));
+  }
+  at::Tensor forward(const at::Tensor& x) { return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x)); }
+};
+TORCH_MODULE_IMPL(qwen3_mlp, qwen3_mlp_impl);
+
+struct qwen3_layer_impl : torch::nn::Module {
+  qwen3_attention self_attn{nullptr};
+  qwen3_mlp mlp{nullptr};
+  rms_norm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  explicit qwen3_layer_impl(const text_config& c) {
+    self_attn = register_module("self_attn", qwen3_attention(c));
+    mlp = register_module("mlp", qwen3_mlp(c));
+    input_layernorm = register_module("input_layernorm", rms_norm(c.hidden_size, c.rms_norm_eps));
+    post_attention_layernorm = register_module("post_attention_layernorm", rms_norm(c.hidden_size, c.rms_norm_eps));
+  }
+  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, kv_cache* cache, std::size_t layer) {
+    h = h + self_attn->forward(input_layernorm->forward(h), cos, sin, cache, layer);
+    return h + mlp->forward(post_attention_layernorm->forward(h));
+  }
+};
+TORCH_MODULE_IMPL(qwen3_layer, qwen3_layer_impl);
+
+struct qwen3_model_impl : torch::nn::Module {
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers;
+  rms_norm norm{nullptr};
+  explicit qwen3_model_impl(const text_config& c) {
+    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (std::int64_t i = 0; i < c.num_layers; ++i) layers->push_back(qwen3_layer(c));
+    norm = register_module("norm", rms_norm(c.hidden_size, c.rms_norm_eps));
+  }
+};
+TORCH_MODULE_IMPL(qwen3_model, qwen3_model_impl);
+
+struct qwen3_causal_lm_impl : torch::nn::Module {
+  qwen3_model model{nullptr};
+  torch::nn::Linear lm_head{nullptr}; ///< null when tied to embed_tokens
+  text_config cfg;
+  explicit qwen3_causal_lm_impl(const text_config& c) : cfg(c) {
+    model = register_module("model", qwen3_model(c));
+    if (!c.tie_word_embeddings)
+      lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+  }
+  const at::Tensor& head_weight() const { return lm_head ? lm_head->weight : model->embed_tokens->weight; }
+
+  /// Final hidden states [B, T, H] from input embeddings; positions continue the cache.
+  at::Tensor hidden(const at::Tensor& embeds, kv_cache* cache = nullptr) {
+    const auto offset = cache ? cache->length() : 0;
+    auto [cos, sin] = rope_tables(offset, embeds.size(1), cfg.head_dim, cfg.rope_theta, embeds.device());
+    at::Tensor h = embeds;
+    std::size_t i = 0;
+    for (const auto& m : *model->layers) h = m->as<qwen3_layer_impl>()->forward(h, cos, sin, cache, i++);
+    return model->norm->forward(h);
+  }
+  at::Tensor logits(const at::Tensor& hidden_states) { return at::linear(hidden_states, head_weight()); }
+};
+TORCH_MODULE_IMPL(qwen3_causal_lm, qwen3_causal_lm_impl);
+
+// ---------------------------------------------------------------------------------------------
+
+struct internvl_impl : torch::nn::Module {
+  internvl_config cfg;
+  vision_model vision{nullptr};
+  projector mlp1{nullptr};
+  qwen3_causal_lm language_model{nullptr};
+
+  explicit internvl_impl(internvl_config c) : cfg(std::move(c)) {
+    cfg.validate();
+    vision = register_module("vision_model", vision_model(cfg.vision));
+    mlp1 = register_module("mlp1", projector(4 * cfg.vision.hidden_size, cfg.text.hidden_size, cfg.projector_ln_eps));
+    language_model = register_module("language_model", qwen3_causal_lm(cfg.text));
+  }
+
+  /// Image features per tile: [N,3,S,S] -> [N, tokens_per_tile, H_llm].
+  at::Tensor image_features(const at::Tensor& pixel_values) {
+    const auto S = cfg.vision.image_size;
+    require<shape_error>(pixel_values.dim() == 4 && pixel_values.size(1) == 3 && pixel_values.size(2) == S && pixel_values.size(3) == S,
+                         "internvl::image_features", "pixel_values", "must have shape [tiles, 3, image_size, image_size] (image_size " + std::to_string(S) + ")");
+    auto h = vision->forward(pixel_values);
+    h = h.narrow(1, 1, h.size(1) - 1); // drop CLS
+    return mlp1->forward(pixel_shuffle_v2(h));
+  }
+
+  /// Token embeddings with image features written, in order, at every image_token_id position.
+  at::Tensor embed(const at::Tensor& input_ids, const at::Tensor& pixel_values = {}) {
+    require<shape_error>(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong, "internvl::embed", "input_ids", "must be int64 [B, T]");
+    const auto V = cfg.text.vocab_size;
+    require<value_error>(input_ids.numel() == 0 || (input_ids.min().item<std::int64_t>() >= 0 && input_ids.max().item<std::int64_t>() < V),
+                         "internvl::embed", "input_ids", "must lie in [0, vocab_size)");
+    auto e = language_model->model->embed_tokens->forward(input_ids);
+    const bool has_img = pixel_values.defined() && pixel_values.numel() > 0;
+    const auto n_img = cfg.image_token_id >= 0 ? input_ids.eq(cfg.image_token_id).sum().item<std::int64_t>() : 0;
+    if (!has_img) {
+      require<shape_error>(n_img == 0, "internvl::embed", "pixel_values", "must be given when input_ids hold image-context tokens");
+      return e;
+    }
+    require(cfg.image_token_id >= 0, "internvl::embed", "image_token_id", "must be set (config or tokenizer) to splice images");
+    auto feats = image_features(pixel_values);
+    require<shape_error>(feats.size(0) * feats.size(1) == n_img, "internvl::embed", "input_ids",
+                         "must hold tiles x tokens_per_tile = " + std::to_string(feats.size(0) * feats.size(1)) +
+                             " image-context tokens (found " + std::to_string(n_img) + ")");
+    const auto H = e.size(-1);
+    auto idx = input_ids.reshape({-1}).eq(cfg.image_token_id).nonzero().squeeze(1);
+    return e.reshape({-1, H}).index_copy(0, idx, feats.reshape({-1, H}).to(e.scalar_type())).reshape(e.sizes());
+  }
+
+  /// Logits [B, T, vocab] (input_ids right-padded if rows differ in length; causal attention
+  /// makes padding after a row's last token harmless).
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& pixel_values = {}, kv_cache* cache = nullptr) {
+    return language_model->logits(language_model->hidden(embed(input_ids, pixel_values), cache));
+  }
+};
+TORCH_MODULE_IMPL(internvl, internvl_impl);
+
+} // namespace msrl::trainer

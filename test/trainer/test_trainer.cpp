@@ -1,0 +1,271 @@
+// Trainer tests: logit parity against transformers' own fixture, checkpoint round trips in both
+// naming schemes and dtypes, and the rejection of bad configs and corrupt safetensors files.
+#define BOOST_TEST_MODULE trainer
+#include <boost/test/unit_test.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include <msrl/trainer/checkpoint_torch.hpp>
+#include <msrl/trainer/internvl_torch.hpp>
+#include <msrl/trainer/safetensors_torch.hpp>
+
+namespace fs = std::filesystem;
+namespace mt = msrl::trainer;
+
+namespace {
+
+const fs::path fixtures = MSRL_TRAINER_FIXTURES;
+
+/// A scratch folder removed at scope exit.
+struct scratch {
+  fs::path dir;
+  explicit scratch(const std::string& tag) {
+    dir = fs::temp_directory_path() / ("msrl_trainer_" + tag + "_" + std::to_string(std::random_device{}()));
+    fs::create_directories(dir);
+  }
+  ~scratch() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) { return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>(); }
+
+bool same_params(mt::internvl& a, mt::internvl& b) {
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  if (pa.size() != pb.size()) return false;
+  for (const auto& item : pa) {
+    const at::Tensor* q = pb.find(item.key());
+    if (!q || q->scalar_type() != item.value().scalar_type() || !at::equal(*q, item.value())) return false;
+  }
+  return true;
+}
+
+mt::internvl_config tiny_config() { return mt::internvl_config::from_file(fixtures / "tiny_internvl" / "config.json"); }
+
+void write_bytes(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+std::string le64(std::uint64_t n) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  return s;
+}
+std::string st_file(const std::string& header, std::size_t data_bytes) { return le64(header.size()) + header + std::string(data_bytes, '\x01'); }
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(config_reads_both_flavours) {
+  const auto c = tiny_config();
+  BOOST_TEST(c.hf_format);
+  BOOST_TEST(c.vision.image_size == 56);
+  BOOST_TEST(c.vision.patch_size == 14);
+  BOOST_TEST(c.vision.qkv_bias);
+  BOOST_TEST(c.text.head_dim == 32); // explicit, != hidden/heads = 16
+  BOOST_TEST(c.text.num_kv_heads == 2);
+  BOOST_TEST(c.text.rope_theta == 1e6);
+  BOOST_TEST(c.image_token_id == 250);
+  BOOST_TEST(c.tokens_per_tile() == 4);
+  const auto o = mt::internvl_config::from_json(mt::config_json(c, mt::weight_format::original));
+  BOOST_TEST(!o.hf_format);
+  BOOST_TEST(o.text.head_dim == 32);
+  BOOST_TEST(o.vision.qkv_bias);
+  BOOST_TEST(o.image_token_id == 250);
+}
+
+BOOST_AUTO_TEST_CASE(config_rejects_bad_values) {
+  auto j = mt::config_json(tiny_config(), mt::weight_format::hf);
+  auto bad = j;
+  bad["text_config"]["num_key_value_heads"] = 3; // does not divide 4 heads
+  BOOST_CHECK_EXCEPTION(mt::internvl_config::from_json(bad), msrl::invalid_argument, [](const auto& e) {
+    return std::string(e.what()).find("num_key_value_heads") != std::string::npos;
+  });
+  bad = j;
+  bad["vision_config"].erase("hidden_size");
+  BOOST_CHECK_THROW(mt::internvl_config::from_json(bad), msrl::parse_error);
+  bad = j;
+  bad["vision_config"]["use_qk_norm"] = true;
+  BOOST_CHECK_THROW(mt::internvl_config::from_json(bad), msrl::invalid_argument);
+  bad = j;
+  bad["text_config"]["hidden_size"] = "64";
+  BOOST_CHECK_THROW(mt::internvl_config::from_json(bad), msrl::parse_error);
+  BOOST_CHECK_THROW(mt::internvl_config::from_json(nlohmann::json::array()), msrl::parse_error);
+}
+
+BOOST_AUTO_TEST_CASE(pixel_shuffle_index_map) {
+  // x[n, r*4 + c, ch] = 1000 r + 100 c + ch on a 4x4 grid, 2 channels.
+  auto x = at::zeros({1, 16, 2});
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < 4; ++c)
+      for (int ch = 0; ch < 2; ++ch) x[0][r * 4 + c][ch] = 1000 * r + 100 * c + ch;
+  auto y = mt::pixel_shuffle_v2(x);
+  BOOST_TEST(y.sizes() == at::IntArrayRef({1, 4, 8}));
+  // token (i=1, j=0) = concat x[2,0], x[2,1], x[3,0], x[3,1]
+  const float want[8] = {2000, 2001, 2100, 2101, 3000, 3001, 3100, 3101};
+  for (int k = 0; k < 8; ++k) BOOST_TEST(y[0][2][k].item<float>() == want[k]);
+}
+
+BOOST_AUTO_TEST_CASE(logits_match_transformers_fixture) {
+  at::set_num_threads(1);
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  m->eval();
+  BOOST_TEST(!m->cfg.text.tie_word_embeddings);
+  mt::safetensors_file fx(fixtures / "parity.safetensors");
+  at::NoGradGuard ng;
+  auto logits = m->forward(fx.load("input_ids"), fx.load("pixel_values"));
+  const auto want = fx.load("logits");
+  BOOST_TEST(logits.sizes() == want.sizes());
+  const double err = max_abs_diff(logits, want);
+  BOOST_TEST_MESSAGE("max |logits - transformers| (image prompt) = " << err);
+  BOOST_TEST(err < 1e-4);
+  BOOST_TEST(want.abs().max().item<double>() > 0.5); // the fixture is not trivially small
+  const auto text_logits = m->forward(fx.load("text_input_ids"));
+  const double err2 = max_abs_diff(text_logits, fx.load("text_logits"));
+  BOOST_TEST_MESSAGE("max |logits - transformers| (text prompt) = " << err2);
+  BOOST_TEST(err2 < 1e-4);
+  // Image-context tokens without pixels, or a tile count that does not match them, are errors.
+  BOOST_CHECK_THROW(m->forward(fx.load("input_ids")), msrl::shape_error);
+  BOOST_CHECK_THROW(m->forward(fx.load("input_ids"), fx.load("pixel_values").narrow(0, 0, 2)), msrl::shape_error);
+}
+
+BOOST_AUTO_TEST_CASE(kv_cache_matches_full_forward) {
+  at::manual_seed(3);
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  m->eval();
+  at::NoGradGuard ng;
+  mt::safetensors_file fx(fixtures / "parity.safetensors");
+  auto ids = fx.load("input_ids");
+  auto full = m->forward(ids, fx.load("pixel_values"));
+  mt::kv_cache cache;
+  const auto T = ids.size(1);
+  auto first = m->forward(ids.narrow(1, 0, T - 3), fx.load("pixel_values"), &cache);
+  std::vector<at::Tensor> parts{first};
+  for (int64_t t = T - 3; t < T; ++t) parts.push_back(m->forward(ids.narrow(1, t, 1), {}, &cache));
+  BOOST_TEST(max_abs_diff(at::cat(parts, 1), full) < 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE(round_trip_is_bit_identical) {
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  for (auto fmt : {mt::weight_format::hf, mt::weight_format::original}) {
+    for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      scratch s("rt");
+      auto src = mt::load_internvl(fixtures / "tiny_internvl", dt);
+      mt::save_internvl(src, s.dir, {.format = fmt, .max_shard_bytes = fmt == mt::weight_format::hf ? 200'000u : 0u});
+      BOOST_TEST(fs::exists(s.dir / (fmt == mt::weight_format::hf ? "model.safetensors.index.json" : "model.safetensors")));
+      auto back = mt::load_internvl(s.dir, dt);
+      BOOST_TEST(same_params(src, back), "format " << int(fmt) << " dtype " << dt);
+      BOOST_TEST(back->cfg.hf_format == (fmt == mt::weight_format::hf));
+    }
+  }
+  // Saving a fp32 model as bf16 stores exactly the bf16 rounding of each weight.
+  scratch s("bf16");
+  mt::save_internvl(m, s.dir, {.format = mt::weight_format::original, .dtype = at::kBFloat16});
+  mt::safetensors_file f(s.dir / "model.safetensors");
+  BOOST_TEST(f.entry("mlp1.1.weight").dtype == at::kBFloat16);
+  BOOST_TEST(at::equal(f.load("mlp1.1.weight"), m->mlp1->l1->weight.detach().to(at::kBFloat16)));
+  // The fused qkv is exactly the concatenation of transformers' q/k/v.
+  mt::safetensors_file orig(fixtures / "tiny_internvl" / "model.safetensors");
+  auto q = orig.load("vision_tower.encoder.layer.1.attention.k_proj.weight");
+  auto qkv = m->vision->encoder->layers[1]->as<mt::vit_layer_impl>()->attn->qkv->weight.detach();
+  BOOST_TEST(at::equal(qkv.narrow(0, 64, 64), q));
+}
+
+BOOST_AUTO_TEST_CASE(safetensors_header_layout) {
+  scratch s("layout");
+  mt::save_safetensors(s.dir / "a.safetensors", {{"b", at::arange(3, at::kShort)}, {"a", at::ones({2, 2}, at::kDouble)}, {"e", at::empty({0})}});
+  const std::string bytes = read_bytes(s.dir / "a.safetensors");
+  std::uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
+  BOOST_TEST(n % 8 == 0);
+  BOOST_TEST(bytes.size() == 8 + n + 32 + 6);
+  mt::safetensors_file f(s.dir / "a.safetensors");
+  BOOST_TEST(f.entry("a").begin == 0u); // 8-byte elements first
+  BOOST_TEST(f.entry("b").begin == 32u);
+  BOOST_TEST(f.metadata().at("format") == "pt");
+  BOOST_TEST(at::equal(f.load("b"), at::arange(3, at::kShort)));
+  BOOST_TEST(f.load("e").numel() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(corrupt_safetensors_are_rejected) {
+  scratch s("bad");
+  auto expect_parse_error = [&](const std::string& bytes, const std::string& needle) {
+    const fs::path p = s.dir / "x.safetensors";
+    write_bytes(p, bytes);
+    bool thrown = false;
+    try {
+      mt::safetensors_file f(p);
+    } catch (const msrl::parse_error& e) {
+      thrown = true;
+      const std::string w = e.what();
+      BOOST_TEST((w.find(needle) != std::string::npos && w.find("x.safetensors") != std::string::npos), w);
+    }
+    BOOST_TEST(thrown, "no parse_error for case '" << needle << "'");
+  };
+  const std::string ok = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  expect_parse_error("abc", "shorter");
+  expect_parse_error(le64(1ull << 40) + "{}", "limit");
+  expect_parse_error(le64(500) + "{}", "truncated");
+  expect_parse_error(st_file(ok, 4), "past the data buffer");
+  expect_parse_error(st_file(ok, 12), "trailing bytes");
+  expect_parse_error(st_file("[1,2]", 0), "start with '{'");
+  expect_parse_error(st_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})", 8), "not valid JSON");
+  expect_parse_error(st_file(R"({"a":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})", 8), "unsupported dtype");
+  expect_parse_error(st_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8), "does not match");
+  expect_parse_error(st_file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "non-negative");
+  expect_parse_error(st_file(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", 8), "overflows");
+  expect_parse_error(st_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8), "begin > end");
+  expect_parse_error(st_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12), "overlapping");
+  expect_parse_error(st_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "hole");
+  expect_parse_error(st_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "twice");
+  expect_parse_error(st_file(R"({"__metadata__":{"k":1}})", 0), "not a string");
+  // Every truncation of a valid file is rejected cleanly, never read past its end.
+  mt::save_safetensors(s.dir / "good.safetensors", {{"w", at::randn({3, 5})}, {"b", at::randn({5}, at::kBFloat16)}});
+  const std::string good = read_bytes(s.dir / "good.safetensors");
+  for (std::size_t len = 0; len < good.size(); ++len) {
+    write_bytes(s.dir / "t.safetensors", good.substr(0, len));
+    BOOST_CHECK_THROW(mt::safetensors_file(s.dir / "t.safetensors"), msrl::parse_error);
+  }
+  BOOST_CHECK_NO_THROW(mt::safetensors_file(s.dir / "good.safetensors"));
+  BOOST_CHECK_THROW(mt::safetensors_file(s.dir / "missing.safetensors"), msrl::parse_error);
+}
+
+BOOST_AUTO_TEST_CASE(checkpoint_mismatches_are_named) {
+  scratch s("mis");
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  // Missing tensor.
+  auto w = mt::named_weights(m, mt::weight_format::hf);
+  std::vector<std::pair<std::string, at::Tensor>> fewer;
+  for (auto& p : w)
+    if (p.first != "model.multi_modal_projector.linear_2.bias") fewer.push_back(p);
+  mt::save_checkpoint(s.dir, fewer);
+  mt::internvl m2(m->cfg);
+  BOOST_CHECK_EXCEPTION(mt::load_weights(m2, mt::checkpoint(s.dir)), msrl::invalid_argument, [](const auto& e) {
+    return std::string(e.what()).find("mlp1.3.bias") != std::string::npos;
+  });
+  // Shape mismatch: a config with a wider MLP.
+  mt::internvl_config c = m->cfg;
+  c.text.intermediate_size = 96;
+  mt::internvl m3(c);
+  BOOST_CHECK_EXCEPTION(mt::load_weights(m3, mt::checkpoint(fixtures / "tiny_internvl")), msrl::shape_error, [](const auto& e) {
+    return std::string(e.what()).find("gate_proj") != std::string::npos;
+  });
+  // Unused tensor.
+  w.emplace_back("extra.weight", at::zeros({2}));
+  scratch s2("extra");
+  mt::save_checkpoint(s2.dir, w);
+  BOOST_CHECK_THROW(mt::load_weights(m2, mt::checkpoint(s2.dir)), msrl::invalid_argument);
+  BOOST_CHECK_NO_THROW(mt::load_weights(m2, mt::checkpoint(s2.dir), {.allow_unused = true}));
+  // Index pointing at a shard that lacks the tensor.
+  scratch s3("idx");
+  mt::save_checkpoint(s3.dir, w, {.max_shard_bytes = 100'000});
+  auto idx = nlohmann::json::parse(read_bytes(s3.dir / "model.safetensors.index.json"));
+  idx["weight_map"]["extra.weight"] = "model-00001-of-00002.safetensors";
+  write_bytes(s3.dir / "model.safetensors.index.json", idx.dump());
+  BOOST_CHECK_THROW(mt::checkpoint(s3.dir), msrl::parse_error);
+}
