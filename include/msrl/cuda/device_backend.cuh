@@ -3,8 +3,10 @@
 /// compile quickly): for_each_n and reduce_n launch on a stream; reduce_n sums per-block partials
 /// on the host in block order, so results are deterministic. Throws msrl::error on CUDA errors
 /// (it is host API; the fused launchers catch and return a status).
+#include <algorithm>
 #include <cstddef>
 #include <span>
+#include <utility>
 #include <string>
 #include <vector>
 

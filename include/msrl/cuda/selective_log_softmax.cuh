@@ -15,6 +15,9 @@
 /// 64-bit offsets throughout; rows whose base is not 16-byte aligned (ragged strides) take a
 /// scalar path. Launchers are noexcept and return msrl::cuda::status.
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
