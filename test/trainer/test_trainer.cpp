@@ -269,3 +269,73 @@ BOOST_AUTO_TEST_CASE(checkpoint_mismatches_are_named) {
   write_bytes(s3.dir / "model.safetensors.index.json", idx.dump());
   BOOST_CHECK_THROW(mt::checkpoint(s3.dir), msrl::parse_error);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer
+
+#include <msrl/trainer/tokenizer.hpp>
+
+BOOST_AUTO_TEST_CASE(tokenizer_matches_hf_tokenizers) {
+  const auto tok = mt::bpe_tokenizer::from_file(fixtures / "tokenizer.json");
+  std::ifstream in(fixtures / "tokenizer_cases.json");
+  const auto cases = nlohmann::json::parse(in);
+  std::size_t n = 0;
+  for (const auto& c : cases["cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    const auto want = c["ids"].get<std::vector<std::int64_t>>();
+    const auto got = tok.encode(text);
+    BOOST_TEST(got == want, "text: " << text);
+    BOOST_TEST(tok.decode(got) == text);
+    ++n;
+  }
+  BOOST_TEST(n >= 10u);
+  BOOST_TEST(tok.token_id("<IMG_CONTEXT>") == tok.encode("<IMG_CONTEXT>").at(0));
+  BOOST_TEST(tok.encode("<IMG_CONTEXT><IMG_CONTEXT><IMG_CONTEXT>").size() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(tokenizer_pretokenizer_rules) {
+  auto split = [](std::string_view s) {
+    std::vector<std::string> v;
+    for (auto p : mt::detail::qwen2_pretokenize(s)) v.emplace_back(p);
+    return v;
+  };
+  using V = std::vector<std::string>;
+  BOOST_TEST((split("Hello world") == V{"Hello", " world"}));
+  BOOST_TEST((split("it's 42") == V{"it", "'s", " ", "4", "2"}));
+  BOOST_TEST((split("a   b") == V{"a", "  ", " b"}));
+  BOOST_TEST((split("x \n\n y") == V{"x", " \n\n", " y"}));
+  BOOST_TEST((split("end  ") == V{"end", "  "}));
+  BOOST_TEST((split("f(x);\n") == V{"f", "(x", ");\n"}));
+  BOOST_TEST((split("\xC3\xA9t\xC3\xA9") == V{"\xC3\xA9t\xC3\xA9"})); // été: letters
+}
+
+BOOST_AUTO_TEST_CASE(tokenizer_rejects_bad_files) {
+  auto j = nlohmann::json::parse(std::ifstream(fixtures / "tokenizer.json"));
+  auto bad = j;
+  bad["model"]["type"] = "WordPiece";
+  BOOST_CHECK_THROW(mt::bpe_tokenizer::from_json(bad), msrl::parse_error);
+  bad = j;
+  bad["model"]["merges"][0] = 7;
+  BOOST_CHECK_THROW(mt::bpe_tokenizer::from_json(bad), msrl::parse_error);
+  bad = j;
+  bad["model"]["vocab"].erase("a");
+  BOOST_CHECK_THROW(mt::bpe_tokenizer::from_json(bad), msrl::parse_error);
+  BOOST_CHECK_THROW(mt::bpe_tokenizer::from_file(fixtures / "no_such_tokenizer.json"), msrl::invalid_argument);
+  const auto tok = mt::bpe_tokenizer::from_json(j);
+  BOOST_CHECK_THROW(tok.decode({-1}), msrl::value_error);
+  BOOST_CHECK_THROW(tok.token_id("<nope>"), msrl::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(chat_prompt_layout) {
+  const std::string p = mt::chat_prompt({{.role = "system", .content = "Judge."}, {.role = "user", .content = "Which?", .image_tiles = {2}}}, 3);
+  std::string img = "<img>";
+  for (int k = 0; k < 6; ++k) img += "<IMG_CONTEXT>";
+  img += "</img>";
+  BOOST_TEST(p == "<|im_start|>system\nJudge.<|im_end|>\n<|im_start|>user\n" + img + "\nWhich?<|im_end|>\n<|im_start|>assistant\n");
+  const auto tok = mt::bpe_tokenizer::from_file(fixtures / "tokenizer.json");
+  const auto ids = tok.encode(p);
+  BOOST_TEST(std::count(ids.begin(), ids.end(), tok.token_id("<IMG_CONTEXT>")) == 6);
+  BOOST_TEST(ids.front() == tok.token_id("<|im_start|>"));
+  BOOST_CHECK_THROW(mt::chat_prompt({{.role = "robot", .content = "x"}}, 4), msrl::invalid_argument);
+  BOOST_CHECK_THROW(mt::chat_prompt({{.role = "user", .content = "<image><image>", .image_tiles = {1}}}, 4), msrl::invalid_argument);
+}
