@@ -6,8 +6,8 @@
 ///   forward   per chunk: logits = h_c W^T (Eigen GEMM) -> selective log-softmax forward   2NHV
 ///   backward  per chunk: recompute logits -> d logits (in place) -> d h_c = dL W,
 ///             d W += dL^T h_c                                                           6NHV
-/// fp32 throughout (Eigen GEMM, single-threaded unless Eigen is built with OpenMP; the
-/// log-softmax over each chunk uses the kernel's threads).
+/// fp32 throughout. The GEMMs are split over `threads` std::threads by vocabulary rows (logits,
+/// d W) and by tokens (d hidden); each part is one Eigen GEMM.
 #include <algorithm>
 #include <cstdint>
 #include <span>
@@ -42,6 +42,14 @@ inline mmap as_map(const matrix_view<float>& m) {
               Eigen::OuterStride<>(static_cast<Eigen::Index>(m.ld())));
 }
 
+/// Calls f(lo, hi) on `parts` contiguous pieces of [0, n) in parallel.
+template <class F>
+void parallel_parts(unsigned threads, std::size_t n, F f) {
+  const backend::host_threads pool{threads, 1};
+  const std::size_t parts = std::max<std::size_t>(1, std::min<std::size_t>(pool.effective_threads(n), n));
+  pool.for_each_n(parts, [&](std::size_t p) { f(n * p / parts, n * (p + 1) / parts); });
+}
+
 inline void check_linear(const matrix_view<const float>& h, const matrix_view<const float>& w, std::span<const std::int64_t> targets,
                          const linear_options& o, const char* where) {
   check_logits(h, where);
@@ -72,7 +80,11 @@ inline void linear_selective_log_softmax(const matrix_view<const float>& hidden,
   for (std::size_t c0 = 0; c0 < N; c0 += o.chunk) {
     const std::size_t C = std::min(o.chunk, N - c0);
     auto L = logits.topRows(static_cast<Eigen::Index>(C));
-    L.noalias() = H.middleRows(static_cast<Eigen::Index>(c0), static_cast<Eigen::Index>(C)) * W.transpose();
+    const auto Hc = H.middleRows(static_cast<Eigen::Index>(c0), static_cast<Eigen::Index>(C));
+    detail::parallel_parts(o.threads, V, [&](std::size_t v0, std::size_t v1) {
+      const auto a = static_cast<Eigen::Index>(v0), b = static_cast<Eigen::Index>(v1 - v0);
+      L.middleCols(a, b).noalias() = Hc * W.middleRows(a, b).transpose();
+    });
     const std::span<double> l = lse.empty() ? std::span<double>(lse_buf).first(C) : lse.subspan(c0, C);
     selective_log_softmax<float>({logits.data(), C, V}, targets.subspan(c0, C), {logp.subspan(c0, C), l, {}},
                                  {.temperature = o.temperature, .threads = o.threads});
@@ -101,13 +113,24 @@ inline void linear_selective_log_softmax_backward(const matrix_view<const float>
     const std::size_t C = std::min(o.chunk, N - c0);
     const auto rows = [&](auto& m) { return m.middleRows(static_cast<Eigen::Index>(c0), static_cast<Eigen::Index>(C)); };
     auto L = logits.topRows(static_cast<Eigen::Index>(C));
-    L.noalias() = rows(H) * W.transpose();
+    const auto Hc = rows(H);
+    detail::parallel_parts(o.threads, V, [&](std::size_t v0, std::size_t v1) {
+      const auto a = static_cast<Eigen::Index>(v0), b = static_cast<Eigen::Index>(v1 - v0);
+      L.middleCols(a, b).noalias() = Hc * W.middleRows(a, b).transpose();
+    });
     // d logits in place over the chunk's logits
     selective_log_softmax_backward<float, float>({logits.data(), C, V}, targets.subspan(c0, C), lse.subspan(c0, C),
                                                  grad_logp.subspan(c0, C), matrix_view<float>{logits.data(), C, V},
                                                  {.temperature = o.temperature, .threads = o.threads});
-    rows(dH).noalias() = L * W;
-    dW.noalias() += L.transpose() * rows(H);
+    auto dHc = rows(dH);
+    detail::parallel_parts(o.threads, C, [&](std::size_t r0, std::size_t r1) {
+      const auto a = static_cast<Eigen::Index>(r0), b = static_cast<Eigen::Index>(r1 - r0);
+      dHc.middleRows(a, b).noalias() = L.middleRows(a, b) * W;
+    });
+    detail::parallel_parts(o.threads, V, [&](std::size_t v0, std::size_t v1) {
+      const auto a = static_cast<Eigen::Index>(v0), b = static_cast<Eigen::Index>(v1 - v0);
+      dW.middleRows(a, b).noalias() += L.middleCols(a, b).transpose() * Hc;
+    });
   }
 }
 
