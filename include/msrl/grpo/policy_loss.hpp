@@ -214,7 +214,7 @@ struct token_acc {
 template <ratio_level Level, class V>
 MSRL_HOST_DEVICE MSRL_FORCEINLINE V token_math(simd::mask_t<V> on, V l, V o, V r, V a, V w, V srho, V sdrho,
                                                V gseq, const math::clip_params& cp, const math::kl_params& kp,
-                                               double beta, double log_ratio_clamp, token_acc<V>& acc) {
+                                               double beta, double log_ratio_clamp, bool has_kl, token_acc<V>& acc) {
   using simd::select;
   using simd::splat;
   const V zero = splat<V>(0.0), one = splat<V>(1.0);
@@ -225,7 +225,8 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE V token_math(simd::mask_t<V> on, V l, V o, V r
     drho = q.grad;
   }
   const math::surrogate<V> sur = math::clipped_surrogate(rho, a, cp);
-  const math::value_grad<V> k = math::kl_penalty(l, r, kp);
+  // Without ref_logp there is no KL term at all (skips an exp per token).
+  const math::value_grad<V> k = has_kl ? math::kl_penalty(l, r, kp) : math::value_grad<V>{zero, zero};
   V g = Level == ratio_level::sequence ? gseq : w * sur.dratio * drho;
   g = g + w * beta * k.grad;
   acc.pg = acc.pg + select(on, w * sur.value, zero);
@@ -242,8 +243,8 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE V token_math(simd::mask_t<V> on, V l, V o, V r
 // The token pass over one block of tokens [bi*blk, min(N, (bi+1)*blk)). The block is split at
 // sequence boundaries; within a sequence, host builds run groups of simd::vector_width tokens
 // through token_math on vector lanes and the tail on scalar lanes (device code: scalar only).
-// When the caller passes no ref_logp / old_logp those pointers alias logp, which gives exactly
-// KL = 0 / ratio = 1.
+// When the caller passes no old_logp that pointer aliases logp (ratio = 1, on-policy); without
+// ref_logp the KL term is skipped.
 template <ratio_level Level, bool AdvPerToken, bool HasMask, class T, class M, class G>
 struct token_pass {
   token_layout lay;
@@ -256,6 +257,7 @@ struct token_pass {
   math::kl_params kp;
   double beta, log_ratio_clamp, smax;
   std::size_t n, blk;
+  bool has_kl;
 
   MSRL_HOST_DEVICE sums<s_count> operator()(std::size_t bi) const {
     token_acc<double> acc;
@@ -290,7 +292,7 @@ struct token_pass {
           const V a = AdvPerToken ? simd::select(on, simd::load(adv + t), zero) : simd::splat<V>(adv_seq);
           const V g = token_math<Level, V>(on, l, o, r, a, simd::splat<V>(w), simd::splat<V>(srho),
                                            simd::splat<V>(sdrho), simd::splat<V>(gseq), cp, kp, beta,
-                                           log_ratio_clamp, vacc);
+                                           log_ratio_clamp, has_kl, vacc);
           simd::store(grad + t, g);
         }
         for (int j = 0; j < W; ++j) {
@@ -312,7 +314,7 @@ struct token_pass {
         const double r = m ? static_cast<double>(ref[t]) : 0.0;
         const double a = AdvPerToken ? (m ? static_cast<double>(adv[t]) : 0.0) : adv_seq;
         grad[t] = static_cast<G>(
-            token_math<Level, double>(m, l, o, r, a, w, srho, sdrho, gseq, cp, kp, beta, log_ratio_clamp, acc));
+            token_math<Level, double>(m, l, o, r, a, w, srho, sdrho, gseq, cp, kp, beta, log_ratio_clamp, has_kl, acc));
       }
       ta = tb;
     }
@@ -474,7 +476,7 @@ loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const 
   sums<s_count> tot{};
   auto run = [&](auto level_c, auto apt_c, auto mask_c) {
     detail_loss::token_pass<decltype(level_c)::value, decltype(apt_c)::value, decltype(mask_c)::value, T, M, G> fn{
-        lay, lp, oldp, refp, adv, mask, gout, seq_len, seq_lr, seq_coef, weight, cp, kp, beta, lrc, smax, N, blk};
+        lay, lp, oldp, refp, adv, mask, gout, seq_len, seq_lr, seq_coef, weight, cp, kp, beta, lrc, smax, N, blk, ref != nullptr};
     tot = exec.reduce_n(nblocks, fn, sums<s_count>{});
   };
   auto with_mask = [&](auto level_c, auto apt_c) {
