@@ -1,0 +1,314 @@
+#pragma once
+/// \file Sampling with a KV cache, SFT and GRPO steps for the InternVL model (component msrl::torch).
+///
+///   auto s = msrl::trainer::sample(model, prompt_ids, pixels, {.num_samples = 8, .max_new_tokens = 512,
+///                                  .temperature = 1.0, .top_p = 1.0, .stop_ids = {im_end}, .seed = 7});
+///   msrl::trainer::trainer t(model, {.lr = 1e-6, .freeze_vision = true});
+///   t.grpo_step({{prompt_ids, pixels, s.tokens, s.mask, s.logprobs, rewards}}, msrl::grpo::presets::msrl_release);
+///
+/// The GRPO loss and its gradient with respect to each token's log-prob come from
+/// msrl::grpo::policy_loss on the host; they enter autograd as logp.backward(d loss / d logp), so
+/// the same code runs whatever device holds the model.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include "../core/error.hpp"
+#include "../grpo/advantages.hpp"
+#include "../grpo/policy_loss.hpp"
+#include "../grpo/presets.hpp"
+#include "internvl_torch.hpp"
+
+namespace msrl::trainer {
+
+struct sampling_options {
+  std::int64_t num_samples = 1;     ///< G completions of the one prompt
+  std::int64_t max_new_tokens = 64;
+  double temperature = 1.0;         ///< 0: greedy
+  double top_p = 1.0;               ///< nucleus; 1 disables
+  std::int64_t top_k = 0;           ///< 0 disables
+  std::vector<std::int64_t> stop_ids; ///< e.g. <|im_end|>; the stop token is kept (mask 1)
+  std::int64_t pad_id = 0;          ///< written after a row stops (mask 0)
+  std::uint64_t seed = 0;
+};
+
+struct sampling_result {
+  at::Tensor tokens;   ///< [G, L] int64, pad_id after a row's stop token
+  at::Tensor logprobs; ///< [G, L] fp32: log softmax(logits / temperature) of each sampled token
+                       ///< (before top-k/top-p filtering; the distribution the trainer recomputes), 0 on padding
+  at::Tensor mask;     ///< [G, L] uint8: 1 for generated tokens including the stop token
+  std::vector<std::int64_t> lengths;
+};
+
+namespace detail {
+
+/// Keeps the top-k logits and the smallest nucleus with mass >= top_p; others -> -inf. [G, V].
+inline at::Tensor filter_logits(at::Tensor logits, std::int64_t top_k, double top_p) {
+  const auto V = logits.size(-1);
+  const auto ninf = -std::numeric_limits<float>::infinity();
+  if (top_k > 0 && top_k < V) {
+    auto kth = std::get<0>(logits.topk(top_k, -1)).narrow(-1, top_k - 1, 1);
+    logits = logits.masked_fill(logits < kth, ninf);
+  }
+  if (top_p < 1.0) {
+    auto [sorted, idx] = logits.sort(-1, true);
+    auto probs = sorted.softmax(-1);
+    auto before = probs.cumsum(-1) - probs; // mass strictly before each token
+    auto drop = before >= top_p;             // the first token always stays
+    logits = logits.scatter(-1, idx, sorted.masked_fill(drop, ninf));
+  }
+  return logits;
+}
+
+} // namespace detail
+
+/// Samples G completions of one prompt ([T] or [1, T] int64) with a KV cache. The image-context
+/// token is never sampled. Seeded: the same seed gives the same tokens on the same build.
+inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values, const sampling_options& opt) {
+  constexpr const char* where = "msrl::trainer::sample";
+  require(opt.num_samples >= 1, where, "num_samples", "must be >= 1");
+  require(opt.max_new_tokens >= 1, where, "max_new_tokens", "must be >= 1");
+  require(std::isfinite(opt.temperature) && opt.temperature >= 0.0, where, "temperature", "must be finite and >= 0");
+  require(opt.top_p > 0.0 && opt.top_p <= 1.0, where, "top_p", "must lie in (0, 1]");
+  require(opt.top_k >= 0, where, "top_k", "must be >= 0");
+  const auto V = model->cfg.text.vocab_size;
+  require(opt.pad_id >= 0 && opt.pad_id < V, where, "pad_id", "must be a token id of the vocabulary");
+  at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
+  require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, "prompt_ids", "must be one non-empty prompt [T] or [1, T]");
+  at::NoGradGuard ng;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto dev = model->language_model->model->embed_tokens->weight.device();
+  const auto G = opt.num_samples, L = opt.max_new_tokens;
+  auto gen = at::detail::createCPUGenerator(opt.seed);
+
+  kv_cache cache;
+  auto e = model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values);
+  auto h = model->language_model->hidden(e.expand({G, e.size(1), e.size(2)}).contiguous(), &cache);
+  auto logits = model->language_model->logits(h.narrow(1, h.size(1) - 1, 1)).squeeze(1);
+
+  at::Tensor tokens = at::full({G, L}, opt.pad_id, at::kLong), logps = at::zeros({G, L}), mask = at::zeros({G, L}, at::kByte);
+  std::vector<std::int64_t> lengths(static_cast<std::size_t>(G), 0);
+  std::vector<bool> done(static_cast<std::size_t>(G), false);
+  for (std::int64_t t = 0; t < L; ++t) {
+    const at::Tensor x = logits.to(at::kCPU, at::kFloat);
+    // Sampling never picks the image-context token; the reported log-prob is still taken under
+    // the full distribution, the one completion_logprobs / the GRPO step recompute.
+    at::Tensor allowed = x.clone();
+    if (model->cfg.image_token_id >= 0 && model->cfg.image_token_id < V)
+      allowed.select(1, model->cfg.image_token_id).fill_(-std::numeric_limits<float>::infinity());
+    at::Tensor next, lp;
+    if (opt.temperature == 0.0) {
+      next = allowed.argmax(-1);
+      lp = x.log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1);
+    } else {
+      const at::Tensor probs = detail::filter_logits(allowed / opt.temperature, opt.top_k, opt.top_p).softmax(-1);
+      next = at::multinomial(probs, 1, false, gen).squeeze(1);
+      lp = (x / opt.temperature).log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1);
+    }
+    bool all_done = true;
+    for (std::int64_t g = 0; g < G; ++g) {
+      const auto gi = static_cast<std::size_t>(g);
+      if (done[gi]) {
+        next[g] = opt.pad_id;
+        continue;
+      }
+      const auto id = next[g].item<std::int64_t>();
+      tokens[g][t] = id;
+      logps[g][t] = lp[g];
+      mask[g][t] = 1;
+      lengths[gi] = t + 1;
+      if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), id) != opt.stop_ids.end()) done[gi] = true;
+      all_done = all_done && done[gi];
+    }
+    if (all_done || t + 1 == L) break;
+    logits = model->forward(next.unsqueeze(1).to(dev), {}, &cache).squeeze(1);
+  }
+  if (was_training) model->train();
+  const auto used = *std::max_element(lengths.begin(), lengths.end());
+  return {tokens.narrow(1, 0, used).contiguous(), logps.narrow(1, 0, used).contiguous(), mask.narrow(1, 0, used).contiguous(), lengths};
+}
+
+/// Log-probs [G, L] (fp32, differentiable) of `completions` [G, L] following one prompt
+/// [T]/[1, T] with its image: the prompt is embedded once and shared by the G rows.
+inline at::Tensor completion_logprobs(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
+                                      const at::Tensor& completions, double temperature = 1.0) {
+  constexpr const char* where = "msrl::trainer::completion_logprobs";
+  at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
+  require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, "prompt_ids", "must be one non-empty prompt");
+  require<shape_error>(completions.dim() == 2 && completions.size(1) >= 1 && completions.scalar_type() == at::kLong, where, "completions",
+                       "must be int64 [G, L] with L >= 1");
+  require(temperature > 0.0 && std::isfinite(temperature), where, "temperature", "must be finite and > 0");
+  const auto dev = model->language_model->model->embed_tokens->weight.device();
+  const auto G = completions.size(0), L = completions.size(1), Tp = prompt.size(1);
+  auto pe = model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values);
+  auto ce = model->embed(completions.to(dev));
+  auto e = at::cat({pe.expand({G, Tp, pe.size(2)}), ce}, 1);
+  auto h = model->language_model->hidden(e).narrow(1, Tp - 1, L); // position Tp-1+t predicts completion token t
+  auto logits = model->language_model->logits(h).to(at::kFloat) / temperature;
+  return logits.log_softmax(-1).gather(2, completions.to(dev).unsqueeze(2)).squeeze(2);
+}
+
+struct train_options {
+  double lr = 1e-6;
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double max_grad_norm = 1.0; ///< <= 0 disables clipping
+  bool freeze_vision = false;
+  bool freeze_projector = false;
+};
+
+/// One SFT micro-batch: right-padded sequences and a 0/1 mask of the tokens to learn (assistant
+/// tokens); the loss at position t predicts input_ids[t] from the tokens before it.
+struct sft_batch {
+  at::Tensor input_ids;    ///< [B, T] int64
+  at::Tensor target_mask;  ///< [B, T] 0/1 (position 0 is never a target)
+  at::Tensor pixel_values; ///< [tiles, 3, S, S] for every image-context token in the batch, or undefined
+};
+
+/// One GRPO group: a prompt, its image and G sampled completions with their rewards.
+struct grpo_group {
+  at::Tensor prompt_ids;   ///< [T] or [1, T]
+  at::Tensor pixel_values; ///< or undefined
+  at::Tensor completions;  ///< [G, L] int64
+  at::Tensor mask;         ///< [G, L] 0/1
+  at::Tensor old_logprobs; ///< [G, L] from sampling (undefined: on-policy)
+  std::vector<double> rewards; ///< [G]
+};
+
+struct step_stats {
+  double loss = 0;       ///< summed over micro-batches (each already divided by the global normaliser)
+  double grad_norm = 0;  ///< before clipping
+  double tokens = 0;
+  grpo::loss_metrics last_metrics;
+};
+
+/// AdamW training steps with gradient accumulation over micro-batches and a global normaliser.
+class trainer {
+public:
+  trainer(internvl model, train_options opt, std::optional<internvl> reference = std::nullopt)
+      : model_(std::move(model)), ref_(std::move(reference)), opt_(opt) {
+    for (auto& p : model_->vision->parameters()) p.requires_grad_(!opt.freeze_vision);
+    for (auto& p : model_->mlp1->parameters()) p.requires_grad_(!opt.freeze_projector);
+    std::vector<at::Tensor> params;
+    for (auto& p : model_->parameters())
+      if (p.requires_grad()) params.push_back(p);
+    require(!params.empty(), "msrl::trainer::trainer", "train_options", "must leave some parameters trainable");
+    optim_ = std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(opt.lr).betas({opt.beta1, opt.beta2}).eps(opt.eps).weight_decay(opt.weight_decay));
+    if (ref_) {
+      (*ref_)->eval();
+      for (auto& p : (*ref_)->parameters()) p.requires_grad_(false);
+    }
+  }
+
+  internvl& model() { return model_; }
+
+  /// Masked cross-entropy (token mean over all micro-batches' targets), backward, clip, AdamW.
+  step_stats sft_step(const std::vector<sft_batch>& micro) {
+    constexpr const char* where = "msrl::trainer::trainer::sft_step";
+    require(!micro.empty(), where, "micro", "must hold at least one micro-batch");
+    double total = 0;
+    for (const auto& b : micro) {
+      require<shape_error>(b.input_ids.dim() == 2 && b.target_mask.sizes() == b.input_ids.sizes(), where, "target_mask", "must match input_ids [B, T]");
+      total += b.target_mask.narrow(1, 1, b.input_ids.size(1) - 1).sum().item<double>();
+    }
+    require<value_error>(total > 0, where, "target_mask", "must mark at least one target token (position >= 1)");
+    model_->train();
+    optim_->zero_grad();
+    step_stats st;
+    st.tokens = total;
+    for (const auto& b : micro) {
+      const auto T = b.input_ids.size(1);
+      auto logits = model_->forward(b.input_ids.to(device()), b.pixel_values.defined() ? b.pixel_values.to(device()) : b.pixel_values);
+      auto lp = logits.narrow(1, 0, T - 1).to(at::kFloat).log_softmax(-1).gather(2, b.input_ids.narrow(1, 1, T - 1).to(device()).unsqueeze(2)).squeeze(2);
+      auto m = b.target_mask.narrow(1, 1, T - 1).to(device(), at::kFloat);
+      auto loss = -(lp * m).sum() / total;
+      loss.backward();
+      st.loss += loss.item<double>();
+    }
+    finish(st);
+    return st;
+  }
+
+  /// One GRPO optimizer step over groups (each a micro-batch): msrl advantages per group, the
+  /// policy loss with global token/sequence normalisers over all groups, d loss / d logp into
+  /// autograd, clip, AdamW. Temperature must be the sampling temperature.
+  step_stats grpo_step(const std::vector<grpo_group>& groups, const grpo::preset& preset, double temperature = 1.0) {
+    constexpr const char* where = "msrl::trainer::trainer::grpo_step";
+    require(!groups.empty(), where, "groups", "must hold at least one group");
+    require(preset.loss.beta == 0.0 || ref_.has_value(), where, "preset.loss.beta", "needs a reference model when non-zero");
+    double tokens = 0, seqs = 0;
+    for (const auto& g : groups) {
+      require<shape_error>(g.completions.dim() == 2 && g.mask.sizes() == g.completions.sizes(), where, "mask", "must match completions [G, L]");
+      require<shape_error>(static_cast<std::int64_t>(g.rewards.size()) == g.completions.size(0), where, "rewards", "must hold one reward per completion");
+      require<shape_error>(!g.old_logprobs.defined() || g.old_logprobs.sizes() == g.completions.sizes(), where, "old_logprobs", "must match completions");
+      tokens += g.mask.sum().item<double>();
+      seqs += static_cast<double>(g.completions.size(0));
+    }
+    model_->train();
+    optim_->zero_grad();
+    step_stats st;
+    st.tokens = tokens;
+    grpo::loss_normalizer norm{.global_tokens = tokens, .global_sequences = seqs};
+    for (const auto& g : groups) {
+      const auto G = g.completions.size(0), L = g.completions.size(1);
+      std::vector<double> adv(static_cast<std::size_t>(G));
+      grpo::advantages(std::span<const double>(g.rewards), static_cast<std::size_t>(G), std::span<double>(adv), preset.advantages);
+      at::Tensor logp = completion_logprobs(model_, g.prompt_ids, g.pixel_values, g.completions, temperature);
+      const at::Tensor lp = logp.detach().to(at::kCPU, at::kFloat).contiguous();
+      const at::Tensor old = g.old_logprobs.defined() ? g.old_logprobs.to(at::kCPU, at::kFloat).contiguous() : at::Tensor();
+      at::Tensor ref;
+      if (preset.loss.beta != 0.0) {
+        at::NoGradGuard ng;
+        ref = completion_logprobs(*ref_, g.prompt_ids, g.pixel_values, g.completions, temperature).to(at::kCPU, at::kFloat).contiguous();
+      }
+      const at::Tensor m = g.mask.to(at::kCPU, at::kByte).contiguous();
+      const at::Tensor a = at::tensor(adv, at::kFloat);
+      at::Tensor grad = at::zeros_like(lp);
+      const auto n = static_cast<std::size_t>(G * L);
+      grpo::loss_inputs<float> in{
+          .layout = token_layout::padded(static_cast<std::size_t>(G), static_cast<std::size_t>(L)),
+          .logp = {lp.data_ptr<float>(), n},
+          .old_logp = old.defined() ? std::span<const float>(old.data_ptr<float>(), n) : std::span<const float>(),
+          .ref_logp = ref.defined() ? std::span<const float>(ref.data_ptr<float>(), n) : std::span<const float>(),
+          .advantages = {a.data_ptr<float>(), static_cast<std::size_t>(G)},
+          .mask = {m.data_ptr<std::uint8_t>(), n}};
+      const auto res = grpo::policy_loss(in, preset.loss, norm, std::span<float>(grad.data_ptr<float>(), n));
+      logp.backward(grad.to(logp.device()));
+      st.loss += res.loss;
+      st.last_metrics = res.metrics;
+    }
+    finish(st);
+    return st;
+  }
+
+private:
+  c10::Device device() const { return model_->language_model->model->embed_tokens->weight.device(); }
+  void finish(step_stats& st) {
+    std::vector<at::Tensor> ps;
+    for (auto& p : model_->parameters())
+      if (p.requires_grad() && p.grad().defined()) ps.push_back(p);
+    double sq = 0;
+    for (auto& p : ps) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    st.grad_norm = std::sqrt(sq);
+    if (opt_.max_grad_norm > 0 && st.grad_norm > opt_.max_grad_norm)
+      for (auto& p : ps) p.mutable_grad().mul_(opt_.max_grad_norm / (st.grad_norm + 1e-6));
+    optim_->step();
+  }
+
+  internvl model_;
+  std::optional<internvl> ref_;
+  train_options opt_;
+  std::unique_ptr<torch::optim::AdamW> optim_;
+};
+
+} // namespace msrl::trainer
