@@ -486,3 +486,57 @@ BOOST_AUTO_TEST_CASE(grpo_gradient_matches_autograd_of_the_same_loss) {
   BOOST_TEST(scale > 1e-3);
   BOOST_TEST(worst < 1e-5 * std::max(1.0, scale));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Images
+
+#include <msrl/trainer/image.hpp>
+
+BOOST_AUTO_TEST_CASE(preprocessing_matches_pillow_fixture) {
+  mt::safetensors_file fx(fixtures / "images.safetensors");
+  for (const std::string name : {"wide", "tall"}) {
+    const auto img = mt::decode_image_file(fixtures / ("image_" + name + ".png"));
+    const auto grid = fx.load(name + "_grid");
+    const mt::tiling_options opt{.image_size = 28, .max_tiles = static_cast<int>(grid[2].item<std::int64_t>())};
+    const auto t = mt::preprocess(img, opt);
+    BOOST_TEST(t.cols == grid[0].item<std::int64_t>());
+    BOOST_TEST(t.rows == grid[1].item<std::int64_t>());
+    const auto u8 = fx.load(name + "_u8"); // [n, 28, 28, 3] from Pillow
+    BOOST_TEST(t.tiles == u8.size(0));
+    std::int64_t mismatched = 0;
+    for (int n = 0; n < t.tiles; ++n) {
+      const auto want = u8[n].contiguous();
+      const auto* w = want.data_ptr<std::uint8_t>();
+      for (std::size_t i = 0; i < t.tiles_u8[static_cast<std::size_t>(n)].data.size(); ++i) mismatched += t.tiles_u8[static_cast<std::size_t>(n)].data[i] != w[i];
+    }
+    BOOST_TEST(mismatched == 0, name << ": " << mismatched << " bytes differ from Pillow");
+    const auto pix = at::from_blob(const_cast<float*>(t.pixels.data()), {t.tiles, 3, 28, 28}, at::kFloat);
+    BOOST_TEST(max_abs_diff(pix, fx.load(name + "_pixels")) < 1e-6);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(tiling_rules_and_bad_images) {
+  const mt::tiling_options opt{};
+  BOOST_TEST((mt::choose_grid(448, 448, opt) == std::pair<int, int>{1, 1}));
+  BOOST_TEST((mt::choose_grid(896, 448, opt) == std::pair<int, int>{2, 1}));
+  // Square and large: the tie between 1x1, 2x2, 3x3 goes to the largest grid whose area is
+  // under twice the image area: 1344^2 > 0.5 * 448^2 * 9.
+  BOOST_TEST((mt::choose_grid(1344, 1344, opt) == std::pair<int, int>{3, 3}));
+  BOOST_TEST((mt::choose_grid(600, 600, opt) == std::pair<int, int>{1, 1})); // 600^2 < 0.5 * 448^2 * 4
+  BOOST_TEST((mt::choose_grid(800, 800, opt) == std::pair<int, int>{2, 2})); // > 0.5 * 448^2 * 4, < ... * 9
+  BOOST_TEST((mt::video_frame_indices(100, 8) == std::vector<std::int64_t>{6, 18, 31, 43, 56, 68, 80, 93}));
+  BOOST_TEST((mt::video_frame_indices(10, 4) == std::vector<std::int64_t>{1, 3, 5, 8}));
+  // Resizing to the same size is the identity; a constant image stays constant.
+  mt::rgb_image flat{5, 4, std::vector<std::uint8_t>(60, 77)};
+  BOOST_TEST((mt::resize_bicubic(flat, 5, 4).data == flat.data));
+  BOOST_TEST((mt::resize_bicubic(flat, 13, 2).data == std::vector<std::uint8_t>(13 * 2 * 3, 77)));
+  // Corrupt and truncated files are rejected.
+  const std::string png = read_bytes(fixtures / "image_wide.png");
+  for (std::size_t len : {std::size_t{0}, std::size_t{8}, std::size_t{40}, png.size() / 2}) {
+    BOOST_CHECK_THROW(mt::decode_image(reinterpret_cast<const std::uint8_t*>(png.data()), len, "cut.png"), msrl::parse_error);
+  }
+  std::string bad = png;
+  for (std::size_t i = 100; i < bad.size(); i += 7) bad[i] = static_cast<char>(bad[i] ^ 0x5a);
+  BOOST_CHECK_THROW(mt::decode_image(reinterpret_cast<const std::uint8_t*>(bad.data()), bad.size(), "bad.png"), msrl::parse_error);
+  BOOST_CHECK_THROW(mt::decode_image_file(fixtures / "no_such.png"), msrl::invalid_argument);
+}
