@@ -540,3 +540,28 @@ BOOST_AUTO_TEST_CASE(tiling_rules_and_bad_images) {
   BOOST_CHECK_THROW(mt::decode_image(reinterpret_cast<const std::uint8_t*>(bad.data()), bad.size(), "bad.png"), msrl::parse_error);
   BOOST_CHECK_THROW(mt::decode_image_file(fixtures / "no_such.png"), msrl::invalid_argument);
 }
+
+BOOST_AUTO_TEST_CASE(end_to_end_image_prompt_to_samples) {
+  // Tokenizer + chat prompt + image tiling + model + sampling together, on a random model whose
+  // vocabulary is the fixture tokenizer's.
+  const auto tok = mt::bpe_tokenizer::from_file(fixtures / "tokenizer.json");
+  auto cfg = tiny_config();
+  cfg.text.vocab_size = static_cast<std::int64_t>(tok.vocab_size());
+  cfg.image_token_id = tok.token_id("<IMG_CONTEXT>");
+  at::manual_seed(1);
+  mt::internvl m(cfg);
+  const auto img = mt::decode_image_file(fixtures / "image_tall.png");
+  const auto t = mt::preprocess(img, {.image_size = static_cast<int>(cfg.vision.image_size), .max_tiles = 4});
+  BOOST_TEST(t.tiles == t.cols * t.rows + (t.thumbnail ? 1 : 0));
+  const auto S = cfg.vision.image_size;
+  const auto pixels = at::from_blob(const_cast<float*>(t.pixels.data()), {t.tiles, 3, S, S}, at::kFloat).clone();
+  const auto ids = tok.encode(mt::chat_prompt({{.role = "user", .content = "Describe it.", .image_tiles = {t.tiles}}}, cfg.tokens_per_tile()));
+  BOOST_TEST(std::count(ids.begin(), ids.end(), cfg.image_token_id) == t.tiles * cfg.tokens_per_tile());
+  const auto im_end = tok.token_id("<|im_end|>");
+  const auto s = mt::sample(m, at::tensor(ids, at::kLong), pixels, {.num_samples = 3, .max_new_tokens = 10, .stop_ids = {im_end}, .pad_id = 0, .seed = 2});
+  BOOST_TEST(s.tokens.size(0) == 3);
+  for (std::int64_t g = 0; g < 3; ++g) {
+    std::vector<std::int64_t> c(s.tokens[g].data_ptr<std::int64_t>(), s.tokens[g].data_ptr<std::int64_t>() + s.lengths[static_cast<std::size_t>(g)]);
+    BOOST_TEST(tok.encode(tok.decode(c)).size() >= 1u);
+  }
+}
