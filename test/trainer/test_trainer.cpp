@@ -134,6 +134,22 @@ BOOST_AUTO_TEST_CASE(logits_match_transformers_fixture) {
   BOOST_CHECK_THROW(m->forward(fx.load("input_ids"), fx.load("pixel_values").narrow(0, 0, 2)), msrl::shape_error);
 }
 
+BOOST_AUTO_TEST_CASE(bf16_forward_tracks_the_fp32_logits) {
+  // The bf16 path (bf16 weights and activations, fp32 norm statistics and softmax) runs and
+  // stays near transformers' fp32 logits; the bound is loose, bf16 has 8 mantissa bits.
+  auto m = mt::load_internvl(fixtures / "tiny_internvl", at::kBFloat16);
+  mt::safetensors_file fx(fixtures / "parity.safetensors");
+  at::NoGradGuard ng;
+  const auto logits = m->forward(fx.load("input_ids"), fx.load("pixel_values"));
+  BOOST_TEST((logits.scalar_type() == at::kBFloat16));
+  const auto want = fx.load("logits");
+  const double err = max_abs_diff(logits, want), scale = want.abs().max().item<double>();
+  BOOST_TEST_MESSAGE("bf16: max |logits - transformers fp32| = " << err << " (max |logit| " << scale << ")");
+  BOOST_TEST(err < 0.05 * scale);
+  const double agree = logits.to(at::kFloat).argmax(-1).eq(want.argmax(-1)).to(at::kDouble).mean().item<double>();
+  BOOST_TEST(agree >= 0.9); // near-ties may flip in bf16
+}
+
 BOOST_AUTO_TEST_CASE(kv_cache_matches_full_forward) {
   at::manual_seed(3);
   auto m = mt::load_internvl(fixtures / "tiny_internvl");
@@ -159,6 +175,8 @@ BOOST_AUTO_TEST_CASE(round_trip_is_bit_identical) {
       mt::save_internvl(src, s.dir, {.format = fmt, .max_shard_bytes = fmt == mt::weight_format::hf ? 200'000u : 0u});
       BOOST_TEST(fs::exists(s.dir / (fmt == mt::weight_format::hf ? "model.safetensors.index.json" : "model.safetensors")));
       auto back = mt::load_internvl(s.dir, dt);
+      BOOST_TEST((c10::get_default_dtype() == caffe2::TypeMeta::Make<float>())); // restored
+      BOOST_TEST((back->language_model->model->norm->weight.scalar_type() == dt));
       BOOST_TEST(same_params(src, back), "format " << int(fmt) << " dtype " << dt);
       BOOST_TEST(back->cfg.hf_format == (fmt == mt::weight_format::hf));
     }

@@ -210,7 +210,20 @@ inline internvl load_internvl(const std::filesystem::path& dir, at::ScalarType d
   auto cfg = internvl_config::from_file(dir / "config.json");
   checkpoint ck(dir);
   cfg.text.tie_word_embeddings = !detail::has_any(ck, {"language_model.lm_head.weight", "lm_head.weight"});
-  internvl m(cfg);
+  require(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf || dtype == at::kDouble, "load_internvl", "dtype",
+          "must be a floating type (float32, bfloat16, float16, float64)");
+  // Build the modules directly in `dtype` (no transient fp32 copy: an 8B model needs 16 GB in
+  // bf16, not 32 + 16), restoring the process default dtype afterwards, also on error.
+  struct default_dtype_guard {
+    caffe2::TypeMeta saved = c10::get_default_dtype();
+    explicit default_dtype_guard(at::ScalarType t) { c10::set_default_dtype(c10::scalarTypeToTypeMeta(t)); }
+    ~default_dtype_guard() { c10::set_default_dtype(saved); }
+  };
+  internvl m{nullptr};
+  {
+    default_dtype_guard g(dtype);
+    m = internvl(cfg);
+  }
   m->to(dtype);
   load_weights(m, ck, opt);
   return m;
