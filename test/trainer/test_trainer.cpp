@@ -179,6 +179,11 @@ BOOST_AUTO_TEST_CASE(round_trip_is_bit_identical) {
       BOOST_TEST((back->language_model->model->norm->weight.scalar_type() == dt));
       BOOST_TEST(same_params(src, back), "format " << int(fmt) << " dtype " << dt);
       BOOST_TEST(back->cfg.hf_format == (fmt == mt::weight_format::hf));
+      if (dt == at::kFloat) { // the re-read config.json + weights still give transformers' logits
+        mt::safetensors_file fx(fixtures / "parity.safetensors");
+        at::NoGradGuard ng;
+        BOOST_TEST(max_abs_diff(back->forward(fx.load("input_ids"), fx.load("pixel_values")), fx.load("logits")) < 1e-4);
+      }
     }
   }
   // Saving a fp32 model as bf16 stores exactly the bf16 rounding of each weight.
@@ -437,6 +442,14 @@ BOOST_AUTO_TEST_CASE(sft_step_lowers_the_loss_and_freezing_holds) {
   BOOST_TEST(last < first - 0.1);
   BOOST_TEST(at::equal(m->vision->embeddings->position_embedding.detach(), vision_before)); // frozen
   BOOST_TEST(!at::equal(m->mlp1->l1->weight.detach(), proj_before));                       // trained
+  auto m2 = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto proj2 = m2->mlp1->l2->weight.detach().clone();
+  const auto head2 = m2->language_model->lm_head->weight.detach().clone();
+  mt::trainer t2(m2, {.lr = 3e-3, .freeze_projector = true});
+  t2.sft_step(batch);
+  BOOST_TEST(at::equal(m2->mlp1->l2->weight.detach(), proj2));
+  BOOST_TEST(!at::equal(m2->language_model->lm_head->weight.detach(), head2));
+  BOOST_CHECK_THROW(t2.sft_step({{ids, at::zeros_like(ids), in.pixels}}), msrl::value_error); // no targets
 }
 
 BOOST_AUTO_TEST_CASE(grpo_step_raises_the_best_completion) {
