@@ -636,3 +636,39 @@ BOOST_AUTO_TEST_CASE(tokenizer_is_lossless_on_arbitrary_bytes) {
     BOOST_TEST(tok.decode(tok.encode(s)) == s);
   }
 }
+
+BOOST_AUTO_TEST_CASE(grpo_accumulation_uses_the_global_token_count) {
+  // Two groups in one step with token_mean aggregation (TRL "dapo"): the summed micro-batch
+  // gradients equal autograd of sum over both groups of -A * ratio * mask / (all tokens).
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto in = tiny_prompt();
+  const auto s1 = mt::sample(m, in.prompt, in.pixels, {.num_samples = 2, .max_new_tokens = 6, .stop_ids = {3, 9, 17}, .seed = 21});
+  const auto s2 = mt::sample(m, in.prompt.narrow(0, 0, 4), {}, {.num_samples = 3, .max_new_tokens = 4, .stop_ids = {5, 6}, .seed = 22});
+  const std::vector<double> r1{1.0, 0.0}, r2{0.3, 0.9, 0.1};
+  const auto& preset = msrl::grpo::presets::trl_default;
+  mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0});
+  t.grpo_step({{in.prompt, in.pixels, s1.tokens, s1.mask, s1.logprobs, r1}, {in.prompt.narrow(0, 0, 4), {}, s2.tokens, s2.mask, s2.logprobs, r2}}, preset);
+  std::vector<at::Tensor> g1;
+  for (auto& p : m->parameters()) g1.push_back(p.grad().clone());
+  for (auto& p : m->parameters()) p.mutable_grad().zero_();
+
+  const double total = s1.mask.sum().item<double>() + s2.mask.sum().item<double>();
+  auto part = [&](const at::Tensor& prompt, const at::Tensor& pix, const mt::sampling_result& s, const std::vector<double>& r) {
+    std::vector<double> adv(r.size());
+    msrl::grpo::advantages(std::span<const double>(r), r.size(), std::span<double>(adv), preset.advantages);
+    auto lp = mt::completion_logprobs(m, prompt, pix, s.tokens);
+    const auto ratio = at::exp(lp - s.logprobs); // old = sampling log-probs
+    return (-at::tensor(adv, at::kFloat).unsqueeze(1) * ratio * s.mask.to(at::kFloat)).sum() / total;
+  };
+  (part(in.prompt, in.pixels, s1, r1) + part(in.prompt.narrow(0, 0, 4), {}, s2, r2)).backward();
+  double worst = 0, scale = 0;
+  std::size_t i = 0;
+  for (auto& p : m->parameters()) {
+    worst = std::max(worst, max_abs_diff(p.grad(), g1[i]));
+    scale = std::max(scale, g1[i].abs().max().item<double>());
+    ++i;
+  }
+  BOOST_TEST_MESSAGE("GRPO accumulation grad: max abs diff " << worst << " (max |grad| " << scale << ")");
+  BOOST_TEST(scale > 1e-3);
+  BOOST_TEST(worst < 1e-5 * std::max(1.0, scale));
+}
