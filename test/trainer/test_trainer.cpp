@@ -359,6 +359,9 @@ BOOST_AUTO_TEST_CASE(chat_prompt_layout) {
   const auto ids = tok.encode(p);
   BOOST_TEST(std::count(ids.begin(), ids.end(), tok.token_id("<IMG_CONTEXT>")) == 6);
   BOOST_TEST(ids.front() == tok.token_id("<|im_start|>"));
+  // Video layout: one single-tile image per frame, expanded in order.
+  const std::string v = mt::chat_prompt({{.role = "user", .content = "Frame-1: <image>\nFrame-2: <image>\nWhat happens?", .image_tiles = {1, 1}}}, 2, false);
+  BOOST_TEST(v == "<|im_start|>user\nFrame-1: <img><IMG_CONTEXT><IMG_CONTEXT></img>\nFrame-2: <img><IMG_CONTEXT><IMG_CONTEXT></img>\nWhat happens?<|im_end|>\n");
   BOOST_CHECK_THROW(mt::chat_prompt({{.role = "robot", .content = "x"}}, 4), msrl::invalid_argument);
   BOOST_CHECK_THROW(mt::chat_prompt({{.role = "user", .content = "<image><image>", .image_tiles = {1}}}, 4), msrl::invalid_argument);
 }
