@@ -34,6 +34,16 @@ if [[ $build_rc -eq 0 ]]; then
   check_rc=${PIPESTATUS[0]}
 fi
 
+core_rc=125
+log "GRPO core on the GPU: Thrust backend against the reference backend (test/cuda/test_thrust_cuda.cu)"
+if "$NVCC" -std=c++20 -O2 -arch=sm_$arch --extended-lambda --expt-relaxed-constexpr -Iinclude \
+     -DMSRL_BOOST_TEST_HEADER_ONLY test/cuda/test_thrust_cuda.cu -o "$build/test_thrust_cuda" 2> "$build/thrust_build.txt"; then
+  "$build/test_thrust_cuda" --log_level=message 2>&1 | tee "$report/core_thrust_cuda.txt"
+  core_rc=${PIPESTATUS[0]}
+else
+  tail -20 "$build/thrust_build.txt" | tee "$report/core_thrust_cuda.txt"
+fi
+
 log "torch baselines"
 pyargs=()
 [[ ${MSRL_GPU_NO_COMPILE:-0} == 1 ]] && pyargs+=(--no-compile)
@@ -54,9 +64,9 @@ if [[ -f /usr/include/boost/test/unit_test.hpp ]] && compgen -G "/usr/lib/*/libb
 fi
 
 log "report"
-python3 - "$report" "$build_rc" "$check_rc" "$boost_rc" <<'PY'
+python3 - "$report" "$build_rc" "$check_rc" "$boost_rc" "$core_rc" <<'PY'
 import json, os, sys
-d, build_rc, check_rc, boost_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+d, build_rc, check_rc, boost_rc, core_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 def lines(name):
     p = os.path.join(d, name)
     out = []
@@ -75,11 +85,11 @@ for r in t:
     kind = "forward" if r["bench"].endswith("forward") else "grpo_loss_fwd_bwd"
     o = ours.get((kind, r.get("dtype")))
     if o: ratios.append({"ours": kind, "baseline": r["bench"], "dtype": r["dtype"], "speedup": r["time_ms_median"] / o["time_ms_median"]})
-rep = {"build_rc": build_rc, "gpu_check_rc": check_rc, "boost_tests": boost_rc,
+rep = {"build_rc": build_rc, "gpu_check_rc": check_rc, "boost_tests": boost_rc, "core_thrust_cuda_rc": core_rc,
        "checks": [r for r in g if "check" in r], "benchmarks": [r for r in g if "bench" in r or "device" in r],
        "baselines": t, "speedups": ratios}
 json.dump(rep, open(os.path.join(d, "gpu_report.json"), "w"), indent=1)
 print(json.dumps({"speedups": ratios}, indent=None))
 PY
-log "done (gpu_check rc=$check_rc)"
-[[ $check_rc -eq 0 ]]
+log "done (gpu_check rc=$check_rc, core on GPU rc=$core_rc)"
+[[ $check_rc -eq 0 && $core_rc -eq 0 ]]

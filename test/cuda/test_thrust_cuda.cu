@@ -1,6 +1,10 @@
 // The Thrust backend on a CUDA device agrees with the reference backend. Skipped (77) without a GPU.
 #define BOOST_TEST_MODULE thrust_cuda
+#ifdef MSRL_BOOST_TEST_HEADER_ONLY // GPU machines with Boost headers but no Boost.Test library
+#include <boost/test/included/unit_test.hpp>
+#else
 #include <boost/test/unit_test.hpp>
+#endif
 
 #include <cuda_runtime.h>
 #include <cstdlib>
