@@ -17,5 +17,11 @@ function(msrl_apply_warnings target)
   endif()
   if(MSRL_NATIVE)
     target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-march=native>)
+    # GCC 12 warns about _mm256_undefined_pd() inside its own avx512fintrin.h when it lowers
+    # vector conversions (GCC PR 105593, fixed in GCC 13); the warning points into the compiler's
+    # header, not at msrl code.
+    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+      target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wno-maybe-uninitialized>)
+    endif()
   endif()
 endfunction()

@@ -7,6 +7,7 @@
 #include <span>
 
 #include "../core/error.hpp"
+#include "blocked.hpp"
 #include "concept.hpp"
 #include "host_buffer.hpp"
 
@@ -27,26 +28,18 @@ struct eigen {
 
   template <class F, class S>
   S reduce_n(std::size_t n, F f, S init) const {
-    constexpr int K = sums_size_v<S>;
-    if constexpr (K == 0) {
-      for (std::size_t i = 0; i < n; ++i) init = init + f(i);
-      return init;
-    } else {
-      const std::size_t blk = block ? block : 1024;
-      Eigen::Array<double, Eigen::Dynamic, K> tile(static_cast<Eigen::Index>(blk), K);
-      Eigen::Array<double, 1, K> acc = Eigen::Array<double, 1, K>::Zero();
-      for (std::size_t lo = 0; lo < n; lo += blk) {
-        const std::size_t m = n - lo < blk ? n - lo : blk;
-        for (std::size_t j = 0; j < m; ++j) {
-          const S v = f(lo + j);
-          for (int k = 0; k < K; ++k) tile(static_cast<Eigen::Index>(j), k) = v[k];
-        }
-        acc += tile.topRows(static_cast<Eigen::Index>(m)).colwise().sum();
-      }
-      S r{};
-      for (int k = 0; k < K; ++k) r[k] = acc(k);
-      return init + r;
-    }
+    constexpr int K = sums_size_v<S> > 0 ? sums_size_v<S> : 1;
+    const std::size_t blk = block ? block : 1024;
+    Eigen::Array<double, Eigen::Dynamic, K> tile(static_cast<Eigen::Index>(blk), K);
+    return backend_detail::blocked_reduce(
+        n, blk, f, init, [&](std::size_t j, int k, double v) { tile(static_cast<Eigen::Index>(j), k) = v; },
+        [&](std::size_t m) {
+          const Eigen::Array<double, 1, K> col = tile.topRows(static_cast<Eigen::Index>(m)).colwise().sum();
+          S r{};
+          if constexpr (sums_size_v<S> > 0)
+            for (int k = 0; k < K; ++k) r[k] = col(k);
+          return r;
+        });
   }
 };
 

@@ -9,6 +9,7 @@
 #include <xtensor/xview.hpp>
 
 #include "../core/error.hpp"
+#include "blocked.hpp"
 #include "concept.hpp"
 #include "host_buffer.hpp"
 
@@ -28,26 +29,18 @@ struct xtensor {
 
   template <class F, class S>
   S reduce_n(std::size_t n, F f, S init) const {
-    constexpr int K = sums_size_v<S>;
-    if constexpr (K == 0) {
-      for (std::size_t i = 0; i < n; ++i) init = init + f(i);
-      return init;
-    } else {
-      const std::size_t blk = block ? block : 1024;
-      xt::xtensor<double, 2> tile = xt::zeros<double>({blk, static_cast<std::size_t>(K)});
-      xt::xtensor<double, 1> acc = xt::zeros<double>({static_cast<std::size_t>(K)});
-      for (std::size_t lo = 0; lo < n; lo += blk) {
-        const std::size_t m = n - lo < blk ? n - lo : blk;
-        for (std::size_t j = 0; j < m; ++j) {
-          const S v = f(lo + j);
-          for (int k = 0; k < K; ++k) tile(j, static_cast<std::size_t>(k)) = v[k];
-        }
-        acc += xt::sum(xt::view(tile, xt::range(0, m), xt::all()), {0});
-      }
-      S r{};
-      for (int k = 0; k < K; ++k) r[k] = acc(static_cast<std::size_t>(k));
-      return init + r;
-    }
+    constexpr std::size_t K = sums_size_v<S> > 0 ? static_cast<std::size_t>(sums_size_v<S>) : 1;
+    const std::size_t blk = block ? block : 1024;
+    xt::xtensor<double, 2> tile = xt::zeros<double>({blk, K});
+    return backend_detail::blocked_reduce(
+        n, blk, f, init, [&](std::size_t j, int k, double v) { tile(j, static_cast<std::size_t>(k)) = v; },
+        [&](std::size_t m) {
+          const xt::xtensor<double, 1> col = xt::sum(xt::view(tile, xt::range(0, m), xt::all()), {0});
+          S r{};
+          if constexpr (sums_size_v<S> > 0)
+            for (std::size_t k = 0; k < K; ++k) r[static_cast<int>(k)] = col(k);
+          return r;
+        });
   }
 };
 
