@@ -89,6 +89,13 @@ BOOST_AUTO_TEST_CASE(loss_errors) {
     BOOST_CHECK_NO_THROW(call(i));
   }
   {
+    // a given ref_logp is validated even with beta = 0 (it feeds the KL metric)
+    vec ref{-1, -2, std::nan(""), -4};
+    auto i = in();
+    i.ref_logp = ref;
+    expect_throw<msrl::value_error>([&] { call(i); }, "logp/old_logp/ref_logp/advantages", "finite");
+  }
+  {
     std::vector<std::int64_t> off{0, 3, 2};
     g::loss_inputs<double> i{msrl::token_layout::packed(off, 4), lp, {}, {}, a, {}};
     expect_throw<msrl::shape_error>([&] { call(i); }, "layout.offsets", "non-decreasing");

@@ -417,7 +417,7 @@ loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const 
   double* seq_len = seq_len_buf.data();
   double* seq_lr = seq_lr_buf.data();
   double* seq_coef = seq_coef_buf.data();
-  const bool need_ref = opt.beta != 0.0;
+  const bool need_ref = ref != nullptr; // a given ref_logp feeds the KL term and metric: validate it
   const detail_loss::seq_pass<T, M> p1fn{lay, lp, old ? old : lp, need_ref ? ref : lp, adv, mask, adv_per_token,
                                           seq_len, seq_lr};
   auto p1 = exec.reduce_n(B, p1fn, sums<4>{});
