@@ -15,8 +15,9 @@
 /// (STB_IMAGE_WRITE_STATIC) unless MSRL_STB_IMAGE_WRITE_DONE is already defined (another msrl
 /// header did it in this translation unit), stb_image_write.h was already included by the
 /// program (then the program provides the implementation as stb asks), or
-/// MSRL_PIPELINE_NO_STB_IMPLEMENTATION is defined. Headers sharing this protocol define
-/// MSRL_STB_IMAGE_WRITE_DONE after including it.
+/// MSRL_PIPELINE_NO_STB_IMPLEMENTATION or MSRL_PIPELINE_NO_STB_WRITE_IMPLEMENTATION (datagen.hpp's
+/// name) is defined. Headers sharing this protocol define MSRL_STB_IMAGE_WRITE_DONE after including
+/// it; datagen.hpp's `#ifndef INCLUDE_STB_IMAGE_WRITE_H` check interoperates in either order.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -38,7 +39,7 @@
 
 #ifndef MSRL_STB_IMAGE_WRITE_DONE
 #ifndef INCLUDE_STB_IMAGE_WRITE_H
-#if !defined(MSRL_PIPELINE_NO_STB_IMPLEMENTATION) && !defined(STB_IMAGE_WRITE_IMPLEMENTATION)
+#if !defined(MSRL_PIPELINE_NO_STB_IMPLEMENTATION) && !defined(MSRL_PIPELINE_NO_STB_WRITE_IMPLEMENTATION) && !defined(STB_IMAGE_WRITE_IMPLEMENTATION)
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define MSRL_PIPELINE_DEFINED_STBIW
