@@ -853,8 +853,10 @@ inline bool is_previous_output(const std::filesystem::path& dir) {
 inline std::filesystem::path sibling(const std::filesystem::path& target, std::string_view tag) {
   const auto t = static_cast<unsigned long long>(std::chrono::steady_clock::now().time_since_epoch().count());
   for (unsigned k = 0;; ++k) {
-    auto p = target.parent_path() / ("." + target.filename().string() + "." + std::string(tag) + "-" + std::to_string(::getpid()) + "-" +
-                                     std::to_string(t) + "-" + std::to_string(k));
+    std::string name(1, '.'); // appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "." + std::string
+    name.append(target.filename().string()).append(1, '.').append(tag);
+    name.append(1, '-').append(std::to_string(::getpid())).append(1, '-').append(std::to_string(t)).append(1, '-').append(std::to_string(k));
+    auto p = target.parent_path() / name;
     std::error_code ec;
     if (!std::filesystem::exists(p, ec)) return p;
   }
