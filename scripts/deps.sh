@@ -8,7 +8,7 @@ minimal=0
 
 pkgs=(g++ cmake ninja-build make)
 if [[ $minimal == 0 ]]; then
-  pkgs+=(libeigen3-dev xtensor-dev libboost-test-dev libtorch-dev python3-torch nlohmann-json3-dev
+  pkgs+=(libeigen3-dev xtensor-dev libboost-test-dev libtorch-dev libgloo-dev python3-torch nlohmann-json3-dev
          libcli11-dev libstb-dev clang libclang-rt-14-dev)
 fi
 missing=()

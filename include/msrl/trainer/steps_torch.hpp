@@ -9,14 +9,24 @@
 /// The GRPO loss and its gradient with respect to each token's log-prob come from
 /// msrl::grpo::policy_loss on the host; they enter autograd as logp.backward(d loss / d logp), so
 /// the same code runs whatever device holds the model.
+///
+/// Data parallelism: give the trainer a `communicator` (train_options::comm; the c10d one is in
+/// distributed_torch.hpp). Each step then sums the token/sequence counts and the gradients over
+/// all ranks, so N processes holding 1/N of a batch make the update one process makes on all of it.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
@@ -157,6 +167,62 @@ inline at::Tensor completion_logprobs(internvl& model, const at::Tensor& prompt_
   return logits.log_softmax(-1).gather(2, completions.to(dev).unsqueeze(2)).squeeze(2);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Data-parallel hooks (the implementation over c10d process groups is in distributed_torch.hpp)
+
+/// The collectives a data-parallel trainer needs. Every rank must make the same calls in the
+/// same order. Tensors are reduced in place and must be contiguous.
+class communicator {
+public:
+  virtual ~communicator() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  /// Where tensors handed to the collectives must live (CPU for Gloo, the rank's GPU for NCCL).
+  virtual c10::Device device() const { return c10::Device(c10::kCPU); }
+  /// t <- sum of t over all ranks, in place.
+  virtual void all_reduce_sum(at::Tensor& t) = 0;
+  virtual double all_reduce_sum(double x) {
+    at::Tensor t = at::full({1}, x, at::TensorOptions().dtype(at::kDouble).device(device()));
+    all_reduce_sum(t);
+    return t.item<double>();
+  }
+  /// t <- rank root's t, in place.
+  virtual void broadcast(at::Tensor& t, int root = 0) = 0;
+  virtual void barrier() = 0;
+};
+
+/// One process alone: every collective is the identity.
+class single_process final : public communicator {
+public:
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  void all_reduce_sum(at::Tensor&) override {}
+  double all_reduce_sum(double x) override { return x; }
+  void broadcast(at::Tensor&, int root = 0) override {
+    require(root == 0, "msrl::trainer::single_process::broadcast", "root", "must be 0 in a single process");
+  }
+  void barrier() override {}
+};
+
+/// Copies rank root's parameters and buffers into every rank's module, so all ranks start identical.
+inline void broadcast_module(communicator& comm, torch::nn::Module& module, int root = 0) {
+  require(root >= 0 && root < comm.world_size(), "msrl::trainer::broadcast_module", "root", "must be a rank of the group");
+  if (comm.world_size() == 1) return;
+  at::NoGradGuard ng;
+  auto one = [&](const at::Tensor& p) {
+    at::Tensor t = p.detach();
+    if (t.is_contiguous() && t.device() == comm.device()) {
+      comm.broadcast(t, root);
+    } else {
+      at::Tensor c = t.to(comm.device()).contiguous();
+      comm.broadcast(c, root);
+      t.copy_(c);
+    }
+  };
+  for (const auto& p : module.parameters()) one(p);
+  for (const auto& b : module.buffers()) one(b);
+}
+
 struct train_options {
   double lr = 1e-6;
   double weight_decay = 0.0;
@@ -164,6 +230,9 @@ struct train_options {
   double max_grad_norm = 1.0; ///< <= 0 disables clipping
   bool freeze_vision = false;
   bool freeze_projector = false;
+  /// Data-parallel group; null (or one rank) trains this process alone. With more ranks the
+  /// constructor broadcasts rank 0's weights, and every step sums counts and gradients.
+  std::shared_ptr<communicator> comm = nullptr;
 };
 
 /// One SFT micro-batch: right-padded sequences and a 0/1 mask of the tokens to learn (assistant
@@ -185,10 +254,11 @@ struct grpo_group {
 };
 
 struct step_stats {
-  double loss = 0;       ///< summed over micro-batches (each already divided by the global normaliser)
-  double grad_norm = 0;  ///< before clipping
-  double tokens = 0;
-  grpo::loss_metrics last_metrics;
+  double loss = 0;       ///< summed over micro-batches and ranks (each already divided by the global normaliser)
+  double grad_norm = 0;  ///< of the summed gradient, before clipping
+  double tokens = 0;     ///< target (SFT) or completion (GRPO) tokens over all micro-batches and ranks
+  grpo::loss_metrics last_metrics; ///< this rank's last group
+
 };
 
 /// AdamW training steps with gradient accumulation over micro-batches and a global normaliser.
@@ -202,25 +272,128 @@ public:
     for (auto& p : model_->parameters())
       if (p.requires_grad()) params.push_back(p);
     require(!params.empty(), "msrl::trainer::trainer", "train_options", "must leave some parameters trainable");
+    params_ = params;
     optim_ = std::make_unique<torch::optim::AdamW>(
         params, torch::optim::AdamWOptions(opt.lr).betas({opt.beta1, opt.beta2}).eps(opt.eps).weight_decay(opt.weight_decay));
     if (ref_) {
       (*ref_)->eval();
       for (auto& p : (*ref_)->parameters()) p.requires_grad_(false);
     }
+    if (distributed()) {
+      broadcast_module(*opt_.comm, *model_);
+      if (ref_) broadcast_module(*opt_.comm, **ref_);
+    }
   }
 
   internvl& model() { return model_; }
+  /// Optimizer steps taken (restored by load_state).
+  std::int64_t steps() const { return step_; }
+  /// Sets the learning rate of every parameter group (for a schedule; call before a step).
+  void set_lr(double lr) {
+    require<value_error>(std::isfinite(lr) && lr >= 0.0, "msrl::trainer::trainer::set_lr", "lr", "must be finite and >= 0");
+    for (auto& g : optim_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+  }
+  /// The learning rate of the next step; load_state restores the saved one.
+  double lr() const { return static_cast<const torch::optim::AdamWOptions&>(optim_->param_groups().front().options()).lr(); }
+  /// The data-parallel group, or null.
+  const std::shared_ptr<communicator>& comm() const { return opt_.comm; }
+
+  /// Writes the optimizer state (AdamW moments and step counts), the current learning rate and
+  /// the step counter to `path` atomically: a temporary file beside it, fsync, rename. Model weights are
+  /// saved separately (save_internvl). In data-parallel runs every rank holds the same state;
+  /// let one rank write it.
+  void save_state(const std::filesystem::path& path) const {
+    constexpr const char* where = "msrl::trainer::trainer::save_state";
+    torch::serialize::OutputArchive root;
+    torch::serialize::OutputArchive optim(root.compilation_unit());
+    optim_->save(optim);
+    root.write("optimizer", optim);
+    root.write("msrl_trainer_state", at::tensor(std::int64_t{1}));
+    root.write("steps", at::tensor(step_));
+    root.write("lr", at::tensor(lr(), at::kDouble));
+    root.write("num_params", at::tensor(static_cast<std::int64_t>(params_.size())));
+    root.write("numel", at::tensor(trainable_numel()));
+    const auto tmp = std::filesystem::path(path.string() + ".tmp." + std::to_string(::getpid()));
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    require<msrl::invalid_argument>(fd >= 0, where, "path", "must be writable (cannot create " + tmp.string() + ")");
+    bool ok = true;
+    try {
+      root.save_to([&](const void* data, std::size_t n) -> std::size_t {
+        const char* b = static_cast<const char*>(data);
+        std::size_t done = 0;
+        while (ok && done < n) {
+          const auto w = ::write(fd, b + done, n - done);
+          if (w <= 0) ok = false;
+          else done += static_cast<std::size_t>(w);
+        }
+        return done;
+      });
+    } catch (...) {
+      ok = false;
+    }
+    ok = ::fsync(fd) == 0 && ok;
+    ok = ::close(fd) == 0 && ok;
+    std::error_code ec;
+    if (ok) std::filesystem::rename(tmp, path, ec);
+    if (!ok || ec) {
+      std::filesystem::remove(tmp, ec);
+      throw msrl::error(std::string(where) + ": argument 'path' could not be written (" + path.string() + ")");
+    }
+    if (const int dir = ::open(path.has_parent_path() ? path.parent_path().c_str() : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
+      (void)::fsync(dir); // make the rename itself durable
+      ::close(dir);
+    }
+  }
+
+  /// Restores what save_state wrote (learning rate included; betas, eps and weight decay stay
+  /// those of this trainer's train_options) into a trainer over the same trainable parameters. Missing file: msrl::invalid_argument; not a trainer state file or
+  /// truncated: msrl::parse_error; different parameters: msrl::shape_error.
+  void load_state(const std::filesystem::path& path) {
+    constexpr const char* where = "msrl::trainer::trainer::load_state";
+    std::error_code ec;
+    require(std::filesystem::is_regular_file(path, ec), where, "path", "must name an existing trainer state file (" + path.string() + ")");
+    torch::serialize::InputArchive root, optim;
+    at::Tensor tag, steps, num_params, numel, lr_saved;
+    try {
+      root.load_from(path.string(), device());
+      root.read("msrl_trainer_state", tag);
+      root.read("steps", steps);
+      root.read("num_params", num_params);
+      root.read("numel", numel);
+      root.read("lr", lr_saved);
+      root.read("optimizer", optim);
+    } catch (const std::exception& e) {
+      throw msrl::parse_error(std::string(where) + ": argument 'path' is not a readable trainer state file (" + path.string() + "): " +
+                              first_line(e.what()));
+    }
+    require<shape_error>(num_params.item<std::int64_t>() == static_cast<std::int64_t>(params_.size()) && numel.item<std::int64_t>() == trainable_numel(),
+                         where, "path", "holds the state of " + std::to_string(num_params.item<std::int64_t>()) + " trainable tensors (" +
+                                            std::to_string(numel.item<std::int64_t>()) + " values); this trainer has " +
+                                            std::to_string(params_.size()) + " (" + std::to_string(trainable_numel()) + ")");
+    try {
+      optim_->load(optim);
+    } catch (const std::exception& e) {
+      throw msrl::parse_error(std::string(where) + ": argument 'path' holds a corrupt optimizer state (" + path.string() + "): " + first_line(e.what()));
+    }
+    step_ = steps.item<std::int64_t>();
+    set_lr(lr_saved.item<double>()); // torch's optimizer load keeps the current options
+  }
 
   /// Masked cross-entropy (token mean over all micro-batches' targets), backward, clip, AdamW.
   step_stats sft_step(const std::vector<sft_batch>& micro) {
     constexpr const char* where = "msrl::trainer::trainer::sft_step";
-    require(!micro.empty(), where, "micro", "must hold at least one micro-batch");
     double total = 0;
-    for (const auto& b : micro) {
-      require<shape_error>(b.input_ids.dim() == 2 && b.target_mask.sizes() == b.input_ids.sizes(), where, "target_mask", "must match input_ids [B, T]");
-      total += b.target_mask.narrow(1, 1, b.input_ids.size(1) - 1).sum().item<double>();
+    std::exception_ptr bad;
+    try {
+      require(!micro.empty(), where, "micro", "must hold at least one micro-batch");
+      for (const auto& b : micro) {
+        require<shape_error>(b.input_ids.dim() == 2 && b.target_mask.sizes() == b.input_ids.sizes(), where, "target_mask", "must match input_ids [B, T]");
+        total += b.target_mask.narrow(1, 1, b.input_ids.size(1) - 1).sum().item<double>();
+      }
+    } catch (...) {
+      bad = std::current_exception();
     }
+    total = global_counts(where, {total}, bad)[0]; // the loss normaliser counts every rank's targets
     require<value_error>(total > 0, where, "target_mask", "must mark at least one target token (position >= 1)");
     model_->train();
     optim_->zero_grad();
@@ -244,16 +417,24 @@ public:
   /// autograd, clip, AdamW. Temperature must be the sampling temperature.
   step_stats grpo_step(const std::vector<grpo_group>& groups, const grpo::preset& preset, double temperature = 1.0) {
     constexpr const char* where = "msrl::trainer::trainer::grpo_step";
-    require(!groups.empty(), where, "groups", "must hold at least one group");
-    require(preset.loss.beta == 0.0 || ref_.has_value(), where, "preset.loss.beta", "needs a reference model when non-zero");
     double tokens = 0, seqs = 0;
-    for (const auto& g : groups) {
-      require<shape_error>(g.completions.dim() == 2 && g.mask.sizes() == g.completions.sizes(), where, "mask", "must match completions [G, L]");
-      require<shape_error>(static_cast<std::int64_t>(g.rewards.size()) == g.completions.size(0), where, "rewards", "must hold one reward per completion");
-      require<shape_error>(!g.old_logprobs.defined() || g.old_logprobs.sizes() == g.completions.sizes(), where, "old_logprobs", "must match completions");
-      tokens += g.mask.sum().item<double>();
-      seqs += static_cast<double>(g.completions.size(0));
+    std::exception_ptr bad;
+    try {
+      require(!groups.empty(), where, "groups", "must hold at least one group");
+      require(preset.loss.beta == 0.0 || ref_.has_value(), where, "preset.loss.beta", "needs a reference model when non-zero");
+      for (const auto& g : groups) {
+        require<shape_error>(g.completions.dim() == 2 && g.mask.sizes() == g.completions.sizes(), where, "mask", "must match completions [G, L]");
+        require<shape_error>(static_cast<std::int64_t>(g.rewards.size()) == g.completions.size(0), where, "rewards", "must hold one reward per completion");
+        require<shape_error>(!g.old_logprobs.defined() || g.old_logprobs.sizes() == g.completions.sizes(), where, "old_logprobs", "must match completions");
+        tokens += g.mask.sum().item<double>();
+        seqs += static_cast<double>(g.completions.size(0));
+      }
+    } catch (...) {
+      bad = std::current_exception();
     }
+    const auto global = global_counts(where, {tokens, seqs}, bad); // normalisers over every rank's groups
+    tokens = global[0];
+    seqs = global[1];
     model_->train();
     optim_->zero_grad();
     step_stats st;
@@ -293,7 +474,73 @@ public:
 
 private:
   c10::Device device() const { return model_->language_model->model->embed_tokens->weight.device(); }
+  bool distributed() const { return opt_.comm && opt_.comm->world_size() > 1; }
+  std::int64_t trainable_numel() const {
+    std::int64_t n = 0;
+    for (const auto& p : params_) n += p.numel();
+    return n;
+  }
+  static std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+  /// Sums per-rank counts over the group, together with a "my batch was rejected" flag so that a
+  /// rank's validation error stops every rank instead of leaving the others in a collective.
+  std::vector<double> global_counts(const char* where, std::vector<double> local, const std::exception_ptr& bad) {
+    if (!distributed()) {
+      if (bad) std::rethrow_exception(bad);
+      return local;
+    }
+    const auto n = static_cast<std::int64_t>(local.size());
+    local.push_back(bad ? 1.0 : 0.0);
+    at::Tensor t = at::tensor(local, at::kDouble).to(opt_.comm->device());
+    opt_.comm->all_reduce_sum(t);
+    if (bad) std::rethrow_exception(bad);
+    const at::Tensor h = t.to(at::kCPU);
+    if (h[n].item<double>() > 0)
+      throw msrl::value_error(std::string(where) + ": another rank rejected its batch (its error names the argument)");
+    return std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + n);
+  }
+
+  /// Sums the gradients (and the step's loss) over the ranks in one flat buffer. A gradient that
+  /// no rank produced stays undefined, as it would in one process over the whole batch.
+  void all_reduce_gradients(step_stats& st) {
+    const auto n = params_.size();
+    std::int64_t total = 0;
+    bool dbl = false;
+    for (const auto& p : params_) {
+      total += p.numel();
+      dbl = dbl || p.scalar_type() == at::kDouble;
+    }
+    // fp32 (or fp64) accumulation also for bf16/fp16 weights; N flags and the loss at the end.
+    at::Tensor buf = at::zeros({total + static_cast<std::int64_t>(n) + 1}, at::TensorOptions().dtype(dbl ? at::kDouble : at::kFloat).device(opt_.comm->device()));
+    std::vector<double> tail(n + 1, 0.0);
+    std::int64_t off = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& p = params_[i];
+      if (p.grad().defined()) {
+        buf.narrow(0, off, p.numel()).copy_(p.grad().reshape(-1));
+        tail[i] = 1.0;
+      }
+      off += p.numel();
+    }
+    tail[n] = st.loss;
+    buf.narrow(0, total, static_cast<std::int64_t>(n) + 1).copy_(at::tensor(tail, at::kDouble));
+    opt_.comm->all_reduce_sum(buf);
+    const at::Tensor flags = buf.narrow(0, total, static_cast<std::int64_t>(n) + 1).to(at::kCPU, at::kDouble);
+    off = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto& p = params_[i];
+      if (flags[static_cast<std::int64_t>(i)].item<double>() > 0) {
+        const at::Tensor g = buf.narrow(0, off, p.numel()).view(p.sizes());
+        if (p.grad().defined()) p.mutable_grad().copy_(g);
+        else p.mutable_grad() = g.to(p.device(), p.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+      }
+      off += p.numel();
+    }
+    st.loss = flags[static_cast<std::int64_t>(n)].item<double>();
+  }
+
   void finish(step_stats& st) {
+    if (distributed()) all_reduce_gradients(st);
     std::vector<at::Tensor> ps;
     for (auto& p : model_->parameters())
       if (p.requires_grad() && p.grad().defined()) ps.push_back(p);
@@ -303,12 +550,15 @@ private:
     if (opt_.max_grad_norm > 0 && st.grad_norm > opt_.max_grad_norm)
       for (auto& p : ps) p.mutable_grad().mul_(opt_.max_grad_norm / (st.grad_norm + 1e-6));
     optim_->step();
+    ++step_;
   }
 
   internvl model_;
   std::optional<internvl> ref_;
   train_options opt_;
+  std::vector<at::Tensor> params_; ///< the trainable parameters, in the optimizer's order
   std::unique_ptr<torch::optim::AdamW> optim_;
+  std::int64_t step_ = 0;
 };
 
 } // namespace msrl::trainer
