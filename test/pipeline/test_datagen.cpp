@@ -410,6 +410,43 @@ BOOST_AUTO_TEST_CASE(media_show_what_captions_and_labels_say) {
   BOOST_CHECK_EQUAL(std::distance(fs::directory_iterator(b.dir / "videos"), fs::directory_iterator{}), static_cast<long>(b.sum.videos));
 }
 
+BOOST_AUTO_TEST_CASE(pretrain_rows_describe_their_media) {
+  auto& b = bundled::get();
+  const mp::datagen_options d{};
+  const auto rows = read_jsonl(b.dir / std::string(mp::datagen_pretrain_file));
+  BOOST_CHECK_EQUAL(rows.size(), d.pretrain);
+  BOOST_CHECK_EQUAL(b.sum.pretrain_rows, d.pretrain);
+  std::map<std::string, std::size_t> tasks;
+  for (const auto& row : rows) {
+    BOOST_TEST_CONTEXT(row["id"]) {
+      const auto& m = row["messages"];
+      BOOST_REQUIRE_EQUAL(m.size(), 2u);
+      BOOST_CHECK_EQUAL(m[0]["role"], "user");
+      BOOST_CHECK_EQUAL(m[1]["role"], "assistant");
+      const std::string task = row["task_type"], user = m[0]["content"], said = m[1]["content"];
+      ++tasks[task];
+      std::vector<std::string> shown;
+      if (row.contains("images"))
+        for (const auto& p : row["images"]) shown.push_back(read_still(b.dir / p.get<std::string>(), d.image_size));
+      else
+        for (const auto& p : row["videos"]) shown.push_back(read_motion(b.dir / p.get<std::string>(), d.image_size, d.video_frames));
+      std::size_t markers = 0;
+      for (const std::string mk : {"<image>", "<video>"})
+        for (auto q = user.find(mk); q != std::string::npos; q = user.find(mk, q + 1)) ++markers;
+      BOOST_CHECK_EQUAL(markers, shown.size());
+      if (task.ends_with("understanding")) {
+        BOOST_REQUIRE_EQUAL(shown.size(), 1u);
+        BOOST_CHECK_EQUAL(said, shown[0] + ".");
+      } else {
+        BOOST_REQUIRE_EQUAL(shown.size(), 2u);
+        const std::string noun = task == "image_generation" ? "Image" : "Video";
+        BOOST_CHECK_EQUAL(said, noun + " A: " + shown[0] + ". " + noun + " B: " + shown[1] + ".");
+      }
+    }
+  }
+  BOOST_CHECK_EQUAL(tasks.size(), 4u);
+}
+
 BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
   auto& b = bundled::get();
   for (const std::string name : {"stage1_sft.jsonl", "stage1_rl.jsonl", "stage2_caption_rl.jsonl", "eval_caption.jsonl"}) {
@@ -522,9 +559,9 @@ BOOST_AUTO_TEST_CASE(reference_rationales_earn_full_rewards) {
     }
   }
   BOOST_CHECK_EQUAL(mp::write_rationale(mp::task_type::image_generation, "green", "red", "green"),
-                    "The prompt says green. Image A shows red. Image B shows green. Image B is correct.");
+                    "The prompt says green. Image A shows red, which differs. Image B shows green, which matches. Image B is correct.");
   BOOST_CHECK_EQUAL(mp::write_rationale(mp::task_type::text, "two", "two", "three"),
-                    "The text says two. Response A says two. Response B says three. Response A is correct.");
+                    "The text says two. Response A says two, which matches. Response B says three, which differs. Response A is correct.");
   BOOST_CHECK_THROW(mp::write_rationale(mp::task_type::text, "two", "two", "two"), msrl::invalid_argument);
   BOOST_CHECK_THROW(mp::write_rationale(mp::task_type::text, "two", "one", "three"), msrl::invalid_argument);
   BOOST_CHECK_THROW(mp::write_rationale(mp::task_type::text, "", "one", "three"), msrl::invalid_argument);

@@ -112,7 +112,8 @@ inline std::string system_prompt(prompt_style s) {
 }
 
 /// The reasoning (the text inside <think>) for a choice between two candidates:
-///   text:                 "The text says V. Response A says Va. Response B says Vb. Response L is correct."
+///   text:                 "The text says V. Response A says Va, which matches|differs. Response B says Vb, which
+///                         matches|differs. Response L is correct."
 ///   image/video under.:   "The image|video shows V. Response A says Va. ..."
 ///   image/video gener.:   "The prompt says V. Image|Video A shows Va. Image|Video B shows Vb. Image|Video L is correct."
 /// L is the candidate whose value equals `truth`; exactly one must (else msrl::invalid_argument).
@@ -134,8 +135,10 @@ inline std::string write_rationale(task_type task, std::string_view truth, std::
   std::string t;
   t.reserve(128);
   t.append(evidence).append(" ").append(truth).append(". ");
-  t.append(candidate).append(" A ").append(verb).append(" ").append(value_a).append(". ");
-  t.append(candidate).append(" B ").append(verb).append(" ").append(value_b).append(". ");
+  // One verdict per candidate right after its value: a local comparison a small model learns
+  // far sooner than a single comparison at the end.
+  t.append(candidate).append(" A ").append(verb).append(" ").append(value_a).append(value_a == truth ? ", which matches. " : ", which differs. ");
+  t.append(candidate).append(" B ").append(verb).append(" ").append(value_b).append(value_b == truth ? ", which matches. " : ", which differs. ");
   t.append(candidate).append(" ").push_back(label);
   t.append(" is correct.");
   return t;
@@ -376,7 +379,7 @@ inline const std::vector<std::string>& domain_vocabulary() {
         "The", "text", "says", "shows", "correct",
         // system prompts and task types
         "Compare", "responses", "Think", "in", "then", "give", "or", "Name", "task", "type", "think", "describe", "media",
-        "understanding", "generation",
+        "understanding", "generation", "Describe", "both", "images", "videos", "which", "differs",
         // punctuation pieces
         ".\n", "?\n"};
     return w;
@@ -508,6 +511,7 @@ inline std::string make_tokenizer_json(std::span<const std::string> vocabulary =
 
 struct datagen_options {
   std::uint64_t seed = 1;
+  std::size_t pretrain = 600;   ///< pretrain.jsonl rows (captioning: media -> description; the backbone-pretraining stand-in)
   std::size_t sft = 400;        ///< stage1_sft.jsonl rows (text, with the assistant rationale)
   std::size_t text_rl = 600;    ///< stage1_rl.jsonl rows (text)
   std::size_t caption_rl = 400; ///< stage2_caption_rl.jsonl rows (media replaced by captions)
@@ -526,6 +530,7 @@ struct datagen_file_summary {
 };
 
 struct datagen_summary {
+  std::size_t pretrain_rows = 0; ///< pretrain.jsonl (captioning rows; not in `files`)
   std::filesystem::path dir;
   std::vector<datagen_file_summary> files; ///< in the order written (stage1_sft ... eval_caption)
   std::size_t images = 0;                  ///< distinct image files under images/
@@ -546,6 +551,8 @@ inline constexpr std::array<std::string_view, 7> datagen_jsonl_files = {"stage1_
                                                                         "stage2_caption_rl.jsonl", "stage2_cmkd.jsonl",
                                                                         "stage3_multimodal_rl.jsonl", "eval.jsonl",
                                                                         "eval_caption.jsonl"};
+/// Captioning rows (no labels) for the backbone-pretraining stand-in; not a preference file.
+inline constexpr std::string_view datagen_pretrain_file = "pretrain.jsonl";
 inline constexpr std::string_view datagen_generator_name = "msrl_pipeline::make_bundled_data";
 
 /// One drawn task: the truth, the wrong candidate (differs in the `asked` attribute only) and
@@ -881,8 +888,8 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
                 "must be in [28, 448] (got " + std::to_string(opt.image_size) + ")");
   msrl::require(opt.video_frames >= 2 && opt.video_frames <= 32, where, "options.video_frames",
                 "must be in [2, 32] (got " + std::to_string(opt.video_frames) + ")");
-  const std::array<std::pair<const char*, std::size_t>, 6> counts = {
-      {{"sft", opt.sft}, {"text_rl", opt.text_rl}, {"caption_rl", opt.caption_rl}, {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl}, {"eval", opt.eval}}};
+  const std::array<std::pair<const char*, std::size_t>, 7> counts = {
+      {{"pretrain", opt.pretrain}, {"sft", opt.sft}, {"text_rl", opt.text_rl}, {"caption_rl", opt.caption_rl}, {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl}, {"eval", opt.eval}}};
   for (const auto& [name, n] : counts)
     msrl::require(n >= 1 && n <= max_rows, where, std::string("options.") + name,
                   "must be in [1, 1000000] (got " + std::to_string(n) + ")");
@@ -924,6 +931,34 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
         out.add(row);
       }
       sum.files.push_back(out.close());
+    }
+
+    // captioning rows for the backbone-pretraining stand-in: the media, then their description
+    {
+      auto rng = rng_for(0x70726574ull);
+      detail_datagen::jsonl_file out(tmp, datagen_pretrain_file);
+      const auto p = detail_datagen::plan(opt.pretrain, true, rng.next());
+      for (std::size_t i = 0; i < opt.pretrain; ++i) {
+        const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second);
+        std::string user;
+        switch (it.task) {
+        case task_type::image_understanding: user = "<image>\nDescribe the image."; break;
+        case task_type::video_understanding: user = "<video>\nDescribe the video."; break;
+        case task_type::image_generation: user = "Image A: <image>\nImage B: <image>\nDescribe both images."; break;
+        default: user = "Video A: <video>\nVideo B: <video>\nDescribe both videos."; break;
+        }
+        ojson row;
+        row["id"] = detail_datagen::row_id("pre", i);
+        ojson m = ojson::array();
+        m.push_back(detail_datagen::message("user", user));
+        m.push_back(detail_datagen::message("assistant", it.generation() ? it.caption() : it.truth_phrase() + "."));
+        row["messages"] = m;
+        detail_datagen::add_media(row, it, store);
+        row["task_type"] = task_type_name(it.task);
+        row["caption"] = it.caption();
+        out.add(row);
+      }
+      sum.pretrain_rows = out.close().rows;
     }
 
     // stage 2: caption-based RL (media replaced by captions)
@@ -1023,6 +1058,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
     manifest["videos"] = sum.videos;
     manifest["tokenizer_vocab"] = sum.tokenizer_vocab;
     ojson entries = ojson::array();
+    entries.push_back(datagen_pretrain_file);
     for (const auto f : datagen_jsonl_files) entries.push_back(f);
     entries.push_back("tokenizer.json");
     entries.push_back("manifest.json");

@@ -1,0 +1,378 @@
+#pragma once
+/// \file The msrl-train configuration: one JSON file plus `--set key.path=value` overrides.
+/// Defaults mirror the MSRL release scripts (G=8, GRPO lr 1e-6, SFT lr 1e-5, CMKD SFT lr 2e-6,
+/// beta 0, epsilon 0.2/0.28, no std scaling, caption:text replay 5:1, top-k 50, top-p 0.9);
+/// examples/pipeline/configs/tiny.json overrides what a from-scratch tiny model needs.
+/// Every key is checked: an unknown key, a wrong type or an out-of-range value throws
+/// msrl::invalid_argument naming the key path.
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <msrl/core/error.hpp>
+
+namespace msrl_pipeline {
+
+using json = nlohmann::json;
+
+/// The stages in recipe order. "pretrain" is not part of MSRL: it stands in for the backbone's
+/// own pretraining (image/video captioning) when the model starts from random weights.
+inline const std::vector<std::string>& all_stages() {
+  static const std::vector<std::string> s{"pretrain", "sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo", "eval"};
+  return s;
+}
+
+struct sft_config {
+  std::string file;
+  double lr = 1e-5;
+  double warmup = 0.05;     ///< fraction of the steps with a linear warm-up
+  int epochs = 3;
+  int batch_size = 16;      ///< sequences per optimizer step (over all processes)
+  int max_steps = 0;        ///< 0: the epochs decide
+  int max_length = 4096;    ///< longer sequences are an error
+  double weight_decay = 0.0;
+  double max_grad_norm = 1.0;
+  bool freeze_vision = true;
+  bool freeze_projector = true;
+};
+
+struct grpo_stage_config {
+  std::string file;
+  std::string replay_file;   ///< textual samples replayed into this stage ("" = none)
+  std::string replay_ratio = "5:1"; ///< fresh:replay
+  std::string preset = "msrl_release";
+  std::string reward = "release";   ///< msrl::reward preset name
+  std::string system;               ///< system prompt ("" = the data's own)
+  double lr = 1e-6;
+  double warmup = 0.0;
+  int epochs = 1;
+  int prompts_per_step = 16;        ///< over all processes; x num_generations completions
+  int num_generations = 8;
+  int max_steps = 0;
+  int max_completion = 1024;
+  double temperature = 1.0, top_p = 0.9;
+  int top_k = 50;
+  double weight_decay = 0.0;
+  double max_grad_norm = 1.0;
+  bool freeze_vision = true;
+  bool freeze_projector = true;
+};
+
+struct cmkd_config {
+  std::string file;
+  int k = 8;                 ///< rationales sampled per sample from the caption model
+  double temperature = 1.0;
+  double top_p = 0.9;
+  int top_k = 50;
+  int max_completion = 1024;
+  std::string confidence = "mean"; ///< mean | sequence | first
+  std::string tie = "abstain";
+  sft_config sft;            ///< the SFT on the selected targets (lr 2e-6, 1 epoch, vision unfrozen)
+};
+
+struct eval_config {
+  std::string file;
+  std::string layout = "msrl"; ///< msrl (ms-swift rows, both orders) | vlrb | genai
+  int k = 16;                  ///< voting@k
+  double temperature = 1.0;
+  double top_p = 0.9;
+  int top_k = 50;
+  int max_completion = 1024;
+  int max_items = 0;           ///< 0: all
+};
+
+struct model_config {
+  std::string init = "tiny";   ///< "tiny" (random weights of the `tiny` sizes) or a checkpoint folder
+  std::string tokenizer;       ///< tokenizer.json ("" = data_dir/tokenizer.json, or the checkpoint's)
+  json tiny = json::object();  ///< sizes for init = "tiny" (see tiny_model_config)
+};
+
+struct pipeline_config {
+  std::string data_dir = "data/bundled";
+  std::string output_dir = "runs/default";
+  bool generate_data = true;   ///< write the bundled data into data_dir when it is missing
+  std::uint64_t seed = 1;
+  int threads = 0;             ///< torch intra-op threads (0 = leave libtorch's default)
+  int save_every = 1;          ///< optimizer steps between resumable checkpoints
+  bool progress = true;
+  std::vector<std::string> stages{"sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo", "eval"};
+  model_config model;
+  sft_config pretrain, sft;
+  grpo_stage_config text_grpo, caption_grpo, mm_grpo;
+  cmkd_config cmkd;
+  eval_config eval;
+  json source = json::object(); ///< the merged JSON this was read from (written next to the run)
+
+  pipeline_config() {
+    pretrain.file = "pretrain.jsonl";
+    pretrain.freeze_vision = pretrain.freeze_projector = false;
+    pretrain.epochs = 1;
+    sft.file = "stage1_sft.jsonl";
+    text_grpo.file = "stage1_rl.jsonl";
+    text_grpo.reward = "release-stage1";
+    caption_grpo.file = "stage2_caption_rl.jsonl";
+    caption_grpo.replay_file = "stage1_rl.jsonl";
+    mm_grpo.file = "stage3_multimodal_rl.jsonl";
+    mm_grpo.freeze_vision = mm_grpo.freeze_projector = false;
+    mm_grpo.prompts_per_step = 8; // per-device bs 2 x 4 GPUs x accumulation -> see docs/pipeline.md
+    cmkd.file = "stage2_cmkd.jsonl";
+    cmkd.sft.lr = 2e-6;
+    cmkd.sft.epochs = 1;
+    cmkd.sft.freeze_vision = cmkd.sft.freeze_projector = false;
+    eval.file = "eval.jsonl";
+  }
+};
+
+namespace detail {
+
+/// Reads one JSON object's keys into fields, remembering which keys were used, then rejects the rest.
+class object_reader {
+public:
+  object_reader(const json& j, std::string path) : j_(j), path_(std::move(path)) {
+    msrl::require(j.is_object(), "msrl-train config", path_.empty() ? "(root)" : path_, "must be a JSON object");
+  }
+
+  template <class T>
+  object_reader& get(const char* key, T& out) {
+    used_.insert(key);
+    auto it = j_.find(key);
+    if (it == j_.end()) return *this;
+    const std::string where = name(key);
+    if constexpr (std::is_same_v<T, bool>) {
+      msrl::require(it->is_boolean(), "msrl-train config", where, "must be true or false");
+      out = it->template get<bool>();
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      msrl::require(it->is_string(), "msrl-train config", where, "must be a string");
+      out = it->template get<std::string>();
+    } else if constexpr (std::is_integral_v<T>) {
+      msrl::require(it->is_number_integer() || it->is_number_unsigned(), "msrl-train config", where, "must be an integer");
+      if constexpr (std::is_unsigned_v<T>) {
+        msrl::require(it->is_number_unsigned() || it->template get<long long>() >= 0, "msrl-train config", where,
+                      "must not be negative");
+        out = it->template get<T>();
+      } else {
+        const long long v = it->template get<long long>();
+        msrl::require(v >= -(1LL << 31) && v < (1LL << 31), "msrl-train config", where, "is out of range");
+        out = static_cast<T>(v);
+      }
+    } else if constexpr (std::is_floating_point_v<T>) {
+      msrl::require(it->is_number(), "msrl-train config", where, "must be a number");
+      out = it->template get<T>();
+    } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      msrl::require(it->is_array(), "msrl-train config", where, "must be an array of strings");
+      out.clear();
+      for (const auto& e : *it) {
+        msrl::require(e.is_string(), "msrl-train config", where, "must be an array of strings");
+        out.push_back(e.template get<std::string>());
+      }
+    } else if constexpr (std::is_same_v<T, json>) {
+      msrl::require(it->is_object(), "msrl-train config", where, "must be a JSON object");
+      out = *it;
+    } else {
+      static_assert(sizeof(T) == 0, "unsupported config field type");
+    }
+    return *this;
+  }
+
+  /// A nested object (absent: nothing happens).
+  template <class F>
+  object_reader& nested(const char* key, F&& f) {
+    used_.insert(key);
+    auto it = j_.find(key);
+    if (it != j_.end()) {
+      object_reader r(*it, name(key));
+      f(r);
+      r.finish();
+    }
+    return *this;
+  }
+
+  void finish() const {
+    for (auto it = j_.begin(); it != j_.end(); ++it)
+      msrl::require(used_.count(it.key()) > 0, "msrl-train config", name(it.key().c_str()), "is not a known key");
+  }
+
+  std::string name(const char* key) const { return path_.empty() ? std::string(key) : path_ + "." + key; }
+
+private:
+  const json& j_;
+  std::string path_;
+  std::set<std::string> used_;
+};
+
+inline void read_sft(object_reader& r, sft_config& c) {
+  r.get("file", c.file).get("lr", c.lr).get("warmup", c.warmup).get("epochs", c.epochs).get("batch_size", c.batch_size)
+      .get("max_steps", c.max_steps).get("max_length", c.max_length).get("weight_decay", c.weight_decay)
+      .get("max_grad_norm", c.max_grad_norm).get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector);
+}
+
+inline void read_grpo(object_reader& r, grpo_stage_config& c) {
+  r.get("file", c.file).get("replay_file", c.replay_file).get("replay_ratio", c.replay_ratio).get("preset", c.preset)
+      .get("reward", c.reward).get("system", c.system).get("lr", c.lr).get("warmup", c.warmup).get("epochs", c.epochs)
+      .get("prompts_per_step", c.prompts_per_step).get("num_generations", c.num_generations).get("max_steps", c.max_steps)
+      .get("max_completion", c.max_completion).get("temperature", c.temperature).get("top_p", c.top_p).get("top_k", c.top_k)
+      .get("weight_decay", c.weight_decay).get("max_grad_norm", c.max_grad_norm).get("freeze_vision", c.freeze_vision)
+      .get("freeze_projector", c.freeze_projector);
+}
+
+inline void check(bool ok, const std::string& key, const std::string& rule) { msrl::require(ok, "msrl-train config", key, rule); }
+
+inline void validate_sft(const sft_config& c, const std::string& p, bool needs_file = true) {
+  check(!needs_file || !c.file.empty(), p + ".file", "must name a JSONL file");
+  check(c.lr > 0 && std::isfinite(c.lr), p + ".lr", "must be a positive number");
+  check(c.warmup >= 0 && c.warmup < 1, p + ".warmup", "must be in [0, 1)");
+  check(c.epochs >= 1, p + ".epochs", "must be at least 1");
+  check(c.batch_size >= 1, p + ".batch_size", "must be at least 1");
+  check(c.max_steps >= 0, p + ".max_steps", "must not be negative");
+  check(c.max_length >= 2, p + ".max_length", "must be at least 2");
+  check(c.weight_decay >= 0, p + ".weight_decay", "must not be negative");
+}
+
+inline void validate_sampling(double temperature, double top_p, int top_k, int max_completion, const std::string& p) {
+  check(temperature > 0 && std::isfinite(temperature), p + ".temperature", "must be positive (sampling is required)");
+  check(top_p > 0 && top_p <= 1, p + ".top_p", "must be in (0, 1]");
+  check(top_k >= 0, p + ".top_k", "must not be negative");
+  check(max_completion >= 1, p + ".max_completion", "must be at least 1");
+}
+
+} // namespace detail
+
+/// Parses "5:1" into (5, 1); throws naming `key`.
+inline std::pair<std::size_t, std::size_t> parse_ratio(const std::string& s, const std::string& key) {
+  const auto colon = s.find(':');
+  detail::check(colon != std::string::npos && colon > 0 && colon + 1 < s.size(), key, "must look like 5:1 (fresh:replay)");
+  auto num = [&](std::string_view t) {
+    std::size_t v = 0;
+    for (char ch : t) {
+      detail::check(ch >= '0' && ch <= '9' && v < 1000000, key, "must look like 5:1 (fresh:replay)");
+      v = v * 10 + static_cast<std::size_t>(ch - '0');
+    }
+    return v;
+  };
+  const auto f = num(std::string_view(s).substr(0, colon)), r = num(std::string_view(s).substr(colon + 1));
+  detail::check(f >= 1, key, "needs at least 1 fresh sample per cycle");
+  return {f, r};
+}
+
+/// Applies `key.path=value` to a JSON document. The value is parsed as JSON when it is valid
+/// JSON (numbers, true/false, arrays, quoted strings) and taken as a plain string otherwise.
+inline void apply_override(json& doc, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  msrl::require(eq != std::string::npos && eq > 0, "msrl-train --set", assignment, "must look like key.path=value");
+  const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
+  json value = json::parse(text, nullptr, false);
+  if (value.is_discarded()) value = text;
+  json* node = &doc;
+  std::size_t start = 0;
+  while (true) {
+    const auto dot = key.find('.', start);
+    const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    msrl::require(!part.empty(), "msrl-train --set", key, "has an empty path component");
+    msrl::require(node->is_object(), "msrl-train --set", key, "descends into a value that is not an object");
+    if (dot == std::string::npos) {
+      (*node)[part] = value;
+      return;
+    }
+    node = &(*node)[part];
+    if (node->is_null()) *node = json::object();
+    start = dot + 1;
+  }
+}
+
+/// Builds the configuration from a JSON document (defaults for absent keys) and validates it.
+inline pipeline_config parse_config(const json& doc) {
+  pipeline_config c;
+  detail::object_reader r(doc, "");
+  r.get("data_dir", c.data_dir).get("output_dir", c.output_dir).get("generate_data", c.generate_data).get("seed", c.seed)
+      .get("threads", c.threads).get("save_every", c.save_every).get("progress", c.progress).get("stages", c.stages);
+  r.nested("model", [&](detail::object_reader& m) { m.get("init", c.model.init).get("tokenizer", c.model.tokenizer).get("tiny", c.model.tiny); });
+  r.nested("pretrain", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain); });
+  r.nested("sft", [&](detail::object_reader& m) { detail::read_sft(m, c.sft); });
+  r.nested("text_grpo", [&](detail::object_reader& m) { detail::read_grpo(m, c.text_grpo); });
+  r.nested("caption_grpo", [&](detail::object_reader& m) { detail::read_grpo(m, c.caption_grpo); });
+  r.nested("mm_grpo", [&](detail::object_reader& m) { detail::read_grpo(m, c.mm_grpo); });
+  r.nested("cmkd", [&](detail::object_reader& m) {
+    m.get("file", c.cmkd.file).get("k", c.cmkd.k).get("temperature", c.cmkd.temperature).get("top_p", c.cmkd.top_p)
+        .get("top_k", c.cmkd.top_k).get("max_completion", c.cmkd.max_completion).get("confidence", c.cmkd.confidence)
+        .get("tie", c.cmkd.tie);
+    m.nested("sft", [&](detail::object_reader& s) { detail::read_sft(s, c.cmkd.sft); });
+  });
+  r.nested("eval", [&](detail::object_reader& m) {
+    m.get("file", c.eval.file).get("layout", c.eval.layout).get("k", c.eval.k).get("temperature", c.eval.temperature)
+        .get("top_p", c.eval.top_p).get("top_k", c.eval.top_k).get("max_completion", c.eval.max_completion)
+        .get("max_items", c.eval.max_items);
+  });
+  r.finish();
+
+  using detail::check;
+  check(!c.data_dir.empty(), "data_dir", "must not be empty");
+  check(!c.output_dir.empty(), "output_dir", "must not be empty");
+  check(c.threads >= 0, "threads", "must not be negative");
+  check(c.save_every >= 1, "save_every", "must be at least 1");
+  check(!c.stages.empty(), "stages", "must name at least one stage");
+  std::size_t last = 0;
+  for (std::size_t i = 0; i < c.stages.size(); ++i) {
+    const auto& s = c.stages[i];
+    const auto& all = all_stages();
+    const auto it = std::find(all.begin(), all.end(), s);
+    check(it != all.end(), "stages[" + std::to_string(i) + "]",
+          "must be one of pretrain, sft, text_grpo, caption_grpo, cmkd, mm_grpo, eval (got '" + s + "')");
+    const auto pos = static_cast<std::size_t>(it - all.begin());
+    check(i == 0 || pos > last, "stages", "must list each stage once, in recipe order (pretrain, sft, text_grpo, caption_grpo, cmkd, mm_grpo, eval)");
+    last = pos;
+  }
+  check(!c.model.init.empty(), "model.init", "must be \"tiny\" or a checkpoint folder");
+  detail::validate_sft(c.pretrain, "pretrain");
+  detail::validate_sft(c.sft, "sft");
+  detail::validate_sft(c.cmkd.sft, "cmkd.sft", false); // its rows come from the CMKD selection
+  for (auto [g, p] : {std::pair{&c.text_grpo, "text_grpo"}, std::pair{&c.caption_grpo, "caption_grpo"}, std::pair{&c.mm_grpo, "mm_grpo"}}) {
+    const std::string P = p;
+    check(!g->file.empty(), P + ".file", "must name a JSONL file");
+    check(g->lr > 0 && std::isfinite(g->lr), P + ".lr", "must be a positive number");
+    check(g->warmup >= 0 && g->warmup < 1, P + ".warmup", "must be in [0, 1)");
+    check(g->epochs >= 1, P + ".epochs", "must be at least 1");
+    check(g->prompts_per_step >= 1, P + ".prompts_per_step", "must be at least 1");
+    check(g->num_generations >= 2, P + ".num_generations", "must be at least 2 (advantages are group-relative)");
+    check(g->max_steps >= 0, P + ".max_steps", "must not be negative");
+    detail::validate_sampling(g->temperature, g->top_p, g->top_k, g->max_completion, P);
+    if (!g->replay_file.empty()) (void)parse_ratio(g->replay_ratio, P + ".replay_ratio");
+  }
+  check(c.cmkd.k >= 1, "cmkd.k", "must be at least 1");
+  detail::validate_sampling(c.cmkd.temperature, c.cmkd.top_p, c.cmkd.top_k, c.cmkd.max_completion, "cmkd");
+  check(c.cmkd.confidence == "mean" || c.cmkd.confidence == "sequence" || c.cmkd.confidence == "first",
+        "cmkd.confidence", "must be mean, sequence or first");
+  check(c.cmkd.tie == "abstain" || c.cmkd.tie == "first" || c.cmkd.tie == "a" || c.cmkd.tie == "b", "cmkd.tie",
+        "must be abstain, first, a or b");
+  check(!c.eval.file.empty(), "eval.file", "must name a JSONL file");
+  check(c.eval.layout == "msrl" || c.eval.layout == "vlrb" || c.eval.layout == "genai", "eval.layout",
+        "must be msrl, vlrb or genai");
+  check(c.eval.k >= 1, "eval.k", "must be at least 1");
+  check(c.eval.max_items >= 0, "eval.max_items", "must not be negative");
+  detail::validate_sampling(c.eval.temperature, c.eval.top_p, c.eval.top_k, c.eval.max_completion, "eval");
+  c.source = doc;
+  return c;
+}
+
+/// Reads a config file (or none: path empty) and applies the overrides in order.
+inline pipeline_config load_config(const std::filesystem::path& file, const std::vector<std::string>& overrides = {}) {
+  json doc = json::object();
+  if (!file.empty()) {
+    std::ifstream in(file);
+    msrl::require(static_cast<bool>(in), "msrl-train", "--config", "must be a readable file ('" + file.string() + "')");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    doc = json::parse(ss.str(), nullptr, false, true);
+    if (doc.is_discarded())
+      throw msrl::parse_error(msrl::detail::format_error("msrl-train", "--config", "'" + file.string() + "' is not valid JSON"));
+  }
+  for (const auto& o : overrides) apply_override(doc, o);
+  return parse_config(doc);
+}
+
+} // namespace msrl_pipeline

@@ -1,0 +1,229 @@
+#pragma once
+/// \file ms-swift JSONL rows for msrl-train: reading (with file:line errors), media loading and
+/// prompt encoding for the InternVL chat template.
+///
+/// A row: {"id", "messages": [{"role", "content"}...], "images": [path...], "videos": [dir...],
+/// "solution": "A"|"B", "task_type", "caption", "caption_messages", "order"}. Paths are relative
+/// to the JSONL file's folder. A video is a folder of frame images (sorted by file name); the
+/// `<video>` marker becomes "Frame-1: <image>\nFrame-2: <image>\n..." with one tile per frame.
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <msrl/core/error.hpp>
+#include <msrl/trainer/image.hpp>
+#include <msrl/trainer/internvl_torch.hpp>
+#include <msrl/trainer/tokenizer.hpp>
+
+namespace msrl_pipeline {
+
+struct message {
+  std::string role, content;
+};
+
+struct record {
+  std::string id;
+  std::vector<message> messages;
+  std::vector<std::filesystem::path> images; ///< absolute (resolved against the file's folder)
+  std::vector<std::filesystem::path> videos; ///< folders of frames
+  std::string solution, task_type, caption, order;
+  std::vector<message> caption_messages;     ///< the caption-based version of the prompt (CMKD pool)
+  std::string source;                        ///< "file:line" for error messages
+};
+
+namespace detail {
+
+inline std::string where_of(const std::filesystem::path& file, std::size_t line) { return file.string() + ":" + std::to_string(line); }
+
+[[noreturn]] inline void bad_row(const std::string& where, const std::string& field, const std::string& rule) {
+  throw msrl::parse_error("msrl-train: " + where + ": field '" + field + "': " + rule);
+}
+
+inline std::vector<message> read_messages(const nlohmann::json& j, const std::string& where, const char* field) {
+  if (!j.is_array() || j.empty()) bad_row(where, field, "must be a non-empty array of {role, content}");
+  std::vector<message> out;
+  for (const auto& m : j) {
+    if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() || !m["content"].is_string())
+      bad_row(where, field, "every message must have string 'role' and 'content'");
+    const auto role = m["role"].get<std::string>();
+    if (role != "system" && role != "user" && role != "assistant") bad_row(where, field, "role must be system, user or assistant (got '" + role + "')");
+    out.push_back({role, m["content"].get<std::string>()});
+  }
+  return out;
+}
+
+inline std::string read_label(const nlohmann::json& row, const std::string& where) {
+  for (const char* k : {"solution", "chosen", "label"}) {
+    auto it = row.find(k);
+    if (it == row.end() || it->is_null()) continue;
+    if (it->is_string()) return it->get<std::string>();
+    if (it->is_number_integer()) return std::to_string(it->get<long long>());
+    bad_row(where, k, "must be a string or an integer");
+  }
+  return {};
+}
+
+} // namespace detail
+
+/// Reads every row of a JSONL file (blank lines skipped). Throws msrl::parse_error naming the
+/// file, the line and the field for a corrupt record, and msrl::invalid_argument for a missing file.
+inline std::vector<record> read_jsonl(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  msrl::require(static_cast<bool>(in), "msrl-train", "data file", "must be a readable file ('" + file.string() + "')");
+  const auto base = std::filesystem::absolute(file).parent_path();
+  std::vector<record> rows;
+  std::string line;
+  std::size_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const auto where = detail::where_of(file, n);
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) throw msrl::parse_error("msrl-train: " + where + ": invalid JSON");
+    if (!j.is_object()) throw msrl::parse_error("msrl-train: " + where + ": a row must be a JSON object");
+    record r;
+    r.source = where;
+    if (!j.contains("messages")) detail::bad_row(where, "messages", "is required");
+    r.messages = detail::read_messages(j["messages"], where, "messages");
+    if (auto it = j.find("caption_messages"); it != j.end() && !it->is_null()) r.caption_messages = detail::read_messages(*it, where, "caption_messages");
+    for (const char* k : {"images", "videos"}) {
+      auto it = j.find(k);
+      if (it == j.end() || it->is_null()) continue;
+      if (!it->is_array()) detail::bad_row(where, k, "must be an array of paths");
+      for (const auto& p : *it) {
+        if (!p.is_string() || p.get<std::string>().empty()) detail::bad_row(where, k, "must be an array of non-empty path strings");
+        std::filesystem::path path = p.get<std::string>();
+        if (path.is_relative()) path = base / path;
+        (std::string(k) == "images" ? r.images : r.videos).push_back(path);
+      }
+    }
+    for (auto [k, dst] : {std::pair{"id", &r.id}, std::pair{"task_type", &r.task_type}, std::pair{"caption", &r.caption}, std::pair{"order", &r.order}}) {
+      auto it = j.find(k);
+      if (it == j.end() || it->is_null()) continue;
+      if (it->is_string()) *dst = it->get<std::string>();
+      else if (std::string(k) == "id" && it->is_number_integer()) *dst = std::to_string(it->get<long long>());
+      else detail::bad_row(where, k, "must be a string");
+    }
+    r.solution = detail::read_label(j, where);
+    if (r.id.empty()) r.id = file.filename().string() + ":" + std::to_string(n);
+    rows.push_back(std::move(r));
+  }
+  msrl::require(!rows.empty(), "msrl-train", "data file", "must hold at least one row ('" + file.string() + "')");
+  return rows;
+}
+
+/// How media become pixels for a model.
+struct media_options {
+  int image_size = 448;
+  int max_tiles = 12;     ///< images (1 for the tiny model's 56 px tiles)
+  int video_frames = 8;   ///< frames sampled per video (fewer if the folder has fewer)
+};
+
+/// A prompt's token ids and pixels, ready for sampling or training.
+struct encoded_prompt {
+  std::vector<std::int64_t> ids;
+  at::Tensor pixel_values; ///< [tiles, 3, S, S] or undefined
+};
+
+namespace detail {
+
+inline std::vector<std::filesystem::path> video_frames(const std::filesystem::path& dir, const std::string& where) {
+  msrl::require(std::filesystem::is_directory(dir), "msrl-train", "videos",
+                "must name folders of frame images (" + where + ": '" + dir.string() + "' is not a folder; video files are not decoded)");
+  std::vector<std::filesystem::path> frames;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const auto ext = e.path().extension().string();
+    if (e.is_regular_file() && (ext == ".png" || ext == ".jpg" || ext == ".jpeg")) frames.push_back(e.path());
+  }
+  std::sort(frames.begin(), frames.end());
+  msrl::require(!frames.empty(), "msrl-train", "videos", where + ": folder '" + dir.string() + "' holds no .png/.jpg frames");
+  return frames;
+}
+
+} // namespace detail
+
+/// Builds the chat prompt (system override, the row's messages up to the last user turn, the
+/// generation prompt) and the pixels of its images and video frames.
+/// `messages` is the row's `messages` or `caption_messages`; trailing assistant turns are dropped.
+inline encoded_prompt encode_prompt(const record& r, const std::vector<message>& messages, const std::string& system,
+                                    const msrl::trainer::bpe_tokenizer& tok, std::int64_t tokens_per_tile, const media_options& media,
+                                    bool with_media = true) {
+  std::size_t end = messages.size();
+  while (end > 0 && messages[end - 1].role == "assistant") --end;
+  msrl::require(end > 0, "msrl-train", "messages", r.source + ": needs a user turn");
+  std::vector<msrl::trainer::chat_message> chat;
+  if (!system.empty()) chat.push_back({"system", system, {}});
+  std::vector<float> pixels;
+  std::int64_t tiles_total = 0;
+  const int S = media.image_size;
+  auto add_tiles = [&](const msrl::trainer::tiled_image& t) {
+    pixels.insert(pixels.end(), t.pixels.begin(), t.pixels.end());
+    tiles_total += t.tiles;
+  };
+  std::size_t next_image = 0, next_video = 0;
+  for (std::size_t i = 0; i < end; ++i) {
+    const auto& m = messages[i];
+    if (m.role == "system" && !system.empty()) continue;
+    msrl::trainer::chat_message cm{m.role, {}, {}};
+    if (!with_media || m.role != "user") {
+      cm.content = m.content;
+      chat.push_back(std::move(cm));
+      continue;
+    }
+    // Expand <video> into frames and collect every image's tiles in marker order.
+    const std::string& c = m.content;
+    std::size_t pos = 0;
+    while (pos < c.size()) {
+      const auto pi = c.find("<image>", pos), pv = c.find("<video>", pos);
+      const auto p = std::min(pi, pv);
+      cm.content += c.substr(pos, p == std::string::npos ? std::string::npos : p - pos);
+      if (p == std::string::npos) break;
+      if (p == pi) {
+        msrl::require(next_image < r.images.size(), "msrl-train", "images", r.source + ": more <image> markers than images");
+        auto t = msrl::trainer::preprocess(msrl::trainer::decode_image_file(r.images[next_image++]),
+                                           {.image_size = S, .max_tiles = media.max_tiles});
+        cm.content += "<image>";
+        cm.image_tiles.push_back(t.tiles);
+        add_tiles(t);
+        pos = p + 7;
+      } else {
+        msrl::require(next_video < r.videos.size(), "msrl-train", "videos", r.source + ": more <video> markers than videos");
+        const auto frames = detail::video_frames(r.videos[next_video++], r.source);
+        const auto idx = msrl::trainer::video_frame_indices(static_cast<std::int64_t>(frames.size()),
+                                                            std::min<std::int64_t>(media.video_frames, static_cast<std::int64_t>(frames.size())));
+        for (std::size_t f = 0; f < idx.size(); ++f) {
+          auto t = msrl::trainer::preprocess(msrl::trainer::decode_image_file(frames[static_cast<std::size_t>(idx[f])]),
+                                             {.image_size = S, .max_tiles = 1, .use_thumbnail = false});
+          cm.content += "Frame-" + std::to_string(f + 1) + ": <image>\n";
+          cm.image_tiles.push_back(t.tiles);
+          add_tiles(t);
+        }
+        pos = p + 7;
+      }
+    }
+    chat.push_back(std::move(cm));
+  }
+  if (with_media) {
+    msrl::require(next_image == r.images.size(), "msrl-train", "images", r.source + ": has images without an <image> marker");
+    msrl::require(next_video == r.videos.size(), "msrl-train", "videos", r.source + ": has videos without a <video> marker");
+  }
+  encoded_prompt out;
+  out.ids = tok.encode(msrl::trainer::chat_prompt(chat, tokens_per_tile));
+  if (tiles_total > 0)
+    out.pixel_values = torch::from_blob(pixels.data(), {tiles_total, 3, S, S}, at::kFloat).clone();
+  return out;
+}
+
+/// The row's final assistant turn ("" if none).
+inline std::string assistant_target(const record& r) {
+  return !r.messages.empty() && r.messages.back().role == "assistant" ? r.messages.back().content : std::string();
+}
+
+} // namespace msrl_pipeline

@@ -1,0 +1,708 @@
+#pragma once
+/// \file The MSRL recipe as stages over one output folder, resumable at every optimizer step.
+///
+///   out/config.json                    the merged configuration of the run
+///   out/state.json                     completed stages (written atomically)
+///   out/checkpoints/<stage>/           the model after each completed stage (HF layout, tokenizer.json)
+///   out/checkpoints/<stage>.resume/    the latest in-stage state: model, optimizer, step (every save_every steps)
+///   out/metrics/<stage>.jsonl          one row per optimizer step
+///   out/plots/<stage>_*.png            curves per stage
+///   out/cmkd/cmkd_sft.jsonl, stats.json  the distilled SFT rows and the selection counts
+///   out/eval/report.json, table.md     held-out accuracy per task type (voting@k, both orders)
+///
+/// A killed run restarts where it stopped: completed stages are skipped, the stage in progress
+/// resumes from its last saved step (the data order and the sampling seeds depend only on the
+/// seed, the stage and the step, so the resumed run draws what the uninterrupted one would have).
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <msrl/data/random.hpp>
+#include <msrl/data/replay.hpp>
+#include <msrl/grpo.hpp>
+#include <msrl/reward.hpp>
+#include <msrl/trainer/checkpoint_torch.hpp>
+#include <msrl/trainer/steps_torch.hpp>
+#include <msrl/voting/benchmarks.hpp>
+#include <msrl/voting/cmkd.hpp>
+#include <msrl/voting/vote.hpp>
+
+#include "atomic_io.hpp"
+#include "config.hpp"
+#include "dataset.hpp"
+#include "metrics.hpp"
+#include "plot.hpp"
+#include "progress.hpp"
+
+namespace msrl_pipeline {
+
+namespace fs = std::filesystem;
+using msrl::trainer::internvl;
+
+/// Seeds derived from (run seed, stage, step, index): resumed runs draw the same numbers.
+inline std::uint64_t derive_seed(std::uint64_t seed, std::string_view stage, std::uint64_t step, std::uint64_t index = 0) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (char c : stage) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  msrl::data::splitmix64 g(seed ^ h);
+  g.next();
+  msrl::data::splitmix64 g2(g.next() ^ (step * 0x9E3779B97F4A7C15ULL));
+  g2.next();
+  msrl::data::splitmix64 g3(g2.next() ^ (index * 0xC2B2AE3D27D4EB4FULL));
+  return g3.next();
+}
+
+/// Cosine decay to 0 after a linear warm-up over `warmup` of the steps (ms-swift's default schedule).
+inline double scheduled_lr(double lr, double warmup, std::int64_t step, std::int64_t total) {
+  const auto w = static_cast<std::int64_t>(std::ceil(warmup * static_cast<double>(total)));
+  if (step < w) return lr * static_cast<double>(step + 1) / static_cast<double>(w);
+  if (total <= w) return lr;
+  const double p = static_cast<double>(step - w) / static_cast<double>(total - w);
+  return lr * 0.5 * (1.0 + std::cos(M_PI * p));
+}
+
+/// Sizes of a random-weight model (model.init = "tiny"); vocabulary and image token from the tokenizer.
+inline msrl::trainer::internvl_config tiny_model_config(const json& tiny, const msrl::trainer::bpe_tokenizer& tok) {
+  msrl::trainer::internvl_config c;
+  c.vision = {.hidden_size = 64, .num_layers = 2, .num_heads = 4, .intermediate_size = 256, .image_size = 56, .patch_size = 14};
+  c.text = {.hidden_size = 128, .num_layers = 4, .num_heads = 4, .num_kv_heads = 2, .head_dim = 32, .intermediate_size = 384};
+  detail::object_reader r(tiny, "model.tiny");
+  r.nested("vision", [&](detail::object_reader& v) {
+    v.get("hidden_size", c.vision.hidden_size).get("num_layers", c.vision.num_layers).get("num_heads", c.vision.num_heads)
+        .get("intermediate_size", c.vision.intermediate_size).get("image_size", c.vision.image_size).get("patch_size", c.vision.patch_size);
+  });
+  r.nested("text", [&](detail::object_reader& t) {
+    t.get("hidden_size", c.text.hidden_size).get("num_layers", c.text.num_layers).get("num_heads", c.text.num_heads)
+        .get("num_kv_heads", c.text.num_kv_heads).get("head_dim", c.text.head_dim).get("intermediate_size", c.text.intermediate_size)
+        .get("tie_word_embeddings", c.text.tie_word_embeddings);
+  });
+  r.finish();
+  c.text.vocab_size = static_cast<std::int64_t>(tok.vocab_size());
+  c.image_token_id = tok.token_id("<IMG_CONTEXT>");
+  c.hf_format = true;
+  c.validate("model.tiny");
+  return c;
+}
+
+/// What every stage needs: configuration, folders, tokenizer, communicator.
+struct run_context {
+  pipeline_config cfg;
+  fs::path out, data;
+  msrl::trainer::bpe_tokenizer tok;
+  std::shared_ptr<msrl::trainer::communicator> comm;
+  std::ostream* log = &std::cerr;
+  std::int64_t im_end = -1, pad = 0;
+
+  int rank() const { return comm ? comm->rank() : 0; }
+  int world() const { return comm ? comm->world_size() : 1; }
+  bool leader() const { return rank() == 0; }
+  void barrier() const { if (comm) comm->barrier(); }
+  fs::path data_file(const std::string& f) const { return fs::path(f).is_absolute() ? fs::path(f) : data / f; }
+  fs::path checkpoint(const std::string& stage) const { return out / "checkpoints" / stage; }
+  fs::path resume_dir(const std::string& stage) const { return out / "checkpoints" / (stage + ".resume"); }
+  media_options media(const internvl& m) const {
+    return {.image_size = static_cast<int>(m->cfg.vision.image_size), .max_tiles = m->cfg.vision.image_size <= 64 ? 1 : 12, .video_frames = 8};
+  }
+  void say(const std::string& s) const {
+    if (leader()) *log << "msrl-train: " << s << std::endl;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Run state and checkpoints
+
+inline std::vector<std::string> completed_stages(const run_context& ctx) {
+  const auto p = ctx.out / "state.json";
+  if (!fs::exists(p)) return {};
+  std::ifstream in(p);
+  auto j = json::parse(in, nullptr, false);
+  msrl::require<msrl::parse_error>(!j.is_discarded() && j.is_object() && j.contains("completed") && j["completed"].is_array(),
+                                   "msrl-train", p.string(), "is not a valid run state (delete the output folder to start over)");
+  return j["completed"].get<std::vector<std::string>>();
+}
+
+inline void mark_completed(const run_context& ctx, const std::string& stage) {
+  if (!ctx.leader()) return;
+  auto done = completed_stages(ctx);
+  if (std::find(done.begin(), done.end(), stage) == done.end()) done.push_back(stage);
+  write_file_atomic(ctx.out / "state.json", json{{"completed", done}}.dump(2) + "\n");
+}
+
+inline void save_model_dir(const run_context& ctx, internvl& model, const fs::path& dir,
+                           const std::function<void(const fs::path&)>& extra = {}) {
+  if (!ctx.leader()) return;
+  fs::create_directories(dir.parent_path());
+  publish_directory_atomic(dir, [&](const fs::path& staging) {
+    msrl::trainer::save_internvl(model, staging, {.format = msrl::trainer::weight_format::hf});
+    fs::copy_file(ctx.data_file(ctx.cfg.model.tokenizer.empty() ? "tokenizer.json" : ctx.cfg.model.tokenizer), staging / "tokenizer.json",
+                  fs::copy_options::overwrite_existing);
+    if (extra) extra(staging);
+  });
+}
+
+inline internvl load_model_dir(const fs::path& dir) {
+  auto m = msrl::trainer::load_internvl(dir, at::kFloat);
+  return m;
+}
+
+/// The model a stage starts from: the previous completed stage of this run, else model.init.
+inline internvl initial_model(const run_context& ctx, const std::string& stage) {
+  const auto& order = ctx.cfg.stages;
+  const auto done = completed_stages(ctx);
+  auto me = std::find(order.begin(), order.end(), stage);
+  for (auto it = std::make_reverse_iterator(me); it != order.rend(); ++it)
+    if (std::find(done.begin(), done.end(), *it) != done.end() && fs::exists(ctx.checkpoint(*it) / "config.json")) {
+      if (*it == "eval") continue;
+      return load_model_dir(ctx.checkpoint(*it));
+    }
+  if (ctx.cfg.model.init == "tiny") {
+    torch::manual_seed(static_cast<std::uint64_t>(derive_seed(ctx.cfg.seed, "init", 0)));
+    internvl m(tiny_model_config(ctx.cfg.model.tiny, ctx.tok));
+    return m;
+  }
+  msrl::require(fs::exists(fs::path(ctx.cfg.model.init) / "config.json"), "msrl-train config", "model.init",
+                "must be \"tiny\" or a checkpoint folder with config.json ('" + ctx.cfg.model.init + "')");
+  auto m = load_model_dir(ctx.cfg.model.init);
+  if (m->cfg.image_token_id < 0) m->cfg.image_token_id = ctx.tok.token_id("<IMG_CONTEXT>");
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data order
+
+/// Index of the row used at (step, slot) of a stage whose epochs each visit every row once in a
+/// seeded order: the order depends only on (seed, stage, epoch).
+inline std::size_t row_at(const run_context& ctx, const std::string& stage, std::size_t n, std::size_t global_index,
+                          std::map<std::size_t, std::vector<std::size_t>>& perms) {
+  const std::size_t epoch = global_index / n;
+  auto it = perms.find(epoch);
+  if (it == perms.end()) it = perms.emplace(epoch, msrl::data::seeded_permutation(n, derive_seed(ctx.cfg.seed, stage, epoch, 7))).first;
+  return it->second[global_index % n];
+}
+
+struct resume_point {
+  std::int64_t step = 0; ///< first step still to run
+  bool resumed = false;
+};
+
+inline resume_point read_resume(const run_context& ctx, const std::string& stage) {
+  const auto dir = ctx.resume_dir(stage);
+  recover_directory(dir);
+  if (!fs::exists(dir / "progress.json")) return {};
+  std::ifstream in(dir / "progress.json");
+  auto j = json::parse(in, nullptr, false);
+  msrl::require<msrl::parse_error>(!j.is_discarded() && j.contains("next_step"), "msrl-train", (dir / "progress.json").string(),
+                                   "is not a valid resume state");
+  return {j["next_step"].get<std::int64_t>(), true};
+}
+
+inline void save_resume(const run_context& ctx, const std::string& stage, internvl& m, msrl::trainer::trainer& t, std::int64_t next_step) {
+  if (!ctx.leader()) {
+    ctx.barrier();
+    return;
+  }
+  fs::create_directories(ctx.resume_dir(stage).parent_path());
+  publish_directory_atomic(ctx.resume_dir(stage), [&](const fs::path& staging) {
+    msrl::trainer::save_internvl(m, staging, {.format = msrl::trainer::weight_format::hf});
+    t.save_state(staging / "optimizer.pt");
+    std::ofstream(staging / "progress.json") << json{{"stage", stage}, {"next_step", next_step}}.dump() << "\n";
+  });
+  ctx.barrier();
+}
+
+/// Loads the stage's resume state into (model, trainer) when there is one.
+inline void load_resume(const run_context& ctx, const std::string& stage, internvl& m, msrl::trainer::trainer& t) {
+  const auto dir = ctx.resume_dir(stage);
+  auto saved = load_model_dir(dir);
+  {
+    at::NoGradGuard ng;
+    auto dst = m->named_parameters();
+    for (const auto& p : saved->named_parameters()) dst[p.key()].copy_(p.value());
+  }
+  t.load_state(dir / "optimizer.pt");
+}
+
+inline void finish_stage(const run_context& ctx, const std::string& stage, internvl& m) {
+  save_model_dir(ctx, m, ctx.checkpoint(stage));
+  ctx.barrier();
+  mark_completed(ctx, stage);
+  if (ctx.leader()) {
+    std::error_code ec;
+    fs::remove_all(ctx.resume_dir(stage), ec);
+  }
+  ctx.barrier();
+}
+
+inline void write_plots(const run_context& ctx, const std::string& stage) {
+  if (!ctx.leader()) return;
+  const auto mf = ctx.out / "metrics" / (stage + ".jsonl");
+  if (fs::exists(mf)) plot_metrics(mf, ctx.out / "plots", stage);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SFT
+
+/// One tokenized SFT example: the prompt, then the target and <|im_end|> (the learned tokens).
+struct sft_example {
+  std::vector<std::int64_t> ids;
+  std::vector<std::int64_t> mask;
+  at::Tensor pixels;
+};
+
+inline sft_example make_sft_example(const run_context& ctx, const internvl& m, const record& r, const std::string& target, int max_length) {
+  auto p = encode_prompt(r, r.messages, "", ctx.tok, m->cfg.tokens_per_tile(), ctx.media(m));
+  msrl::require(!target.empty(), "msrl-train", "messages", r.source + ": an SFT row needs a final assistant turn");
+  auto t = ctx.tok.encode(target);
+  t.push_back(ctx.im_end);
+  sft_example e;
+  e.ids = p.ids;
+  e.ids.insert(e.ids.end(), t.begin(), t.end());
+  e.mask.assign(p.ids.size(), 0);
+  e.mask.resize(e.ids.size(), 1);
+  msrl::require(static_cast<int>(e.ids.size()) <= max_length, "msrl-train", "max_length",
+                r.source + ": the row has " + std::to_string(e.ids.size()) + " tokens, more than max_length " + std::to_string(max_length));
+  e.pixels = p.pixel_values;
+  return e;
+}
+
+inline msrl::trainer::sft_batch collate(const std::vector<const sft_example*>& ex, std::int64_t pad) {
+  std::size_t T = 0;
+  for (auto* e : ex) T = std::max(T, e->ids.size());
+  auto ids = torch::full({static_cast<std::int64_t>(ex.size()), static_cast<std::int64_t>(T)}, pad, at::kLong);
+  auto mask = torch::zeros({static_cast<std::int64_t>(ex.size()), static_cast<std::int64_t>(T)}, at::kLong);
+  std::vector<at::Tensor> px;
+  for (std::size_t i = 0; i < ex.size(); ++i) {
+    const auto n = static_cast<std::int64_t>(ex[i]->ids.size());
+    ids[static_cast<std::int64_t>(i)].narrow(0, 0, n).copy_(torch::tensor(ex[i]->ids, at::kLong));
+    mask[static_cast<std::int64_t>(i)].narrow(0, 0, n).copy_(torch::tensor(ex[i]->mask, at::kLong));
+    if (ex[i]->pixels.defined()) px.push_back(ex[i]->pixels);
+  }
+  return {ids, mask, px.empty() ? at::Tensor() : torch::cat(px, 0)};
+}
+
+/// SFT over `rows` (each row's final assistant turn, or `targets[i]` when given) with `c`.
+inline void run_sft(run_context& ctx, const std::string& stage, internvl& m, const std::vector<record>& rows, const sft_config& c,
+                    const std::vector<std::string>& targets = {}) {
+  std::vector<sft_example> ex;
+  ex.reserve(rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    ex.push_back(make_sft_example(ctx, m, rows[i], targets.empty() ? assistant_target(rows[i]) : targets[i], c.max_length));
+  const std::size_t n = ex.size(), B = static_cast<std::size_t>(c.batch_size);
+  const auto per_epoch = static_cast<std::int64_t>((n + B - 1) / B);
+  const std::int64_t total = c.max_steps > 0 ? c.max_steps : per_epoch * c.epochs;
+  msrl::trainer::trainer t(m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
+                               .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm});
+  auto rp = read_resume(ctx, stage);
+  if (rp.resumed) load_resume(ctx, stage, m, t);
+  const auto mpath = ctx.out / "metrics" / (stage + ".jsonl");
+  std::optional<metrics_writer> mw;
+  if (ctx.leader()) mw.emplace(rp.resumed ? metrics_writer::resume(mpath, rp.step - 1) : metrics_writer::create(mpath));
+  progress_bar bar({.label = stage, .total = static_cast<std::uint64_t>(total), .enabled = ctx.cfg.progress && ctx.leader()});
+  bar.update(static_cast<std::uint64_t>(rp.step));
+  if (rp.resumed) ctx.say(stage + ": resuming at step " + std::to_string(rp.step) + " of " + std::to_string(total));
+  std::map<std::size_t, std::vector<std::size_t>> perms;
+  constexpr std::size_t micro = 8;
+  for (std::int64_t step = rp.step; step < total; ++step) {
+    std::vector<const sft_example*> mine;
+    for (std::size_t j = 0; j < B; ++j)
+      if (static_cast<int>(j % static_cast<std::size_t>(ctx.world())) == ctx.rank())
+        mine.push_back(&ex[row_at(ctx, stage, n, static_cast<std::size_t>(step) * B + j, perms)]);
+    std::vector<msrl::trainer::sft_batch> mb;
+    for (std::size_t k = 0; k < mine.size(); k += micro)
+      mb.push_back(collate({mine.begin() + static_cast<std::ptrdiff_t>(k), mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), k + micro))}, ctx.pad));
+    const double lr = scheduled_lr(c.lr, c.warmup, step, total);
+    t.set_lr(lr);
+    const auto st = t.sft_step(mb);
+    if (mw) mw->write(step, stage, {{"loss", st.loss}, {"grad_norm", st.grad_norm}, {"tokens", st.tokens}, {"lr", lr}});
+    bar.set_metrics(metrics_text({{"loss", st.loss}}));
+    bar.update(static_cast<std::uint64_t>(step + 1));
+    if ((step + 1) % ctx.cfg.save_every == 0 && step + 1 < total) save_resume(ctx, stage, m, t, step + 1);
+  }
+  bar.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// GRPO
+
+struct sampled_group {
+  msrl::trainer::sampling_result s;
+  std::vector<std::string> texts;
+};
+
+inline sampled_group sample_texts(const run_context& ctx, internvl& m, const encoded_prompt& p, std::int64_t n, double temperature,
+                                  double top_p, std::int64_t top_k, std::int64_t max_new, std::uint64_t seed) {
+  at::NoGradGuard ng;
+  m->eval();
+  sampled_group g;
+  g.s = msrl::trainer::sample(m, torch::tensor(p.ids, at::kLong), p.pixel_values,
+                              {.num_samples = n, .max_new_tokens = max_new, .temperature = temperature, .top_p = top_p,
+                               .top_k = top_k, .stop_ids = {ctx.im_end}, .pad_id = ctx.pad, .seed = seed});
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::vector<std::int64_t> ids;
+    const auto row = g.s.tokens[i];
+    for (std::int64_t k = 0; k < g.s.lengths[static_cast<std::size_t>(i)]; ++k) {
+      const auto id = row[k].item<std::int64_t>();
+      if (id == ctx.im_end) break;
+      ids.push_back(id);
+    }
+    g.texts.push_back(ctx.tok.decode(ids));
+  }
+  return g;
+}
+
+/// Rows of a GRPO stage: the stage's file, plus replayed rows at the configured fresh:replay ratio.
+inline std::vector<record> grpo_rows(const run_context& ctx, const std::string& stage, const grpo_stage_config& c, std::size_t* replayed = nullptr) {
+  auto fresh = read_jsonl(ctx.data_file(c.file));
+  if (c.replay_file.empty()) return fresh;
+  const auto pool = read_jsonl(ctx.data_file(c.replay_file));
+  const auto [f, r] = parse_ratio(c.replay_ratio, stage + ".replay_ratio");
+  const std::size_t n_replay = fresh.size() * r / f;
+  const auto plan = msrl::data::mix_plan(fresh.size(), n_replay, {.ratio = {f, r}, .seed = derive_seed(ctx.cfg.seed, stage, 0, 3)});
+  std::vector<record> out;
+  out.reserve(plan.size());
+  for (const auto& slot : plan) out.push_back(slot.replay ? pool[slot.index % pool.size()] : fresh[slot.index]);
+  if (replayed) *replayed = n_replay;
+  return out;
+}
+
+inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, const grpo_stage_config& c) {
+  std::size_t replayed = 0;
+  const auto rows = grpo_rows(ctx, stage, c, &replayed);
+  const auto& preset_base = msrl::grpo::find_preset(c.preset);
+  msrl::grpo::preset preset = preset_base;
+  const auto rewards = msrl::reward::preset(c.reward);
+  const auto names = rewards.names();
+  const auto col = [&](const char* name) {
+    auto it = std::find(names.begin(), names.end(), name);
+    return it == names.end() ? std::ptrdiff_t{-1} : it - names.begin();
+  };
+  const auto acc_col = col("accuracy"), fmt_col = col("format");
+  const std::size_t n = rows.size(), P = static_cast<std::size_t>(c.prompts_per_step);
+  const auto per_epoch = static_cast<std::int64_t>((n + P - 1) / P);
+  const std::int64_t total = c.max_steps > 0 ? c.max_steps : per_epoch * c.epochs;
+  msrl::trainer::trainer t(m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
+                               .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm});
+  auto rp = read_resume(ctx, stage);
+  if (rp.resumed) load_resume(ctx, stage, m, t);
+  if (replayed) ctx.say(stage + ": " + std::to_string(n - replayed) + " rows + " + std::to_string(replayed) + " replayed (" + c.replay_ratio + ")");
+  const auto mpath = ctx.out / "metrics" / (stage + ".jsonl");
+  std::optional<metrics_writer> mw;
+  if (ctx.leader()) mw.emplace(rp.resumed ? metrics_writer::resume(mpath, rp.step - 1) : metrics_writer::create(mpath));
+  progress_bar bar({.label = stage, .total = static_cast<std::uint64_t>(total), .enabled = ctx.cfg.progress && ctx.leader()});
+  bar.update(static_cast<std::uint64_t>(rp.step));
+  if (rp.resumed) ctx.say(stage + ": resuming at step " + std::to_string(rp.step) + " of " + std::to_string(total));
+  std::map<std::size_t, std::vector<std::size_t>> perms;
+  const auto tpt = m->cfg.tokens_per_tile();
+  const auto media = ctx.media(m);
+  for (std::int64_t step = rp.step; step < total; ++step) {
+    std::vector<msrl::trainer::grpo_group> groups;
+    const auto t_start = std::chrono::steady_clock::now();
+    // sums over this rank's completions: reward, accuracy, format, length, -logp (entropy estimate), zero-std groups
+    double sums[6] = {0, 0, 0, 0, 0, 0}, count = 0, gcount = 0;
+    for (std::size_t j = 0; j < P; ++j) {
+      if (static_cast<int>(j % static_cast<std::size_t>(ctx.world())) != ctx.rank()) continue;
+      const auto gi = static_cast<std::size_t>(step) * P + j;
+      const record& r = rows[row_at(ctx, stage, n, gi, perms)];
+      auto p = encode_prompt(r, r.messages, c.system, ctx.tok, tpt, media);
+      auto g = sample_texts(ctx, m, p, c.num_generations, c.temperature, c.top_p, c.top_k, c.max_completion, derive_seed(ctx.cfg.seed, stage, static_cast<std::uint64_t>(step), j));
+      std::vector<double> rw(g.texts.size()), terms(rewards.size());
+      for (std::size_t k = 0; k < g.texts.size(); ++k) {
+        rw[k] = rewards.score_terms({.completion = g.texts[k], .solution = r.solution, .task_type = r.task_type}, terms);
+        sums[0] += rw[k];
+        if (acc_col >= 0) sums[1] += terms[static_cast<std::size_t>(acc_col)];
+        if (fmt_col >= 0) sums[2] += terms[static_cast<std::size_t>(fmt_col)];
+        sums[3] += static_cast<double>(g.s.lengths[k]);
+        sums[4] -= g.s.logprobs[static_cast<std::int64_t>(k)].sum().item<double>();
+        count += 1;
+      }
+      const bool flat = std::all_of(rw.begin(), rw.end(), [&](double v) { return v == rw[0]; });
+      if (flat) sums[5] += 1;
+      gcount += 1;
+      groups.push_back({.prompt_ids = torch::tensor(p.ids, at::kLong), .pixel_values = p.pixel_values, .completions = g.s.tokens,
+                        .mask = g.s.mask, .old_logprobs = g.s.logprobs, .rewards = rw});
+    }
+    const double lr = scheduled_lr(c.lr, c.warmup, step, total);
+    t.set_lr(lr);
+    const auto t_sampled = std::chrono::steady_clock::now();
+    const auto st = t.grpo_step(groups, preset, c.temperature);
+    const double sample_s = std::chrono::duration<double>(t_sampled - t_start).count();
+    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_sampled).count();
+    double tot[8] = {sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], count, gcount};
+    if (ctx.comm && ctx.world() > 1) {
+      auto v = torch::tensor(std::vector<double>(tot, tot + 8), at::kDouble);
+      ctx.comm->all_reduce_sum(v);
+      for (int k = 0; k < 8; ++k) tot[k] = v[k].item<double>();
+    }
+    const double N = std::max(1.0, tot[6]);
+    const double reward = tot[0] / N, accuracy = tot[1] / N, fmt = tot[2] / N, length = tot[3] / N;
+    const double entropy = tot[3] > 0 ? tot[4] / tot[3] : 0.0;
+    if (mw)
+      mw->write(step, stage, {{"reward", reward}, {"accuracy", accuracy}, {"format", fmt}, {"length", length}, {"entropy", entropy},
+                              {"kl", st.last_metrics.kl_mean}, {"clip_fraction", st.last_metrics.clip_fraction},
+                              {"zero_std_fraction", tot[5] / std::max(1.0, tot[7])}, {"loss", st.loss}, {"grad_norm", st.grad_norm}, {"lr", lr},
+                              {"sample_seconds", sample_s}, {"train_seconds", train_s}});
+    bar.set_metrics(metrics_text({{"reward", reward}, {"acc", accuracy}, {"len", length}}));
+    bar.update(static_cast<std::uint64_t>(step + 1));
+    if ((step + 1) % ctx.cfg.save_every == 0 && step + 1 < total) save_resume(ctx, stage, m, t, step + 1);
+  }
+  bar.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// CMKD
+
+/// Samples K rationales per row from the caption-based prompt, votes, filters and keeps the most
+/// confident one; writes out/cmkd/cmkd_sft.jsonl (multimodal rows + the caption-first target) and
+/// stats.json. Returns the kept rows and their targets.
+inline std::pair<std::vector<record>, std::vector<std::string>> cmkd_select_rows(run_context& ctx, internvl& m) {
+  const auto& c = ctx.cfg.cmkd;
+  const auto rows = read_jsonl(ctx.data_file(c.file));
+  msrl::voting::cmkd_options opt{.tie = msrl::voting::tie_policy_from_name(c.tie)};
+  msrl::voting::cmkd_counts counts;
+  std::vector<record> kept;
+  std::vector<std::string> targets;
+  std::string jsonl;
+  progress_bar bar({.label = "cmkd sample", .total = rows.size(), .enabled = ctx.cfg.progress && ctx.leader()});
+  const auto tpt = m->cfg.tokens_per_tile();
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const record& r = rows[i];
+    msrl::require(!r.caption_messages.empty() && !r.caption.empty(), "msrl-train", "cmkd.file",
+                  r.source + ": CMKD rows need 'caption' and 'caption_messages'");
+    auto p = encode_prompt(r, r.caption_messages, "", ctx.tok, tpt, ctx.media(m), false);
+    auto g = sample_texts(ctx, m, p, c.k, c.temperature, c.top_p, c.top_k, c.max_completion, derive_seed(ctx.cfg.seed, "cmkd", i));
+    std::vector<std::vector<double>> lps(g.texts.size());
+    std::vector<msrl::voting::cmkd_candidate> cand;
+    for (std::size_t k = 0; k < g.texts.size(); ++k) {
+      const auto len = g.s.lengths[k];
+      auto row = g.s.logprobs[static_cast<std::int64_t>(k)].narrow(0, 0, len).to(at::kDouble).contiguous();
+      lps[k].assign(row.data_ptr<double>(), row.data_ptr<double>() + len);
+      cand.push_back({.text = g.texts[k], .token_logprobs = lps[k]});
+    }
+    msrl::voting::cmkd_selection sel;
+    if (c.confidence == "mean") sel = msrl::voting::cmkd_select(std::span<const msrl::voting::cmkd_candidate>(cand), r.caption, opt);
+    else if (c.confidence == "sequence") sel = msrl::voting::cmkd_select(std::span<const msrl::voting::cmkd_candidate>(cand), r.caption, opt, msrl::voting::sequence_logprob{});
+    else sel = msrl::voting::cmkd_select(std::span<const msrl::voting::cmkd_candidate>(cand), r.caption, opt, msrl::voting::first_eligible{});
+    counts.add(sel);
+    if (sel.status == msrl::voting::sample_status::kept) {
+      // Stage 3 asks for the task type first: <type>…</type><caption>…</caption><think>…</think><answer>X</answer>.
+      std::string words = r.task_type;
+      std::replace(words.begin(), words.end(), '_', ' ');
+      sel.target = (words.empty() ? std::string() : "<type>" + words + "</type>") + sel.target;
+      kept.push_back(r);
+      targets.push_back(sel.target);
+      json row{{"id", r.id}, {"task_type", r.task_type}, {"solution", r.solution}, {"pseudo_label", std::string(1, msrl::reward::to_char(sel.pseudo_label))}};
+      json msgs = json::array();
+      for (const auto& mm : r.messages)
+        if (mm.role != "assistant") msgs.push_back({{"role", mm.role}, {"content", mm.content}});
+      msgs.push_back({{"role", "assistant"}, {"content", sel.target}});
+      row["messages"] = msgs;
+      json imgs = json::array(), vids = json::array();
+      for (const auto& p2 : r.images) imgs.push_back(p2.string());
+      for (const auto& p2 : r.videos) vids.push_back(p2.string());
+      if (!imgs.empty()) row["images"] = imgs;
+      if (!vids.empty()) row["videos"] = vids;
+      jsonl += row.dump() + "\n";
+    }
+    bar.update(i + 1);
+  }
+  bar.finish();
+  std::size_t pseudo_right = 0;
+  for (std::size_t i = 0; i < kept.size(); ++i) {
+    const auto l = msrl::reward::parse_label(targets[i]);
+    if (msrl::reward::parse_label(kept[i].solution, msrl::reward::label_format::any) == l) ++pseudo_right;
+  }
+  const json stats{{"samples", counts.samples}, {"kept", counts.kept},
+                   {"dropped", {{"no_votes", counts.dropped_no_votes}, {"tie", counts.dropped_tie}, {"none_eligible", counts.dropped_none_eligible}}},
+                   {"candidates", {{"total", counts.candidates}, {"eligible", counts.eligible}, {"unparsable", counts.unparsable},
+                                   {"disagree", counts.disagree}, {"malformed", counts.malformed}, {"no_confidence", counts.no_confidence}}},
+                   {"pseudo_label_accuracy", kept.empty() ? 0.0 : static_cast<double>(pseudo_right) / static_cast<double>(kept.size())}};
+  if (ctx.leader()) {
+    fs::create_directories(ctx.out / "cmkd");
+    write_file_atomic(ctx.out / "cmkd" / "cmkd_sft.jsonl", jsonl);
+    write_file_atomic(ctx.out / "cmkd" / "stats.json", stats.dump(2) + "\n");
+  }
+  ctx.say("cmkd: kept " + std::to_string(counts.kept) + " of " + std::to_string(counts.samples) + " samples (pseudo-labels right: " +
+          std::to_string(pseudo_right) + ")");
+  return {kept, targets};
+}
+
+inline void run_cmkd(run_context& ctx, internvl& m) {
+  std::vector<record> rows;
+  std::vector<std::string> targets;
+  const auto file = ctx.out / "cmkd" / "cmkd_sft.jsonl";
+  if (fs::exists(file) && fs::exists(ctx.out / "cmkd" / "stats.json")) {
+    // Resumed: the selection finished before; train on what it kept.
+    if (fs::file_size(file) > 0) rows = read_jsonl(file);
+    ctx.say("cmkd: reusing " + file.string() + " (" + std::to_string(rows.size()) + " rows)");
+  } else {
+    auto sel = cmkd_select_rows(ctx, m);
+    rows = std::move(sel.first);
+    targets = std::move(sel.second);
+  }
+  if (rows.empty()) {
+    ctx.say("cmkd: no sample kept; the SFT step is skipped");
+    return;
+  }
+  run_sft(ctx, "cmkd", m, rows, ctx.cfg.cmkd.sft, targets);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation
+
+struct eval_result {
+  msrl::voting::accuracy_report at1, at_k, pairs; ///< first sample; voting@k; items right in both orders (voting@k)
+  int k = 1;
+  std::size_t rows = 0;
+};
+
+inline std::string eval_table(const eval_result& e) {
+  std::string s = "| task type | rows | acc@1 | voting@" + std::to_string(e.k) + " | both orders@" + std::to_string(e.k) + " | unparsable@1 |\n|---|---|---|---|---|---|\n";
+  char buf[256];
+  auto find = [](const msrl::voting::accuracy_report& r, const std::string& name) -> const msrl::voting::category_accuracy* {
+    for (const auto& c : r.categories)
+      if (c.category == name) return &c;
+    return nullptr;
+  };
+  for (const auto& c : e.at_k.categories) {
+    const auto* a1 = find(e.at1, c.category);
+    const auto* pr = find(e.pairs, c.category);
+    std::snprintf(buf, sizeof buf, "| %s | %zu | %.1f | %.1f | %.1f | %zu |\n", c.category.c_str(),
+                  c.correct + c.wrong, a1 ? 100 * a1->accuracy() : 0.0, 100 * c.accuracy(), pr ? 100 * pr->accuracy() : 0.0,
+                  a1 ? a1->unparsable : 0);
+    s += buf;
+  }
+  std::snprintf(buf, sizeof buf, "| **all (micro)** | %zu | %.1f | %.1f | %.1f | %zu |\n", e.rows, 100 * e.at1.micro, 100 * e.at_k.micro,
+                100 * e.pairs.micro, e.at1.unparsable);
+  s += buf;
+  return s;
+}
+
+/// Held-out accuracy per task type: k samples per row, voting@k; unparsable judgments count as
+/// wrong (never excluded), and an item counts in "both orders" only if both of its orders are right.
+inline eval_result run_eval(run_context& ctx, internvl& m, const std::vector<record>& all_rows, const std::string& label = "eval",
+                            std::vector<std::vector<std::string>>* completions = nullptr) {
+  const auto& c = ctx.cfg.eval;
+  std::vector<record> rows = all_rows;
+  if (c.max_items > 0 && rows.size() > static_cast<std::size_t>(c.max_items)) rows.resize(static_cast<std::size_t>(c.max_items));
+  using msrl::voting::accuracy_table;
+  using msrl::voting::unparsable_policy;
+  accuracy_table at1(unparsable_policy::wrong), atk(unparsable_policy::wrong), pairs(unparsable_policy::wrong);
+  std::map<std::string, std::pair<std::string, int>> by_id; // id -> (task, orders right)
+  std::map<std::string, int> seen;
+  progress_bar bar({.label = label, .total = rows.size(), .enabled = ctx.cfg.progress && ctx.leader()});
+  const auto tpt = m->cfg.tokens_per_tile();
+  std::vector<double> local(rows.size() * 2, 0.0); // per row: label@1, label@k (0 none, 1 A, 2 B)
+  if (completions) completions->assign(rows.size(), {});
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (static_cast<int>(i % static_cast<std::size_t>(ctx.world())) != ctx.rank()) continue;
+    const record& r = rows[i];
+    auto p = encode_prompt(r, r.messages, "", ctx.tok, tpt, ctx.media(m));
+    auto g = sample_texts(ctx, m, p, c.k, c.temperature, c.top_p, c.top_k, c.max_completion, derive_seed(ctx.cfg.seed, "eval", i));
+    std::vector<std::string_view> views(g.texts.begin(), g.texts.end());
+    // Ties go to the earliest valid judgment (an even k ties often; abstaining would count them wrong).
+    const auto v = msrl::voting::vote_at_k(views, static_cast<std::size_t>(c.k), msrl::reward::label_format::msrl,
+                                           msrl::voting::tie_policy::first_vote);
+    if (completions) (*completions)[i] = g.texts;
+    local[2 * i] = static_cast<double>(msrl::reward::parse_label(g.texts[0]));
+    local[2 * i + 1] = static_cast<double>(v.winner);
+    bar.update(i + 1);
+  }
+  bar.finish();
+  if (ctx.comm && ctx.world() > 1) {
+    auto t = torch::tensor(local, at::kDouble);
+    ctx.comm->all_reduce_sum(t);
+    for (std::size_t i = 0; i < local.size(); ++i) local[i] = t[static_cast<std::int64_t>(i)].item<double>();
+  }
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const record& r = rows[i];
+    const auto gold = msrl::reward::parse_label(r.solution, msrl::reward::label_format::any);
+    const auto l1 = static_cast<msrl::reward::label>(static_cast<int>(local[2 * i]));
+    const auto lk = static_cast<msrl::reward::label>(static_cast<int>(local[2 * i + 1]));
+    const std::string task = r.task_type.empty() ? "unknown" : r.task_type;
+    at1.add(task, l1, gold);
+    atk.add(task, lk, gold);
+    auto& e = by_id[r.id];
+    e.first = task;
+    e.second += (lk == gold && gold != msrl::reward::label::none) ? 1 : 0;
+    ++seen[r.id];
+  }
+  for (const auto& [id, e] : by_id) {
+    const int orders = seen[id];
+    pairs.add(e.first, e.second == orders ? msrl::reward::label::a : msrl::reward::label::b, msrl::reward::label::a);
+  }
+  eval_result res{at1.report(), atk.report(), pairs.report(), c.k, rows.size()};
+  return res;
+}
+
+inline json report_json(const msrl::voting::accuracy_report& r) {
+  json cats = json::object();
+  for (const auto& c : r.categories)
+    cats[c.category] = {{"accuracy", c.accuracy()}, {"correct", c.correct}, {"wrong", c.wrong}, {"unparsable", c.unparsable}};
+  return {{"micro", r.micro}, {"macro", r.macro}, {"categories", cats}};
+}
+
+inline eval_result run_eval_stage(run_context& ctx, internvl& m) {
+  const auto rows = read_jsonl(ctx.data_file(ctx.cfg.eval.file));
+  std::vector<std::vector<std::string>> completions;
+  auto e = run_eval(ctx, m, rows, "eval", &completions);
+  if (ctx.leader()) {
+    fs::create_directories(ctx.out / "eval");
+    std::string lines;
+    for (std::size_t i = 0; i < completions.size(); ++i)
+      if (!completions[i].empty())
+        lines += json{{"id", rows[i].id}, {"order", rows[i].order}, {"task_type", rows[i].task_type}, {"solution", rows[i].solution},
+                      {"completions", completions[i]}}.dump() + "\n";
+    write_file_atomic(ctx.out / "eval" / "completions.jsonl", lines);
+    write_file_atomic(ctx.out / "eval" / "report.json",
+                      json{{"k", e.k}, {"rows", e.rows}, {"acc_at_1", report_json(e.at1)}, {"voting_at_k", report_json(e.at_k)},
+                           {"both_orders_at_k", report_json(e.pairs)}}.dump(2) + "\n");
+    write_file_atomic(ctx.out / "eval" / "table.md", eval_table(e));
+  }
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pipeline
+
+/// Runs every configured stage that is not completed yet. Returns the evaluation when it ran.
+inline std::optional<eval_result> run_pipeline(run_context& ctx) {
+  std::optional<eval_result> result;
+  const auto done = completed_stages(ctx);
+  for (const auto& stage : ctx.cfg.stages) {
+    if (std::find(done.begin(), done.end(), stage) != done.end() && stage != "eval") {
+      ctx.say(stage + ": done before, skipped");
+      continue;
+    }
+    auto m = initial_model(ctx, stage);
+    const auto t0 = std::chrono::steady_clock::now();
+    ctx.say(stage + ": start");
+    if (stage == "pretrain") run_sft(ctx, stage, m, read_jsonl(ctx.data_file(ctx.cfg.pretrain.file)), ctx.cfg.pretrain);
+    else if (stage == "sft") run_sft(ctx, stage, m, read_jsonl(ctx.data_file(ctx.cfg.sft.file)), ctx.cfg.sft);
+    else if (stage == "text_grpo") run_grpo(ctx, stage, m, ctx.cfg.text_grpo);
+    else if (stage == "caption_grpo") run_grpo(ctx, stage, m, ctx.cfg.caption_grpo);
+    else if (stage == "cmkd") run_cmkd(ctx, m);
+    else if (stage == "mm_grpo") run_grpo(ctx, stage, m, ctx.cfg.mm_grpo);
+    else if (stage == "eval") {
+      result = run_eval_stage(ctx, m);
+      mark_completed(ctx, stage);
+      continue;
+    }
+    write_plots(ctx, stage);
+    finish_stage(ctx, stage, m);
+    ctx.say(stage + ": done in " + std::to_string(static_cast<int>(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())) + " s");
+  }
+  return result;
+}
+
+} // namespace msrl_pipeline

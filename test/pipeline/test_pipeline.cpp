@@ -1,0 +1,259 @@
+// msrl-train end to end: configuration errors, resume after a kill (bit-identical to an
+// uninterrupted run, no step lost or repeated), corrupt data, and a short run of every stage.
+// Usage: test_pipeline -- <msrl-train> <configs/tiny.json>
+#define BOOST_TEST_MODULE pipeline
+#include <boost/test/unit_test.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::string arg(int from_end) {
+  auto& s = boost::unit_test::framework::master_test_suite();
+  BOOST_REQUIRE_MESSAGE(s.argc >= 3, "usage: test_pipeline -- <msrl-train> <tiny.json>");
+  return s.argv[s.argc - from_end];
+}
+std::string binary() { return arg(2); }
+std::string tiny_config() { return arg(1); }
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+/// A scratch folder shared by the whole module, with the bundled data written once.
+struct world {
+  fs::path root;
+  world() {
+    root = fs::temp_directory_path() / ("msrl-pipeline-" + std::to_string(::getpid()));
+    fs::remove_all(root);
+    fs::create_directories(root);
+    const std::string cmd = "'" + binary() + "' make-data --out '" + (root / "data").string() + "' > /dev/null 2>&1";
+    BOOST_REQUIRE(std::system(cmd.c_str()) == 0);
+    // A small, fast variant of the tiny configuration: one thread (bit-reproducible), few steps.
+    json c = json::parse(slurp(tiny_config()));
+    c["data_dir"] = (root / "data").string();
+    c["threads"] = 1;
+    c["progress"] = false;
+    c["model"]["tiny"]["text"] = {{"hidden_size", 32}, {"num_layers", 1}, {"num_heads", 2}, {"num_kv_heads", 1}, {"head_dim", 16}, {"intermediate_size", 64}};
+    c["model"]["tiny"]["vision"] = {{"hidden_size", 16}, {"num_layers", 1}, {"num_heads", 2}, {"intermediate_size", 32}, {"image_size", 56}, {"patch_size", 14}};
+    for (const char* s : {"pretrain", "sft"}) c[s]["max_steps"] = 3;
+    c["cmkd"]["sft"]["max_steps"] = 2;
+    for (const char* s : {"text_grpo", "caption_grpo", "mm_grpo"}) {
+      c[s]["max_steps"] = 4;
+      c[s]["prompts_per_step"] = 2;
+      c[s]["num_generations"] = 4;
+      c[s]["max_completion"] = 24;
+    }
+    c["cmkd"]["k"] = 3;
+    c["cmkd"]["max_completion"] = 24;
+    c["eval"]["k"] = 3;
+    c["eval"]["max_completion"] = 24;
+    c["eval"]["max_items"] = 8;
+    std::ofstream(root / "small.json") << c.dump(2);
+  }
+  ~world() { fs::remove_all(root); }
+  std::string config() const { return (root / "small.json").string(); }
+};
+
+world& shared() {
+  static world w;
+  return w;
+}
+
+struct result {
+  int rc;
+  std::string out, err;
+};
+
+result run(const std::string& args, const fs::path& scratch) {
+  fs::create_directories(scratch);
+  const auto o = scratch / "stdout.txt", e = scratch / "stderr.txt";
+  const std::string cmd = "'" + binary() + "' " + args + " > '" + o.string() + "' 2> '" + e.string() + "'";
+  const int st = std::system(cmd.c_str());
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(o), slurp(e)};
+}
+
+std::vector<json> jsonl(const fs::path& p) {
+  std::vector<json> r;
+  std::ifstream f(p);
+  for (std::string line; std::getline(f, line);)
+    if (!line.empty()) r.push_back(json::parse(line));
+  return r;
+}
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
+  auto& w = shared();
+  const auto dir = w.root / "errors";
+  struct bad {
+    std::string set, expect;
+  };
+  const std::vector<bad> cases{
+      {"text_grpo.lr=-1", "text_grpo.lr"},
+      {"text_grpo.lrr=1", "text_grpo.lrr"},
+      {"sft.epochs=\\\"three\\\"", "sft.epochs"},
+      {"stages='[\"eval\",\"sft\"]'", "recipe order"},
+      {"stages='[\"warmup\"]'", "stages[0]"},
+      {"caption_grpo.replay_ratio=5-1", "caption_grpo.replay_ratio"},
+      {"mm_grpo.num_generations=1", "mm_grpo.num_generations"},
+      {"eval.layout=csv", "eval.layout"},
+      {"cmkd.confidence=loudest", "cmkd.confidence"},
+  };
+  for (const auto& c : cases) {
+    const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set " + c.set, dir);
+    BOOST_TEST(r.rc == 1, c.set);
+    BOOST_TEST(contains(r.err, c.expect), c.set << " -> " << r.err);
+    BOOST_TEST(!fs::exists(dir / "out" / "checkpoints"), c.set);
+  }
+  std::ofstream(dir / "broken.json") << "{\"seed\": 1,";
+  auto r = run("run --config '" + (dir / "broken.json").string() + "'", dir);
+  BOOST_TEST(r.rc == 1);
+  BOOST_TEST(contains(r.err, "not valid JSON"), r.err);
+  r = run("run --config '" + (dir / "missing.json").string() + "'", dir);
+  BOOST_TEST(r.rc == 1);
+  BOOST_TEST(contains(r.err, "--config"), r.err);
+}
+
+BOOST_AUTO_TEST_CASE(missing_and_corrupt_data_are_named) {
+  auto& w = shared();
+  const auto dir = w.root / "corrupt";
+  auto r = run("run --config '" + w.config() + "' --out '" + (dir / "a").string() + "' --set stages='[\"sft\"]' --set sft.file=nope.jsonl", dir);
+  BOOST_TEST(r.rc == 1);
+  BOOST_TEST(contains(r.err, "nope.jsonl"), r.err);
+  // A copy of the SFT file with a broken third row and a row without messages.
+  std::ifstream in(w.root / "data" / "stage1_sft.jsonl");
+  std::ofstream bad(dir / "bad.jsonl");
+  std::string line;
+  for (int i = 0; i < 2 && std::getline(in, line); ++i) bad << line << "\n";
+  bad << "{\"messages\": [{\"role\": \"user\"\n";
+  bad.close();
+  r = run("run --config '" + w.config() + "' --out '" + (dir / "b").string() + "' --set stages='[\"sft\"]' --set sft.file='" + (dir / "bad.jsonl").string() + "'", dir);
+  BOOST_TEST(r.rc == 1);
+  BOOST_TEST(contains(r.err, "bad.jsonl:3"), r.err);
+  std::ofstream(dir / "bad2.jsonl") << "{\"messages\": [{\"role\": \"narrator\", \"content\": \"x\"}]}\n";
+  r = run("run --config '" + w.config() + "' --out '" + (dir / "c").string() + "' --set stages='[\"sft\"]' --set sft.file='" + (dir / "bad2.jsonl").string() + "'", dir);
+  BOOST_TEST(r.rc == 1);
+  BOOST_TEST(contains(r.err, "bad2.jsonl:1") && contains(r.err, "messages"), r.err);
+}
+
+BOOST_AUTO_TEST_CASE(resume_after_kill_matches_an_uninterrupted_run) {
+  auto& w = shared();
+  const auto dir = w.root / "resume";
+  const std::string common = "run --config '" + w.config() + "' --set stages='[\"sft\",\"text_grpo\"]' --set sft.max_steps=2 --set text_grpo.max_steps=6";
+  // Uninterrupted.
+  auto r = run(common + " --out '" + (dir / "straight").string() + "'", dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  // Killed with SIGKILL once the GRPO stage has written three steps, then rerun.
+  const auto out = dir / "killed";
+  const auto metrics = out / "metrics" / "text_grpo.jsonl";
+  const pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd = "exec '" + binary() + "' " + common + " --out '" + out.string() + "' > /dev/null 2>&1";
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  bool killed = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(metrics) && jsonl(metrics).size() >= 3) {
+      ::kill(pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    int st = 0;
+    if (::waitpid(pid, &st, WNOHANG) == pid) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  BOOST_REQUIRE_MESSAGE(killed, "the run ended before it could be killed");
+  r = run(common + " --out '" + out.string() + "'", dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  BOOST_TEST(contains(r.err, "sft: done before, skipped"), r.err);
+  BOOST_TEST(contains(r.err, "text_grpo: resuming at step"), r.err);
+  // Same weights, bit for bit, and every step logged exactly once.
+  const auto a = slurp(dir / "straight" / "checkpoints" / "text_grpo" / "model.safetensors");
+  const auto b = slurp(out / "checkpoints" / "text_grpo" / "model.safetensors");
+  BOOST_TEST(!a.empty());
+  BOOST_TEST((a == b), "resumed weights differ from the uninterrupted run");
+  const auto rows = jsonl(metrics);
+  BOOST_REQUIRE(rows.size() == 6u);
+  const auto straight = jsonl(dir / "straight" / "metrics" / "text_grpo.jsonl");
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    BOOST_TEST(rows[i]["step"].get<int>() == static_cast<int>(i));
+    BOOST_TEST(rows[i]["reward"].get<double>() == straight[i]["reward"].get<double>());
+    BOOST_TEST(rows[i]["loss"].get<double>() == straight[i]["loss"].get<double>());
+  }
+  BOOST_TEST(!fs::exists(out / "checkpoints" / "text_grpo.resume"));
+  const auto state = json::parse(slurp(out / "state.json"));
+  BOOST_TEST(state["completed"].size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(every_stage_runs_and_the_evaluation_is_reported) {
+  auto& w = shared();
+  const auto dir = w.root / "full";
+  const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "'", dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  BOOST_TEST(contains(r.out, "| task type |"), r.out);
+  BOOST_TEST(contains(r.out, "voting@3"), r.out);
+  const auto rep = json::parse(slurp(dir / "out" / "eval" / "report.json"));
+  BOOST_TEST(rep["k"].get<int>() == 3);
+  BOOST_TEST(rep["rows"].get<int>() == 8);
+  const double micro = rep["voting_at_k"]["micro"].get<double>();
+  BOOST_TEST((micro >= 0.0 && micro <= 1.0));
+  for (const char* s : {"pretrain", "sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo"})
+    BOOST_TEST(fs::exists(dir / "out" / "checkpoints" / s / "model.safetensors"), s);
+  BOOST_TEST(fs::exists(dir / "out" / "cmkd" / "stats.json"));
+  const auto stats = json::parse(slurp(dir / "out" / "cmkd" / "stats.json"));
+  BOOST_TEST(stats["samples"].get<int>() > 0);
+  bool any_png = false;
+  for (const auto& e : fs::directory_iterator(dir / "out" / "plots")) any_png = any_png || e.path().extension() == ".png";
+  BOOST_TEST(any_png);
+  // GRPO metrics carry what a trainer reports per step.
+  const auto rows = jsonl(dir / "out" / "metrics" / "mm_grpo.jsonl");
+  BOOST_REQUIRE(rows.size() == 4u);
+  for (const char* k : {"reward", "accuracy", "kl", "clip_fraction", "entropy", "length", "loss", "grad_norm", "lr"})
+    BOOST_TEST(rows[0].contains(k), k);
+  // A second run over the finished folder does nothing but the evaluation again.
+  const auto again = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "'", dir);
+  BOOST_TEST(again.rc == 0);
+  BOOST_TEST(contains(again.err, "mm_grpo: done before, skipped"), again.err);
+}
+
+BOOST_AUTO_TEST_CASE(eval_subcommand_reads_a_checkpoint) {
+  auto& w = shared();
+  const auto dir = w.root / "evalcmd";
+  auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set stages='[\"sft\"]' --set sft.max_steps=1", dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  r = run("eval --config '" + w.config() + "' --model '" + (dir / "out" / "checkpoints" / "sft").string() + "' --data '" +
+              (w.root / "data" / "eval.jsonl").string() + "' --k 2 --max-items 4",
+          dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  BOOST_TEST(contains(r.out, "voting@2"), r.out);
+  r = run("eval --model '" + (dir / "nowhere").string() + "' --data '" + (w.root / "data" / "eval.jsonl").string() + "'", dir);
+  BOOST_TEST(r.rc == 1);
+  BOOST_TEST(contains(r.err, "model.init"), r.err);
+}
