@@ -109,6 +109,8 @@ int main(int argc, char** argv) {
   eval->add_option("--data", data_file, "JSONL rows (ms-swift schema, or --layout vlrb|genai)")->required();
   eval->add_option("--k", k, "judgments per row (voting@k)")->check(CLI::Range(1, 1024));
   eval->add_option("--max-items", max_items, "evaluate only the first N rows");
+  eval->add_option("--layout", layout, "msrl (ms-swift rows), vlrb (VL-RewardBench) or genai (GenAI-Bench)")
+      ->check(CLI::IsMember({"msrl", "vlrb", "genai"}));
 
   std::string data_out;
   std::uint64_t data_seed = 1;
@@ -135,6 +137,7 @@ int main(int argc, char** argv) {
                     "must be a checkpoint folder with config.json (model.init '" + model_dir + "')");
       sets.push_back("eval.file=\"" + fs::absolute(data_file).string() + "\"");
       sets.push_back("eval.k=" + std::to_string(k));
+      sets.push_back("eval.layout=" + layout);
       sets.push_back("eval.max_items=" + std::to_string(max_items));
       sets.push_back("model.init=\"" + model_dir + "\"");
       sets.push_back("stages=[\"eval\"]");
@@ -145,7 +148,7 @@ int main(int argc, char** argv) {
     if (*eval) {
       auto ctx = make_context(cfg, comm);
       auto m = mp::initial_model(ctx, "eval");
-      auto e = mp::run_eval(ctx, m, mp::read_jsonl(cfg.eval.file));
+      auto e = mp::run_eval(ctx, m, mp::eval_rows(ctx));
       if (ctx.leader()) std::cout << mp::eval_table(e);
       return 0;
     }
@@ -170,7 +173,10 @@ int main(int argc, char** argv) {
     if (ctx.leader()) {
       std::cerr << "msrl-train: finished in " << static_cast<int>(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())
                 << " s; outputs in " << ctx.out.string() << "\n";
-      if (result) std::cout << mp::eval_table(*result);
+      if (result) {
+        std::cout << "\nHeld-out evaluation (" << cfg.eval.file << "):\n\n" << mp::eval_table(result->eval);
+        if (result->caption) std::cout << "\nThe same items with captions instead of media (" << cfg.eval.caption_file << "):\n\n" << mp::eval_table(*result->caption);
+      }
     }
     return 0;
   } catch (const std::exception& e) {

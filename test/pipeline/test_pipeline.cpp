@@ -46,7 +46,11 @@ struct world {
     root = fs::temp_directory_path() / ("msrl-pipeline-" + std::to_string(::getpid()));
     fs::remove_all(root);
     fs::create_directories(root);
-    const std::string cmd = "'" + binary() + "' make-data --out '" + (root / "data").string() + "' > /dev/null 2>&1";
+    std::string cmd = "'";
+    cmd += binary();
+    cmd += "' make-data --out '";
+    cmd += (root / "data").string();
+    cmd += "' > /dev/null 2>&1";
     BOOST_REQUIRE(std::system(cmd.c_str()) == 0);
     // A small, fast variant of the tiny configuration: one thread (bit-reproducible), few steps.
     json c = json::parse(slurp(tiny_config()));
@@ -87,7 +91,15 @@ struct result {
 result run(const std::string& args, const fs::path& scratch) {
   fs::create_directories(scratch);
   const auto o = scratch / "stdout.txt", e = scratch / "stderr.txt";
-  const std::string cmd = "'" + binary() + "' " + args + " > '" + o.string() + "' 2> '" + e.string() + "'";
+  std::string cmd = "'"; // appended piece by piece (GCC 12 warns falsely on one long concatenation)
+  cmd += binary();
+  cmd += "' ";
+  cmd += args;
+  cmd += " > '";
+  cmd += o.string();
+  cmd += "' 2> '";
+  cmd += e.string();
+  cmd += "'";
   const int st = std::system(cmd.c_str());
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(o), slurp(e)};
 }
@@ -155,7 +167,7 @@ BOOST_AUTO_TEST_CASE(missing_and_corrupt_data_are_named) {
   std::ofstream(dir / "bad2.jsonl") << "{\"messages\": [{\"role\": \"narrator\", \"content\": \"x\"}]}\n";
   r = run("run --config '" + w.config() + "' --out '" + (dir / "c").string() + "' --set stages='[\"sft\"]' --set sft.file='" + (dir / "bad2.jsonl").string() + "'", dir);
   BOOST_TEST(r.rc == 1);
-  BOOST_TEST(contains(r.err, "bad2.jsonl:1") && contains(r.err, "messages"), r.err);
+  BOOST_TEST((contains(r.err, "bad2.jsonl:1") && contains(r.err, "messages")), r.err);
 }
 
 BOOST_AUTO_TEST_CASE(resume_after_kill_matches_an_uninterrupted_run) {

@@ -41,6 +41,7 @@ struct ablation_row {
   std::string name;
   std::vector<double> micro; ///< voting@k accuracy per seed
   std::vector<double> at1;   ///< acc@1 per seed
+  std::vector<double> caption; ///< voting@k on the caption-based evaluation per seed
   std::map<std::string, std::vector<double>> per_task;
 };
 
@@ -106,9 +107,10 @@ inline std::string run_ablation(const pipeline_config& base, const fs::path& out
       auto e = run_pipeline(ctx);
       for (std::size_t k = start + 1; k <= v.stages.size(); ++k) done_prefix[prefix_key(v.stages, k)] = ctx.checkpoint(v.stages[k - 1]);
       rows[vi].name = v.name;
-      rows[vi].micro.push_back(e->at_k.micro);
-      rows[vi].at1.push_back(e->at1.micro);
-      for (const auto& c : e->at_k.categories) {
+      rows[vi].micro.push_back(e->eval.at_k.micro);
+      rows[vi].at1.push_back(e->eval.at1.micro);
+      if (e->caption) rows[vi].caption.push_back(e->caption->at_k.micro);
+      for (const auto& c : e->eval.at_k.categories) {
         rows[vi].per_task[c.category].push_back(c.accuracy());
         tasks.insert(c.category);
       }
@@ -116,15 +118,16 @@ inline std::string run_ablation(const pipeline_config& base, const fs::path& out
   }
   std::string t = "| variant | stages |";
   for (const auto& task : tasks) t += " " + task + " |";
-  t += " overall voting@" + std::to_string(base.eval.k) + " | overall acc@1 |\n|---|---|";
-  for (std::size_t i = 0; i < tasks.size() + 2; ++i) t += "---|";
+  t += " overall voting@" + std::to_string(base.eval.k) + " | overall acc@1 | caption-based voting@" + std::to_string(base.eval.k) + " |\n|---|---|";
+  for (std::size_t i = 0; i < tasks.size() + 3; ++i) t += "---|";
   t += "\n";
   for (std::size_t vi = 0; vi < variants.size(); ++vi) {
     std::string st;
     for (const auto& s : variants[vi].stages) st += (st.empty() ? "" : ", ") + s;
     t += "| " + rows[vi].name + " | " + st + " |";
     for (const auto& task : tasks) t += " " + (rows[vi].per_task.count(task) ? mean_sd(rows[vi].per_task[task]) : std::string("-")) + " |";
-    t += " " + mean_sd(rows[vi].micro) + " | " + mean_sd(rows[vi].at1) + " |\n";
+    t += " " + mean_sd(rows[vi].micro) + " | " + mean_sd(rows[vi].at1) + " | " +
+         (rows[vi].caption.empty() ? std::string("-") : mean_sd(rows[vi].caption)) + " |\n";
   }
   t += "\n" + std::to_string(seeds) + " seed(s) (" + std::to_string(base.seed) + (seeds > 1 ? "…" + std::to_string(base.seed + static_cast<std::uint64_t>(seeds) - 1) : std::string()) +
        "); accuracy in %, mean ± sample standard deviation over seeds; unparsable judgments count as wrong.\n";

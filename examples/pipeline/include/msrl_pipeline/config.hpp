@@ -78,6 +78,7 @@ struct cmkd_config {
 
 struct eval_config {
   std::string file;
+  std::string caption_file;    ///< optional second evaluation with captions instead of media ("" = none)
   std::string layout = "msrl"; ///< msrl (ms-swift rows, both orders) | vlrb | genai
   int k = 16;                  ///< voting@k
   double temperature = 1.0;
@@ -126,6 +127,7 @@ struct pipeline_config {
     cmkd.sft.epochs = 1;
     cmkd.sft.freeze_vision = cmkd.sft.freeze_projector = false;
     eval.file = "eval.jsonl";
+    eval.caption_file = "eval_caption.jsonl";
   }
 };
 
@@ -304,7 +306,7 @@ inline pipeline_config parse_config(const json& doc) {
     m.nested("sft", [&](detail::object_reader& s) { detail::read_sft(s, c.cmkd.sft); });
   });
   r.nested("eval", [&](detail::object_reader& m) {
-    m.get("file", c.eval.file).get("layout", c.eval.layout).get("k", c.eval.k).get("temperature", c.eval.temperature)
+    m.get("file", c.eval.file).get("caption_file", c.eval.caption_file).get("layout", c.eval.layout).get("k", c.eval.k).get("temperature", c.eval.temperature)
         .get("top_p", c.eval.top_p).get("top_k", c.eval.top_k).get("max_completion", c.eval.max_completion)
         .get("max_items", c.eval.max_items);
   });

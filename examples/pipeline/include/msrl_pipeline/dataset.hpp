@@ -18,6 +18,7 @@
 #include <torch/torch.h>
 
 #include <msrl/core/error.hpp>
+#include <msrl/voting/benchmarks.hpp>
 #include <msrl/trainer/image.hpp>
 #include <msrl/trainer/internvl_torch.hpp>
 #include <msrl/trainer/tokenizer.hpp>
@@ -35,6 +36,7 @@ struct record {
   std::vector<std::filesystem::path> videos; ///< folders of frames
   std::string solution, task_type, caption, order;
   std::vector<message> caption_messages;     ///< the caption-based version of the prompt (CMKD pool)
+  std::string category;                      ///< reporting category of a benchmark row ("" = task_type)
   std::string source;                        ///< "file:line" for error messages
 };
 
@@ -116,6 +118,83 @@ inline std::vector<record> read_jsonl(const std::filesystem::path& file) {
     rows.push_back(std::move(r));
   }
   msrl::require(!rows.empty(), "msrl-train", "data file", "must hold at least one row ('" + file.string() + "')");
+  return rows;
+}
+
+/// Rows of a public benchmark file (JSONL) in the judge layout of the bundled data, each item in
+/// both A/B orders (same id, order "AB" / "BA"):
+///   vlrb  VL-RewardBench: id, query, image, response [2], human_ranking ([0,1]: response[0] preferred);
+///         category = its group (general / hallucination / reasoning).
+///   genai GenAI-Bench: prompt, left_image/right_image (or left_video/right_video, folders of frames),
+///         vote_type; ties and both-bad items are skipped, as the reference scripts do.
+/// `system` is the system prompt to judge with (the stage-3 one).
+inline std::vector<record> read_benchmark(const std::filesystem::path& file, const std::string& layout, const std::string& system) {
+  msrl::require(layout == "vlrb" || layout == "genai", "msrl-train", "eval.layout", "must be msrl, vlrb or genai");
+  std::ifstream in(file);
+  msrl::require(static_cast<bool>(in), "msrl-train", "eval.file", "must be a readable file ('" + file.string() + "')");
+  const auto base = std::filesystem::absolute(file).parent_path();
+  auto resolve = [&](const std::string& p) { std::filesystem::path q = p; return q.is_relative() ? base / q : q; };
+  std::vector<record> rows;
+  std::string line;
+  std::size_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const auto where = detail::where_of(file, n);
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) throw msrl::parse_error("msrl-train: " + where + ": invalid JSON object");
+    auto str = [&](const char* k) {
+      if (!j.contains(k) || !j[k].is_string()) detail::bad_row(where, k, "must be a string");
+      return j[k].get<std::string>();
+    };
+    record r;
+    r.source = where;
+    std::string first, second, user_ab, user_ba;
+    char gold = 'A';
+    if (layout == "vlrb") {
+      r.id = j.contains("id") && j["id"].is_string() ? j["id"].get<std::string>() : std::to_string(n);
+      if (!j.contains("response") || !j["response"].is_array() || j["response"].size() != 2 || !j["response"][0].is_string() || !j["response"][1].is_string())
+        detail::bad_row(where, "response", "must be a list of two strings");
+      if (!j.contains("human_ranking") || !j["human_ranking"].is_array() || j["human_ranking"].size() != 2)
+        detail::bad_row(where, "human_ranking", "must be [0,1] or [1,0]");
+      const auto rank0 = j["human_ranking"][0].get<int>();
+      gold = rank0 == 0 ? 'A' : 'B';
+      r.images.push_back(resolve(str("image")));
+      r.task_type = "image_understanding";
+      r.category = std::string(msrl::voting::vlrb_group(r.id));
+      const std::string q = str("query"), a = j["response"][0].get<std::string>(), b = j["response"][1].get<std::string>();
+      user_ab = "<image>\nQuestion: " + q + "\nResponse A: " + a + "\nResponse B: " + b;
+      user_ba = "<image>\nQuestion: " + q + "\nResponse A: " + b + "\nResponse B: " + a;
+    } else {
+      r.id = j.contains("id") && j["id"].is_string() ? j["id"].get<std::string>() : std::to_string(n);
+      const auto g = msrl::voting::genai_gold(str("vote_type"));
+      if (g == msrl::reward::label::none) continue;
+      gold = g == msrl::reward::label::a ? 'A' : 'B';
+      const bool video = j.contains("left_video") || j.contains("video_left");
+      const char* lk = video ? (j.contains("left_video") ? "left_video" : "video_left") : "left_image";
+      const char* rk = video ? (j.contains("right_video") ? "right_video" : "video_right") : "right_image";
+      (video ? r.videos : r.images) = {resolve(str(lk)), resolve(str(rk))};
+      r.task_type = video ? "video_generation" : "image_generation";
+      r.category = r.task_type;
+      const std::string noun = video ? "Video" : "Image", marker = video ? "<video>" : "<image>";
+      user_ab = "Prompt: " + str("prompt") + "\n" + noun + " A: " + marker + "\n" + noun + " B: " + marker + "\nWhich " +
+                (video ? "video" : "image") + " matches the prompt?";
+      user_ba = user_ab;
+    }
+    for (int o = 0; o < 2; ++o) {
+      record x = r;
+      x.order = o == 0 ? "AB" : "BA";
+      x.solution = std::string(1, o == 0 ? gold : (gold == 'A' ? 'B' : 'A'));
+      if (o == 1) {
+        if (!x.images.empty() && layout == "genai") std::swap(x.images[0], x.images[1]);
+        if (!x.videos.empty()) std::swap(x.videos[0], x.videos[1]);
+      }
+      if (!system.empty()) x.messages.push_back({"system", system});
+      x.messages.push_back({"user", o == 0 ? user_ab : user_ba});
+      rows.push_back(std::move(x));
+    }
+  }
+  msrl::require(!rows.empty(), "msrl-train", "eval.file", "must hold at least one scorable item ('" + file.string() + "')");
   return rows;
 }
 

@@ -8,7 +8,8 @@
 ///   out/metrics/<stage>.jsonl          one row per optimizer step
 ///   out/plots/<stage>_*.png            curves per stage
 ///   out/cmkd/cmkd_sft.jsonl, stats.json  the distilled SFT rows and the selection counts
-///   out/eval/report.json, table.md     held-out accuracy per task type (voting@k, both orders)
+///   out/eval/report.{json,md}          held-out accuracy per task type (voting@k, both orders);
+///   out/eval/caption_report.{json,md}  the same items with captions instead of media (eval.caption_file)
 ///
 /// A killed run restarts where it stopped: completed stages are skipped, the stage in progress
 /// resumes from its last saved step (the data order and the sampling seeds depend only on the
@@ -41,6 +42,7 @@
 
 #include "atomic_io.hpp"
 #include "config.hpp"
+#include "datagen.hpp"
 #include "dataset.hpp"
 #include "metrics.hpp"
 #include "plot.hpp"
@@ -50,6 +52,10 @@ namespace msrl_pipeline {
 
 namespace fs = std::filesystem;
 using msrl::trainer::internvl;
+
+/// One-line JSON of generated text: sampled byte-level tokens need not form valid UTF-8, so
+/// invalid bytes are written as U+FFFD instead of failing the write.
+inline std::string dump_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 /// Seeds derived from (run seed, stage, step, index): resumed runs draw the same numbers.
 inline std::uint64_t derive_seed(std::uint64_t seed, std::string_view stage, std::uint64_t step, std::uint64_t index = 0) {
@@ -512,7 +518,7 @@ inline std::pair<std::vector<record>, std::vector<std::string>> cmkd_select_rows
       for (const auto& p2 : r.videos) vids.push_back(p2.string());
       if (!imgs.empty()) row["images"] = imgs;
       if (!vids.empty()) row["videos"] = vids;
-      jsonl += row.dump() + "\n";
+      jsonl += dump_text(row) + "\n";
     }
     bar.update(i + 1);
   }
@@ -629,7 +635,7 @@ inline eval_result run_eval(run_context& ctx, internvl& m, const std::vector<rec
     const auto gold = msrl::reward::parse_label(r.solution, msrl::reward::label_format::any);
     const auto l1 = static_cast<msrl::reward::label>(static_cast<int>(local[2 * i]));
     const auto lk = static_cast<msrl::reward::label>(static_cast<int>(local[2 * i + 1]));
-    const std::string task = r.task_type.empty() ? "unknown" : r.task_type;
+    const std::string task = !r.category.empty() ? r.category : r.task_type.empty() ? "unknown" : r.task_type;
     at1.add(task, l1, gold);
     atk.add(task, lk, gold);
     auto& e = by_id[r.id];
@@ -652,32 +658,56 @@ inline json report_json(const msrl::voting::accuracy_report& r) {
   return {{"micro", r.micro}, {"macro", r.macro}, {"categories", cats}};
 }
 
-inline eval_result run_eval_stage(run_context& ctx, internvl& m) {
-  const auto rows = read_jsonl(ctx.data_file(ctx.cfg.eval.file));
+/// The evaluation rows: the bundled layout, or a benchmark file converted (see read_benchmark).
+inline std::vector<record> eval_rows(const run_context& ctx) {
+  const auto f = ctx.data_file(ctx.cfg.eval.file);
+  if (ctx.cfg.eval.layout == "msrl") return read_jsonl(f);
+  return read_benchmark(f, ctx.cfg.eval.layout, system_prompt(prompt_style::multimodal));
+}
+
+/// Evaluates `rows` and writes out/eval/<name>.json, <name>.md and <name>_completions.jsonl.
+inline eval_result evaluate_and_write(run_context& ctx, internvl& m, const std::vector<record>& rows, const std::string& name) {
   std::vector<std::vector<std::string>> completions;
-  auto e = run_eval(ctx, m, rows, "eval", &completions);
+  auto e = run_eval(ctx, m, rows, name, &completions);
   if (ctx.leader()) {
     fs::create_directories(ctx.out / "eval");
     std::string lines;
     for (std::size_t i = 0; i < completions.size(); ++i)
       if (!completions[i].empty())
-        lines += json{{"id", rows[i].id}, {"order", rows[i].order}, {"task_type", rows[i].task_type}, {"solution", rows[i].solution},
-                      {"completions", completions[i]}}.dump() + "\n";
-    write_file_atomic(ctx.out / "eval" / "completions.jsonl", lines);
-    write_file_atomic(ctx.out / "eval" / "report.json",
+        lines += dump_text(json{{"id", rows[i].id}, {"order", rows[i].order}, {"task_type", rows[i].task_type}, {"solution", rows[i].solution},
+                                {"completions", completions[i]}}) + "\n";
+    write_file_atomic(ctx.out / "eval" / (name + "_completions.jsonl"), lines);
+    write_file_atomic(ctx.out / "eval" / (name + ".json"),
                       json{{"k", e.k}, {"rows", e.rows}, {"acc_at_1", report_json(e.at1)}, {"voting_at_k", report_json(e.at_k)},
                            {"both_orders_at_k", report_json(e.pairs)}}.dump(2) + "\n");
-    write_file_atomic(ctx.out / "eval" / "table.md", eval_table(e));
+    write_file_atomic(ctx.out / "eval" / (name + ".md"), eval_table(e));
   }
   return e;
+}
+
+/// The evaluation stage: eval.file ("report"), then eval.caption_file ("caption_report") when set.
+inline std::pair<eval_result, std::optional<eval_result>> run_eval_stage(run_context& ctx, internvl& m) {
+  auto e = evaluate_and_write(ctx, m, eval_rows(ctx), "report");
+  std::optional<eval_result> cap;
+  if (!ctx.cfg.eval.caption_file.empty()) {
+    const auto f = ctx.data_file(ctx.cfg.eval.caption_file);
+    msrl::require(fs::exists(f), "msrl-train config", "eval.caption_file", "must name an existing file or be empty ('" + f.string() + "')");
+    cap = evaluate_and_write(ctx, m, read_jsonl(f), "caption_report");
+  }
+  return {e, cap};
 }
 
 // ---------------------------------------------------------------------------------------------
 // The pipeline
 
 /// Runs every configured stage that is not completed yet. Returns the evaluation when it ran.
-inline std::optional<eval_result> run_pipeline(run_context& ctx) {
-  std::optional<eval_result> result;
+struct pipeline_result {
+  eval_result eval;                   ///< eval.file (media)
+  std::optional<eval_result> caption; ///< eval.caption_file (captions instead of media)
+};
+
+inline std::optional<pipeline_result> run_pipeline(run_context& ctx) {
+  std::optional<pipeline_result> result;
   const auto done = completed_stages(ctx);
   for (const auto& stage : ctx.cfg.stages) {
     if (std::find(done.begin(), done.end(), stage) != done.end() && stage != "eval") {
@@ -694,7 +724,8 @@ inline std::optional<eval_result> run_pipeline(run_context& ctx) {
     else if (stage == "cmkd") run_cmkd(ctx, m);
     else if (stage == "mm_grpo") run_grpo(ctx, stage, m, ctx.cfg.mm_grpo);
     else if (stage == "eval") {
-      result = run_eval_stage(ctx, m);
+      auto [e, cap] = run_eval_stage(ctx, m);
+      result = pipeline_result{e, cap};
       mark_completed(ctx, stage);
       continue;
     }
