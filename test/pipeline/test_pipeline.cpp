@@ -17,6 +17,10 @@
 #include <thread>
 #include <vector>
 
+#include <cstring>
+#include <map>
+#include <regex>
+
 #include <nlohmann/json.hpp>
 
 namespace fs = std::filesystem;
@@ -74,7 +78,9 @@ struct world {
     c["eval"]["max_items"] = 8;
     std::ofstream(root / "small.json") << c.dump(2);
   }
-  ~world() { fs::remove_all(root); }
+  ~world() {
+    if (!std::getenv("MSRL_TEST_KEEP")) fs::remove_all(root);
+  }
   std::string config() const { return (root / "small.json").string(); }
 };
 
@@ -268,4 +274,90 @@ BOOST_AUTO_TEST_CASE(eval_subcommand_reads_a_checkpoint) {
   r = run("eval --model '" + (dir / "nowhere").string() + "' --data '" + (w.root / "data" / "eval.jsonl").string() + "'", dir);
   BOOST_TEST(r.rc == 1);
   BOOST_TEST(contains(r.err, "model.init"), r.err);
+}
+
+namespace {
+
+/// name -> fp32 values of a safetensors file (the test's own minimal reader).
+std::map<std::string, std::vector<float>> read_f32_safetensors(const fs::path& p) {
+  const std::string bytes = slurp(p);
+  BOOST_REQUIRE(bytes.size() >= 8);
+  std::uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  const auto header = json::parse(bytes.substr(8, n));
+  std::map<std::string, std::vector<float>> out;
+  for (const auto& [name, info] : header.items()) {
+    if (name == "__metadata__") continue;
+    BOOST_REQUIRE(info["dtype"] == "F32");
+    const auto b = info["data_offsets"][0].get<std::size_t>(), e = info["data_offsets"][1].get<std::size_t>();
+    std::vector<float> v((e - b) / 4);
+    std::memcpy(v.data(), bytes.data() + 8 + n + b, e - b);
+    out[name] = std::move(v);
+  }
+  return out;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(two_processes_train_like_one) {
+  auto& w = shared();
+  const auto dir = w.root / "ddp";
+  const std::string common = "run --config '" + w.config() +
+                             "' --set stages='[\"sft\",\"text_grpo\"]' --set sft.max_steps=2 --set sft.batch_size=4 --set text_grpo.max_steps=2"
+                             " --set text_grpo.prompts_per_step=2";
+  auto r = run(common + " --out '" + (dir / "one").string() + "'", dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  // Two ranks on loopback: each takes every other sequence / prompt of a step.
+  const int port = 20000 + static_cast<int>(::getpid() % 20000);
+  std::string launch;
+  for (int rank = 0; rank < 2; ++rank)
+    launch += "RANK=" + std::to_string(rank) + " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " '" + binary() +
+              "' " + common + " --out '" + (dir / "two").string() + "' > '" + (dir / ("rank" + std::to_string(rank) + ".txt")).string() +
+              "' 2>&1 & ";
+  launch += "wait";
+  BOOST_REQUIRE(std::system(("timeout 300 sh -c \"" + std::regex_replace(launch, std::regex("\""), "\\\"") + "\"").c_str()) == 0);
+  BOOST_REQUIRE_MESSAGE(fs::exists(dir / "two" / "checkpoints" / "text_grpo" / "model.safetensors"), slurp(dir / "rank0.txt") + slurp(dir / "rank1.txt"));
+  // Same samples and rewards (seeds depend on the prompt's slot, not the rank), same update.
+  const auto a = jsonl(dir / "one" / "metrics" / "text_grpo.jsonl"), b = jsonl(dir / "two" / "metrics" / "text_grpo.jsonl");
+  BOOST_REQUIRE(a.size() == 2u && b.size() == 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    BOOST_TEST(a[i]["reward"].get<double>() == b[i]["reward"].get<double>());
+    BOOST_TEST(a[i]["loss"].get<double>() == b[i]["loss"].get<double>(), boost::test_tools::tolerance(1e-5));
+  }
+  const auto wa = read_f32_safetensors(dir / "one" / "checkpoints" / "text_grpo" / "model.safetensors");
+  const auto wb = read_f32_safetensors(dir / "two" / "checkpoints" / "text_grpo" / "model.safetensors");
+  BOOST_REQUIRE(wa.size() == wb.size());
+  double worst = 0;
+  for (const auto& [name, va] : wa) {
+    const auto& vb = wb.at(name);
+    BOOST_REQUIRE(va.size() == vb.size());
+    for (std::size_t i = 0; i < va.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(va[i] - vb[i])) / (std::abs(va[i]) + 1e-3));
+  }
+  BOOST_TEST_MESSAGE("largest relative weight difference " << worst);
+  BOOST_TEST(worst < 1e-4, "largest relative weight difference " << worst);
+}
+
+BOOST_AUTO_TEST_CASE(eval_reads_vl_rewardbench_and_genai_bench_layouts) {
+  auto& w = shared();
+  const auto dir = w.root / "bench";
+  auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set stages='[\"sft\"]' --set sft.max_steps=1", dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto img = (w.root / "data" / "images" / "i0000.png").string(), img2 = (w.root / "data" / "images" / "i0001.png").string();
+  std::ofstream(dir / "vlrb.jsonl") << json{{"id", "RLAIF-V_1"}, {"query", "What is shown?"}, {"image", img}, {"response", {"a square", "a circle"}}, {"human_ranking", {0, 1}}}.dump() << "\n"
+                                    << json{{"id", "mathverse_2"}, {"query", "Count."}, {"image", img}, {"response", {"one", "two"}}, {"human_ranking", {1, 0}}}.dump() << "\n";
+  std::ofstream(dir / "genai.jsonl") << json{{"prompt", "a red circle"}, {"left_image", img}, {"right_image", img2}, {"vote_type", "leftvote"}}.dump() << "\n"
+                                     << json{{"prompt", "a blue square"}, {"left_image", img}, {"right_image", img2}, {"vote_type", "tievote"}}.dump() << "\n";
+  const std::string model = (dir / "out" / "checkpoints" / "sft").string();
+  r = run("eval --config '" + w.config() + "' --model '" + model + "' --data '" + (dir / "vlrb.jsonl").string() + "' --layout vlrb --k 1", dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  // Categories are the VL-RewardBench groups; each item is judged in both orders (2 rows).
+  BOOST_TEST(contains(r.out, "| hallucination | 2 |"), r.out);
+  BOOST_TEST(contains(r.out, "| reasoning | 2 |"), r.out);
+  r = run("eval --config '" + w.config() + "' --model '" + model + "' --data '" + (dir / "genai.jsonl").string() + "' --layout genai --k 1", dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  BOOST_TEST(contains(r.out, "| image_generation | 2 |"), r.out); // the tie is skipped
+  std::ofstream(dir / "bad.jsonl") << json{{"id", "x"}, {"query", "q"}, {"image", img}, {"response", {"only one"}}, {"human_ranking", {0, 1}}}.dump() << "\n";
+  r = run("eval --config '" + w.config() + "' --model '" + model + "' --data '" + (dir / "bad.jsonl").string() + "' --layout vlrb", dir);
+  BOOST_TEST(r.rc == 1);
+  BOOST_TEST((contains(r.err, "bad.jsonl:1") && contains(r.err, "response")), r.err);
 }

@@ -173,7 +173,9 @@ inline std::vector<record> read_benchmark(const std::filesystem::path& file, con
       const bool video = j.contains("left_video") || j.contains("video_left");
       const char* lk = video ? (j.contains("left_video") ? "left_video" : "video_left") : "left_image";
       const char* rk = video ? (j.contains("right_video") ? "right_video" : "video_right") : "right_image";
-      (video ? r.videos : r.images) = {resolve(str(lk)), resolve(str(rk))};
+      auto& media = video ? r.videos : r.images;
+      media.push_back(resolve(str(lk)));
+      media.push_back(resolve(str(rk)));
       r.task_type = video ? "video_generation" : "image_generation";
       r.category = r.task_type;
       const std::string noun = video ? "Video" : "Image", marker = video ? "<video>" : "<image>";
