@@ -17,11 +17,7 @@
 /// std::*_distribution; PNGs are a pure function of the scene). Media are content-addressed:
 /// equal scenes share one file, so the data stays small however many rows are drawn.
 ///
-/// stb_image_write: compiled into this header with internal linkage (STB_IMAGE_WRITE_STATIC)
-/// unless another msrl header already did so in this translation unit (MSRL_STB_IMAGE_WRITE_DONE,
-/// the protocol plot.hpp shares), <stb_image_write.h> was already included (then the program
-/// provides the implementation), or MSRL_PIPELINE_NO_STB_IMPLEMENTATION /
-/// MSRL_PIPELINE_NO_STB_WRITE_IMPLEMENTATION is defined.
+/// PNG encoding: stb_image_write, compiled in by stb_write.hpp.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -48,25 +44,7 @@
 #include <msrl/data/random.hpp>
 #include <msrl/trainer/tokenizer.hpp>
 
-#ifndef MSRL_STB_IMAGE_WRITE_DONE
-#ifndef INCLUDE_STB_IMAGE_WRITE_H
-#if !defined(MSRL_PIPELINE_NO_STB_IMPLEMENTATION) && !defined(MSRL_PIPELINE_NO_STB_WRITE_IMPLEMENTATION) && !defined(STB_IMAGE_WRITE_IMPLEMENTATION)
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define MSRL_PIPELINE_DEFINED_STBIW
-#endif
-#if __has_include(<stb/stb_image_write.h>) // Debian libstb-dev
-#include <stb/stb_image_write.h>
-#else
-#include <stb_image_write.h>
-#endif
-#ifdef MSRL_PIPELINE_DEFINED_STBIW
-#undef STB_IMAGE_WRITE_IMPLEMENTATION
-#undef MSRL_PIPELINE_DEFINED_STBIW
-#endif
-#endif // INCLUDE_STB_IMAGE_WRITE_H
-#define MSRL_STB_IMAGE_WRITE_DONE
-#endif // MSRL_STB_IMAGE_WRITE_DONE
+#include "stb_write.hpp"
 
 namespace msrl_pipeline {
 

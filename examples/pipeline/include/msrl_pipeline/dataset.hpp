@@ -61,6 +61,25 @@ inline std::vector<message> read_messages(const nlohmann::json& j, const std::st
   return out;
 }
 
+/// Calls f(row, "file:line") for every non-blank line of a JSONL file; a line that is not a
+/// JSON object throws msrl::parse_error naming file:line. `argument` names the file in errors.
+template <class F>
+void for_each_jsonl_object(const std::filesystem::path& file, const char* argument, F&& f) {
+  std::ifstream in(file);
+  msrl::require(static_cast<bool>(in), "msrl-train", argument, "must be a readable file ('" + file.string() + "')");
+  std::string line;
+  std::size_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const auto where = where_of(file, n);
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) throw msrl::parse_error("msrl-train: " + where + ": invalid JSON");
+    if (!j.is_object()) throw msrl::parse_error("msrl-train: " + where + ": a row must be a JSON object");
+    f(j, where, n);
+  }
+}
+
 inline std::string read_label(const nlohmann::json& row, const std::string& where) {
   for (const char* k : {"solution", "chosen", "label"}) {
     auto it = row.find(k);
@@ -77,19 +96,9 @@ inline std::string read_label(const nlohmann::json& row, const std::string& wher
 /// Reads every row of a JSONL file (blank lines skipped). Throws msrl::parse_error naming the
 /// file, the line and the field for a corrupt record, and msrl::invalid_argument for a missing file.
 inline std::vector<record> read_jsonl(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  msrl::require(static_cast<bool>(in), "msrl-train", "data file", "must be a readable file ('" + file.string() + "')");
   const auto base = std::filesystem::absolute(file).parent_path();
   std::vector<record> rows;
-  std::string line;
-  std::size_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const auto where = detail::where_of(file, n);
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded()) throw msrl::parse_error("msrl-train: " + where + ": invalid JSON");
-    if (!j.is_object()) throw msrl::parse_error("msrl-train: " + where + ": a row must be a JSON object");
+  detail::for_each_jsonl_object(file, "data file", [&](const nlohmann::json& j, const std::string& where, std::size_t n) {
     record r;
     r.source = where;
     if (!j.contains("messages")) detail::bad_row(where, "messages", "is required");
@@ -116,7 +125,7 @@ inline std::vector<record> read_jsonl(const std::filesystem::path& file) {
     r.solution = detail::read_label(j, where);
     if (r.id.empty()) r.id = file.filename().string() + ":" + std::to_string(n);
     rows.push_back(std::move(r));
-  }
+  });
   msrl::require(!rows.empty(), "msrl-train", "data file", "must hold at least one row ('" + file.string() + "')");
   return rows;
 }
@@ -130,19 +139,10 @@ inline std::vector<record> read_jsonl(const std::filesystem::path& file) {
 /// `system` is the system prompt to judge with (the stage-3 one).
 inline std::vector<record> read_benchmark(const std::filesystem::path& file, const std::string& layout, const std::string& system) {
   msrl::require(layout == "vlrb" || layout == "genai", "msrl-train", "eval.layout", "must be msrl, vlrb or genai");
-  std::ifstream in(file);
-  msrl::require(static_cast<bool>(in), "msrl-train", "eval.file", "must be a readable file ('" + file.string() + "')");
   const auto base = std::filesystem::absolute(file).parent_path();
   auto resolve = [&](const std::string& p) { std::filesystem::path q = p; return q.is_relative() ? base / q : q; };
   std::vector<record> rows;
-  std::string line;
-  std::size_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const auto where = detail::where_of(file, n);
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) throw msrl::parse_error("msrl-train: " + where + ": invalid JSON object");
+  detail::for_each_jsonl_object(file, "eval.file", [&](const nlohmann::json& j, const std::string& where, std::size_t n) {
     auto str = [&](const char* k) {
       if (!j.contains(k) || !j[k].is_string()) detail::bad_row(where, k, "must be a string");
       return j[k].get<std::string>();
@@ -168,7 +168,7 @@ inline std::vector<record> read_benchmark(const std::filesystem::path& file, con
     } else {
       r.id = j.contains("id") && j["id"].is_string() ? j["id"].get<std::string>() : std::to_string(n);
       const auto g = msrl::voting::genai_gold(str("vote_type"));
-      if (g == msrl::reward::label::none) continue;
+      if (g == msrl::reward::label::none) return;
       gold = g == msrl::reward::label::a ? 'A' : 'B';
       const bool video = j.contains("left_video") || j.contains("video_left");
       const char* lk = video ? (j.contains("left_video") ? "left_video" : "video_left") : "left_image";
@@ -195,7 +195,7 @@ inline std::vector<record> read_benchmark(const std::filesystem::path& file, con
       x.messages.push_back({"user", o == 0 ? user_ab : user_ba});
       rows.push_back(std::move(x));
     }
-  }
+  });
   msrl::require(!rows.empty(), "msrl-train", "eval.file", "must hold at least one scorable item ('" + file.string() + "')");
   return rows;
 }

@@ -11,13 +11,7 @@
 ///   // one PNG per metric group (reward & accuracy, kl & clip fraction, entropy, length, loss, ...):
 ///   auto files = msrl_pipeline::plot_metrics("run/metrics.jsonl", "run/plots", "stage3_rl");
 ///
-/// stb_image_write: this header compiles its implementation with internal linkage
-/// (STB_IMAGE_WRITE_STATIC) unless MSRL_STB_IMAGE_WRITE_DONE is already defined (another msrl
-/// header did it in this translation unit), stb_image_write.h was already included by the
-/// program (then the program provides the implementation as stb asks), or
-/// MSRL_PIPELINE_NO_STB_IMPLEMENTATION or MSRL_PIPELINE_NO_STB_WRITE_IMPLEMENTATION (datagen.hpp's
-/// name) is defined. Headers sharing this protocol define MSRL_STB_IMAGE_WRITE_DONE after including
-/// it; datagen.hpp's `#ifndef INCLUDE_STB_IMAGE_WRITE_H` check interoperates in either order.
+/// PNG encoding: stb_image_write, compiled in by stb_write.hpp.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -37,25 +31,7 @@
 #include "font.hpp"
 #include "metrics.hpp"
 
-#ifndef MSRL_STB_IMAGE_WRITE_DONE
-#ifndef INCLUDE_STB_IMAGE_WRITE_H
-#if !defined(MSRL_PIPELINE_NO_STB_IMPLEMENTATION) && !defined(MSRL_PIPELINE_NO_STB_WRITE_IMPLEMENTATION) && !defined(STB_IMAGE_WRITE_IMPLEMENTATION)
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define MSRL_PIPELINE_DEFINED_STBIW
-#endif
-#if __has_include(<stb/stb_image_write.h>) // Debian libstb-dev
-#include <stb/stb_image_write.h>
-#else
-#include <stb_image_write.h>
-#endif
-#ifdef MSRL_PIPELINE_DEFINED_STBIW
-#undef STB_IMAGE_WRITE_IMPLEMENTATION
-#undef MSRL_PIPELINE_DEFINED_STBIW
-#endif
-#endif // INCLUDE_STB_IMAGE_WRITE_H
-#define MSRL_STB_IMAGE_WRITE_DONE
-#endif // MSRL_STB_IMAGE_WRITE_DONE
+#include "stb_write.hpp"
 
 namespace msrl_pipeline {
 

@@ -150,7 +150,11 @@ public:
       if (with_bar && opt_.bar_width > 0) {
         const int w = opt_.bar_width;
         const int full = static_cast<int>(frac * w);
-        field("[" + std::string(static_cast<std::size_t>(full), '#') + std::string(static_cast<std::size_t>(w - full), '.') + "]");
+        std::string bar(static_cast<std::size_t>(w) + 2, '.');
+        bar.front() = '[';
+        bar.back() = ']';
+        std::fill_n(bar.begin() + 1, full, '#');
+        field(bar);
       }
       const int digits = static_cast<int>(std::to_string(opt_.total).size());
       std::snprintf(buf, sizeof buf, "%*llu/%llu %3d%%", digits, static_cast<unsigned long long>(n_), static_cast<unsigned long long>(opt_.total),

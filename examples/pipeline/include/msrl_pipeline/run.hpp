@@ -256,6 +256,25 @@ inline void write_plots(const run_context& ctx, const std::string& stage) {
   if (fs::exists(mf)) plot_metrics(mf, ctx.out / "plots", stage);
 }
 
+/// What a training stage holds while it runs: the trainer (restored from the stage's resume
+/// state when there is one), where to start, the metrics file (rank 0) and the progress bar.
+struct stage_session {
+  msrl::trainer::trainer trainer;
+  resume_point start;
+  std::optional<metrics_writer> metrics;
+  progress_bar bar;
+
+  stage_session(const run_context& ctx, const std::string& stage, internvl& m, const msrl::trainer::train_options& opt, std::int64_t total)
+      : trainer(m, opt), start(read_resume(ctx, stage)),
+        bar({.label = stage, .total = static_cast<std::uint64_t>(total), .enabled = ctx.cfg.progress && ctx.leader()}) {
+    if (start.resumed) load_resume(ctx, stage, m, trainer);
+    const auto path = ctx.out / "metrics" / (stage + ".jsonl");
+    if (ctx.leader()) metrics.emplace(start.resumed ? metrics_writer::resume(path, start.step - 1) : metrics_writer::create(path));
+    bar.update(static_cast<std::uint64_t>(start.step));
+    if (start.resumed) ctx.say(stage + ": resuming at step " + std::to_string(start.step) + " of " + std::to_string(total));
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // SFT
 
@@ -307,16 +326,9 @@ inline void run_sft(run_context& ctx, const std::string& stage, internvl& m, con
   const std::size_t n = ex.size(), B = static_cast<std::size_t>(c.batch_size);
   const auto per_epoch = static_cast<std::int64_t>((n + B - 1) / B);
   const std::int64_t total = c.max_steps > 0 ? c.max_steps : per_epoch * c.epochs;
-  msrl::trainer::trainer t(m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
-                               .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm});
-  auto rp = read_resume(ctx, stage);
-  if (rp.resumed) load_resume(ctx, stage, m, t);
-  const auto mpath = ctx.out / "metrics" / (stage + ".jsonl");
-  std::optional<metrics_writer> mw;
-  if (ctx.leader()) mw.emplace(rp.resumed ? metrics_writer::resume(mpath, rp.step - 1) : metrics_writer::create(mpath));
-  progress_bar bar({.label = stage, .total = static_cast<std::uint64_t>(total), .enabled = ctx.cfg.progress && ctx.leader()});
-  bar.update(static_cast<std::uint64_t>(rp.step));
-  if (rp.resumed) ctx.say(stage + ": resuming at step " + std::to_string(rp.step) + " of " + std::to_string(total));
+  stage_session ss(ctx, stage, m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
+                                    .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm}, total);
+  auto& [t, rp, mw, bar] = ss;
   std::map<std::size_t, std::vector<std::size_t>> perms;
   constexpr std::size_t micro = 8;
   for (std::int64_t step = rp.step; step < total; ++step) {
@@ -397,17 +409,10 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
   const std::size_t n = rows.size(), P = static_cast<std::size_t>(c.prompts_per_step);
   const auto per_epoch = static_cast<std::int64_t>((n + P - 1) / P);
   const std::int64_t total = c.max_steps > 0 ? c.max_steps : per_epoch * c.epochs;
-  msrl::trainer::trainer t(m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
-                               .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm});
-  auto rp = read_resume(ctx, stage);
-  if (rp.resumed) load_resume(ctx, stage, m, t);
   if (replayed) ctx.say(stage + ": " + std::to_string(n - replayed) + " rows + " + std::to_string(replayed) + " replayed (" + c.replay_ratio + ")");
-  const auto mpath = ctx.out / "metrics" / (stage + ".jsonl");
-  std::optional<metrics_writer> mw;
-  if (ctx.leader()) mw.emplace(rp.resumed ? metrics_writer::resume(mpath, rp.step - 1) : metrics_writer::create(mpath));
-  progress_bar bar({.label = stage, .total = static_cast<std::uint64_t>(total), .enabled = ctx.cfg.progress && ctx.leader()});
-  bar.update(static_cast<std::uint64_t>(rp.step));
-  if (rp.resumed) ctx.say(stage + ": resuming at step " + std::to_string(rp.step) + " of " + std::to_string(total));
+  stage_session ss(ctx, stage, m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
+                                    .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm}, total);
+  auto& [t, rp, mw, bar] = ss;
   std::map<std::size_t, std::vector<std::size_t>> perms;
   const auto tpt = m->cfg.tokens_per_tile();
   const auto media = ctx.media(m);
