@@ -121,8 +121,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*mk) {
-      const auto s = mp::make_bundled_data(data_out, {.seed = data_seed});
-      (void)s;
+      mp::make_bundled_data(data_out, {.seed = data_seed});
       std::cerr << "msrl-train: wrote " << data_out << "\n";
       return 0;
     }

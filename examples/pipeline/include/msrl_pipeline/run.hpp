@@ -157,10 +157,7 @@ inline void save_model_dir(const run_context& ctx, internvl& model, const fs::pa
   });
 }
 
-inline internvl load_model_dir(const fs::path& dir) {
-  auto m = msrl::trainer::load_internvl(dir, at::kFloat);
-  return m;
-}
+inline internvl load_model_dir(const fs::path& dir) { return msrl::trainer::load_internvl(dir, at::kFloat); }
 
 /// The model a stage starts from: the previous completed stage of this run, else model.init.
 inline internvl initial_model(const run_context& ctx, const std::string& stage) {
@@ -168,10 +165,8 @@ inline internvl initial_model(const run_context& ctx, const std::string& stage) 
   const auto done = completed_stages(ctx);
   auto me = std::find(order.begin(), order.end(), stage);
   for (auto it = std::make_reverse_iterator(me); it != order.rend(); ++it)
-    if (std::find(done.begin(), done.end(), *it) != done.end() && fs::exists(ctx.checkpoint(*it) / "config.json")) {
-      if (*it == "eval") continue;
-      return load_model_dir(ctx.checkpoint(*it));
-    }
+    if (std::find(done.begin(), done.end(), *it) != done.end() && fs::exists(ctx.checkpoint(*it) / "config.json"))
+      return load_model_dir(ctx.checkpoint(*it)); // eval leaves no checkpoint, so it is never picked
   if (ctx.cfg.model.init == "tiny") {
     torch::manual_seed(static_cast<std::uint64_t>(derive_seed(ctx.cfg.seed, "init", 0)));
     internvl m(tiny_model_config(ctx.cfg.model.tiny, ctx.tok));
@@ -397,8 +392,7 @@ inline std::vector<record> grpo_rows(const run_context& ctx, const std::string& 
 inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, const grpo_stage_config& c) {
   std::size_t replayed = 0;
   const auto rows = grpo_rows(ctx, stage, c, &replayed);
-  const auto& preset_base = msrl::grpo::find_preset(c.preset);
-  msrl::grpo::preset preset = preset_base;
+  const auto& preset = msrl::grpo::find_preset(c.preset);
   const auto rewards = msrl::reward::preset(c.reward);
   const auto names = rewards.names();
   const auto col = [&](const char* name) {
