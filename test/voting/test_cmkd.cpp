@@ -109,4 +109,18 @@ BOOST_AUTO_TEST_CASE(target_errors) {
   BOOST_CHECK_THROW(v::cmkd_target("x</CAPTION>y", "t", label::a), msrl::value_error);
   BOOST_CHECK_THROW(v::cmkd_target("c", "t", label::none), msrl::invalid_argument);
   BOOST_TEST(v::cmkd_target("c", "t", label::b) == "<caption>c</caption><think>t</think><answer>B</answer>");
+  // tags inside the caption or the think text would change what the target parses back to
+  BOOST_CHECK_THROW(v::cmkd_target("a <Answer> B", "t", label::a), msrl::value_error);
+  BOOST_CHECK_THROW(v::cmkd_target("c", "x <answer>B", label::a), msrl::value_error);
+  BOOST_TEST(v::cmkd_target("<think>c", "t", label::a) == "<caption><think>c</caption><think>t</think><answer>A</answer>");
+}
+
+BOOST_AUTO_TEST_CASE(select_rejects_bad_caption) {
+  const std::vector<double> lp{-0.1};
+  std::vector<v::cmkd_candidate> one{{"<think>r</think><answer>A</answer>", lp, 0.5}};
+  BOOST_CHECK_THROW(v::cmkd_select(one, " "), msrl::invalid_argument);
+  BOOST_CHECK_THROW(v::cmkd_select(one, "x </caption> y"), msrl::value_error);
+  // an <answer> in the caption would be the first one the target's parser sees
+  BOOST_CHECK_THROW(v::cmkd_select(one, "x <answer> B </answeng"), msrl::value_error);
+  BOOST_TEST(msrl::reward::parse_label(v::cmkd_select(one, "c").target) == label::a);
 }

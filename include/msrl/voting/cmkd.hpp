@@ -100,13 +100,9 @@ struct cmkd_selection {
   std::vector<candidate_status> candidates;
 };
 
-/// `<caption>C</caption><think>T</think><answer>X</answer>`.
-inline std::string cmkd_target(std::string_view caption, std::string_view think, label answer) {
-  constexpr const char* where = "msrl::voting::cmkd_target";
-  require(answer != label::none, where, "answer", "must be A or B");
-  require(!reward::trim(caption).empty(), where, "caption", "must not be empty");
-  require<value_error>(reward::find(caption, "</caption>", 0, true) == std::string_view::npos, where, "caption",
-                       "must not contain '</caption>' (the target would not parse back)");
+namespace detail_cmkd {
+
+inline std::string assemble(std::string_view caption, std::string_view think, label answer) {
   std::string t;
   t.reserve(caption.size() + think.size() + 64);
   t.append("<caption>").append(caption).append("</caption><think>").append(think).append("</think><answer>");
@@ -115,10 +111,41 @@ inline std::string cmkd_target(std::string_view caption, std::string_view think,
   return t;
 }
 
+// A target is only useful if the parsers read back what was written: the label and the
+// caption-first layout. Text that contains tags ('<answer>' in a caption, '</caption>', ...) breaks that.
+inline bool round_trips(std::string_view target, label answer) {
+  return reward::parse_label(target, reward::label_format::msrl) == answer && reward::caption_first(target);
+}
+
+inline bool caption_usable(std::string_view caption) {
+  return reward::find(caption, "</caption>", 0, true) == std::string_view::npos &&
+         round_trips(assemble(caption, "x", label::a), label::a);
+}
+
+} // namespace detail_cmkd
+
+/// `<caption>C</caption><think>T</think><answer>X</answer>`. Throws value_error when the caption
+/// or the think text contains tags that would make the target parse back differently.
+inline std::string cmkd_target(std::string_view caption, std::string_view think, label answer) {
+  constexpr const char* where = "msrl::voting::cmkd_target";
+  require(answer != label::none, where, "answer", "must be A or B");
+  require(!reward::trim(caption).empty(), where, "caption", "must not be empty");
+  require<value_error>(detail_cmkd::caption_usable(caption), where, "caption",
+                       "must not contain '</caption>' or '<answer>' (the target would not parse back)");
+  std::string t = detail_cmkd::assemble(caption, think, answer);
+  require<value_error>(detail_cmkd::round_trips(t, answer), where, "think",
+                       "must not contain an unclosed '<answer>' (the target would not parse back)");
+  return t;
+}
+
 /// Runs the selection for one sample (see the file comment).
 template <confidence_scorer Confidence = mean_token_logprob>
 cmkd_selection cmkd_select(std::span<const cmkd_candidate> candidates, std::string_view caption,
                            const cmkd_options& opt = {}, Confidence confidence = {}) {
+  constexpr const char* where = "msrl::voting::cmkd_select";
+  require(!reward::trim(caption).empty(), where, "caption", "must not be empty");
+  require<value_error>(detail_cmkd::caption_usable(caption), where, "caption",
+                       "must not contain '</caption>' or '<answer>' (the target would not parse back)");
   cmkd_selection s;
   s.candidates.assign(candidates.size(), candidate_status::eligible);
   std::vector<label> labels(candidates.size());
