@@ -1,8 +1,8 @@
 // The `msrl` command-line tool: MSRL rewards, CMKD selection, voting, replay mixing and benchmark
 // scoring over JSONL files in ms-swift's dataset format. See docs/cli.md.
 //
-// Every subcommand streams its input one line at a time, writes its output to a temporary file
-// in the output's directory and renames it into place only on success, and reports bad input as
+// Every subcommand streams its input one line at a time, writes its output through
+// msrl::atomic_file (published only on success), and reports bad input as
 // FILE:LINE: field 'NAME': rule.
 #include <cerrno>
 #include <cstdint>
@@ -17,11 +17,10 @@
 #include <string_view>
 #include <vector>
 
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <msrl/core/atomic_file.hpp>
 #include <msrl/reward.hpp>
 
 namespace {
@@ -82,56 +81,13 @@ private:
 };
 
 // ---------------------------------------------------------------------------------------------
-// Output: a temporary file in the same directory, renamed into place on commit.
+// Output: msrl::atomic_file (a unique hidden temporary in the output's directory, fsync'ed and
+// renamed into place on commit; removed when a run fails before that).
 
-class atomic_output {
-public:
-  explicit atomic_output(std::string path) : path_(std::move(path)) {
-    const std::size_t slash = path_.find_last_of('/');
-    const std::string dir = slash == std::string::npos ? std::string(".") : path_.substr(0, slash == 0 ? 1 : slash);
-    const std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);
-    if (base.empty()) throw tool_error(path_ + ": output path names a directory");
-    tmp_ = (dir == "/" ? std::string("/") : dir + "/") + "." + base + ".tmp.XXXXXX";
-    std::vector<char> t(tmp_.begin(), tmp_.end());
-    t.push_back('\0');
-    const int fd = ::mkstemp(t.data());
-    if (fd < 0) throw tool_error(path_ + ": cannot create a temporary file in '" + dir + "': " + std::strerror(errno));
-    tmp_.assign(t.data());
-    f_ = ::fdopen(fd, "wb");
-    if (!f_) {
-      ::close(fd);
-      ::unlink(tmp_.c_str());
-      throw tool_error(path_ + ": cannot open the temporary file");
-    }
-  }
-  atomic_output(const atomic_output&) = delete;
-  atomic_output& operator=(const atomic_output&) = delete;
-  ~atomic_output() {
-    if (f_) std::fclose(f_);
-    if (!committed_) ::unlink(tmp_.c_str());
-  }
-  void write(std::string_view s) {
-    if (std::fwrite(s.data(), 1, s.size(), f_) != s.size()) throw tool_error(path_ + ": write failed");
-  }
-  void line(std::string_view s) {
-    write(s);
-    write("\n");
-  }
-  void commit() {
-    if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0) throw tool_error(path_ + ": flush failed");
-    const int rc = std::fclose(f_);
-    f_ = nullptr;
-    if (rc != 0) throw tool_error(path_ + ": close failed");
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
-      throw tool_error(path_ + ": cannot rename the temporary file into place: " + std::strerror(errno));
-    committed_ = true;
-  }
-
-private:
-  std::string path_, tmp_;
-  std::FILE* f_ = nullptr;
-  bool committed_ = false;
-};
+void put_line(msrl::atomic_file& out, std::string_view s) {
+  out.write(s);
+  out.write("\n");
+}
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -204,7 +160,7 @@ void run_score(const score_args& a) {
   const rw::reward_set rs = with_option("--preset", [&] { return rw::preset(a.preset); });
   const auto names = rs.names();
   jsonl_reader in(a.input);
-  atomic_output out(a.output);
+  msrl::atomic_file out(a.output);
   json row;
   std::vector<double> terms(rs.size());
   std::size_t rows = 0, completions = 0;
@@ -224,7 +180,7 @@ void run_score(const score_args& a) {
     json named = json::object();
     for (std::size_t k = 0; k < names.size(); ++k) named[names[k]] = std::move(cols[k]);
     row["reward_terms"] = std::move(named);
-    out.line(dump(row));
+    put_line(out, dump(row));
     ++rows;
     completions += comps.size();
   }
@@ -254,7 +210,7 @@ void run_cmkd(const cmkd_args& a) {
   if (a.confidence != "mean" && a.confidence != "sequence" && a.confidence != "answer-prob" && a.confidence != "first")
     throw tool_error("option --confidence: must be one of mean, sequence, answer-prob, first (got '" + a.confidence + "')");
   jsonl_reader in(a.input);
-  atomic_output out(a.output);
+  msrl::atomic_file out(a.output);
   vt::cmkd_counts counts;
   json row;
   while (in.next(row)) {
@@ -310,7 +266,7 @@ void run_cmkd(const cmkd_args& a) {
       msgs.back()["content"] = s.target;
     else
       msgs.push_back(json{{"role", "assistant"}, {"content", s.target}});
-    out.line(dump(sft));
+    put_line(out, dump(sft));
   }
   const json stats{{"samples", counts.samples},
                    {"kept", counts.kept},
@@ -324,8 +280,8 @@ void run_cmkd(const cmkd_args& a) {
                                    {"malformed", counts.malformed},
                                    {"no_confidence", counts.no_confidence}}}};
   if (!a.stats.empty()) {
-    atomic_output st(a.stats);
-    st.line(stats.dump(2));
+    msrl::atomic_file st(a.stats);
+    put_line(st, stats.dump(2));
     out.commit();
     st.commit();
   } else {
@@ -346,7 +302,7 @@ void run_vote(const vote_args& a) {
   const auto fmt = with_option("--labels", [&] { return rw::label_format_from_name(a.labels); });
   const auto tie = with_option("--tie", [&] { return vt::tie_policy_from_name(a.tie); });
   jsonl_reader in(a.input);
-  atomic_output out(a.output);
+  msrl::atomic_file out(a.output);
   json row;
   std::size_t rows = 0, decided = 0;
   while (in.next(row)) {
@@ -364,7 +320,7 @@ void run_vote(const vote_args& a) {
     row["vote"] = label_json(v.winner);
     row["votes"] = json{{"A", v.a}, {"B", v.b}, {"invalid", v.invalid}};
     row["tie"] = v.tie;
-    out.line(dump(row));
+    put_line(out, dump(row));
     ++rows;
     decided += v.winner != rw::label::none;
   }
@@ -417,7 +373,7 @@ void run_mix(const mix_args& a) {
   msrl::data::replay_mixer mixer = with_option("--ratio", [&] { return msrl::data::replay_mixer(offsets.size(), opt); });
   std::ifstream pool(a.replay, std::ios::binary);
   jsonl_reader in(a.fresh);
-  atomic_output out(a.output);
+  msrl::atomic_file out(a.output);
   json row;
   std::string rep;
   auto emit_replays = [&] {
@@ -426,7 +382,7 @@ void run_mix(const mix_args& a) {
       pool.seekg(static_cast<std::streamoff>(offsets[mixer.take_replay()]));
       std::getline(pool, rep);
       if (!rep.empty() && rep.back() == '\r') rep.pop_back();
-      out.line(rep);
+      put_line(out, rep);
     }
   };
   while (true) {
@@ -434,7 +390,7 @@ void run_mix(const mix_args& a) {
     if (!in.next(row)) break;
     std::string raw = in.raw();
     if (!raw.empty() && raw.back() == '\r') raw.pop_back();
-    out.line(raw);
+    put_line(out, raw);
     mixer.take_fresh();
   }
   out.commit();
@@ -467,7 +423,7 @@ void run_eval(const eval_args& a) {
 
   vt::accuracy_table table(policy, a.seed);
   jsonl_reader in(a.input);
-  atomic_output out(a.output);
+  msrl::atomic_file out(a.output);
   json row;
   std::size_t items = 0;
   while (in.next(row)) {
@@ -532,7 +488,7 @@ void run_eval(const eval_args& a) {
                     {"micro", r.micro},   {"macro", r.macro},         {"correct", r.correct},
                     {"wrong", r.wrong},   {"unparsable", r.unparsable}, {"excluded", r.excluded},
                     {"categories", cats}};
-  out.line(report.dump(2));
+  put_line(out, report.dump(2));
   out.commit();
   std::cerr << "msrl eval: " << items << " items, micro " << r.micro << ", macro " << r.macro << "\n";
 }

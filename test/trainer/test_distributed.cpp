@@ -508,5 +508,18 @@ BOOST_AUTO_TEST_CASE(state_round_trip_resumes_training_exactly) {
   fo.freeze_vision = true;
   mt::trainer frozen(frozen_model, fo);
   BOOST_CHECK_THROW(frozen.load_state(path), msrl::shape_error);
-  BOOST_CHECK_THROW(t2.save_state(s.dir / "no_such_dir" / "state.pt"), msrl::invalid_argument);
+  const fs::path unwritable = s.dir / "no_such_dir" / "state.pt";
+  try {
+    t2.save_state(unwritable);
+    BOOST_FAIL("expected msrl::invalid_argument");
+  } catch (const msrl::invalid_argument& e) {
+    const std::string m = e.what();
+    BOOST_TEST(m.rfind("msrl::trainer::trainer::save_state: argument 'path'", 0) == 0u, m);
+    BOOST_TEST(m.find(unwritable.string()) != std::string::npos, m);
+  }
+  // Saving over an existing state replaces it whole and leaves no temporary beside it.
+  t2.save_state(path);
+  t1.load_state(path);
+  BOOST_TEST(t1.steps() == t2.steps());
+  for (const auto& e : fs::directory_iterator(s.dir)) BOOST_TEST(e.path().filename().string().find(".tmp") == std::string::npos, e.path());
 }

@@ -213,6 +213,17 @@ BOOST_AUTO_TEST_CASE(safetensors_header_layout) {
   BOOST_TEST(f.metadata().at("format") == "pt");
   BOOST_TEST(at::equal(f.load("b"), at::arange(3, at::kShort)));
   BOOST_TEST(f.load("e").numel() == 0);
+  // Written through msrl::atomic_file: no temporary left; an unwritable path is an
+  // invalid_argument naming it, and the old file stays whole.
+  for (const auto& e : fs::directory_iterator(s.dir)) BOOST_TEST(e.path().filename() == "a.safetensors");
+  const fs::path bad = s.dir / "no_such_dir" / "b.safetensors";
+  try {
+    mt::save_safetensors(bad, {{"a", at::ones({2})}});
+    BOOST_FAIL("expected msrl::invalid_argument");
+  } catch (const msrl::invalid_argument& e) {
+    BOOST_TEST(std::string(e.what()).find(bad.string()) != std::string::npos, e.what());
+  }
+  BOOST_TEST(read_bytes(s.dir / "a.safetensors") == bytes);
 }
 
 BOOST_AUTO_TEST_CASE(corrupt_safetensors_are_rejected) {

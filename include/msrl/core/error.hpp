@@ -36,6 +36,13 @@ public:
   using error::error;
 };
 
+/// A file-system operation failed (core/atomic_file.hpp); the message names the function, the
+/// path and the system error.
+class io_error : public error {
+public:
+  using error::error;
+};
+
 namespace detail {
 inline std::string format_error(std::string_view where, std::string_view arg, std::string_view rule) {
   std::string m;

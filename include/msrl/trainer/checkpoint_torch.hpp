@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
 #include "internvl_torch.hpp"
 #include "safetensors_torch.hpp"
@@ -235,10 +236,15 @@ struct save_model_options {
   std::uint64_t max_shard_bytes = 0;   ///< 0: single model.safetensors
 };
 
-/// Writes config.json and the weights (sharded with an index if max_shard_bytes > 0).
+/// Writes config.json and the weights (sharded with an index if max_shard_bytes > 0), each file
+/// atomically (msrl/core/atomic_file.hpp). A folder that cannot be written: msrl::invalid_argument.
 inline void save_internvl(internvl& model, const std::filesystem::path& dir, const save_model_options& opt = {}) {
   std::filesystem::create_directories(dir);
-  std::ofstream(dir / "config.json") << config_json(model->cfg, opt.format).dump(2) << "\n";
+  try {
+    write_file_atomic(dir / "config.json", config_json(model->cfg, opt.format).dump(2) + "\n");
+  } catch (const io_error& e) {
+    throw invalid_argument(std::string("save_internvl: argument 'dir' must name a writable folder: ") + e.what());
+  }
   save_checkpoint(dir, named_weights(model, opt.format, opt.dtype), {.max_shard_bytes = opt.max_shard_bytes});
 }
 

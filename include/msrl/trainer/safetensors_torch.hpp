@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
 
 namespace msrl::trainer {
@@ -217,9 +218,11 @@ private:
   std::map<std::string, std::string> metadata_;
 };
 
-/// Writes tensors (any device; copied to CPU, made contiguous) to one safetensors file, through a
-/// temporary file renamed into place. Order: larger element size first, then by name, so every
-/// tensor is naturally aligned after the 8-byte padded header.
+/// Writes tensors (any device; copied to CPU, made contiguous) to one safetensors file atomically
+/// (msrl::write_file_atomic_with: a unique temporary beside `path`, fsync, rename; `path` keeps its
+/// old content on failure). A path that cannot be written: msrl::invalid_argument. Order: larger
+/// element size first, then by name, so every tensor is naturally aligned after the 8-byte padded
+/// header.
 inline void save_safetensors(const fs::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                              const std::map<std::string, std::string>& metadata = {{"format", "pt"}}) {
   std::vector<std::pair<std::string, at::Tensor>> sorted;
@@ -243,21 +246,19 @@ inline void save_safetensors(const fs::path& path, const std::vector<std::pair<s
   }
   std::string text = h.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
-  const fs::path tmp = fs::path(path.string() + ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    require(static_cast<bool>(out), "save_safetensors", "path", "must be writable ('" + tmp.string() + "')");
-    unsigned char len[8];
-    std::uint64_t n = text.size();
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& [nm, t] : sorted)
-      out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
-    out.flush();
-    if (!out) throw error("save_safetensors: writing '" + tmp.string() + "' failed");
+  try {
+    write_file_atomic_with(path, [&](std::ostream& out) {
+      unsigned char len[8];
+      const std::uint64_t n = text.size();
+      for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
+      out.write(reinterpret_cast<const char*>(len), 8);
+      out.write(text.data(), static_cast<std::streamsize>(text.size()));
+      for (const auto& [nm, t] : sorted)
+        out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
+    });
+  } catch (const io_error& e) {
+    throw invalid_argument(std::string("save_safetensors: argument 'path' must name a writable file: ") + e.what());
   }
-  fs::rename(tmp, path);
 }
 
 /// A checkpoint: either a single .safetensors file, or a folder holding model.safetensors or
@@ -375,7 +376,11 @@ inline void save_checkpoint(const fs::path& dir, const std::vector<std::pair<std
     save_safetensors(dir / buf, shards[k], opt.metadata);
     for (const auto& nt : shards[k]) index["weight_map"][nt.first] = buf;
   }
-  std::ofstream(dir / "model.safetensors.index.json") << index.dump(2) << "\n";
+  try {
+    write_file_atomic(dir / "model.safetensors.index.json", index.dump(2) + "\n");
+  } catch (const io_error& e) {
+    throw invalid_argument(std::string("save_checkpoint: argument 'dir' must name a writable folder: ") + e.what());
+  }
 }
 
 } // namespace msrl::trainer

@@ -25,12 +25,10 @@
 #include <string>
 #include <vector>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
 #include "../grpo/advantages.hpp"
 #include "../grpo/policy_loss.hpp"
@@ -299,9 +297,10 @@ public:
   const std::shared_ptr<communicator>& comm() const { return opt_.comm; }
 
   /// Writes the optimizer state (AdamW moments and step counts), the current learning rate and
-  /// the step counter to `path` atomically: a temporary file beside it, fsync, rename. Model weights are
-  /// saved separately (save_internvl). In data-parallel runs every rank holds the same state;
-  /// let one rank write it.
+  /// the step counter to `path` atomically (msrl::write_file_atomic_with: a unique temporary beside
+  /// it, fsync, rename; `path` keeps its old content on failure). A path that cannot be written:
+  /// msrl::invalid_argument. Model weights are saved separately (save_internvl). In data-parallel
+  /// runs every rank holds the same state; let one rank write it.
   void save_state(const std::filesystem::path& path) const {
     constexpr const char* where = "msrl::trainer::trainer::save_state";
     torch::serialize::OutputArchive root;
@@ -313,35 +312,15 @@ public:
     root.write("lr", at::tensor(lr(), at::kDouble));
     root.write("num_params", at::tensor(static_cast<std::int64_t>(params_.size())));
     root.write("numel", at::tensor(trainable_numel()));
-    const auto tmp = std::filesystem::path(path.string() + ".tmp." + std::to_string(::getpid()));
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    require<msrl::invalid_argument>(fd >= 0, where, "path", "must be writable (cannot create " + tmp.string() + ")");
-    bool ok = true;
+    // msrl::atomic_file: a unique temporary beside `path`, fsync, rename, fsync of the directory.
     try {
-      root.save_to([&](const void* data, std::size_t n) -> std::size_t {
-        const char* b = static_cast<const char*>(data);
-        std::size_t done = 0;
-        while (ok && done < n) {
-          const auto w = ::write(fd, b + done, n - done);
-          if (w <= 0) ok = false;
-          else done += static_cast<std::size_t>(w);
-        }
-        return done;
-      });
-    } catch (...) {
-      ok = false;
-    }
-    ok = ::fsync(fd) == 0 && ok;
-    ok = ::close(fd) == 0 && ok;
-    std::error_code ec;
-    if (ok) std::filesystem::rename(tmp, path, ec);
-    if (!ok || ec) {
-      std::filesystem::remove(tmp, ec);
-      throw msrl::error(std::string(where) + ": argument 'path' could not be written (" + path.string() + ")");
-    }
-    if (const int dir = ::open(path.has_parent_path() ? path.parent_path().c_str() : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
-      (void)::fsync(dir); // make the rename itself durable
-      ::close(dir);
+      write_file_atomic_with(path, [&](std::ostream& out) { root.save_to(out); });
+    } catch (const io_error& e) {
+      throw invalid_argument(std::string(where) + ": argument 'path' must name a writable file: " + e.what());
+    } catch (const msrl::error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw msrl::error(std::string(where) + ": argument 'path' could not be written (" + path.string() + "): " + first_line(e.what()));
     }
   }
 

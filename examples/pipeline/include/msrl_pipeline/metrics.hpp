@@ -74,7 +74,7 @@ inline std::vector<std::string_view> split_lines(std::string_view text, std::str
 
 inline std::string read_all(const std::filesystem::path& p, std::string_view where) {
   std::ifstream in(p, std::ios::binary);
-  if (!in) throw_io(where, p, "could not be opened for reading", errno);
+  if (!in) throw make_io_error(where, p, "could not be opened for reading", errno);
   std::ostringstream ss;
   ss << in.rdbuf();
   return std::move(ss).str();
@@ -172,7 +172,7 @@ public:
     // Lines must stay single-line JSON; replace invalid UTF-8 rather than throw mid-training.
     out_ << row.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
     out_.flush();
-    if (!out_) detail::throw_io(where, path_, "could not be appended to", errno);
+    if (!out_) throw make_io_error(where, path_, "could not be appended to", errno);
   }
 
   const std::filesystem::path& path() const noexcept { return path_; }
@@ -181,14 +181,14 @@ private:
   metrics_writer(std::filesystem::path path, double elapsed_base)
       : path_(std::move(path)), elapsed_base_(elapsed_base), opened_steady_(detail::now_steady_s()) {
     out_.open(path_, std::ios::binary | std::ios::app);
-    if (!out_) detail::throw_io("metrics_writer", path_, "could not be opened for appending", errno);
+    if (!out_) throw make_io_error("metrics_writer", path_, "could not be opened for appending", errno);
   }
 
   static void prepare_dir(const std::filesystem::path& path, std::string_view where) {
     msrl::require(!path.empty() && path.has_filename(), where, "path", "must name a file");
     std::error_code ec;
     if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
-    if (ec) detail::throw_io(where, path.parent_path(), "could not be created", ec.value());
+    if (ec) throw make_io_error(where, path.parent_path(), "could not be created", ec.value());
   }
 
   std::filesystem::path path_;

@@ -387,7 +387,7 @@ inline void plot_lines(const std::filesystem::path& png, const plot_spec& spec) 
   msrl::require(!png.empty() && png.has_filename(), "plot_lines", "png", "must name a file");
   std::error_code ec;
   if (png.has_parent_path()) std::filesystem::create_directories(png.parent_path(), ec);
-  if (ec) detail::throw_io("plot_lines", png.parent_path(), "could not be created", ec.value());
+  if (ec) throw make_io_error("plot_lines", png.parent_path(), "could not be created", ec.value());
   const auto bytes = encode_png(render_plot(spec).image);
   write_file_atomic(png, std::span<const std::uint8_t>(bytes));
 }
