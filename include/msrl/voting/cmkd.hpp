@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../reward/caption.hpp"
 #include "../reward/format.hpp"
 #include "../reward/labels.hpp"
 #include "../reward/tags.hpp"
