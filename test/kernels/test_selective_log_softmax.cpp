@@ -1,6 +1,7 @@
-// Host selective log-softmax (every ISA path, fp32/bf16/fp16, temperature, entropy, backward,
-// in place, -inf logits, ignored rows, ragged V, threads) against the double reference, and
-// the backward against central finite differences of the double forward.
+// Host selective log-softmax (every ISA path, fp32/bf16/fp16, temperature, entropy, backward
+// with and without the entropy gradient, in place, -inf logits, ignored rows, ragged V, threads)
+// against the double reference, and the backward against central finite differences of the
+// double forward.
 #define BOOST_TEST_MODULE kernels_selective_log_softmax
 #include <boost/test/unit_test.hpp>
 
@@ -217,6 +218,227 @@ BOOST_AUTO_TEST_CASE(strided_rows_and_thread_counts_give_identical_results) {
   }
 }
 
+// ---- entropy gradient: d (sum_i g_i logp_i + h_i H_i) / d logits ----
+
+struct upstream {
+  std::vector<float> g, h; // on logp, on entropy
+};
+
+// Mixed rows: both gradients, entropy only, log-prob only, neither.
+upstream make_upstream(std::size_t N, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.f, 1.f);
+  upstream u{std::vector<float>(N), std::vector<float>(N)};
+  for (std::size_t i = 0; i < N; ++i) {
+    u.g[i] = n(rng);
+    u.h[i] = n(rng);
+    if (i % 4 == 1) u.g[i] = 0.f;
+    if (i % 4 == 2) u.h[i] = 0.f;
+    if (i % 8 == 3) u.g[i] = u.h[i] = 0.f;
+  }
+  return u;
+}
+
+// The size of entry j's entropy term before log p_j + H cancels: |h| p_j (|log p_j| + H) / T, plus
+// the double rounding of log p_j = x_j / T - lse (the saved lse is a double; 2^-30 here becomes
+// ~1e-15 |lse| once multiplied by the 1e-6 tolerance). fp32 log p_j and H carry ~1e-7 relative
+// rounding, which is all that is left where the entropy gradient vanishes (near-uniform rows).
+double entropy_term_size(const double* row, std::size_t j, const msrl::lab::ref_row& r, double temp, double h) {
+  const double lp = (row[j] / temp - r.zmax) - r.lse_rest, p = std::exp(lp);
+  return p > 0.0 ? std::abs(h) * p * (std::abs(lp) + r.entropy + 0x1p-30 * (1.0 + std::abs(r.lse))) / temp : 0.0;
+}
+
+// The max over rows and entries of (|got - ref| - fmt |ref|) / (max_j |ref_j| + entropy_term_size_j)
+// (fmt: the output format's half ulp, with a 2^-24 floor for fp16 subnormals).
+template <class G>
+double grad_error(const std::vector<G>& gx, const std::vector<double>& xd, const std::vector<std::int64_t>& y, std::size_t N,
+                  std::size_t V, double temp, const upstream& u) {
+  const double fmt = std::is_same_v<G, float> ? 0.0 : (std::is_same_v<G, k::bf16> ? 0x1p-8 : 0x1p-11);
+  const double floor16 = std::is_same_v<G, float> ? 0.0 : 0x1p-24;
+  double worst = 0.0;
+  std::vector<double> ref;
+  for (std::size_t i = 0; i < N; ++i) {
+    const double* row = xd.data() + i * V;
+    ref_backward(row, V, y[i], temp, u.g[i], u.h[i], ref);
+    const auto r = ref_forward(row, V, y[i], temp);
+    double mx = 0.0;
+    for (std::size_t j = 0; j < V; ++j) mx = std::max(mx, std::abs(ref[j]));
+    for (std::size_t j = 0; j < V; ++j) {
+      const double got = k::to_float(gx[i * V + j]);
+      if (!std::isfinite(got)) return HUGE_VAL;
+      const double scale = mx + (y[i] >= 0 ? entropy_term_size(row, j, r, temp, u.h[i]) : 0.0);
+      const double err = std::max(0.0, std::abs(got - ref[j]) - fmt * std::abs(ref[j]) - floor16);
+      if (err > 0.0) worst = std::max(worst, scale > 0.0 ? err / scale : HUGE_VAL);
+    }
+  }
+  return worst;
+}
+
+template <class T, class G>
+void check_entropy_backward(std::size_t N, std::size_t V, double temp, unsigned seed) {
+  auto p = make<T>(N, V, seed);
+  const upstream u = make_upstream(N, seed + 1);
+  isa_guard guard;
+  for (k::cpu_isa isa : isas) {
+    k::set_isa_cap(isa);
+    std::vector<float> lp(N), ent(N);
+    std::vector<double> lse(N);
+    const k::matrix_view<const T> xv{p.x.data(), N, V};
+    k::selective_log_softmax(xv, p.y, {lp, lse, ent}, {.temperature = temp});
+    std::vector<G> gx(N * V, k::from_float<G>(12345.f)); // poison: every element must be written
+    k::selective_log_softmax_backward(xv, p.y, {lse, u.g, ent, u.h}, k::matrix_view<G>{gx.data(), N, V},
+                                      {.temperature = temp, .threads = 3});
+    const double err = grad_error(gx, p.xd, p.y, N, V, temp, u);
+    BOOST_TEST_INFO("isa " << k::to_string(k::active_isa()) << " in " << k::type_name_v<T> << " out " << k::type_name_v<G> << " V " << V
+                           << " T " << temp);
+    // fp32: 1e-6 of the row's largest entry; 16-bit outputs: their half-ulp rounding + 1e-6
+    BOOST_TEST(err <= 1e-6);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(entropy_backward_matches_double_reference) {
+  // V: 1, below / at / above the AVX2 (8) and AVX-512 (16) widths and the 4 x 16 unrolled block, ragged large
+  for (std::size_t V : {1, 2, 7, 8, 9, 15, 16, 17, 31, 63, 64, 65, 100, 1000, 4099})
+    for (double t : {1.0, 0.7, 1.3}) check_entropy_backward<float, float>(16, V, t, static_cast<unsigned>(V * 10) + static_cast<unsigned>(t * 10));
+  check_entropy_backward<float, float>(4, 151936, 1.0, 3);
+  check_entropy_backward<float, float>(4, 151936 + 5, 0.8, 4);
+  check_entropy_backward<k::bf16, k::bf16>(8, 151936, 1.0, 5);
+  check_entropy_backward<k::bf16, float>(8, 1037, 0.9, 6);
+  check_entropy_backward<k::f16, k::f16>(8, 1003, 1.1, 7);
+  check_entropy_backward<float, k::bf16>(8, 517, 1.0, 8);
+}
+
+// Central differences of the double forward's L = sum_i g_i logp_i + h_i H_i, the logits taken
+// as the exact (widened) values of T; the kernel's gradient stored as G.
+template <class T, class G>
+void check_entropy_finite_differences(std::size_t V, double temp, double scale, unsigned seed) {
+  const std::size_t N = 8;
+  const double step = 1e-5;
+  auto p = make<T>(N, V, seed, scale);
+  upstream u = make_upstream(N, seed + 1);
+  u.g[0] = 0.7f, u.h[0] = -1.3f; // row 0 always mixes both
+  std::vector<float> lp(N), ent(N);
+  std::vector<double> lse(N);
+  const k::matrix_view<const T> xv{p.x.data(), N, V};
+  k::selective_log_softmax(xv, p.y, {lp, lse, ent}, {.temperature = temp});
+  std::vector<G> gx(N * V);
+  k::selective_log_softmax_backward(xv, p.y, {lse, u.g, ent, u.h}, k::matrix_view<G>{gx.data(), N, V}, {.temperature = temp});
+  const double fmt = std::is_same_v<G, float> ? 0.0 : (std::is_same_v<G, k::bf16> ? 0x1p-8 : 0x1p-11);
+  for (std::size_t i = 0; i < N; ++i) {
+    std::vector<double> row(p.xd.begin() + static_cast<long>(i * V), p.xd.begin() + static_cast<long>((i + 1) * V)), fd(V);
+    auto loss = [&] {
+      const auto r = ref_forward(row.data(), V, p.y[i], temp);
+      return u.g[i] * r.logp + u.h[i] * r.entropy;
+    };
+    double mx = 0.0;
+    for (std::size_t j = 0; j < V; ++j) {
+      const double x0 = row[j];
+      row[j] = x0 + step;
+      const double up = loss();
+      row[j] = x0 - step;
+      const double dn = loss();
+      row[j] = x0;
+      fd[j] = (up - dn) / (2 * step);
+      mx = std::max(mx, std::abs(fd[j]));
+    }
+    const auto r = ref_forward(row.data(), V, p.y[i], temp);
+    double err = 0.0;
+    for (std::size_t j = 0; j < V; ++j) {
+      // central differences: ~1e-10 truncation and rounding, hence the 1e-4 floor
+      const double size = std::max(mx + entropy_term_size(row.data(), j, r, temp, u.h[i]), 1e-4);
+      err = std::max(err, (std::abs(k::to_float(gx[i * V + j]) - fd[j]) - fmt * std::abs(fd[j])) / size);
+    }
+    BOOST_TEST_INFO("in " << k::type_name_v<T> << " out " << k::type_name_v<G> << " V " << V << " T " << temp << " row " << i
+                          << " g " << u.g[i] << " h " << u.h[i] << " max |fd| " << mx);
+    BOOST_TEST(err <= 1e-6);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(entropy_backward_equals_finite_differences_of_the_double_forward) {
+  for (std::size_t V : {5, 37, 133}) {
+    check_entropy_finite_differences<float, float>(V, 1.0, 1.0, static_cast<unsigned>(V));
+    check_entropy_finite_differences<float, float>(V, 0.8, 3.0, static_cast<unsigned>(V + 1));
+    check_entropy_finite_differences<float, float>(V, 1.4, 0.3, static_cast<unsigned>(V + 2)); // near-uniform rows
+    check_entropy_finite_differences<k::bf16, k::bf16>(V, 0.8, 2.0, static_cast<unsigned>(V + 3));
+    check_entropy_finite_differences<k::bf16, float>(V, 1.0, 2.0, static_cast<unsigned>(V + 4));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(entropy_backward_neg_inf_logits_masked_rows_and_ignored_targets) {
+  const std::size_t V = 1037, N = 6;
+  auto p = make<float>(N, V, 43);
+  for (std::size_t j = 0; j < V; j += 3) p.x[0 * V + j] = ninf; // row 0: a third of the vocabulary banned
+  p.y[0] = 1;
+  for (std::size_t j = 0; j < V; ++j) p.x[1 * V + j] = ninf; // row 1: every logit -inf
+  p.x[2 * V + 7] = ninf;
+  p.y[2] = 7; // row 2: the target has probability 0
+  for (std::size_t j = 0; j < V; ++j) p.x[3 * V + j] = std::numeric_limits<float>::quiet_NaN(); // row 3: ignored, never read
+  p.y[3] = -100;
+  for (std::size_t j = 1; j < V; ++j) p.x[4 * V + j] = ninf; // row 4: one finite logit (p = 1, H = 0)
+  p.y[4] = 0;
+  for (std::size_t j = 0; j < V; ++j) // row 5: two finite logits, target -inf
+    if (j != 10 && j != 900) p.x[5 * V + j] = ninf;
+  p.y[5] = 3;
+  for (std::size_t i = 0; i < N * V; ++i) p.xd[i] = p.x[i];
+  const upstream u{{1.f, 1.f, 0.5f, 1.f, -0.7f, 0.3f}, {-0.8f, 2.f, 1.5f, 3.f, 1.1f, -2.f}};
+  isa_guard guard;
+  for (k::cpu_isa isa : isas) {
+    k::set_isa_cap(isa);
+    std::vector<float> lp(N), ent(N), gx(N * V, 7.f);
+    std::vector<double> lse(N);
+    const k::matrix_view<const float> xv{p.x.data(), N, V};
+    k::selective_log_softmax(xv, p.y, {lp, lse, ent});
+    BOOST_TEST(ent[4] == 0.f);
+    k::selective_log_softmax_backward(xv, p.y, {lse, u.g, ent, u.h}, k::matrix_view<float>{gx.data(), N, V});
+    BOOST_TEST_INFO("isa " << k::to_string(k::active_isa()));
+    for (std::size_t i = 0; i < N * V; ++i) BOOST_TEST_REQUIRE(std::isfinite(gx[i]));
+    for (std::size_t j = 0; j < V; j += 3) BOOST_TEST_REQUIRE(gx[j] == 0.f); // exactly zero at -inf logits
+    for (std::size_t j = 0; j < V; ++j) {
+      BOOST_TEST_REQUIRE(gx[1 * V + j] == 0.f);
+      BOOST_TEST_REQUIRE(gx[3 * V + j] == 0.f);
+      if (j != 0) BOOST_TEST_REQUIRE(gx[4 * V + j] == 0.f);
+      if (j != 10 && j != 900 && j != 3) BOOST_TEST_REQUIRE(gx[5 * V + j] == 0.f);
+    }
+    BOOST_TEST(gx[2 * V + 7] == 0.5f); // p_y = 0: g / T, no entropy term
+    BOOST_TEST(gx[5 * V + 3] == 0.3f);
+    BOOST_TEST(std::abs(gx[4 * V + 0]) <= 1e-7); // p_y = 1: 1 - p_y = 0 and log p_y + H = 0
+    BOOST_TEST(grad_error(gx, p.xd, p.y, N, V, 1.0, u) <= 1e-6);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(entropy_backward_in_place_entropy_only_and_the_plain_path) {
+  for (std::size_t V : {5, 4099}) {
+    const std::size_t N = 4;
+    auto p = make<k::bf16>(N, V, 33);
+    const k::matrix_view<const k::bf16> xv{p.x.data(), N, V};
+    std::vector<float> lp(N), ent(N), gl{1.f, -0.5f, 0.25f, 0.f}, gh{0.3f, 0.f, -1.f, 2.f}, none(N, 0.f);
+    std::vector<double> lse(N);
+    k::selective_log_softmax(xv, p.y, {lp, lse, ent});
+    // in place equals out of place
+    std::vector<k::bf16> out(N * V);
+    k::selective_log_softmax_backward(xv, p.y, {lse, gl, ent, gh}, k::matrix_view<k::bf16>{out.data(), N, V});
+    // an empty grad_entropy is the plain log-prob backward, bit for bit
+    std::vector<k::bf16> plain(N * V), plain2(N * V);
+    k::selective_log_softmax_backward(xv, p.y, lse, gl, k::matrix_view<k::bf16>{plain.data(), N, V});
+    k::selective_log_softmax_backward(xv, p.y, {lse, gl, {}, {}}, k::matrix_view<k::bf16>{plain2.data(), N, V});
+    for (std::size_t i = 0; i < N * V; ++i) BOOST_TEST_REQUIRE(plain[i].bits == plain2[i].bits);
+    // an empty grad_logp is 0: the entropy gradient alone, equal to passing zeros
+    std::vector<float> a(N * V), b(N * V);
+    k::selective_log_softmax_backward(xv, p.y, {lse, {}, ent, gh}, k::matrix_view<float>{a.data(), N, V});
+    k::selective_log_softmax_backward(xv, p.y, {lse, none, ent, gh}, k::matrix_view<float>{b.data(), N, V});
+    for (std::size_t i = 0; i < N * V; ++i) BOOST_TEST_REQUIRE(a[i] == b[i]);
+    BOOST_TEST(grad_error(a, p.xd, p.y, N, V, 1.0, upstream{none, gh}) <= 1e-6);
+    // the entropy gradient of a row sums to 0 (softmax is shift invariant)
+    for (std::size_t i = 0; i < N; ++i) {
+      double s = 0.0, m = 0.0;
+      for (std::size_t j = 0; j < V; ++j) s += a[i * V + j], m = std::max(m, static_cast<double>(std::abs(a[i * V + j])));
+      BOOST_TEST(std::abs(s) <= 1e-6 * std::max(m, 1e-30) * std::sqrt(static_cast<double>(V)));
+    }
+    k::selective_log_softmax_backward(xv, p.y, {lse, gl, ent, gh}, k::matrix_view<k::bf16>{p.x.data(), N, V});
+    for (std::size_t i = 0; i < N * V; ++i) BOOST_TEST_REQUIRE(p.x[i].bits == out[i].bits);
+  }
+}
+
 template <class E, class F>
 void expect_error(F f, const std::string& needle) {
   try {
@@ -253,4 +475,13 @@ BOOST_AUTO_TEST_CASE(bad_arguments_throw_errors_naming_the_argument) {
       [&] { k::selective_log_softmax_backward(xv, y, lse, gl, k::matrix_view<float>{gx.data(), 4, 9}); }, "'grad_logits'");
   expect_error<msrl::shape_error>(
       [&] { k::selective_log_softmax_backward(xv, y, lse, gl, k::matrix_view<float>{x.data() + 1, 4, 10}); }, "overlap");
+  std::vector<float> ent(4), gh(4);
+  expect_error<msrl::shape_error>(
+      [&] { k::selective_log_softmax_backward(xv, y, {lse, gl, ent, std::span<const float>(gh).first(3)}, k::matrix_view<float>{gx.data(), 4, 10}); },
+      "'grad_entropy'");
+  expect_error<msrl::shape_error>(
+      [&] { k::selective_log_softmax_backward(xv, y, {lse, gl, {}, gh}, k::matrix_view<float>{gx.data(), 4, 10}); }, "'entropy'");
+  expect_error<msrl::shape_error>(
+      [&] { k::selective_log_softmax_backward(xv, y, {lse, std::span<const float>(gl).first(2), ent, gh}, k::matrix_view<float>{gx.data(), 4, 10}); },
+      "'grad_logp'");
 }

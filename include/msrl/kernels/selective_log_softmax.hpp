@@ -1,15 +1,18 @@
 #pragma once
 /// \file Host selective log-softmax: per-token log p(target) = x_y / T - logsumexp(x / T) from
 /// logits [N, V] (fp32 / bf16 / fp16, fp32 accumulation), optional per-token entropy, and the
-/// backward d logits = g * (onehot - softmax(x / T)) / T into a caller buffer or in place.
+/// backward d logits = g * (onehot - softmax(x / T)) / T into a caller buffer or in place, plus,
+/// when an upstream gradient h on the entropy is given, h * dH/dx = -h p (log p + H) / T
+/// (entropy bonus / penalty; formula in logit_grad.hpp).
 ///
 /// One read of each row: online max / sum-exp per SIMD lane (a lane rescales only when its max
 /// grows, which is rare after the first vectors), a cheap polynomial exp (detail/simd_isa.hpp),
 /// AVX-512 / AVX2 / scalar chosen at run time, rows split over threads. The backward reads the
-/// row once more and writes the gradient once (rows whose upstream gradient is zero are written
-/// without being read). -inf logits contribute exactly 0; a row of only -inf logits has
-/// logp = lse = -inf, entropy 0 and gradient 0; a negative target (ignore index, e.g. -100)
-/// gives logp = lse = entropy = 0 and gradient 0, and its row is not read.
+/// row once more and writes the gradient once, the entropy term included (rows whose upstream
+/// gradients are zero are written without being read). -inf logits contribute exactly 0 (and get
+/// gradient 0); a row of only -inf logits has logp = lse = -inf, entropy 0 and gradient 0; a
+/// negative target (ignore index, e.g. -100) gives logp = lse = entropy = 0 and gradient 0, and
+/// its row is not read.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -18,11 +21,13 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "../backend/host_threads.hpp"
 #include "../core/error.hpp"
 #include "detail/rows.hpp"
 #include "half.hpp"
+#include "logit_grad.hpp"
 
 namespace msrl::kernels {
 
@@ -49,6 +54,16 @@ struct logprob_outputs {
   std::span<float> logp;
   std::span<double> lse;
   std::span<float> entropy;
+};
+
+/// What the backward needs: the forward's saved per-token statistics and the upstream gradients.
+/// grad_entropy empty = no entropy term (the plain log-prob backward); when it is given, entropy
+/// (the forward's output) is required. grad_logp empty = 0 (a loss of the entropy alone).
+struct logprob_backward_inputs {
+  std::span<const double> lse;               ///< from the forward, one per row
+  std::span<const float> grad_logp;          ///< d loss / d logp, one per row, or empty (= 0)
+  std::span<const float> entropy = {};       ///< from the forward; required with grad_entropy
+  std::span<const float> grad_entropy = {};  ///< d loss / d entropy, one per row, or empty (= none)
 };
 
 namespace detail {
@@ -79,9 +94,9 @@ inline void check_targets(std::span<const std::int64_t> targets, std::size_t row
 }
 
 template <class T>
-using forward_fn = row_stats (*)(const T*, std::size_t, float);
+using forward_fn = row_stats (*)(const T*, std::size_t, double);
 template <class T, class G>
-using backward_fn = double (*)(const T*, G*, std::size_t, std::size_t, float, float, float, float);
+using backward_fn = row_rest (*)(const T*, G*, std::size_t, std::size_t, float, float, float, float, float);
 
 template <class T, bool Entropy>
 forward_fn<T> pick_forward() {
@@ -95,23 +110,22 @@ forward_fn<T> pick_forward() {
   return &scalar_rows::forward_row<T, Entropy>;
 }
 
-template <class T, class G>
+template <class T, class G, bool Entropy>
 backward_fn<T, G> pick_backward() {
 #ifdef MSRL_KERNELS_X86
   switch (active_isa()) {
-  case cpu_isa::avx512: return &avx512_rows::backward_row<T, G>;
-  case cpu_isa::avx2: return &avx2_rows::backward_row<T, G>;
+  case cpu_isa::avx512: return &avx512_rows::backward_row<T, G, Entropy>;
+  case cpu_isa::avx2: return &avx2_rows::backward_row<T, G, Entropy>;
   default: break;
   }
 #endif
-  return &scalar_rows::backward_row<T, G>;
+  return &scalar_rows::backward_row<T, G, Entropy>;
 }
 
 /// Forward over all rows; rows with skip[i] == 0 (when skip is given) or a negative target are not read.
 template <class T, class M>
 void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, const logprob_outputs& out,
                   const logprob_options& opt, const M* skip) {
-  const float inv_t = static_cast<float>(1.0 / opt.temperature);
   const double inv_td = 1.0 / opt.temperature;
   const forward_fn<T> fwd = out.entropy.empty() ? pick_forward<T, false>() : pick_forward<T, true>();
   float* lp = out.logp.data();
@@ -127,7 +141,7 @@ void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, co
       return;
     }
     const T* row = x.row(i);
-    const row_stats st = fwd(row, V, inv_t);
+    const row_stats st = fwd(row, V, inv_td);
     const double lse = st.max + st.log_sum;
     const double xy = static_cast<double>(to_float(row[y])) * inv_td;
     lp[i] = st.sum > 0.0 ? static_cast<float>((xy - st.max) - st.log_sum) : -std::numeric_limits<float>::infinity();
@@ -136,18 +150,21 @@ void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, co
   });
 }
 
+/// Backward over all rows. grad_logp and grad_entropy may be null (= 0); entropy is read only
+/// where grad_entropy is non-zero.
 template <class T, class G>
 void backward_rows(const matrix_view<const T>& x, const std::int64_t* targets, const double* lse, const float* grad_logp,
-                   const matrix_view<G>& gx, const logprob_options& opt) {
+                   const float* entropy, const float* grad_entropy, const matrix_view<G>& gx, const logprob_options& opt) {
   const float inv_t = static_cast<float>(1.0 / opt.temperature);
   const double inv_td = 1.0 / opt.temperature;
-  const backward_fn<T, G> bwd = pick_backward<T, G>();
+  const backward_fn<T, G> bwd = pick_backward<T, G, false>();
+  const backward_fn<T, G> bwd_ent = grad_entropy ? pick_backward<T, G, true>() : bwd;
   const std::size_t V = x.cols;
   row_pool(opt.threads, V).for_each_n(x.rows, [&](std::size_t i) {
     G* g = gx.row(i);
     const std::int64_t y = targets[i];
-    const float gi = grad_logp[i];
-    if (y < 0 || gi == 0.0f || !(lse[i] > -std::numeric_limits<double>::infinity())) {
+    const float gi = grad_logp ? grad_logp[i] : 0.0f, gh = grad_entropy ? grad_entropy[i] : 0.0f;
+    if (y < 0 || (gi == 0.0f && gh == 0.0f) || !(lse[i] > -std::numeric_limits<double>::infinity())) {
       std::memset(static_cast<void*>(g), 0, V * sizeof(G));
       return;
     }
@@ -155,12 +172,13 @@ void backward_rows(const matrix_view<const T>& x, const std::int64_t* targets, c
     const double xy = static_cast<double>(to_float(row[y])) * inv_td; // read before an in-place overwrite
     const double c = lse[i] * opt.temperature; // lse in raw logit units, split in two floats
     const float hi = static_cast<float>(c), lo = static_cast<float>(c - static_cast<double>(hi));
-    const double rest = bwd(row, g, V, static_cast<std::size_t>(y), inv_t, hi, lo, gi * inv_t);
-    // target entry g (1 - p_y) / T with 1 - p_y = sum_{j != y} p_j: no cancellation when p_y -> 1
-    // (when p_y is small the direct form is as accurate and independent of the sum's rounding)
-    const double py = std::exp(xy - lse[i]);
-    const double one_minus = py > 0.5 ? rest : 1.0 - py;
-    g[y] = from_float<G>(static_cast<float>(static_cast<double>(gi) * inv_td * one_minus));
+    const double H = gh != 0.0f ? static_cast<double>(entropy[i]) : 0.0;
+    const logit_grad_coeffs k = logit_grad_coefficients(gi, gh, H, inv_td);
+    const row_rest r = gh != 0.0f ? bwd_ent(row, g, V, static_cast<std::size_t>(y), inv_t, hi, lo, static_cast<float>(k.a),
+                                            static_cast<float>(k.b))
+                                  : bwd(row, g, V, static_cast<std::size_t>(y), inv_t, hi, lo, gi * inv_t, 0.0f);
+    constexpr double ln2 = 0.69314718055994530942;
+    g[y] = from_float<G>(static_cast<float>(target_logit_grad(gi, gh, H, inv_td, xy - lse[i], r.p, ln2 * r.plog2p)));
   });
 }
 
@@ -183,21 +201,27 @@ void selective_log_softmax(const matrix_view<const T>& logits, std::span<const s
   detail::forward_rows<T, std::uint8_t>(logits, targets.data(), out, opt, nullptr);
 }
 
-/// d logits[i, :] = grad_logp[i] * (onehot(targets[i]) - softmax(logits[i, :] / T)) / T.
-/// `lse` comes from the forward. grad_logits may be the logits themselves (same type and stride):
-/// the gradient then overwrites them. Rows with grad_logp == 0 or a negative target get zeros.
+/// d logits[i, :] = grad_logp[i] (onehot(targets[i]) - p_i) / T - grad_entropy[i] p_i (log p_i + H_i) / T
+/// with p_i = softmax(logits[i, :] / T), from the forward's lse (and entropy H when grad_entropy
+/// is given). grad_logits may be the logits themselves (same type and stride): the gradient then
+/// overwrites them. Rows whose upstream gradients are both 0, whose target is negative or whose
+/// logits are all -inf get zeros; -inf logits get exactly 0.
 template <class T, class G>
 void selective_log_softmax_backward(const matrix_view<const T>& logits, std::span<const std::int64_t> targets,
-                                    std::span<const double> lse, std::span<const float> grad_logp,
-                                    const matrix_view<G>& grad_logits, const logprob_options& opt = {}) {
+                                    const logprob_backward_inputs& in, const matrix_view<G>& grad_logits,
+                                    const logprob_options& opt = {}) {
   static_assert(is_logit_type_v<T> && is_logit_type_v<G>, "logits and gradients must be float, bf16 or f16");
   constexpr const char* where = "msrl::kernels::selective_log_softmax_backward";
   detail::check_logits(logits, where);
   detail::check_options(opt, where);
   detail::check_targets(targets, logits.rows, logits.cols, where);
   const std::size_t N = logits.rows;
-  require<shape_error>(lse.size() == N, where, "lse", "must have one entry per row (from the forward)");
-  require<shape_error>(grad_logp.size() == N, where, "grad_logp", "must have one entry per row");
+  require<shape_error>(in.lse.size() == N, where, "lse", "must have one entry per row (from the forward)");
+  require<shape_error>(in.grad_logp.empty() || in.grad_logp.size() == N, where, "grad_logp", "must be empty or have one entry per row");
+  require<shape_error>(in.grad_entropy.empty() || in.grad_entropy.size() == N, where, "grad_entropy",
+                       "must be empty or have one entry per row");
+  require<shape_error>(in.grad_entropy.empty() || in.entropy.size() == N, where, "entropy",
+                       "must have one entry per row (the forward's entropy output) when grad_entropy is given");
   require<shape_error>(grad_logits.rows == N && grad_logits.cols == logits.cols, where, "grad_logits",
                        "must have the shape of logits");
   require<shape_error>(grad_logits.stride == 0 || grad_logits.stride >= grad_logits.cols, where, "grad_logits.stride",
@@ -213,7 +237,20 @@ void selective_log_softmax_backward(const matrix_view<const T>& logits, std::spa
                         std::is_same_v<std::remove_const_t<G>, std::remove_const_t<T>> && grad_logits.ld() == logits.ld();
   require<shape_error>(!overlap || in_place, where, "grad_logits",
                        "must either not overlap the logits or be exactly the logits (same type and stride) for in-place");
-  detail::backward_rows<T, G>(logits, targets.data(), lse.data(), grad_logp.data(), grad_logits, opt);
+  detail::backward_rows<T, G>(logits, targets.data(), in.lse.data(), in.grad_logp.empty() ? nullptr : in.grad_logp.data(),
+                              in.grad_entropy.empty() ? nullptr : in.entropy.data(),
+                              in.grad_entropy.empty() ? nullptr : in.grad_entropy.data(), grad_logits, opt);
+}
+
+/// The log-prob backward alone: d logits[i, :] = grad_logp[i] (onehot(targets[i]) - softmax(logits[i, :] / T)) / T.
+/// `lse` comes from the forward; grad_logp has one entry per row. In place as above.
+template <class T, class G>
+void selective_log_softmax_backward(const matrix_view<const T>& logits, std::span<const std::int64_t> targets,
+                                    std::span<const double> lse, std::span<const float> grad_logp,
+                                    const matrix_view<G>& grad_logits, const logprob_options& opt = {}) {
+  require<shape_error>(grad_logp.size() == logits.rows, "msrl::kernels::selective_log_softmax_backward", "grad_logp",
+                       "must have one entry per row");
+  selective_log_softmax_backward<T, G>(logits, targets, logprob_backward_inputs{lse, grad_logp, {}, {}}, grad_logits, opt);
 }
 
 } // namespace msrl::kernels

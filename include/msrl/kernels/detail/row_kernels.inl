@@ -55,8 +55,8 @@ MSRL_ROW_TARGET inline void fold(lane_state& st) {
 
 /// Single pass over one row of V logits: online max / sum-exp (and entropy) of x / T.
 template <class T, bool Entropy>
-MSRL_ROW_TARGET inline row_stats forward_row(const T* x, std::size_t V, float inv_t) {
-  const vec k = isa::set1(inv_t * log2e);
+MSRL_ROW_TARGET inline row_stats forward_row(const T* x, std::size_t V, double inv_t) {
+  const vec k = isa::set1(static_cast<float>(inv_t) * log2e);
   lane_state st[U];
 #pragma GCC unroll 4
   for (int u = 0; u < U; ++u) {
@@ -87,53 +87,80 @@ MSRL_ROW_TARGET inline row_stats forward_row(const T* x, std::size_t V, float in
   return combine_lanes(lm, ls, lt, U * W, inv_t);
 }
 
-/// Writes g[j] = -scale * p_j for j in [j0, j1), p_j = 2^((x_j - c) k), and adds those p to acc.
-template <class T, class G>
-MSRL_ROW_TARGET inline void sweep(const T* x, G* g, std::size_t j0, std::size_t j1, vec k, vec c_hi, vec c_lo, vec ns, vec& acc0,
-                                  vec& acc1) {
-  const vec lo = isa::set1(isa::exp2_lo);
+/// Writes g[j] = -p_j (a + b d_j) for j in [j0, j1), p_j = 2^d_j, d_j = (x_j - c) k (log2 p_j), and
+/// adds those p to acc (and, with Entropy, p_j d_j to accq); na = -a, nb = -b. Without Entropy
+/// b = 0 and g[j] = -a p_j. d_j is clamped to exp2_lo first, so a -inf logit gives p_j = 0 times a
+/// finite factor: exactly 0.
+struct sums {
+  vec p0, p1, q0, q1;
+};
+
+template <class T, class G, bool Entropy>
+MSRL_ROW_TARGET inline vec grad_of(vec x, vec k, vec c_hi, vec c_lo, vec na, vec nb, vec& p, vec& d) {
+  d = isa::max(isa::mul(isa::sub(isa::sub(x, c_hi), c_lo), k), isa::set1(isa::exp2_lo));
+  p = isa::exp2(d);
+  if constexpr (Entropy) return isa::mul(p, isa::fma(d, nb, na));
+  else return isa::mul(p, na);
+}
+
+template <class T, class G, bool Entropy>
+MSRL_ROW_TARGET inline void sweep(const T* x, G* g, std::size_t j0, std::size_t j1, vec k, vec c_hi, vec c_lo, vec na, vec nb,
+                                  sums& acc) {
   std::size_t j = j0;
+  vec pa, pb, da, db;
   for (; j + 2 * W <= j1; j += 2 * W) {
     const vec a = isa::template load<T>(x + j), b = isa::template load<T>(x + j + W);
-    const vec pa = isa::exp2(isa::max(isa::mul(isa::sub(isa::sub(a, c_hi), c_lo), k), lo));
-    const vec pb = isa::exp2(isa::max(isa::mul(isa::sub(isa::sub(b, c_hi), c_lo), k), lo));
-    acc0 = isa::add(acc0, pa);
-    acc1 = isa::add(acc1, pb);
-    isa::template store<G>(g + j, isa::mul(pa, ns));
-    isa::template store<G>(g + j + W, isa::mul(pb, ns));
+    const vec ga = grad_of<T, G, Entropy>(a, k, c_hi, c_lo, na, nb, pa, da);
+    const vec gb = grad_of<T, G, Entropy>(b, k, c_hi, c_lo, na, nb, pb, db);
+    acc.p0 = isa::add(acc.p0, pa);
+    acc.p1 = isa::add(acc.p1, pb);
+    if constexpr (Entropy) {
+      acc.q0 = isa::fma(pa, da, acc.q0);
+      acc.q1 = isa::fma(pb, db, acc.q1);
+    }
+    isa::template store<G>(g + j, ga);
+    isa::template store<G>(g + j + W, gb);
   }
   for (; j + W <= j1; j += W) {
-    const vec p = isa::exp2(isa::max(isa::mul(isa::sub(isa::sub(isa::template load<T>(x + j), c_hi), c_lo), k), lo));
-    acc0 = isa::add(acc0, p);
-    isa::template store<G>(g + j, isa::mul(p, ns));
+    const vec ga = grad_of<T, G, Entropy>(isa::template load<T>(x + j), k, c_hi, c_lo, na, nb, pa, da);
+    acc.p0 = isa::add(acc.p0, pa);
+    if constexpr (Entropy) acc.q0 = isa::fma(pa, da, acc.q0);
+    isa::template store<G>(g + j, ga);
   }
   if (j < j1) {
     G buf[W];
-    const vec p = isa::exp2(isa::max(isa::mul(isa::sub(isa::sub(load_tail(x + j, j1 - j), c_hi), c_lo), k), lo));
-    acc1 = isa::add(acc1, p);
-    isa::template store<G>(buf, isa::mul(p, ns));
+    const vec gt = grad_of<T, G, Entropy>(load_tail(x + j, j1 - j), k, c_hi, c_lo, na, nb, pa, da);
+    acc.p1 = isa::add(acc.p1, pa);
+    if constexpr (Entropy) acc.q1 = isa::fma(pa, da, acc.q1);
+    isa::template store<G>(buf, gt);
     for (std::size_t i = 0; i < j1 - j; ++i) g[j + i] = buf[i];
   }
 }
 
-/// d logits = scale * (onehot - softmax(x / T)) with softmax from the saved lse, passed as
-/// c = lse * T = c_hi + c_lo in raw logit units (two floats: x - c stays exact near the row max,
-/// where softmax is large). Returns sum_{j != y} p_j, from which the caller forms the target
-/// entry scale * (1 - p_y) without the cancellation of 1 - p_y when p_y is near 1. Element y
-/// itself is left for the caller.
-template <class T, class G>
-MSRL_ROW_TARGET inline double backward_row(const T* x, G* g, std::size_t V, std::size_t y, float inv_t, float c_hi, float c_lo,
-                                           float scale) {
-  const vec k = isa::set1(inv_t * log2e), ch = isa::set1(c_hi), cl = isa::set1(c_lo), ns = isa::set1(-scale);
-  vec acc0 = isa::set1(0.0f), acc1 = isa::set1(0.0f);
-  double rest = 0.0;
-  sweep<T, G>(x, g, 0, y, k, ch, cl, ns, acc0, acc1);
-  sweep<T, G>(x, g, y + 1, V, k, ch, cl, ns, acc0, acc1);
+/// d logits = g onehot / T - p (a + b log2 p) (logit_grad.hpp; b = 0 without Entropy) with
+/// softmax from the saved lse, passed as c = lse * T = c_hi + c_lo in raw logit units (two
+/// floats: x - c stays exact near the row max, where softmax is large). One read and one write of
+/// the row. Returns sum_{j != y} p_j and (with Entropy) sum_{j != y} p_j log2 p_j, from which the
+/// caller forms the target entry (logit_grad.hpp target_logit_grad) without the cancellation of
+/// 1 - p_y and log p_y + H when p_y is near 1. Element y itself is left for the caller.
+template <class T, class G, bool Entropy>
+MSRL_ROW_TARGET inline row_rest backward_row(const T* x, G* g, std::size_t V, std::size_t y, float inv_t, float c_hi, float c_lo,
+                                             float a, float b) {
+  const vec k = isa::set1(inv_t * log2e), ch = isa::set1(c_hi), cl = isa::set1(c_lo), na = isa::set1(-a), nb = isa::set1(-b);
+  sums acc{isa::set1(0.0f), isa::set1(0.0f), isa::set1(0.0f), isa::set1(0.0f)};
+  sweep<T, G, Entropy>(x, g, 0, y, k, ch, cl, na, nb, acc);
+  sweep<T, G, Entropy>(x, g, y + 1, V, k, ch, cl, na, nb, acc);
   float l0[W], l1[W];
-  isa::lanes(acc0, l0);
-  isa::lanes(acc1, l1);
-  for (int i = 0; i < W; ++i) rest += static_cast<double>(l0[i]) + static_cast<double>(l1[i]);
-  return rest;
+  row_rest r{0.0, 0.0};
+  isa::lanes(acc.p0, l0);
+  isa::lanes(acc.p1, l1);
+  for (int i = 0; i < W; ++i) r.p += static_cast<double>(l0[i]) + static_cast<double>(l1[i]);
+  if constexpr (Entropy) {
+    isa::lanes(acc.q0, l0);
+    isa::lanes(acc.q1, l1);
+    for (int i = 0; i < W; ++i) r.plog2p += static_cast<double>(l0[i]) + static_cast<double>(l1[i]);
+  }
+  return r;
 }
 
 } // namespace MSRL_ROW_NS

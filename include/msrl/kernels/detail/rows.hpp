@@ -24,6 +24,13 @@ struct row_stats {
   double entropy;
 };
 
+/// What the backward sweep of a row accumulates over j != y: sum p_j and sum p_j log2 p_j (the
+/// latter only with the entropy term).
+struct row_rest {
+  double p;
+  double plog2p;
+};
+
 template <class T>
 inline T neg_inf() {
   if constexpr (std::is_same_v<T, float>) return -std::numeric_limits<float>::infinity();
@@ -32,8 +39,10 @@ inline T neg_inf() {
 }
 
 /// Merges lane states (raw max m_l, sum s_l = sum 2^d2, t_l = sum 2^d2 d2 with d2 in log2 units of
-/// (x - m_l) / T) into the row's statistics in temperature-scaled natural units.
-inline row_stats combine_lanes(const float* m, const float* s, const float* t, int n, float inv_t) {
+/// (x - m_l) / T) into the row's statistics in temperature-scaled natural units. inv_t is the
+/// double 1 / T: the max is scaled in double (with fp32 1 / T, lse would be off by up to
+/// |max / T| 2^-24, ~1e-6 at max / T = 20, which the entropy gradient of a confident row feels).
+inline row_stats combine_lanes(const float* m, const float* s, const float* t, int n, double inv_t) {
   constexpr double ln2 = 0.69314718055994530942, l2e = 1.44269504088896340736;
   double M = -std::numeric_limits<double>::infinity();
   for (int i = 0; i < n; ++i)
