@@ -1,5 +1,5 @@
 // msrl::torch_ops against libtorch's own autograd on the same formula: forward values and the
-// gradients that backward() leaves on the logits.
+// gradients that backward() leaves on the logits (log-probs, entropy, GRPO loss, fused linear).
 #define BOOST_TEST_MODULE torch_ops
 #include <boost/test/unit_test.hpp>
 
@@ -35,6 +35,85 @@ BOOST_AUTO_TEST_CASE(selective_log_softmax_matches_torch_autograd) {
       BOOST_TEST(max_abs(xa.grad().to(at::kDouble) - xb.grad()) <= tol * scale);
     }
   }
+}
+
+// libtorch's own formula in double: logp = log_softmax(x / T)[y], H = -(p * logp).sum(-1), with
+// p log p = 0 where p = 0 (logp masked before the product, so no 0 * -inf in the backward either)
+// and 0 for ignored targets (y < 0).
+static std::tuple<at::Tensor, at::Tensor> torch_logp_entropy(const at::Tensor& x, const at::Tensor& y, double temp) {
+  const auto lsm = torch::log_softmax(x / temp, -1);
+  const auto p = lsm.exp();
+  const auto safe = torch::where(p > 0, lsm, torch::zeros_like(lsm));
+  const auto keep = y >= 0;
+  const auto lp = lsm.gather(-1, y.clamp_min(0).unsqueeze(-1)).squeeze(-1);
+  const auto h = -(p * safe).sum(-1);
+  return {torch::where(keep, lp, torch::zeros_like(lp)), torch::where(keep, h, torch::zeros_like(h))};
+}
+
+BOOST_AUTO_TEST_CASE(selective_log_softmax_with_entropy_matches_torch_autograd) {
+  torch::manual_seed(3);
+  const long B = 3, T = 5, V = 1001;
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    for (double temp : {1.0, 0.7, 1.3}) {
+      auto x0 = torch::randn({B, T, V}) * 3;
+      x0.index_put_({0, 1, torch::indexing::Slice(0, torch::indexing::None, 3)}, -INFINITY); // a third banned
+      x0.index_put_({1, 2, 17}, -INFINITY);                                                   // target logit -inf
+      x0 = x0.to(dtype);
+      auto y = torch::randint(0, V, {B, T}, torch::kLong);
+      y.index_put_({0, 1}, 1); // finite target in the banned row
+      y.index_put_({1, 2}, 17);
+      y.index_put_({2, 0}, -100); // ignored
+      y.index_put_({2, 4}, -100);
+      const auto up_lp = torch::randn({B, T}), up_h = torch::randn({B, T});
+      auto xa = x0.clone().requires_grad_(true);
+      auto [la, ha] = to::selective_log_softmax_with_entropy(xa, y, temp);
+      // a GRPO-style loss with an entropy bonus: both outputs, per-token weights
+      ((la * up_lp).sum() - 0.01 * (ha * up_h).sum() + ha.mean()).backward();
+      auto xb = x0.to(at::kDouble).requires_grad_(true);
+      auto [lb, hb] = torch_logp_entropy(xb, y, temp);
+      ((lb * up_lp.to(at::kDouble)).sum() - 0.01 * (hb * up_h.to(at::kDouble)).sum() + hb.mean()).backward();
+      BOOST_TEST_INFO("dtype " << dtype << " T " << temp);
+      BOOST_TEST((la.scalar_type() == at::kFloat && ha.scalar_type() == at::kFloat));
+      BOOST_TEST((la.sizes() == y.sizes() && ha.sizes() == y.sizes()));
+      const auto fin = torch::isfinite(lb);
+      BOOST_TEST(max_abs(torch::where(fin, la.to(at::kDouble) - lb, torch::zeros_like(lb))) <= 1e-5);
+      BOOST_TEST(la[1][2].item<float>() == -INFINITY); // p(target) = 0
+      BOOST_TEST(max_abs(ha.to(at::kDouble) - hb) <= 1e-5);
+      BOOST_TEST((la[2][0].item<float>() == 0.f && ha[2][0].item<float>() == 0.f));
+      const auto ga = xa.grad().to(at::kDouble), gb = xb.grad();
+      BOOST_TEST(torch::isfinite(ga).all().item<bool>());
+      BOOST_TEST(max_abs(ga[0][1].slice(0, 0, V, 3)) == 0.0); // -inf logits: exactly 0
+      BOOST_TEST(max_abs(ga[2][0]) == 0.0);                   // ignored targets: exactly 0
+      const double tol = dtype == at::kFloat ? 1e-6 : 8e-3;   // bf16: the gradient's output rounding
+      BOOST_TEST(max_abs(ga - gb) <= tol * max_abs(gb));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(selective_log_softmax_with_entropy_one_output_and_masked_rows) {
+  torch::manual_seed(4);
+  const long N = 6, V = 77;
+  auto x0 = torch::randn({N, V}) * 2;
+  x0.index_put_({3}, -INFINITY); // a row of only -inf logits
+  const auto y = torch::randint(0, V, {N}, torch::kLong);
+  // the entropy alone (logp unused: its gradient stays undefined), temperature 0.8
+  auto xa = x0.clone().requires_grad_(true);
+  auto [la, ha] = to::selective_log_softmax_with_entropy(xa, y, 0.8);
+  BOOST_TEST(la[3].item<float>() == -INFINITY);
+  BOOST_TEST(ha[3].item<float>() == 0.f);
+  ha.sum().backward();
+  const auto ga = xa.grad().to(at::kDouble);
+  BOOST_TEST(torch::isfinite(ga).all().item<bool>());
+  BOOST_TEST(max_abs(ga[3]) == 0.0);
+  const auto rows = torch::tensor({0, 1, 2, 4, 5}, torch::kLong);
+  auto xb = x0.index_select(0, rows).to(at::kDouble).requires_grad_(true);
+  std::get<1>(torch_logp_entropy(xb, y.index_select(0, rows), 0.8)).sum().backward();
+  BOOST_TEST(max_abs(ga.index_select(0, rows) - xb.grad()) <= 1e-6 * max_abs(xb.grad()));
+  // logp alone through the entropy op equals the plain op, bit for bit
+  auto xc = x0.clone().requires_grad_(true), xd = x0.clone().requires_grad_(true);
+  std::get<0>(to::selective_log_softmax_with_entropy(xc, y, 0.8)).sum().backward();
+  to::selective_log_softmax(xd, y, 0.8).sum().backward();
+  BOOST_TEST(torch::equal(xc.grad(), xd.grad()));
 }
 
 // Eager libtorch GRPO loss: token ratio, clip, dual clip, k3 KL with clamps, masked aggregation.
@@ -118,6 +197,8 @@ BOOST_AUTO_TEST_CASE(bad_inputs_name_the_argument) {
   expect([&] { to::selective_log_softmax(x, torch::zeros({4}, torch::kInt)); }, "int64");
   expect([&] { to::selective_log_softmax(x.to(at::kDouble), torch::zeros({4}, torch::kLong)); }, "float32, bfloat16 or float16");
   expect([&] { to::selective_log_softmax(x, torch::zeros({4}, torch::kLong), 0.0); }, "'temperature'");
+  expect([&] { to::selective_log_softmax_with_entropy(x, torch::zeros({4}, torch::kLong), -1.0); }, "'temperature'");
+  expect([&] { to::selective_log_softmax_with_entropy(x, torch::zeros({5}, torch::kLong)); }, "'targets'");
   expect([&] { to::grpo_loss(x, torch::zeros({4}, torch::kLong), {}, {}, torch::zeros({4}), {}, g::loss_options{}); }, "[B, T]");
   expect([&] { to::linear_selective_log_softmax(x, torch::randn({7, 9}), torch::zeros({4}, torch::kLong)); }, "'weight'");
 }

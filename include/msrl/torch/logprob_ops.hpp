@@ -2,6 +2,8 @@
 /// \file libtorch autograd ops over msrl's fused host kernels (component msrl::torch):
 ///
 ///   msrl::torch_ops::selective_log_softmax(logits, targets, T)  -> logp [N] fp32, differentiable
+///   msrl::torch_ops::selective_log_softmax_with_entropy(logits, targets, T) -> (logp, entropy), both
+///       differentiable (an entropy bonus / penalty trains through the fused backward)
 ///   msrl::torch_ops::grpo_loss(logits, targets, old, ref, adv, mask, options, ...) -> scalar loss
 ///   msrl::torch_ops::linear_selective_log_softmax(hidden, weight, targets, T, chunk) -> logp, chunked
 ///
@@ -14,6 +16,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <tuple>
 
 #include <torch/torch.h>
 
@@ -84,6 +87,51 @@ struct logprob_fn : public torch::autograd::Function<logprob_fn> {
       kernels::selective_log_softmax_backward<T, T>(view<T>(x), {y.data_ptr<std::int64_t>(), N}, {lse.data_ptr<double>(), N},
                                                     {g.data_ptr<float>(), N}, {reinterpret_cast<T*>(gx.data_ptr()), N, V},
                                                     {.temperature = temperature, .threads = threads()});
+    });
+    return {gx.reshape(ctx->saved_data["shape"].toIntVector()), at::Tensor(), at::Tensor()};
+  }
+};
+
+/// (logp, entropy) with one backward for both: d logits = g (onehot - p) / T - h p (log p + H) / T.
+struct logprob_entropy_fn : public torch::autograd::Function<logprob_entropy_fn> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets,
+                                                double temperature) {
+    const at::Tensor x = logits.reshape({-1, logits.size(-1)}).contiguous();
+    const at::Tensor y = targets.reshape({-1}).contiguous();
+    const auto N = static_cast<std::size_t>(x.size(0));
+    at::Tensor logp = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
+    at::Tensor ent = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
+    at::Tensor lse = at::empty({x.size(0)}, x.options().dtype(at::kDouble));
+    dispatch(x.scalar_type(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::selective_log_softmax(view<T>(x), {y.data_ptr<std::int64_t>(), N},
+                                     {{logp.data_ptr<float>(), N}, {lse.data_ptr<double>(), N}, {ent.data_ptr<float>(), N}},
+                                     {.temperature = temperature, .threads = threads()});
+    });
+    ctx->save_for_backward({x, y, lse, ent.clone()}); // the returned entropy may be changed in place by the caller
+    ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["shape"] = logits.sizes().vec();
+    ctx->set_materialize_grads(false); // an unused output's gradient stays undefined (and costs nothing)
+    return {logp.reshape(targets.sizes()), ent.reshape(targets.sizes())};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list go) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &y = saved[1], &lse = saved[2], &ent = saved[3];
+    const double temperature = ctx->saved_data["temperature"].toDouble();
+    const auto N = static_cast<std::size_t>(x.size(0)), V = static_cast<std::size_t>(x.size(1));
+    auto f32 = [](const at::Tensor& t) { return t.defined() ? t.reshape({-1}).to(at::kFloat).contiguous() : at::Tensor(); };
+    const at::Tensor gl = f32(go[0]), gh = f32(go[1]);
+    auto span_of = [N](const at::Tensor& t) {
+      return t.defined() ? std::span<const float>(t.data_ptr<float>(), N) : std::span<const float>{};
+    };
+    at::Tensor gx = at::empty_like(x);
+    dispatch(x.scalar_type(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::selective_log_softmax_backward<T, T>(
+          view<T>(x), {y.data_ptr<std::int64_t>(), N},
+          kernels::logprob_backward_inputs{{lse.data_ptr<double>(), N}, span_of(gl), {ent.data_ptr<float>(), N}, span_of(gh)},
+          {reinterpret_cast<T*>(gx.data_ptr()), N, V}, {.temperature = temperature, .threads = threads()});
     });
     return {gx.reshape(ctx->saved_data["shape"].toIntVector()), at::Tensor(), at::Tensor()};
   }
@@ -226,6 +274,20 @@ inline at::Tensor selective_log_softmax(const at::Tensor& logits, const at::Tens
   detail::check_logits(logits, targets, where);
   require(std::isfinite(temperature) && temperature > 0.0, where, "temperature", "must be finite and > 0");
   return detail::logprob_fn::apply(logits, targets, temperature);
+}
+
+/// Per-token (log p(targets), entropy) under softmax(logits / T), both fp32 of the leading shape,
+/// with one fused backward for a loss that uses either or both: e.g. verl's
+/// `pg_loss - entropy_coeff * masked_mean(entropy)`. Ignored targets (negative) give logp =
+/// entropy = 0 and no gradient; a row of only -inf logits gives logp = -inf, entropy 0 and no
+/// gradient; -inf logits get gradient 0.
+inline std::tuple<at::Tensor, at::Tensor> selective_log_softmax_with_entropy(const at::Tensor& logits, const at::Tensor& targets,
+                                                                             double temperature = 1.0) {
+  constexpr const char* where = "msrl::torch_ops::selective_log_softmax_with_entropy";
+  detail::check_logits(logits, targets, where);
+  require(std::isfinite(temperature) && temperature > 0.0, where, "temperature", "must be finite and > 0");
+  auto out = detail::logprob_entropy_fn::apply(logits, targets, temperature);
+  return {out[0], out[1]};
 }
 
 /// The GRPO policy loss of msrl::grpo::policy_loss computed from logits, differentiable with
