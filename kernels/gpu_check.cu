@@ -51,6 +51,19 @@ static void backward_checks(const char* gname) {
   }
 }
 
+template <class T, class G>
+static void entropy_backward_checks(const char* gname) {
+  const double tol = sizeof(G) == 4 ? 2e-6 : 1e-5;
+  for (bool in_place : {false, true}) {
+    if (in_place && !std::is_same_v<T, G>) continue;
+    const std::string name = std::string("backward_entropy") + (in_place ? "_in_place" : "") + "_grad_" + gname;
+    check_line(name.c_str(), lab::dtype_name<T>(), 16, 151936, lab::check_entropy_backward<T, G>(16, 151936, 1.0f, in_place, 7), 1e-5, tol,
+               true);
+    check_line((name + "_ragged").c_str(), lab::dtype_name<T>(), 24, 1001, lab::check_entropy_backward<T, G>(24, 1001, 0.7f, in_place, 8),
+               1e-5, tol, true);
+  }
+}
+
 static void grpo_checks() {
   for (const msrl::grpo::preset* p : msrl::grpo::presets::all) {
     msrl::grpo::loss_options o = p->loss;
@@ -164,6 +177,13 @@ static void bench_logprob(std::size_t N, std::size_t V) {
   bench_line("backward", dt, N, V,
              median_ms([&] { mc::selective_log_softmax_backward<T, T>(x.p, n, v, v, y.p, 1.0f, ls.p, g.p, gx.p, v); }), 2 * row_bytes,
              "1R+1W");
+  std::vector<float> hh(N, -0.01f); // an entropy bonus, coefficient 0.01
+  lab::dev<float> h(hh);
+  mc::selective_log_softmax_forward<T>(x.p, n, v, v, y.p, 1.0f, lp.p, ls.p, en.p);
+  bench_line("backward_entropy", dt, N, V, median_ms([&] {
+               mc::selective_log_softmax_backward<T, T>(x.p, n, v, v, y.p, 1.0f, mc::backward_inputs{ls.p, g.p, en.p, h.p}, gx.p, v);
+             }),
+             2 * row_bytes, "1R+1W");
   bench_line("fwd_then_bwd_separate", dt, N, V, median_ms([&] {
                mc::selective_log_softmax_forward<T>(x.p, n, v, v, y.p, 1.0f, lp.p, ls.p, nullptr);
                mc::selective_log_softmax_backward<T, T>(x.p, n, v, v, y.p, 1.0f, ls.p, g.p, gx.p, v);
@@ -209,6 +229,10 @@ int main(int argc, char** argv) {
   backward_checks<__nv_bfloat16, __nv_bfloat16>("bf16");
   backward_checks<__half, __half>("fp16");
   backward_checks<__nv_bfloat16, float>("fp32");
+  entropy_backward_checks<float, float>("fp32");
+  entropy_backward_checks<__nv_bfloat16, __nv_bfloat16>("bf16");
+  entropy_backward_checks<__half, __half>("fp16");
+  entropy_backward_checks<__nv_bfloat16, float>("fp32");
   grpo_checks();
   std::printf("{\"checks_failed\":%d}\n", failures);
   std::fflush(stdout);

@@ -1,6 +1,7 @@
 #pragma once
 // The kernel lab's CUDA checks and timings, shared by the Boost test (test/cuda) and the plain
-// gpu_check binary (kernels/gpu_check.cu, for machines without Boost). Every check compares the
+// gpu_check binary (kernels/gpu_check.cu, for machines without Boost). The backward is checked
+// with and without the entropy gradient. Every check compares the
 // device result with the double-precision reference (kernels/reference.hpp) or the core's
 // host path (msrl::grpo::policy_loss on double reference log-probs).
 #include <algorithm>
@@ -165,6 +166,77 @@ errors check_backward(std::size_t N, std::size_t V, float temp, bool fused, bool
       err = std::max(err, std::abs(got - ref[j]) - fmt * std::abs(ref[j]));
     }
     e.grad = std::max(e.grad, mx > 0 ? err / mx : err);
+  }
+  return e;
+}
+
+/// Backward with the entropy term (grad_logp and grad_entropy per row, rows mixing both, either or
+/// neither; -inf logits, a row of only -inf logits, a -inf target logit and ignored targets
+/// planted) against the double reference. grad: the max over entries of
+/// (|g - ref| - fmt |ref|) / (max_j |ref_j| + p_j (|gl| + |gh| (|log p_j| + H + |lse| + 1)) / T):
+/// the second term is the size of the entry before log p_j + H cancels, with |lse| standing for
+/// the fp32 rounding of the forward's log2-unit row max (lse carries ~2^-24 |max / T|).
+template <class T, class G>
+errors check_entropy_backward(std::size_t N, std::size_t V, float temp, bool in_place, unsigned seed) {
+  auto p = make_logits<T>(N, V, V, seed);
+  std::mt19937 rng(seed + 1);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> gl(N), gh(N);
+  for (std::size_t i = 0; i < N; ++i) {
+    gl[i] = nd(rng);
+    gh[i] = nd(rng);
+    if (i % 4 == 1) gl[i] = 0.f; // entropy only
+    if (i % 4 == 2) gh[i] = 0.f; // log-prob only
+    if (i % 8 == 3) gl[i] = gh[i] = 0.f;
+  }
+  if (N > 6) {
+    for (std::size_t j = 0; j < V; j += 3) p.x[0 * V + j] = host_from<T>(-INFINITY); // a third banned
+    p.y[0] = 1;
+    for (std::size_t j = 0; j < V; ++j) p.x[4 * V + j] = host_from<T>(-INFINITY); // every logit -inf
+    p.x[5 * V + 7] = host_from<T>(-INFINITY);                                     // p(target) = 0
+    p.y[5] = 7;
+    p.y[6] = -100; // ignored
+  }
+  dev<T> x(p.x);
+  dev<std::int64_t> y(p.y);
+  dev<float> lp(N), en(N), g(gl), h(gh);
+  dev<double> ls(N);
+  dev<G> gx(in_place ? 1 : N * V);
+  if (!in_place) cuda_ok(cudaMemset(gx.p, 0x7f, N * V * sizeof(G)), "poison");
+  G* out = in_place ? reinterpret_cast<G*>(x.p) : gx.p;
+  errors e;
+  const auto n = static_cast<std::int64_t>(N), v = static_cast<std::int64_t>(V);
+  e.st = cuda::selective_log_softmax_forward<T>(x.p, n, v, v, y.p, temp, lp.p, ls.p, en.p);
+  if (e.st == cuda::status::success)
+    e.st = cuda::selective_log_softmax_backward<T, G>(x.p, n, v, v, y.p, temp, cuda::backward_inputs{ls.p, g.p, en.p, h.p}, out, v);
+  cuda_ok(cudaDeviceSynchronize(), "entropy backward");
+  std::vector<G> hg(N * V);
+  cuda_ok(cudaMemcpy(hg.data(), out, N * V * sizeof(G), cudaMemcpyDeviceToHost), "D2H grad");
+  const auto he = en.host();
+  const double fmt = sizeof(G) == 4 ? 0.0 : (std::is_same_v<G, __nv_bfloat16> ? 0x1p-8 : 0x1p-11);
+  const double floor16 = sizeof(G) == 4 ? 0.0 : 0x1p-24; // fp16 subnormals
+  std::vector<double> ref;
+  for (std::size_t i = 0; i < N; ++i) {
+    const auto row = row_of(p, i);
+    const ref_row r = ref_forward(row.data(), V, p.y[i], temp);
+    e.entropy = std::max(e.entropy, std::abs(he[i] - r.entropy) / std::max(1.0, std::abs(r.entropy)));
+    ref_backward(row.data(), V, p.y[i], temp, gl[i], gh[i], ref);
+    double mx = 0;
+    for (std::size_t j = 0; j < V; ++j) mx = std::max(mx, std::abs(ref[j]));
+    for (std::size_t j = 0; j < V; ++j) {
+      const double got = host_to(hg[i * V + j]);
+      if (!std::isfinite(got)) e.all_written = false;
+      // -inf logits (but a -inf target, which gets gl / T), all -inf rows and ignored rows: exactly 0
+      if ((!std::isfinite(row[j]) && static_cast<std::int64_t>(j) != p.y[i]) || p.y[i] < 0 || !(r.lse > -HUGE_VAL)) {
+        if (got != 0.0) e.all_written = false;
+        continue;
+      }
+      const double lpj = (row[j] / temp - r.zmax) - r.lse_rest, pj = std::exp(lpj);
+      const double size =
+          mx + pj * (std::abs(gl[i]) + std::abs(gh[i]) * (std::abs(lpj) + r.entropy + std::abs(r.lse) + 1.0)) / temp;
+      const double err = std::max(0.0, std::abs(got - ref[j]) - fmt * std::abs(ref[j]) - floor16);
+      if (err > 0.0) e.grad = std::max(e.grad, size > 0.0 ? err / size : HUGE_VAL);
+    }
   }
   return e;
 }

@@ -1,5 +1,5 @@
-// CUDA selective log-softmax, fused forward+backward and GRPO loss from logits against the
-// double-precision reference and the core's host path (kernels/gpu_lab.cuh). Skipped (77) without a GPU.
+// CUDA selective log-softmax, fused forward+backward, backward with the entropy gradient and GRPO
+// loss from logits against the double-precision reference and the core's host path (kernels/gpu_lab.cuh). Skipped (77) without a GPU.
 #define BOOST_TEST_MODULE cuda_kernels
 #include <boost/test/unit_test.hpp>
 
@@ -55,6 +55,25 @@ BOOST_AUTO_TEST_CASE(backward_and_fused_match_reference) {
   }
 }
 
+template <class T, class G>
+void entropy_backward_case(bool in_place, std::size_t N, std::size_t V, float temp) {
+  const auto e = lab::check_entropy_backward<T, G>(N, V, temp, in_place, 7);
+  BOOST_TEST_INFO(lab::dtype_name<T>() << " -> " << lab::dtype_name<G>() << " in place " << in_place << " V " << V << " T " << temp);
+  BOOST_TEST((e.st == mc::status::success));
+  BOOST_TEST(e.all_written); // finite everywhere, exactly 0 at -inf logits, all -inf rows and ignored rows
+  BOOST_TEST(e.entropy <= 1e-4);
+  BOOST_TEST(e.grad <= (sizeof(G) == 4 ? 2e-6 : 1e-5));
+}
+
+// Not run on the machine this was written on (no GPU): compiled for sm_80 / sm_90 only.
+BOOST_AUTO_TEST_CASE(entropy_backward_matches_reference) {
+  entropy_backward_case<float, float>(false, 16, 151936, 1.0f);
+  entropy_backward_case<float, float>(false, 24, 1001, 0.7f); // V not a multiple of the 4-element vectors
+  entropy_backward_case<__nv_bfloat16, __nv_bfloat16>(true, 16, 151936, 1.0f);
+  entropy_backward_case<__nv_bfloat16, float>(false, 16, 4099, 1.3f);
+  entropy_backward_case<__half, __half>(false, 16, 1003, 0.8f);
+}
+
 BOOST_AUTO_TEST_CASE(grpo_loss_matches_core_path_for_every_preset) {
   for (const msrl::grpo::preset* p : msrl::grpo::presets::all) {
     auto o = p->loss;
@@ -78,6 +97,12 @@ BOOST_AUTO_TEST_CASE(launchers_reject_bad_arguments) {
   BOOST_TEST((mc::selective_log_softmax_forward<float>(x, 4, 10, 10, y, 0.f, lp, nullptr, nullptr) == mc::status::invalid_argument));
   BOOST_TEST((mc::selective_log_softmax_forward<float>(nullptr, 4, 10, 10, y, 1.f, lp, nullptr, nullptr) == mc::status::invalid_argument));
   BOOST_TEST((mc::selective_log_softmax_backward<float, float>(x, 4, 10, 10, y, 1.f, nullptr, lp, x, 10) == mc::status::invalid_argument));
+  double* lse = nullptr;
+  cudaMalloc(&lse, 4 * sizeof(double));
+  // grad_entropy without the forward's entropy
+  BOOST_TEST((mc::selective_log_softmax_backward<float, float>(x, 4, 10, 10, y, 1.f, mc::backward_inputs{lse, lp, nullptr, lp}, x, 10) ==
+              mc::status::invalid_argument));
+  cudaFree(lse);
   cudaFree(lp);
   cudaFree(y);
   cudaFree(x);

@@ -1,12 +1,15 @@
 #pragma once
 /// \file CUDA selective log-softmax: per-token log p(target) (+ lse, entropy) from logits [N, V]
-/// (fp32 / bf16 / fp16, fp32 accumulation) and d logits = g (onehot - softmax(x / T)) / T.
+/// (fp32 / bf16 / fp16, fp32 accumulation) and d logits = g (onehot - softmax(x / T)) / T, plus
+/// -h p (log p + H) / T when an upstream gradient h on the entropy is given (the chain rule is
+/// msrl/kernels/logit_grad.hpp, shared with the host kernels).
 ///
 /// * forward: one block per row (rows on grid.x only, so N >= 65,536 works), 16-byte loads, four
 ///   in flight per thread, online max / sum-exp per thread in log2 units (ex2.approx), one block
 ///   reduction. One read of the logits.
 /// * backward: one block per row, one read + one write; the target entry is formed from
-///   sum_{j != y} p_j (no cancellation when p_y -> 1); in place allowed (grad == logits).
+///   sum_{j != y} p_j (and sum_{j != y} p_j log p_j for the entropy term: no cancellation when
+///   p_y -> 1); in place allowed (grad == logits). The entropy term adds one FMA per element.
 /// * fwd_bwd: both in one kernel when the per-token upstream gradient is known at forward time;
 ///   the second read of a row comes from L2 when few enough rows are in flight (one 1024-thread
 ///   block per SM keeps 132 x 304 KB bf16 rows < 50 MB of L2).
@@ -22,6 +25,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../kernels/logit_grad.hpp"
 #include "status.cuh"
 
 namespace msrl::cuda {
@@ -210,13 +214,27 @@ __device__ __forceinline__ online row_forward(const T* __restrict__ x, std::int6
   return block_merge<Threads>(st);
 }
 
-/// Writes g = -scale p over the row (p from lse2 = lse * log2 e as hi + lo) and returns the
-/// block's sum of p over j != y.
-template <class T, class G, int Threads, int Unroll = 2>
-__device__ __forceinline__ float row_backward(const T* x, G* g, std::int64_t cols, std::int64_t y, float k, float c_hi, float c_lo,
-                                              float scale) {
+/// What a block's backward sweep accumulates over j != y: sum p_j and (Entropy) sum p_j log2 p_j.
+struct row_rest {
+  float p, plog2p;
+};
+
+/// -p (a + b d) with d = log2 p (clamped so that a -inf logit gives 0, not 0 * inf); without
+/// Entropy b = 0 and the value is -a p.
+template <bool Entropy>
+__device__ __forceinline__ float grad_entry(float d, float p, float na, float nb) {
+  if constexpr (Entropy) return p * fmaf(fmaxf(d, -256.f), nb, na);
+  else return na * p;
+}
+
+/// Writes g = -p (a + b log2 p) over the row (p from lse2 = lse * log2 e as hi + lo; b = 0
+/// without Entropy) and returns the block's sums over j != y.
+template <class T, class G, int Threads, bool Entropy, int Unroll = 2>
+__device__ __forceinline__ row_rest row_backward(const T* x, G* g, std::int64_t cols, std::int64_t y, float k, float c_hi, float c_lo,
+                                                 float a, float b) {
   constexpr int VE = vec_elems<T>;
-  float rest = 0.f;
+  const float na = -a, nb = -b;
+  float rest = 0.f, restq = 0.f;
   const bool aligned = ((reinterpret_cast<std::uintptr_t>(x) | reinterpret_cast<std::uintptr_t>(g)) & 15u) == 0;
   std::int64_t done = 0;
   if (aligned) {
@@ -237,9 +255,12 @@ __device__ __forceinline__ float row_backward(const T* x, G* g, std::int64_t col
         unpack<T>(u[r], f);
 #pragma unroll
         for (int e = 0; e < VE; ++e) {
-          const float p = ex2(fmaf(f[e], k, -c_hi) - c_lo);
-          rest += (j * VE + e == y) ? 0.f : p;
-          f[e] = -scale * p;
+          const float d = fmaf(f[e], k, -c_hi) - c_lo;
+          const float p = ex2(d);
+          const bool other = j * VE + e != y;
+          rest += other ? p : 0.f;
+          if constexpr (Entropy) restq += other && p > 0.f ? p * d : 0.f;
+          f[e] = grad_entry<Entropy>(d, p, na, nb);
         }
         store_vec<G, VE>(g + j * VE, f);
       }
@@ -247,11 +268,15 @@ __device__ __forceinline__ float row_backward(const T* x, G* g, std::int64_t col
     done = nvec * VE;
   }
   for (std::int64_t j = done + threadIdx.x; j < cols; j += Threads) {
-    const float p = ex2(fmaf(to_f<T>(x[j]), k, -c_hi) - c_lo);
+    const float d = fmaf(to_f<T>(x[j]), k, -c_hi) - c_lo;
+    const float p = ex2(d);
     rest += j == y ? 0.f : p;
-    g[j] = from_f<G>(-scale * p);
+    if constexpr (Entropy) restq += j != y && p > 0.f ? p * d : 0.f;
+    g[j] = from_f<G>(grad_entry<Entropy>(d, p, na, nb));
   }
-  return block_sum<Threads>(rest);
+  row_rest r{block_sum<Threads>(rest), 0.f};
+  if constexpr (Entropy) r.plog2p = block_sum<Threads>(restq);
+  return r;
 }
 
 template <class G, int Threads>
@@ -297,30 +322,36 @@ __global__ void __launch_bounds__(Threads) forward_kernel(const T* __restrict__ 
   }
 }
 
-/// Shared tail of the two backward kernels: the sweep, then the target entry.
-template <class T, class G, int Threads>
-__device__ __forceinline__ void backward_body(const T* xr, G* gr, std::int64_t cols, std::int64_t y, double l, float gy, float inv_t,
-                                              float xy) {
+/// Shared tail of the backward kernels: the sweep, then the target entry (logit_grad.hpp).
+/// gh: upstream gradient of the entropy H (Entropy only).
+template <class T, class G, int Threads, bool Entropy>
+__device__ __forceinline__ void backward_body(const T* xr, G* gr, std::int64_t cols, std::int64_t y, double l, float gy, float gh,
+                                              float H, float inv_t, float xy) {
   const double c = l * static_cast<double>(kLog2e);
   const float c_hi = static_cast<float>(c), c_lo = static_cast<float>(c - static_cast<double>(c_hi));
-  const float rest = row_backward<T, G, Threads>(xr, gr, cols, y, inv_t * kLog2e, c_hi, c_lo, gy * inv_t);
+  const kernels::logit_grad_coeffs co = kernels::logit_grad_coefficients(gy, gh, H, inv_t);
+  const row_rest rest = row_backward<T, G, Threads, Entropy>(xr, gr, cols, y, inv_t * kLog2e, c_hi, c_lo,
+                                                             Entropy ? static_cast<float>(co.a) : gy * inv_t,
+                                                             Entropy ? static_cast<float>(co.b) : 0.f);
   if (threadIdx.x == 0) {
-    const double py = exp(static_cast<double>(xy) * inv_t - l);
-    const double om = py > 0.5 ? static_cast<double>(rest) : 1.0 - py;
-    gr[y] = from_f<G>(static_cast<float>(static_cast<double>(gy) * inv_t * om));
+    const double v = kernels::target_logit_grad(gy, gh, H, inv_t, static_cast<double>(xy) * inv_t - l, rest.p,
+                                                kLn2 * static_cast<double>(rest.plog2p));
+    gr[y] = from_f<G>(static_cast<float>(v));
   }
 }
 
-template <class T, class G, int Threads>
+/// grad_logp may be null (= 0); entropy and grad_entropy are read only with Entropy.
+template <class T, class G, int Threads, bool Entropy>
 __global__ void __launch_bounds__(Threads) backward_kernel(const T* x, std::int64_t cols, std::int64_t ld, const std::int64_t* tgt,
-                                                            const double* lse, const float* grad_logp, float inv_t, G* g,
-                                                            std::int64_t ldg) {
+                                                            const double* lse, const float* grad_logp, const float* entropy,
+                                                            const float* grad_entropy, float inv_t, G* g, std::int64_t ldg) {
   const std::int64_t row = blockIdx.x;
   const std::int64_t y = tgt[row];
   G* gr = g + row * ldg;
-  const float gy = grad_logp[row];
+  const float gy = grad_logp ? grad_logp[row] : 0.f;
+  const float gh = Entropy ? grad_entropy[row] : 0.f;
   const double l = lse[row];
-  if (y < 0 || y >= cols || gy == 0.f || !(l > -HUGE_VAL)) {
+  if (y < 0 || y >= cols || (gy == 0.f && gh == 0.f) || !(l > -HUGE_VAL)) {
     row_zero<G, Threads>(gr, cols);
     return;
   }
@@ -328,7 +359,7 @@ __global__ void __launch_bounds__(Threads) backward_kernel(const T* x, std::int6
   __shared__ float xy_sh;
   if (threadIdx.x == 0) xy_sh = to_f<T>(xr[y]);
   __syncthreads(); // x[y] is read before any thread may overwrite it (in place)
-  backward_body<T, G, Threads>(xr, gr, cols, y, l, gy, inv_t, xy_sh);
+  backward_body<T, G, Threads, Entropy>(xr, gr, cols, y, l, gy, gh, Entropy ? entropy[row] : 0.f, inv_t, xy_sh);
 }
 
 template <class T, class G, int Threads>
@@ -361,7 +392,7 @@ __global__ void __launch_bounds__(Threads) fwd_bwd_kernel(const T* x, std::int64
     row_zero<G, Threads>(gr, cols);
     return;
   }
-  backward_body<T, G, Threads>(xr, gr, cols, y, l, gy, inv_t, xy);
+  backward_body<T, G, Threads, false>(xr, gr, cols, y, l, gy, 0.f, 0.f, inv_t, xy);
 }
 
 template <class T>
@@ -407,21 +438,48 @@ status selective_log_softmax_forward(const T* logits, std::int64_t rows, std::in
   return cudaGetLastError() == cudaSuccess ? status::success : status::launch_failed;
 }
 
+/// What the backward reads besides the logits (device pointers, one entry per row): the forward's
+/// lse (required) and entropy (required with grad_entropy), and the upstream gradients. A null
+/// grad_logp is 0; a null grad_entropy means no entropy term.
+struct backward_inputs {
+  const double* lse = nullptr;
+  const float* grad_logp = nullptr;
+  const float* entropy = nullptr;
+  const float* grad_entropy = nullptr;
+};
+
+/// grad[i, :] = grad_logp[i] (onehot(t_i) - p_i) / T - grad_entropy[i] p_i (log p_i + H_i) / T with
+/// p_i = softmax(x_i / T). grad may equal logits (same type and ld) for in place.
+template <class T, class G>
+status selective_log_softmax_backward(const T* logits, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::int64_t* targets,
+                                      float temperature, const backward_inputs& in, G* grad, std::int64_t ldg,
+                                      cudaStream_t stream = nullptr) noexcept {
+  static_assert(is_cuda_logit_type_v<T> && is_cuda_logit_type_v<G>, "logits / grad must be float, __nv_bfloat16 or __half");
+  if (!detail::valid_common(logits, rows, cols, ld, targets, temperature) || ldg < cols ||
+      (rows && (!in.lse || !grad || (in.grad_entropy && !in.entropy))))
+    return status::invalid_argument;
+  if (rows > 0x7fffffff) return status::unsupported;
+  if (rows == 0) return status::success;
+  constexpr int threads = 256;
+  const auto blocks = static_cast<unsigned>(rows);
+  if (in.grad_entropy)
+    detail::backward_kernel<T, G, threads, true><<<blocks, threads, 0, stream>>>(logits, cols, ld, targets, in.lse, in.grad_logp, in.entropy,
+                                                                                 in.grad_entropy, 1.0f / temperature, grad, ldg);
+  else
+    detail::backward_kernel<T, G, threads, false><<<blocks, threads, 0, stream>>>(logits, cols, ld, targets, in.lse, in.grad_logp, nullptr,
+                                                                                  nullptr, 1.0f / temperature, grad, ldg);
+  return cudaGetLastError() == cudaSuccess ? status::success : status::launch_failed;
+}
+
 /// grad[i, :] = grad_logp[i] (onehot(t_i) - softmax(x_i / T)) / T, with lse from the forward.
 /// grad may equal logits (same type and ld) for in place.
 template <class T, class G>
 status selective_log_softmax_backward(const T* logits, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::int64_t* targets,
                                       float temperature, const double* lse, const float* grad_logp, G* grad, std::int64_t ldg,
                                       cudaStream_t stream = nullptr) noexcept {
-  static_assert(is_cuda_logit_type_v<T> && is_cuda_logit_type_v<G>, "logits / grad must be float, __nv_bfloat16 or __half");
-  if (!detail::valid_common(logits, rows, cols, ld, targets, temperature) || ldg < cols || (rows && (!lse || !grad_logp || !grad)))
-    return status::invalid_argument;
-  if (rows > 0x7fffffff) return status::unsupported;
-  if (rows == 0) return status::success;
-  constexpr int threads = 256;
-  detail::backward_kernel<T, G, threads><<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, cols, ld, targets, lse, grad_logp,
-                                                                                             1.0f / temperature, grad, ldg);
-  return cudaGetLastError() == cudaSuccess ? status::success : status::launch_failed;
+  if (rows && !grad_logp) return status::invalid_argument;
+  return selective_log_softmax_backward<T, G>(logits, rows, cols, ld, targets, temperature, backward_inputs{lse, grad_logp, nullptr, nullptr},
+                                              grad, ldg, stream);
 }
 
 /// Forward and backward in one kernel when the upstream gradient per token is known up front
