@@ -1,8 +1,9 @@
 // Host kernel benchmarks, JSON lines: op, shape, dtype, threads, time_ms_median, baseline,
 // baseline_ms_median, ratio (baseline / ours), GBps (model bytes: logits read once, gradient
 // written once), pct_measured_read_bw. Baselines run in the same process: libtorch CPU
-// (log_softmax + gather; eager GRPO loss with autograd backward) and a multi-threaded read of
-// a 2 GiB buffer (the machine's memory-read bandwidth).
+// (log_softmax + gather; eager GRPO loss with autograd backward; log-prob + entropy with autograd
+// backward), msrl's own backward without the entropy term (for the backward with it) and a
+// multi-threaded read of a 2 GiB buffer (the machine's memory-read bandwidth).
 //   bench_kernels [N=512] [V=151936] [reps=7]
 #include <algorithm>
 #include <chrono>
@@ -113,7 +114,7 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < N * V; ++i) xb[i] = k::to_bf16(x[i]);
   std::vector<std::int64_t> y(N);
   for (auto& t : y) t = static_cast<std::int64_t>(rng() % V);
-  std::vector<float> lp(N), gl(N, 0.5f), gx(N * V);
+  std::vector<float> lp(N), gl(N, 0.5f), gx(N * V), ent(N), gh(N, -0.01f); // gh: an entropy bonus, coefficient 0.01
   std::vector<double> lse(N);
   const std::size_t B = 8, T = N / B;
   std::vector<float> old(N), ref(N), adv(B);
@@ -131,10 +132,17 @@ int main(int argc, char** argv) {
       k::selective_log_softmax_backward(xv, yr, std::span<const double>(lse).first(R), std::span<const float>(gl).first(R),
                                         k::matrix_view<float>{gx.data(), R, V}, {.threads = 1});
     }, 31);
+    k::selective_log_softmax(xv, yr, {std::span(lp).first(R), std::span(lse).first(R), std::span(ent).first(R)}, {.threads = 1});
+    const double tbe = median_ms([&] {
+      k::selective_log_softmax_backward(xv, yr,
+                                        {std::span<const double>(lse).first(R), std::span<const float>(gl).first(R),
+                                         std::span<const float>(ent).first(R), std::span<const float>(gh).first(R)},
+                                        k::matrix_view<float>{gx.data(), R, V}, {.threads = 1});
+    }, 31);
     const double b = static_cast<double>(R * V * sizeof(float));
     std::printf("{\"op\":\"cache_resident_compute_ceiling\",\"shape\":[%zu,%zu],\"dtype\":\"fp32\",\"threads\":1,\"isa\":\"%s\","
-                "\"forward_GBps\":%.2f,\"backward_GBps_read_plus_write\":%.2f}\n",
-                R, V, k::to_string(k::active_isa()), b / (tf * 1e-3) / 1e9, 2 * b / (tb * 1e-3) / 1e9);
+                "\"forward_GBps\":%.2f,\"backward_GBps_read_plus_write\":%.2f,\"backward_entropy_GBps_read_plus_write\":%.2f}\n",
+                R, V, k::to_string(k::active_isa()), b / (tf * 1e-3) / 1e9, 2 * b / (tb * 1e-3) / 1e9, 2 * b / (tbe * 1e-3) / 1e9);
   }
   k::clear_isa_cap();
 
@@ -147,8 +155,22 @@ int main(int argc, char** argv) {
     const double t_fwd = median_ms([&] { k::selective_log_softmax(xv, y, {lp, lse, {}}, o); }, reps);
     const double t_fwd_bf16 = median_ms(
         [&] { k::selective_log_softmax(k::matrix_view<const k::bf16>{xb.data(), N, V}, y, {lp, lse, {}}, o); }, reps);
-    const double t_bwd = median_ms(
-        [&] { k::selective_log_softmax_backward(xv, y, lse, gl, k::matrix_view<float>{gx.data(), N, V}, o); }, reps);
+    k::selective_log_softmax(xv, y, {lp, lse, ent}, o);
+    // the two backwards alternate within each repetition, so that load changes hit both alike
+    std::vector<double> tb_plain, tb_ent;
+    for (int r = 0; r <= reps; ++r) {
+      const auto a = std::chrono::steady_clock::now();
+      k::selective_log_softmax_backward(xv, y, lse, gl, k::matrix_view<float>{gx.data(), N, V}, o);
+      const auto b = std::chrono::steady_clock::now();
+      k::selective_log_softmax_backward(xv, y, {lse, gl, ent, gh}, k::matrix_view<float>{gx.data(), N, V}, o);
+      const auto c = std::chrono::steady_clock::now();
+      if (r == 0) continue; // warm-up
+      tb_plain.push_back(std::chrono::duration<double, std::milli>(b - a).count());
+      tb_ent.push_back(std::chrono::duration<double, std::milli>(c - b).count());
+    }
+    std::sort(tb_plain.begin(), tb_plain.end());
+    std::sort(tb_ent.begin(), tb_ent.end());
+    const double t_bwd = tb_plain[tb_plain.size() / 2], t_bwd_ent = tb_ent[tb_ent.size() / 2];
     for (std::size_t i = 0; i < N; ++i) old[i] = ref[i] = lp[i] + 0.1f * nd(rng) / 3.f;
     const k::logits_loss_inputs<float> in{msrl::token_layout::padded(B, T), xv, y, old, ref, adv, mask};
     auto lo = g::presets::verl_default.loss;
@@ -158,7 +180,7 @@ int main(int argc, char** argv) {
     const double t_grpo = median_ms([&] {
       loss = k::grpo_loss_from_logits(in, lo, {}, k::logits_loss_outputs<float>{{gx.data(), N, V}}, o).loss;
     }, reps);
-    double b_fwd = 0, b_fwd_bf16 = 0, b_grpo = 0, b_bwd = 0;
+    double b_fwd = 0, b_fwd_bf16 = 0, b_grpo = 0, b_bwd = 0, b_bwd_ent = 0;
 #ifdef MSRL_BENCH_TORCH
     at::set_num_threads(static_cast<int>(threads));
     torch::NoGradGuard* ng = new torch::NoGradGuard();
@@ -190,12 +212,24 @@ int main(int argc, char** argv) {
       xg2.mutable_grad() = torch::Tensor();
       torch::log_softmax(xg2, -1).gather(-1, ty).sum().backward();
     }, reps);
+    auto xg3 = tx.clone().requires_grad_(true);
+    b_bwd_ent = median_ms([&] { // verl's entropy_from_logits style: H = lse - sum(p x), plus the log-prob
+      xg3.mutable_grad() = torch::Tensor();
+      const auto ls = torch::log_softmax(xg3, -1);
+      const auto h = torch::logsumexp(xg3, -1) - (torch::softmax(xg3, -1) * xg3).sum(-1);
+      (ls.gather(-1, ty).sum() * 0.5 + h.sum() * -0.01).backward();
+    }, reps);
 #endif
     const char* base = b_fwd > 0 ? "libtorch log_softmax+gather" : "none";
     line("selective_log_softmax_forward", N, V, "fp32", threads, t_fwd, base, b_fwd, fbytes, peak);
     line("selective_log_softmax_forward", N, V, "bf16", threads, t_fwd_bf16, base, b_fwd_bf16, fbytes / 2, peak);
     line("selective_log_softmax_backward", N, V, "fp32", threads, t_bwd, b_bwd > 0 ? "libtorch log_softmax+gather fwd+autograd bwd" : "none",
          b_bwd, 2 * fbytes, peak);
+    line("selective_log_softmax_backward_entropy", N, V, "fp32", threads, t_bwd_ent, "msrl backward without entropy", t_bwd, 2 * fbytes,
+         peak);
+    if (b_bwd_ent > 0)
+      line("selective_log_softmax_backward_entropy", N, V, "fp32", threads, t_bwd_ent,
+           "libtorch log_softmax+gather+entropy fwd+autograd bwd", b_bwd_ent, 2 * fbytes, peak);
     line("grpo_loss_from_logits_fwd_bwd", N, V, "fp32", threads, t_grpo, b_grpo > 0 ? "libtorch eager GRPO loss + autograd" : "none",
          b_grpo, 2 * fbytes, peak);
 #ifdef MSRL_BENCH_EIGEN
