@@ -64,6 +64,7 @@ struct world {
     c["model"]["tiny"]["text"] = {{"hidden_size", 32}, {"num_layers", 1}, {"num_heads", 2}, {"num_kv_heads", 1}, {"head_dim", 16}, {"intermediate_size", 64}};
     c["model"]["tiny"]["vision"] = {{"hidden_size", 16}, {"num_layers", 1}, {"num_heads", 2}, {"intermediate_size", 32}, {"image_size", 56}, {"patch_size", 14}};
     for (const char* s : {"pretrain", "sft"}) c[s]["max_steps"] = 3;
+    c["sft"]["replay_file"] = "pretrain.jsonl"; // exercises replay into an SFT stage
     c["cmkd"]["sft"]["max_steps"] = 2;
     for (const char* s : {"text_grpo", "caption_grpo", "mm_grpo"}) {
       c[s]["max_steps"] = 4;
@@ -135,6 +136,9 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"stages='[\"eval\",\"sft\"]'", "recipe order"},
       {"stages='[\"warmup\"]'", "stages[0]"},
       {"caption_grpo.replay_ratio=5-1", "caption_grpo.replay_ratio"},
+      {"sft.replay_file=pretrain.jsonl --set sft.replay_ratio=4", "sft.replay_ratio"},
+      {"cmkd.sft.replay_file=pretrain.jsonl", "cmkd.sft.replay_file"},
+      {"model.init_std=2", "model.init_std"},
       {"mm_grpo.num_generations=1", "mm_grpo.num_generations"},
       {"eval.layout=csv", "eval.layout"},
       {"cmkd.confidence=loudest", "cmkd.confidence"},

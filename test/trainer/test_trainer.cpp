@@ -111,6 +111,32 @@ BOOST_AUTO_TEST_CASE(pixel_shuffle_index_map) {
   for (int k = 0; k < 8; ++k) BOOST_TEST(y[0][2][k].item<float>() == want[k]);
 }
 
+BOOST_AUTO_TEST_CASE(init_weights_follows_the_transformers_rule) {
+  torch::manual_seed(3);
+  mt::internvl m(tiny_config());
+  const auto before = m->vision->embeddings->position_embedding.clone();
+  mt::init_weights(m, 0.05);
+  at::NoGradGuard ng;
+  std::size_t linears = 0;
+  for (const auto& mod : m->modules(false)) {
+    if (auto* l = mod->as<torch::nn::LinearImpl>()) {
+      ++linears;
+      if (l->bias.defined()) BOOST_TEST(l->bias.abs().max().item<double>() == 0.0);
+    }
+    if (auto* n = mod->as<torch::nn::LayerNormImpl>()) BOOST_TEST(n->weight.eq(1).all().item<bool>());
+  }
+  BOOST_TEST(linears > 0u);
+  // the sample standard deviation of the pooled weights is within a few percent of 0.05
+  const auto emb = m->language_model->model->embed_tokens->weight;
+  BOOST_TEST(emb.std().item<double>() == 0.05, boost::test_tools::tolerance(0.05));
+  const auto q = m->language_model->model->layers[0]->as<mt::qwen3_layer_impl>()->self_attn->q_proj->weight;
+  BOOST_TEST(q.std().item<double>() == 0.05, boost::test_tools::tolerance(0.1));
+  BOOST_TEST(std::abs(q.mean().item<double>()) < 0.01);
+  BOOST_TEST(m->vision->embeddings->position_embedding.equal(before)); // kept
+  BOOST_CHECK_THROW(mt::init_weights(m, 0.0), msrl::value_error);
+  BOOST_CHECK_THROW(mt::init_weights(m, std::nan("")), msrl::value_error);
+}
+
 BOOST_AUTO_TEST_CASE(logits_match_transformers_fixture) {
   at::set_num_threads(1);
   auto m = mt::load_internvl(fixtures / "tiny_internvl");

@@ -516,4 +516,31 @@ struct internvl_impl : torch::nn::Module {
 };
 TORCH_MODULE_IMPL(internvl, internvl_impl);
 
+/// Re-initialises a freshly built model the way transformers' `_init_weights` does for a model
+/// trained from scratch: every Linear / Conv2d weight and every Embedding ~ N(0, std), their
+/// biases 0, LayerNorm / RMSNorm weights 1 and biases 0; class and position embeddings and the
+/// layer scales keep their construction values. libtorch's defaults (Embedding ~ N(0, 1), Kaiming
+/// uniform Linear) give token embeddings ~50x larger than the projected image features, which
+/// leaves a small model reading the text only. Seed with torch::manual_seed first.
+inline void init_weights(internvl& model, double std = 0.02) {
+  require<value_error>(std > 0 && std::isfinite(std), "msrl::trainer::init_weights", "std", "must be positive and finite");
+  at::NoGradGuard ng;
+  for (const auto& m : model->modules(/*include_self=*/false)) {
+    if (auto* l = m->as<torch::nn::LinearImpl>()) {
+      l->weight.normal_(0.0, std);
+      if (l->bias.defined()) l->bias.zero_();
+    } else if (auto* c = m->as<torch::nn::Conv2dImpl>()) {
+      c->weight.normal_(0.0, std);
+      if (c->bias.defined()) c->bias.zero_();
+    } else if (auto* e = m->as<torch::nn::EmbeddingImpl>()) {
+      e->weight.normal_(0.0, std);
+    } else if (auto* n = m->as<torch::nn::LayerNormImpl>()) {
+      n->weight.fill_(1.0);
+      n->bias.zero_();
+    } else if (auto* r = m->as<rms_norm_impl>()) {
+      r->weight.fill_(1.0);
+    }
+  }
+}
+
 } // namespace msrl::trainer

@@ -30,6 +30,8 @@ inline const std::vector<std::string>& all_stages() {
 
 struct sft_config {
   std::string file;
+  std::string replay_file;          ///< rows of another file mixed in ("" = none), e.g. captioning rows
+  std::string replay_ratio = "4:1"; ///< fresh:replay
   double lr = 1e-5;
   double warmup = 0.05;     ///< fraction of the steps with a linear warm-up
   int epochs = 3;
@@ -92,6 +94,8 @@ struct model_config {
   std::string init = "tiny";   ///< "tiny" (random weights of the `tiny` sizes) or a checkpoint folder
   std::string tokenizer;       ///< tokenizer.json ("" = data_dir/tokenizer.json, or the checkpoint's)
   json tiny = json::object();  ///< sizes for init = "tiny" (see tiny_model_config)
+  double init_std = 0;         ///< init = "tiny": 0 keeps libtorch's default initialisation; > 0: weights ~ N(0, init_std)
+                               ///< the transformers way (msrl::trainer::init_weights)
 };
 
 struct pipeline_config {
@@ -209,8 +213,8 @@ private:
 };
 
 inline void read_sft(object_reader& r, sft_config& c) {
-  r.get("file", c.file).get("lr", c.lr).get("warmup", c.warmup).get("epochs", c.epochs).get("batch_size", c.batch_size)
-      .get("max_steps", c.max_steps).get("max_length", c.max_length).get("weight_decay", c.weight_decay)
+  r.get("file", c.file).get("replay_file", c.replay_file).get("replay_ratio", c.replay_ratio).get("lr", c.lr).get("warmup", c.warmup)
+      .get("epochs", c.epochs).get("batch_size", c.batch_size).get("max_steps", c.max_steps).get("max_length", c.max_length).get("weight_decay", c.weight_decay)
       .get("max_grad_norm", c.max_grad_norm).get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector);
 }
 
@@ -293,7 +297,7 @@ inline pipeline_config parse_config(const json& doc) {
   detail::object_reader r(doc, "");
   r.get("data_dir", c.data_dir).get("output_dir", c.output_dir).get("generate_data", c.generate_data).get("seed", c.seed)
       .get("threads", c.threads).get("save_every", c.save_every).get("progress", c.progress).get("stages", c.stages);
-  r.nested("model", [&](detail::object_reader& m) { m.get("init", c.model.init).get("tokenizer", c.model.tokenizer).get("tiny", c.model.tiny); });
+  r.nested("model", [&](detail::object_reader& m) { m.get("init", c.model.init).get("tokenizer", c.model.tokenizer).get("tiny", c.model.tiny).get("init_std", c.model.init_std); });
   r.nested("pretrain", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain); });
   r.nested("sft", [&](detail::object_reader& m) { detail::read_sft(m, c.sft); });
   r.nested("text_grpo", [&](detail::object_reader& m) { detail::read_grpo(m, c.text_grpo); });
@@ -330,9 +334,13 @@ inline pipeline_config parse_config(const json& doc) {
     last = pos;
   }
   check(!c.model.init.empty(), "model.init", "must be \"tiny\" or a checkpoint folder");
+  check(c.model.init_std >= 0 && c.model.init_std <= 1, "model.init_std", "must be in [0, 1] (0: libtorch's default initialisation)");
   detail::validate_sft(c.pretrain, "pretrain");
   detail::validate_sft(c.sft, "sft");
   detail::validate_sft(c.cmkd.sft, "cmkd.sft", false); // its rows come from the CMKD selection
+  check(c.cmkd.sft.replay_file.empty(), "cmkd.sft.replay_file", "is not supported (the CMKD SFT trains on the selected targets only)");
+  for (const auto& [x, name] : {std::pair{&c.pretrain, "pretrain"}, std::pair{&c.sft, "sft"}})
+    if (!x->replay_file.empty()) (void)parse_ratio(x->replay_ratio, std::string(name) + ".replay_ratio");
   for (auto [g, p] : {std::pair{&c.text_grpo, "text_grpo"}, std::pair{&c.caption_grpo, "caption_grpo"}, std::pair{&c.mm_grpo, "mm_grpo"}}) {
     const std::string P = p;
     check(!g->file.empty(), P + ".file", "must name a JSONL file");

@@ -489,7 +489,7 @@ inline std::string make_tokenizer_json(std::span<const std::string> vocabulary =
 
 struct datagen_options {
   std::uint64_t seed = 1;
-  std::size_t pretrain = 600;   ///< pretrain.jsonl rows (captioning: media -> description; the backbone-pretraining stand-in)
+  std::size_t pretrain = 600;   ///< pretrain.jsonl rows (captioning one image -> its description; the backbone-pretraining stand-in)
   std::size_t sft = 400;        ///< stage1_sft.jsonl rows (text, with the assistant rationale)
   std::size_t text_rl = 600;    ///< stage1_rl.jsonl rows (text)
   std::size_t caption_rl = 400; ///< stage2_caption_rl.jsonl rows (media replaced by captions)
@@ -915,21 +915,15 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
     {
       auto rng = rng_for(0x70726574ull);
       detail_datagen::jsonl_file out(tmp, datagen_pretrain_file);
-      const auto p = detail_datagen::plan(opt.pretrain, true, rng.next());
+      // Single images only: a from-scratch model learns to read one image here; videos and pairs
+      // are read through the same per-tile features later (CMKD's caption-first targets).
       for (std::size_t i = 0; i < opt.pretrain; ++i) {
-        const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second);
-        std::string user;
-        switch (it.task) {
-        case task_type::image_understanding: user = "<image>\nDescribe the image."; break;
-        case task_type::video_understanding: user = "<video>\nDescribe the video."; break;
-        case task_type::image_generation: user = "Image A: <image>\nImage B: <image>\nDescribe both images."; break;
-        default: user = "Video A: <video>\nVideo B: <video>\nDescribe both videos."; break;
-        }
+        const auto it = detail_datagen::draw_item(rng, task_type::image_understanding, 'A');
         ojson row;
         row["id"] = detail_datagen::row_id("pre", i);
         ojson m = ojson::array();
-        m.push_back(detail_datagen::message("user", user));
-        m.push_back(detail_datagen::message("assistant", it.generation() ? it.caption() : it.truth_phrase() + "."));
+        m.push_back(detail_datagen::message("user", "<image>\nDescribe the image."));
+        m.push_back(detail_datagen::message("assistant", it.truth_phrase() + "."));
         row["messages"] = m;
         detail_datagen::add_media(row, it, store);
         row["task_type"] = task_type_name(it.task);

@@ -16,6 +16,7 @@
 /// seed, the stage and the step, so the resumed run draws what the uninterrupted one would have).
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
@@ -170,6 +171,7 @@ inline internvl initial_model(const run_context& ctx, const std::string& stage) 
   if (ctx.cfg.model.init == "tiny") {
     torch::manual_seed(static_cast<std::uint64_t>(derive_seed(ctx.cfg.seed, "init", 0)));
     internvl m(tiny_model_config(ctx.cfg.model.tiny, ctx.tok));
+    if (ctx.cfg.model.init_std > 0) msrl::trainer::init_weights(m, ctx.cfg.model.init_std);
     return m;
   }
   msrl::require(fs::exists(fs::path(ctx.cfg.model.init) / "config.json"), "msrl-train config", "model.init",
@@ -311,6 +313,46 @@ inline msrl::trainer::sft_batch collate(const std::vector<const sft_example*>& e
   return {ids, mask, px.empty() ? at::Tensor() : torch::cat(px, 0)};
 }
 
+/// Per-token loss of the learned tokens with each example's own media and with the media of the
+/// next example of the same media shape: how much the model reads the pixels. Uses up to 64 of
+/// the examples that share the most common media shape; rows == 0 when fewer than two carry media.
+struct grounding {
+  double own = 0, swapped = 0;
+  std::size_t rows = 0;
+};
+
+inline grounding media_grounding(const run_context& ctx, internvl& m, const std::vector<sft_example>& ex) {
+  at::NoGradGuard ng;
+  m->eval();
+  std::map<std::vector<std::int64_t>, std::vector<const sft_example*>> by_shape;
+  for (const auto& e : ex)
+    if (e.pixels.defined()) by_shape[e.pixels.sizes().vec()].push_back(&e);
+  const std::vector<const sft_example*>* group = nullptr;
+  for (const auto& [shape, g] : by_shape)
+    if (!group || g.size() > group->size()) group = &g;
+  if (!group || group->size() < 2) return {};
+  const std::size_t n = std::min<std::size_t>(group->size(), 64);
+  double own = 0, swapped = 0, tokens = 0;
+  for (std::size_t k = 0; k < n; k += 8) {
+    const std::vector<const sft_example*> part(group->begin() + static_cast<std::ptrdiff_t>(k),
+                                               group->begin() + static_cast<std::ptrdiff_t>(std::min(n, k + 8)));
+    const auto b = collate(part, ctx.pad);
+    std::vector<at::Tensor> other;
+    for (std::size_t i = 0; i < part.size(); ++i) other.push_back((*group)[(k + i + 1) % n]->pixels);
+    const auto T = b.input_ids.size(1);
+    const auto tgt = b.input_ids.narrow(1, 1, T - 1).unsqueeze(2);
+    const auto mask = b.target_mask.narrow(1, 1, T - 1).to(at::kFloat);
+    const auto nll = [&](const at::Tensor& px) {
+      const auto lp = m->forward(b.input_ids, px).narrow(1, 0, T - 1).to(at::kFloat).log_softmax(-1).gather(2, tgt).squeeze(2);
+      return -(lp * mask).sum().item<double>();
+    };
+    own += nll(b.pixel_values);
+    swapped += nll(torch::cat(other, 0));
+    tokens += mask.sum().item<double>();
+  }
+  return {own / tokens, swapped / tokens, n};
+}
+
 /// SFT over `rows` (each row's final assistant turn, or `targets[i]` when given) with `c`.
 inline void run_sft(run_context& ctx, const std::string& stage, internvl& m, const std::vector<record>& rows, const sft_config& c,
                     const std::vector<std::string>& targets = {}) {
@@ -343,6 +385,12 @@ inline void run_sft(run_context& ctx, const std::string& stage, internvl& m, con
     if ((step + 1) % ctx.cfg.save_every == 0 && step + 1 < total) save_resume(ctx, stage, m, t, step + 1);
   }
   bar.finish();
+  if (const auto g = media_grounding(ctx, m, ex); g.rows > 0 && ctx.leader()) {
+    char line[256];
+    std::snprintf(line, sizeof line, "%s: loss per target token on %zu rows: %.3f with their own media, %.3f with another row's (gap %.3f)",
+                  stage.c_str(), g.rows, g.own, g.swapped, g.swapped - g.own);
+    ctx.say(line);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,24 +422,25 @@ inline sampled_group sample_texts(const run_context& ctx, internvl& m, const enc
   return g;
 }
 
-/// Rows of a GRPO stage: the stage's file, plus replayed rows at the configured fresh:replay ratio.
-inline std::vector<record> grpo_rows(const run_context& ctx, const std::string& stage, const grpo_stage_config& c, std::size_t* replayed = nullptr) {
-  auto fresh = read_jsonl(ctx.data_file(c.file));
-  if (c.replay_file.empty()) return fresh;
-  const auto pool = read_jsonl(ctx.data_file(c.replay_file));
-  const auto [f, r] = parse_ratio(c.replay_ratio, stage + ".replay_ratio");
+/// Rows of a stage: its file, plus rows of `replay_file` mixed in at the fresh:replay `ratio`
+/// (msrl::data::mix_plan; the order is seeded by (seed, stage)).
+inline std::vector<record> mixed_rows(const run_context& ctx, const std::string& stage, const std::string& file, const std::string& replay_file,
+                                      const std::string& ratio) {
+  auto fresh = read_jsonl(ctx.data_file(file));
+  if (replay_file.empty()) return fresh;
+  const auto pool = read_jsonl(ctx.data_file(replay_file));
+  const auto [f, r] = parse_ratio(ratio, stage + ".replay_ratio");
   const std::size_t n_replay = fresh.size() * r / f;
   const auto plan = msrl::data::mix_plan(fresh.size(), n_replay, {.ratio = {f, r}, .seed = derive_seed(ctx.cfg.seed, stage, 0, 3)});
   std::vector<record> out;
   out.reserve(plan.size());
   for (const auto& slot : plan) out.push_back(slot.replay ? pool[slot.index % pool.size()] : fresh[slot.index]);
-  if (replayed) *replayed = n_replay;
+  if (n_replay) ctx.say(stage + ": " + std::to_string(fresh.size()) + " rows + " + std::to_string(n_replay) + " replayed (" + ratio + ")");
   return out;
 }
 
 inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, const grpo_stage_config& c) {
-  std::size_t replayed = 0;
-  const auto rows = grpo_rows(ctx, stage, c, &replayed);
+  const auto rows = mixed_rows(ctx, stage, c.file, c.replay_file, c.replay_ratio);
   const auto& preset = msrl::grpo::find_preset(c.preset);
   const auto rewards = msrl::reward::preset(c.reward);
   const auto names = rewards.names();
@@ -403,7 +452,6 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
   const std::size_t n = rows.size(), P = static_cast<std::size_t>(c.prompts_per_step);
   const auto per_epoch = static_cast<std::int64_t>((n + P - 1) / P);
   const std::int64_t total = c.max_steps > 0 ? c.max_steps : per_epoch * c.epochs;
-  if (replayed) ctx.say(stage + ": " + std::to_string(n - replayed) + " rows + " + std::to_string(replayed) + " replayed (" + c.replay_ratio + ")");
   stage_session ss(ctx, stage, m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
                                     .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm}, total);
   auto& [t, rp, mw, bar] = ss;
@@ -716,8 +764,10 @@ inline std::optional<pipeline_result> run_pipeline(run_context& ctx) {
     auto m = initial_model(ctx, stage);
     const auto t0 = std::chrono::steady_clock::now();
     ctx.say(stage + ": start");
-    if (stage == "pretrain") run_sft(ctx, stage, m, read_jsonl(ctx.data_file(ctx.cfg.pretrain.file)), ctx.cfg.pretrain);
-    else if (stage == "sft") run_sft(ctx, stage, m, read_jsonl(ctx.data_file(ctx.cfg.sft.file)), ctx.cfg.sft);
+    if (stage == "pretrain" || stage == "sft") {
+      const auto& c = stage == "pretrain" ? ctx.cfg.pretrain : ctx.cfg.sft;
+      run_sft(ctx, stage, m, mixed_rows(ctx, stage, c.file, c.replay_file, c.replay_ratio), c);
+    }
     else if (stage == "text_grpo") run_grpo(ctx, stage, m, ctx.cfg.text_grpo);
     else if (stage == "caption_grpo") run_grpo(ctx, stage, m, ctx.cfg.caption_grpo);
     else if (stage == "cmkd") run_cmkd(ctx, m);
