@@ -102,10 +102,27 @@ static void line(const char* op, std::size_t N, std::size_t V, const char* dtype
   std::fflush(stdout);
 }
 
+// A positive decimal integer no larger than `max`, or 0 (rejected by the caller).
+static unsigned long positive_arg(const char* s, unsigned long max) {
+  char* end = nullptr;
+  const unsigned long v = std::strtoul(s, &end, 10);
+  return (end == s || *end != '\0' || s[0] == '-' || v > max) ? 0 : v;
+}
+
 int main(int argc, char** argv) {
-  const std::size_t N = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 512;
-  const std::size_t V = argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 151936;
-  const int reps = argc > 3 ? std::atoi(argv[3]) : 7;
+  constexpr const char* usage = "usage: bench_kernels [N rows (512)] [V vocabulary (151936)] [repetitions (7)]\n";
+  if (argc > 4 || (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h"))) {
+    std::fputs(usage, argc > 4 ? stderr : stdout);
+    return argc > 4 ? 2 : 0;
+  }
+  const std::size_t N = argc > 1 ? positive_arg(argv[1], 1ul << 20) : 512;
+  const std::size_t V = argc > 2 ? positive_arg(argv[2], 1ul << 22) : 151936;
+  const int reps = argc > 3 ? static_cast<int>(positive_arg(argv[3], 1000)) : 7;
+  if (N == 0 || V == 0 || reps == 0 || N * V > (1ul << 31)) {
+    std::fprintf(stderr, "bench_kernels: N, V and repetitions must be positive integers (N <= 2^20, V <= 2^22, N x V <= 2^31, "
+                         "repetitions <= 1000)\n%s", usage);
+    return 2;
+  }
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.f, 3.f);
   std::vector<float> x(N * V);
@@ -240,7 +257,8 @@ int main(int argc, char** argv) {
       std::vector<float> h(NL * HL), w(V * HL), lpl(NL);
       for (auto& v : h) v = nd(rng) / 3.f;
       for (auto& v : w) v = nd(rng) / 30.f;
-      std::vector<std::int64_t> yl(y.begin(), y.begin() + static_cast<long>(NL));
+      std::vector<std::int64_t> yl(NL);
+      for (std::size_t i = 0; i < NL; ++i) yl[i] = y[i % N]; // N may be smaller than NL
       const k::matrix_view<const float> hv{h.data(), NL, HL}, wv{w.data(), V, HL};
       const double t_lin = median_ms([&] { k::linear_selective_log_softmax(hv, wv, yl, lpl, {.chunk = NL, .threads = threads}); }, 3);
       k::detail::row_major Lg(static_cast<long>(NL), static_cast<long>(V));
