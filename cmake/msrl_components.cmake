@@ -3,7 +3,7 @@
 # can never disagree. MSRL_COMPONENT_<NAME> (cache, AUTO/ON/OFF) decides whether the build tree
 # looks for the dependency; find_package(msrl COMPONENTS ...) looks only for what is requested.
 
-set(MSRL_KNOWN_COMPONENTS eigen xtensor thrust cuda torch)
+set(MSRL_KNOWN_COMPONENTS eigen blas xtensor thrust cuda torch)
 
 # msrl_make_component(<name>) creates msrl_<name> + msrl::<name>; returns <name>_FOUND in parent.
 function(msrl_make_component name)
@@ -16,6 +16,23 @@ function(msrl_make_component name)
       target_link_libraries(${target} INTERFACE msrl::msrl Eigen3::Eigen)
       target_compile_definitions(${target} INTERFACE MSRL_HAS_EIGEN=1)
       set(ok TRUE)
+    endif()
+  elseif(name STREQUAL "blas")
+    # The system BLAS (CBLAS interface) for the host GEMM of the fused linear kernels; builds on
+    # msrl::eigen, which is the fallback GEMM when this component is absent.
+    if(NOT TARGET msrl::eigen)
+      msrl_make_component(eigen)
+    endif()
+    if(TARGET msrl::eigen)
+      find_package(BLAS QUIET)
+      find_path(MSRL_CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas)
+      if(TARGET BLAS::BLAS AND MSRL_CBLAS_INCLUDE_DIR)
+        add_library(${target} INTERFACE)
+        target_link_libraries(${target} INTERFACE msrl::eigen BLAS::BLAS)
+        target_include_directories(${target} SYSTEM INTERFACE ${MSRL_CBLAS_INCLUDE_DIR})
+        target_compile_definitions(${target} INTERFACE MSRL_HAS_BLAS=1)
+        set(ok TRUE)
+      endif()
     endif()
   elseif(name STREQUAL "xtensor")
     find_package(xtensor QUIET)

@@ -32,6 +32,19 @@
 namespace k = msrl::kernels;
 namespace g = msrl::grpo;
 
+#if defined(__GNUC__) || defined(__clang__)
+// OpenBLAS's thread count, when OpenBLAS is the BLAS this process loaded (libtorch and the fused
+// linear op both call it), so a row's "threads" holds for the GEMMs too. Other BLAS: left as is.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+#endif
+static void set_blas_threads(unsigned threads) {
+#if defined(__GNUC__) || defined(__clang__)
+  if (openblas_set_num_threads != nullptr) openblas_set_num_threads(static_cast<int>(threads));
+#else
+  (void)threads;
+#endif
+}
+
 template <class F>
 static double median_ms(F f, int reps) {
   f();
@@ -251,41 +264,60 @@ int main(int argc, char** argv) {
          b_grpo, 2 * fbytes, peak);
 #ifdef MSRL_BENCH_EIGEN
     {
-      // fused linear log-prob forward: hidden [NL, HL] x W [V, HL]; GFLOP/s of the 2 N H V GEMM work,
-      // against the same GEMM alone (Eigen, the measured peak here) and libtorch matmul + log_softmax + gather
+      // fused linear log-prob: hidden [NL, HL] x W [V, HL]. GFLOP/s of the GEMM work (forward 2NHV,
+      // forward + backward 8NHV: the backward recomputes the logits), against the same GEMM alone
+      // (detail::host_gemm: the system BLAS or Eigen, the measured GEMM peak here) and libtorch
+      // (matmul + log_softmax + gather; autograd backward to hidden and weight).
+      set_blas_threads(threads);
       const std::size_t NL = 128, HL = 512;
-      std::vector<float> h(NL * HL), w(V * HL), lpl(NL);
+      std::vector<float> h(NL * HL), w(V * HL), lpl(NL), g_lin(NL), dh(NL * HL), dw(V * HL);
+      std::vector<double> lsel(NL);
       for (auto& v : h) v = nd(rng) / 3.f;
       for (auto& v : w) v = nd(rng) / 30.f;
+      for (auto& v : g_lin) v = nd(rng);
       std::vector<std::int64_t> yl(NL);
       for (std::size_t i = 0; i < NL; ++i) yl[i] = y[i % N]; // N may be smaller than NL
       const k::matrix_view<const float> hv{h.data(), NL, HL}, wv{w.data(), V, HL};
-      const double t_lin = median_ms([&] { k::linear_selective_log_softmax(hv, wv, yl, lpl, {.chunk = NL, .threads = threads}); }, 3);
-      k::detail::row_major Lg(static_cast<long>(NL), static_cast<long>(V));
-      // the same GEMM alone, split over the same threads (the measured GEMM peak of this machine)
-      const double t_gemm = median_ms([&] {
-        k::detail::parallel_parts(threads, V, [&](std::size_t v0, std::size_t v1) {
-          const auto a = static_cast<Eigen::Index>(v0), b = static_cast<Eigen::Index>(v1 - v0);
-          Lg.middleCols(a, b).noalias() = k::detail::as_map(hv) * k::detail::as_map(wv).middleRows(a, b).transpose();
-        });
+      const k::linear_options lin_o{.chunk = NL, .threads = threads};
+      const double t_lin = median_ms([&] { k::linear_selective_log_softmax(hv, wv, yl, lpl, lin_o, lsel); }, 3);
+      const double t_lin_bwd = median_ms([&] {
+        k::linear_selective_log_softmax(hv, wv, yl, lpl, lin_o, lsel);
+        std::fill(dw.begin(), dw.end(), 0.f);
+        k::linear_selective_log_softmax_backward(hv, wv, yl, lsel, g_lin, {dh.data(), NL, HL}, {dw.data(), V, HL}, lin_o);
       }, 3);
-      double t_tl = 0;
+      std::vector<float> Lg(NL * V);
+      const double t_gemm = median_ms([&] { k::detail::host_gemm({h.data(), NL, HL, HL}, {w.data(), V, HL, HL, true}, Lg.data(), V, false, threads); }, 3);
+      double t_tl = 0, t_tl_bwd = 0;
 #ifdef MSRL_BENCH_TORCH
       {
-        torch::NoGradGuard ng2;
         const auto th = torch::from_blob(h.data(), {static_cast<long>(NL), static_cast<long>(HL)}, torch::kFloat32);
         const auto tw = torch::from_blob(w.data(), {static_cast<long>(V), static_cast<long>(HL)}, torch::kFloat32);
         const auto tyl = torch::from_blob(yl.data(), {static_cast<long>(NL), 1}, torch::kInt64);
-        t_tl = median_ms([&] { auto r = torch::log_softmax(torch::matmul(th, tw.t()), -1).gather(-1, tyl); }, 3);
+        const auto tgl = torch::from_blob(g_lin.data(), {static_cast<long>(NL), 1}, torch::kFloat32);
+        {
+          torch::NoGradGuard ng2;
+          t_tl = median_ms([&] { auto r = torch::log_softmax(torch::matmul(th, tw.t()), -1).gather(-1, tyl); }, 3);
+        }
+        const auto thg = th.clone().requires_grad_(true), twg = tw.clone().requires_grad_(true);
+        t_tl_bwd = median_ms([&] {
+          thg.mutable_grad() = torch::Tensor();
+          twg.mutable_grad() = torch::Tensor();
+          (torch::log_softmax(torch::matmul(thg, twg.t()), -1).gather(-1, tyl) * tgl).sum().backward();
+        }, 3);
       }
 #endif
       const double flop = 2.0 * static_cast<double>(NL * HL * V);
-      std::printf("{\"op\":\"linear_selective_log_softmax_forward\",\"shape\":[%zu,%zu,%zu],\"dtype\":\"fp32\",\"threads\":%u,"
-                  "\"time_ms_median\":%.2f,\"baseline\":\"libtorch matmul+log_softmax+gather\",\"baseline_ms_median\":%.2f,"
-                  "\"ratio\":%.2f,\"GFLOPs\":%.1f,\"pct_measured_gemm_peak\":%.1f,\"eigen_gemm_alone_GFLOPs\":%.1f}\n",
-                  NL, HL, V, threads, t_lin, t_tl, t_tl > 0 ? t_tl / t_lin : 0.0, flop / (t_lin * 1e6),
-                  100.0 * t_gemm / t_lin, flop / (t_gemm * 1e6));
-      std::fflush(stdout);
+      const auto lin_line = [&](const char* op, double ms, const char* baseline, double base_ms, double work) {
+        std::printf("{\"op\":\"%s\",\"shape\":[%zu,%zu,%zu],\"dtype\":\"fp32\",\"threads\":%u,\"gemm\":\"%s\","
+                    "\"time_ms_median\":%.2f,\"baseline\":\"%s\",\"baseline_ms_median\":%.2f,"
+                    "\"ratio\":%.2f,\"GFLOPs\":%.1f,\"pct_measured_gemm_peak\":%.1f,\"gemm_alone_GFLOPs\":%.1f}\n",
+                    op, NL, HL, V, threads, k::detail::host_gemm_name, ms, baseline, base_ms, base_ms > 0 ? base_ms / ms : 0.0,
+                    work / (ms * 1e6), 100.0 * (work / flop) * t_gemm / ms, flop / (t_gemm * 1e6));
+        std::fflush(stdout);
+      };
+      lin_line("linear_selective_log_softmax_forward", t_lin, "libtorch matmul+log_softmax+gather", t_tl, flop);
+      lin_line("linear_selective_log_softmax_fwd_bwd", t_lin_bwd, "libtorch matmul+log_softmax+gather fwd+autograd bwd", t_tl_bwd,
+               4 * flop);
     }
 #endif
   }

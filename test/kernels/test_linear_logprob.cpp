@@ -136,3 +136,77 @@ BOOST_AUTO_TEST_CASE(shape_errors_name_the_argument) {
     BOOST_TEST(std::string(e.what()).find("'weight'") != std::string::npos);
   }
 }
+
+// The chunk GEMM (system BLAS in test_linear_logprob_blas, Eigen in test_linear_logprob) against a
+// double loop: every transpose combination, padded leading dimensions, overwrite and accumulate.
+BOOST_AUTO_TEST_CASE(host_gemm_matches_a_double_loop_for_every_layout) {
+  BOOST_TEST_MESSAGE("host GEMM: " << k::detail::host_gemm_name);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> n(0.f, 1.f);
+  const std::size_t m = 13, nn = 29, kk = 7, pad = 3;
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true})
+      for (const bool acc : {false, true}) {
+        // stored shapes: A is m x k (or k x m when transposed), B is k x n (or n x k)
+        const std::size_t ar = ta ? kk : m, ac = ta ? m : kk, br = tb ? nn : kk, bc = tb ? kk : nn;
+        std::vector<float> a(ar * (ac + pad)), b(br * (bc + pad)), c(m * (nn + pad));
+        for (auto& v : a) v = n(rng);
+        for (auto& v : b) v = n(rng);
+        for (auto& v : c) v = n(rng);
+        const std::vector<float> c0 = c;
+        k::detail::host_gemm({a.data(), ar, ac, ac + pad, ta}, {b.data(), br, bc, bc + pad, tb}, c.data(), nn + pad, acc, 2);
+        double worst = 0;
+        for (std::size_t i = 0; i < m; ++i)
+          for (std::size_t j = 0; j < nn + pad; ++j) {
+            if (j >= nn) { // padding of C is never written
+              BOOST_TEST(c[i * (nn + pad) + j] == c0[i * (nn + pad) + j]);
+              continue;
+            }
+            double s = acc ? c0[i * (nn + pad) + j] : 0.0;
+            for (std::size_t q = 0; q < kk; ++q) {
+              const double av = ta ? a[q * (ac + pad) + i] : a[i * (ac + pad) + q];
+              const double bv = tb ? b[j * (bc + pad) + q] : b[q * (bc + pad) + j];
+              s += av * bv;
+            }
+            worst = std::max(worst, std::abs(s - c[i * (nn + pad) + j]));
+          }
+        BOOST_TEST_INFO("trans A " << ta << ", trans B " << tb << ", accumulate " << acc);
+        BOOST_TEST(worst <= 1e-5);
+      }
+}
+
+BOOST_AUTO_TEST_CASE(host_gemm_rejects_mismatched_inner_dimensions) {
+  std::vector<float> a(6), b(6), c(4);
+  try {
+    k::detail::host_gemm({a.data(), 2, 3, 3}, {b.data(), 2, 3, 3}, c.data(), 3, false, 1);
+    BOOST_ERROR("no exception");
+  } catch (const msrl::shape_error& e) {
+    BOOST_TEST(std::string(e.what()).find("inner dimensions") != std::string::npos);
+  }
+}
+
+// Row strides larger than the row (views into wider buffers) give bit-for-bit the contiguous results.
+BOOST_AUTO_TEST_CASE(padded_views_give_the_contiguous_results) {
+  const problem p = make(11, 9, 57, 5);
+  const std::size_t pad = 4, hs = p.H + pad;
+  std::vector<float> hp(p.N * hs, 7.f), wp(p.V * hs, 7.f);
+  for (std::size_t i = 0; i < p.N; ++i) std::copy_n(&p.h[i * p.H], p.H, &hp[i * hs]);
+  for (std::size_t v = 0; v < p.V; ++v) std::copy_n(&p.w[v * p.H], p.H, &wp[v * hs]);
+  std::vector<float> g(p.N, 0.5f);
+  const k::linear_options o{.chunk = 4, .threads = 2};
+  auto run = [&](const k::matrix_view<const float>& hv, const k::matrix_view<const float>& wv, std::size_t ld) {
+    std::vector<float> lp(p.N), dh(p.N * ld, -3.f), dw(p.V * ld, 0.f);
+    std::vector<double> lse(p.N);
+    k::linear_selective_log_softmax(hv, wv, p.y, lp, o, lse);
+    k::linear_selective_log_softmax_backward(hv, wv, p.y, lse, g, {dh.data(), p.N, p.H, ld}, {dw.data(), p.V, p.H, ld}, o);
+    std::vector<float> out(lp);
+    for (std::size_t i = 0; i < p.N; ++i) out.insert(out.end(), &dh[i * ld], &dh[i * ld] + p.H);
+    for (std::size_t v = 0; v < p.V; ++v) out.insert(out.end(), &dw[v * ld], &dw[v * ld] + p.H);
+    if (ld > p.H) // the padding of d_hidden is never written
+      for (std::size_t i = 0; i < p.N; ++i) BOOST_TEST(dh[i * ld + p.H] == -3.f);
+    return out;
+  };
+  const auto dense = run({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, p.H);
+  const auto padded = run({hp.data(), p.N, p.H, hs}, {wp.data(), p.V, p.H, hs}, hs);
+  BOOST_TEST(dense == padded, boost::test_tools::per_element());
+}

@@ -3,20 +3,20 @@
 /// -> per-token log-probs, the GRPO loss and the gradients (d hidden, d W), in token chunks, so no
 /// [N, V] logits tensor exists (workspace: one fp32 chunk x V block).
 ///
-///   forward   per chunk: logits = h_c W^T (Eigen GEMM) -> selective log-softmax forward   2NHV
+///   forward   per chunk: logits = h_c W^T (GEMM) -> selective log-softmax forward        2NHV
 ///   backward  per chunk: recompute logits -> d logits (in place) -> d h_c = dL W,
 ///             d W += dL^T h_c                                                           6NHV
-/// fp32 throughout. The GEMMs are split over `threads` std::threads by vocabulary rows (logits,
-/// d W) and by tokens (d hidden); each part is one Eigen GEMM.
+/// fp32 throughout. The GEMM is detail::host_gemm: the system BLAS's SGEMM when the target links
+/// msrl::blas (MSRL_HAS_BLAS; its threads are the BLAS library's), otherwise Eigen's GEMM split
+/// over `threads` std::threads. The log-softmax sweeps always use `threads`.
 #include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
-
 #include "../grpo/policy_loss.hpp"
+#include "detail/host_gemm.hpp"
 #include "selective_log_softmax.hpp"
 
 namespace msrl::kernels {
@@ -24,30 +24,17 @@ namespace msrl::kernels {
 struct linear_options {
   double temperature = 1.0;
   std::size_t chunk = 1024; ///< tokens per GEMM chunk (workspace chunk x V fp32)
-  unsigned threads = 0;     ///< threads of the log-softmax sweeps
+  unsigned threads = 0;     ///< threads of the log-softmax sweeps (and of the Eigen GEMM without BLAS)
 };
 
 namespace detail {
 
-using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using cmap = Eigen::Map<const row_major, 0, Eigen::OuterStride<>>;
-using mmap = Eigen::Map<row_major, 0, Eigen::OuterStride<>>;
-
-inline cmap as_map(const matrix_view<const float>& m) {
-  return cmap(m.data, static_cast<Eigen::Index>(m.rows), static_cast<Eigen::Index>(m.cols),
-              Eigen::OuterStride<>(static_cast<Eigen::Index>(m.ld())));
+inline gemm_operand operand(const matrix_view<const float>& m, bool trans = false) {
+  return {m.data, m.rows, m.cols, m.ld(), trans};
 }
-inline mmap as_map(const matrix_view<float>& m) {
-  return mmap(m.data, static_cast<Eigen::Index>(m.rows), static_cast<Eigen::Index>(m.cols),
-              Eigen::OuterStride<>(static_cast<Eigen::Index>(m.ld())));
-}
-
-/// Calls f(lo, hi) on `parts` contiguous pieces of [0, n) in parallel.
-template <class F>
-void parallel_parts(unsigned threads, std::size_t n, F f) {
-  const backend::host_threads pool{threads, 1};
-  const std::size_t parts = std::max<std::size_t>(1, std::min<std::size_t>(pool.effective_threads(n), n));
-  pool.for_each_n(parts, [&](std::size_t p) { f(n * p / parts, n * (p + 1) / parts); });
+/// Rows [r0, r0 + n) of m as a GEMM operand.
+inline gemm_operand operand_rows(const matrix_view<const float>& m, std::size_t r0, std::size_t n) {
+  return {m.row(r0), n, m.cols, m.ld(), false};
 }
 
 inline void check_linear(const matrix_view<const float>& h, const matrix_view<const float>& w, std::span<const std::int64_t> targets,
@@ -64,6 +51,10 @@ inline void check_linear(const matrix_view<const float>& h, const matrix_view<co
 
 } // namespace detail
 
+// The functions below call detail::host_gemm, whose body depends on MSRL_HAS_BLAS; they live in the
+// same build-specific inline namespace, so a program may mix translation units built either way.
+inline namespace MSRL_HOST_GEMM_NS {
+
 /// logp[i] = log softmax(h_i W^T / T)[t_i] (and optionally lse, double).
 inline void linear_selective_log_softmax(const matrix_view<const float>& hidden, const matrix_view<const float>& weight,
                                          std::span<const std::int64_t> targets, std::span<float> logp, const linear_options& o = {},
@@ -74,17 +65,10 @@ inline void linear_selective_log_softmax(const matrix_view<const float>& hidden,
   require<shape_error>(logp.size() == N, where, "logp", "must have one entry per token");
   require<shape_error>(lse.empty() || lse.size() == N, where, "lse", "must be empty or have one entry per token");
   std::vector<double> lse_buf(lse.empty() ? std::min(N, o.chunk) : 0);
-  detail::row_major logits(static_cast<Eigen::Index>(std::min(N, o.chunk)), static_cast<Eigen::Index>(V));
-  const auto H = detail::as_map(hidden);
-  const auto W = detail::as_map(weight);
+  std::vector<float> logits(std::min(N, o.chunk) * V);
   for (std::size_t c0 = 0; c0 < N; c0 += o.chunk) {
     const std::size_t C = std::min(o.chunk, N - c0);
-    auto L = logits.topRows(static_cast<Eigen::Index>(C));
-    const auto Hc = H.middleRows(static_cast<Eigen::Index>(c0), static_cast<Eigen::Index>(C));
-    detail::parallel_parts(o.threads, V, [&](std::size_t v0, std::size_t v1) {
-      const auto a = static_cast<Eigen::Index>(v0), b = static_cast<Eigen::Index>(v1 - v0);
-      L.middleCols(a, b).noalias() = Hc * W.middleRows(a, b).transpose();
-    });
+    detail::host_gemm(detail::operand_rows(hidden, c0, C), detail::operand(weight, true), logits.data(), V, false, o.threads);
     const std::span<double> l = lse.empty() ? std::span<double>(lse_buf).first(C) : lse.subspan(c0, C);
     selective_log_softmax<float>({logits.data(), C, V}, targets.subspan(c0, C), {logp.subspan(c0, C), l, {}},
                                  {.temperature = o.temperature, .threads = o.threads});
@@ -104,33 +88,18 @@ inline void linear_selective_log_softmax_backward(const matrix_view<const float>
   require<shape_error>(lse.size() == N && grad_logp.size() == N, where, "lse/grad_logp", "must have one entry per token");
   require<shape_error>(d_hidden.data && d_hidden.rows == N && d_hidden.cols == hidden.cols, where, "d_hidden", "must have the shape of hidden");
   require<shape_error>(d_weight.data && d_weight.rows == V && d_weight.cols == weight.cols, where, "d_weight", "must have the shape of weight");
-  detail::row_major logits(static_cast<Eigen::Index>(std::min(N, o.chunk)), static_cast<Eigen::Index>(V));
-  const auto H = detail::as_map(hidden);
-  const auto W = detail::as_map(weight);
-  auto dH = detail::as_map(d_hidden);
-  auto dW = detail::as_map(d_weight);
+  std::vector<float> logits(std::min(N, o.chunk) * V);
   for (std::size_t c0 = 0; c0 < N; c0 += o.chunk) {
     const std::size_t C = std::min(o.chunk, N - c0);
-    const auto rows = [&](auto& m) { return m.middleRows(static_cast<Eigen::Index>(c0), static_cast<Eigen::Index>(C)); };
-    auto L = logits.topRows(static_cast<Eigen::Index>(C));
-    const auto Hc = rows(H);
-    detail::parallel_parts(o.threads, V, [&](std::size_t v0, std::size_t v1) {
-      const auto a = static_cast<Eigen::Index>(v0), b = static_cast<Eigen::Index>(v1 - v0);
-      L.middleCols(a, b).noalias() = Hc * W.middleRows(a, b).transpose();
-    });
+    const auto Hc = detail::operand_rows(hidden, c0, C);
+    detail::host_gemm(Hc, detail::operand(weight, true), logits.data(), V, false, o.threads);
     // d logits in place over the chunk's logits
     selective_log_softmax_backward<float, float>({logits.data(), C, V}, targets.subspan(c0, C), lse.subspan(c0, C),
                                                  grad_logp.subspan(c0, C), matrix_view<float>{logits.data(), C, V},
                                                  {.temperature = o.temperature, .threads = o.threads});
-    auto dHc = rows(dH);
-    detail::parallel_parts(o.threads, C, [&](std::size_t r0, std::size_t r1) {
-      const auto a = static_cast<Eigen::Index>(r0), b = static_cast<Eigen::Index>(r1 - r0);
-      dHc.middleRows(a, b).noalias() = L.middleRows(a, b) * W;
-    });
-    detail::parallel_parts(o.threads, V, [&](std::size_t v0, std::size_t v1) {
-      const auto a = static_cast<Eigen::Index>(v0), b = static_cast<Eigen::Index>(v1 - v0);
-      dW.middleRows(a, b).noalias() += L.middleCols(a, b).transpose() * Hc;
-    });
+    const detail::gemm_operand dL{logits.data(), C, V, V};
+    detail::host_gemm(dL, detail::operand(weight), d_hidden.row(c0), d_hidden.ld(), false, o.threads);
+    detail::host_gemm({dL.data, C, V, V, true}, Hc, d_weight.data, d_weight.ld(), true, o.threads);
   }
 }
 
@@ -155,4 +124,5 @@ grpo::loss_result linear_grpo_loss(const matrix_view<const float>& hidden, const
   return res;
 }
 
+} // namespace MSRL_HOST_GEMM_NS
 } // namespace msrl::kernels

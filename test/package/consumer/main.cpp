@@ -1,10 +1,12 @@
 // Downstream use of msrl: the core entry point plus the Eigen backend, with values checked by hand.
 #include <msrl/backend/eigen.hpp>
 #include <msrl/grpo.hpp>
+#include <msrl/kernels/linear_logprob_eigen.hpp>
 
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <utility>
 
 int main() {
@@ -17,6 +19,24 @@ int main() {
     std::printf("wrong advantages: %g %g (expected +-%g)\n", adv(0), adv(1), expect);
     return 1;
   }
-  std::printf("msrl consumer OK\n");
+  // fused linear log-prob, H = 1, V = 2: logits (h w0, h w1) = (1, 0) -> log p(0) = -log(1 + e^-1)
+  const float h[1] = {1.f}, w[2] = {1.f, 0.f};
+  const std::int64_t y[1] = {0};
+  float lp[1] = {0.f};
+  msrl::kernels::linear_selective_log_softmax({h, 1, 1}, {w, 2, 1}, y, lp);
+  if (std::abs(lp[0] + std::log1p(std::exp(-1.0))) > 1e-6) {
+    std::printf("wrong linear log-prob: %g\n", static_cast<double>(lp[0]));
+    return 1;
+  }
+#ifdef CONSUMER_EXPECTS_BLAS
+  const char* want = "blas";
+#else
+  const char* want = "eigen";
+#endif
+  if (std::strcmp(msrl::kernels::detail::host_gemm_name, want) != 0) {
+    std::printf("host GEMM is %s, expected %s\n", msrl::kernels::detail::host_gemm_name, want);
+    return 1;
+  }
+  std::printf("msrl consumer OK (host GEMM: %s)\n", want);
   return 0;
 }
