@@ -558,6 +558,53 @@ BOOST_AUTO_TEST_CASE(grpo_gradient_matches_autograd_of_the_same_loss) {
   BOOST_TEST(worst < 1e-5 * std::max(1.0, scale));
 }
 
+BOOST_AUTO_TEST_CASE(grpo_entropy_bonus_matches_autograd_of_the_same_loss) {
+  // Independent route for verl's entropy bonus: logits from the model's full forward over
+  // prompt + completion (not the trainer's embed/hidden path), entropy as logsumexp(z) - sum p z,
+  // loss = seq_mean_token_mean(-A * ratio) - c * seq_mean_token_mean(H); autograd vs the trainer.
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto in = tiny_prompt();
+  const double T = 0.7, c = 0.3;
+  const auto s = mt::sample(m, in.prompt, in.pixels, {.num_samples = 3, .max_new_tokens = 5, .temperature = T, .stop_ids = {3}, .seed = 4});
+  const std::vector<double> rewards{0.0, 1.0, 0.5};
+  const auto preset = msrl::grpo::presets::msrl_release;
+  mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0});
+  const auto st = t.grpo_step({{in.prompt, in.pixels, s.tokens, s.mask, s.logprobs, rewards}}, preset, T, c);
+  std::vector<at::Tensor> g1;
+  for (auto& p : m->parameters()) g1.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
+
+  for (auto& p : m->parameters())
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  std::vector<double> adv(3);
+  msrl::grpo::advantages(std::span<const double>(rewards), 3, std::span<double>(adv), preset.advantages);
+  const auto G = s.tokens.size(0), L = s.tokens.size(1), Tp = in.prompt.size(0);
+  const auto ids = at::cat({in.prompt.unsqueeze(0).expand({G, Tp}), s.tokens}, 1);
+  const auto z = m->forward(ids, at::cat({in.pixels, in.pixels, in.pixels}, 0)).narrow(1, Tp - 1, L).to(at::kFloat) / T;
+  const auto lp = (z - z.logsumexp(-1, true)).gather(2, s.tokens.unsqueeze(2)).squeeze(2);
+  const auto H = z.logsumexp(-1) - (z.softmax(-1) * z).sum(-1);
+  const auto mask = s.mask.to(at::kFloat);
+  const auto A = at::tensor(adv, at::kFloat).unsqueeze(1);
+  const auto seq_mean = [&](const at::Tensor& x) { return ((x * mask).sum(1) / mask.sum(1).clamp_min(1)).mean(); };
+  const auto ent = seq_mean(H);
+  const auto loss = seq_mean(-A * at::exp(lp - lp.detach())) - c * ent;
+  loss.backward();
+  double worst = 0, scale = 0;
+  std::size_t i = 0;
+  for (auto& p : m->parameters()) {
+    const auto gi = p.grad().defined() ? p.grad() : at::zeros_like(p);
+    worst = std::max(worst, max_abs_diff(gi, g1[i]));
+    scale = std::max(scale, g1[i].abs().max().item<double>());
+    ++i;
+  }
+  BOOST_TEST_MESSAGE("GRPO + entropy bonus grad: max abs diff " << worst << " (max |grad| " << scale << "), entropy " << st.entropy);
+  BOOST_TEST(scale > 1e-3);
+  BOOST_TEST(worst < 1e-5 * std::max(1.0, scale));
+  BOOST_TEST(st.entropy == ent.item<double>(), boost::test_tools::tolerance(1e-5));
+  BOOST_TEST(st.loss == loss.item<double>(), boost::test_tools::tolerance(1e-5));
+  BOOST_CHECK_THROW(t.grpo_step({{in.prompt, in.pixels, s.tokens, s.mask, s.logprobs, rewards}}, preset, T, std::nan("")),
+                    msrl::invalid_argument);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Images
 

@@ -215,6 +215,46 @@ BOOST_AUTO_TEST_CASE(aggregations_by_hand) {
              boost::test_tools::tolerance(1e-14));
 }
 
+BOOST_AUTO_TEST_CASE(aggregate_tokens_by_hand) {
+  // the same two rows (row0 mask 1,1,0; row1 mask 1,0,0), any per-token value: x = entropies
+  // row0: 0.5, 1.5 (masked 9); row1: 2.0 (masked 7, 7) -> masked sum 4, row sums 2 and 2, row means 1 and 2
+  const vec x{0.5, 1.5, 9, 2.0, 7, 7};
+  const std::vector<std::uint8_t> m{1, 1, 0, 1, 0, 0};
+  const auto lay = msrl::token_layout::padded(2, 3);
+  auto A = [&](g::loss_options o, g::loss_normalizer n = {}, vec* gx = nullptr) {
+    if (gx) gx->assign(6, -1.0);
+    return g::aggregate_tokens<double>(lay, x, m, o, n, gx ? std::span<double>(*gx) : std::span<double>());
+  };
+  const auto tol = boost::test_tools::tolerance(1e-12);
+  vec gx;
+  BOOST_TEST(A({.agg = g::aggregation::token_mean}, {}, &gx) == 4.0 / 3, tol);
+  BOOST_TEST(gx == (vec{1.0 / 3, 1.0 / 3, 0, 1.0 / 3, 0, 0}), boost::test_tools::per_element());
+  BOOST_TEST(A({.agg = g::aggregation::token_mean}, {.global_tokens = 8.0}) == 4.0 / 8, tol);
+  BOOST_TEST(A({.agg = g::aggregation::seq_mean_token_mean}, {}, &gx) == (1.0 + 2.0) / 2, tol);
+  BOOST_TEST(gx == (vec{0.25, 0.25, 0, 0.5, 0, 0}), boost::test_tools::per_element());
+  BOOST_TEST(A({.agg = g::aggregation::seq_mean_token_sum}) == (2.0 + 2.0) / 2, tol);
+  BOOST_TEST(A({.agg = g::aggregation::seq_mean_token_sum_norm, .constant_normalizer = 4.0}) == 4.0 / (2 * 4), tol);
+  BOOST_TEST(A({.agg = g::aggregation::token_sum}, {.scale = 0.5}) == 2.0, tol);
+  // the weights are the policy loss's: on-policy with A = -x per token, each token loss is x_t
+  const vec lp(6, -1.0);
+  vec gl;
+  for (auto agg : {g::aggregation::token_mean, g::aggregation::seq_mean_token_mean, g::aggregation::seq_mean_token_sum}) {
+    const g::loss_options o{.agg = agg};
+    const vec neg_x{-0.5, -1.5, -9, -2.0, -7, -7};
+    const auto r = g::policy_loss(g::loss_inputs<double>{lay, lp, {}, {}, neg_x, m}, o, {}, std::span<double>());
+    BOOST_TEST(A(o) == r.loss, tol);
+  }
+  // errors name the argument
+  BOOST_CHECK_EXCEPTION(g::aggregate_tokens<double>(lay, std::span<const double>(x).first(5), m, {}), msrl::shape_error,
+                        [](const msrl::shape_error& e) { return std::string(e.what()).find("'x'") != std::string::npos; });
+  const vec bad{0.5, std::numeric_limits<double>::infinity(), 0, 1, 0, 0};
+  BOOST_CHECK_EXCEPTION(g::aggregate_tokens<double>(lay, bad, m, {}), msrl::value_error,
+                        [](const msrl::value_error& e) { return std::string(e.what()).find("finite") != std::string::npos; });
+  const vec inf_masked{0.5, 1.5, std::numeric_limits<double>::infinity(), 2.0, 0, 0};
+  BOOST_TEST(A({}) == 1.5, tol); // masked non-finite values are never read into the result
+  BOOST_TEST(g::aggregate_tokens<double>(lay, inf_masked, m, {}) == 1.5, tol);
+}
+
 BOOST_AUTO_TEST_CASE(empty_rows_counted_or_excluded) {
   // row1 fully masked (with -inf log-probs there): TRL counts it (B = 2), verl excludes it (S = 1)
   const double ninf = -std::numeric_limits<double>::infinity();

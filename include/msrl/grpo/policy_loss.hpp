@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../backend/concept.hpp"
 #include "../backend/reference.hpp"
@@ -341,6 +342,29 @@ constexpr std::size_t token_block() {
   else return 1;
 }
 
+// The N, S or S*C the aggregation divides by (before loss_normalizer::scale).
+inline double denominator(const loss_options& opt, const loss_normalizer& norm, double local_tokens, std::size_t B, double nonempty,
+                          const char* where) {
+  double denom = 1.0;
+  switch (opt.agg) {
+  case aggregation::token_mean:
+    denom = norm.global_tokens.value_or(local_tokens);
+    require(denom > 0.0, where, "normalizer.global_tokens", "token count is zero: no unmasked token and no global count");
+    break;
+  case aggregation::seq_mean_token_mean:
+  case aggregation::seq_mean_token_sum:
+  case aggregation::seq_mean_token_sum_norm:
+    denom = norm.global_sequences.value_or(opt.count_empty_sequences ? static_cast<double>(B) : nonempty);
+    require(denom > 0.0, where, "normalizer.global_sequences", "sequence count is zero");
+    if (opt.agg == aggregation::seq_mean_token_sum_norm) denom *= opt.constant_normalizer;
+    break;
+  case aggregation::token_sum:
+    denom = 1.0;
+    break;
+  }
+  return denom;
+}
+
 } // namespace detail_loss
 
 /// Computes the aggregated loss, metrics and (when grad_logp is non-empty) d loss / d logp.
@@ -427,23 +451,7 @@ loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const 
   const double local_tokens = p1[0], nonempty = p1[1];
 
   // ---- normaliser
-  double denom = 1.0;
-  switch (opt.agg) {
-  case aggregation::token_mean:
-    denom = norm.global_tokens.value_or(local_tokens);
-    require(denom > 0.0, where, "normalizer.global_tokens", "token count is zero: no unmasked token and no global count");
-    break;
-  case aggregation::seq_mean_token_mean:
-  case aggregation::seq_mean_token_sum:
-  case aggregation::seq_mean_token_sum_norm:
-    denom = norm.global_sequences.value_or(opt.count_empty_sequences ? static_cast<double>(B) : nonempty);
-    require(denom > 0.0, where, "normalizer.global_sequences", "sequence count is zero");
-    if (opt.agg == aggregation::seq_mean_token_sum_norm) denom *= opt.constant_normalizer;
-    break;
-  case aggregation::token_sum:
-    denom = 1.0;
-    break;
-  }
+  const double denom = detail_loss::denominator(opt, norm, local_tokens, B, nonempty, where);
   const double scale = norm.scale / denom;
   const detail_loss::weight_fn weight{opt.agg, scale, opt.guard == length_guard::clamp_one, opt.length_eps};
   const math::clip_params cp{opt.clip_low, opt.clip_high, opt.dual_clip, opt.delta};
@@ -509,6 +517,53 @@ loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const 
     mt.kl_mean = tot[s_klsum] / n;
   }
   return res;
+}
+
+/// The loss's aggregation applied to any other per-token quantity x (an entropy bonus, a length
+/// penalty): returns sum_t w_t m_t x_t with the weights policy_loss gives each token under
+/// `opt` (agg, guard, count_empty_sequences, constant_normalizer) and `norm`, and writes
+/// d result / d x_t = w_t m_t into grad_x when it is given. Host memory, one sweep.
+///   verl's entropy bonus:  loss = policy_loss(...) - entropy_coeff * aggregate_tokens(layout, entropy, mask, opt, norm)
+template <class T, class M = std::uint8_t, class G = T>
+double aggregate_tokens(const token_layout& layout, std::type_identity_t<std::span<const T>> x, std::type_identity_t<std::span<const M>> mask,
+                        const loss_options& opt, const loss_normalizer& norm = {}, std::type_identity_t<std::span<G>> grad_x = {}) {
+  constexpr const char* where = "msrl::grpo::aggregate_tokens";
+  const std::size_t B = layout.num_sequences, N = layout.total_tokens;
+  require<shape_error>(x.size() == N, where, "x", "must have one element per token (" + std::to_string(N) + "), got " + std::to_string(x.size()));
+  require<shape_error>(mask.empty() || mask.size() == N, where, "mask", "must be empty or match x");
+  require<shape_error>(grad_x.empty() || grad_x.size() == N, where, "grad_x", "must be empty or match x");
+  require(std::isfinite(norm.scale), where, "normalizer.scale", "must be finite");
+  require(opt.agg != aggregation::seq_mean_token_sum_norm || (opt.constant_normalizer > 0.0 && std::isfinite(opt.constant_normalizer)),
+          where, "options.constant_normalizer", "must be finite and > 0 for seq_mean_token_sum_norm");
+  require(opt.length_eps >= 0.0 && std::isfinite(opt.length_eps), where, "options.length_eps", "must be finite and >= 0");
+  std::vector<double> len(B, 0.0);
+  double tokens = 0, nonempty = 0;
+  for (std::size_t i = 0; i < B; ++i) {
+    if (layout.is_packed())
+      require<shape_error>(layout.offsets[0] == 0 && layout.offsets[i] <= layout.offsets[i + 1] &&
+                               static_cast<std::size_t>(layout.offsets[B]) == N,
+                           where, "layout.offsets", "must start at 0, be non-decreasing and end at the token count (" + std::to_string(N) + ")");
+    for (std::size_t t = layout.begin(i), e = layout.end(i); t < e; ++t) {
+      const double m = mask.empty() ? 1.0 : static_cast<double>(mask[t]);
+      require<value_error>(m == 0.0 || m == 1.0, where, "mask", "values must be 0 or 1");
+      require<value_error>(m == 0.0 || std::isfinite(static_cast<double>(x[t])), where, "x", "must be finite at unmasked positions");
+      len[i] += m;
+    }
+    tokens += len[i];
+    nonempty += len[i] > 0.0 ? 1.0 : 0.0;
+  }
+  const double denom = detail_loss::denominator(opt, norm, tokens, B, nonempty, where);
+  const detail_loss::weight_fn weight{opt.agg, norm.scale / denom, opt.guard == length_guard::clamp_one, opt.length_eps};
+  double total = 0;
+  for (std::size_t i = 0; i < B; ++i) {
+    const double w = weight(len[i]);
+    for (std::size_t t = layout.begin(i), e = layout.end(i); t < e; ++t) {
+      const double wm = (mask.empty() || mask[t]) ? w : 0.0;
+      if (wm != 0.0) total += wm * static_cast<double>(x[t]);
+      if (!grad_x.empty()) grad_x[t] = static_cast<G>(wm);
+    }
+  }
+  return total;
 }
 
 /// Overload without a backend: runs on the reference backend.

@@ -19,10 +19,13 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -147,9 +150,10 @@ inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, con
 
 /// Log-probs [G, L] (fp32, differentiable) of `completions` [G, L] following one prompt
 /// [T]/[1, T] with its image: the prompt is embedded once and shared by the G rows.
-inline at::Tensor completion_logprobs(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
-                                      const at::Tensor& completions, double temperature = 1.0) {
-  constexpr const char* where = "msrl::trainer::completion_logprobs";
+namespace detail {
+/// log softmax(logits / T) of every completion position, [G, L, V] fp32.
+inline at::Tensor completion_log_softmax(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
+                                         const at::Tensor& completions, double temperature, const char* where) {
   at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
   require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, "prompt_ids", "must be one non-empty prompt");
   require<shape_error>(completions.dim() == 2 && completions.size(1) >= 1 && completions.scalar_type() == at::kLong, where, "completions",
@@ -161,8 +165,26 @@ inline at::Tensor completion_logprobs(internvl& model, const at::Tensor& prompt_
   auto ce = model->embed(completions.to(dev));
   auto e = at::cat({pe.expand({G, Tp, pe.size(2)}), ce}, 1);
   auto h = model->language_model->hidden(e).narrow(1, Tp - 1, L); // position Tp-1+t predicts completion token t
-  auto logits = model->language_model->logits(h).to(at::kFloat) / temperature;
-  return logits.log_softmax(-1).gather(2, completions.to(dev).unsqueeze(2)).squeeze(2);
+  return (model->language_model->logits(h).to(at::kFloat) / temperature).log_softmax(-1);
+}
+} // namespace detail
+
+/// log pi(completion token t | prompt, tokens < t) at temperature T, [G, L] fp32, differentiable.
+inline at::Tensor completion_logprobs(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
+                                      const at::Tensor& completions, double temperature = 1.0) {
+  const auto ls = detail::completion_log_softmax(model, prompt_ids, pixel_values, completions, temperature, "msrl::trainer::completion_logprobs");
+  return ls.gather(2, completions.to(ls.device()).unsqueeze(2)).squeeze(2);
+}
+
+/// The log-probs above and the entropy of each position's distribution at temperature T,
+/// H_t = -sum_v p_v log p_v, both [G, L] fp32 and differentiable.
+inline std::pair<at::Tensor, at::Tensor> completion_logprobs_entropy(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
+                                                                     const at::Tensor& completions, double temperature = 1.0) {
+  const auto ls = detail::completion_log_softmax(model, prompt_ids, pixel_values, completions, temperature,
+                                                 "msrl::trainer::completion_logprobs_entropy");
+  // p log p -> 0 where p = 0 (a -inf logit): clamp log p to the lowest finite float first
+  return {ls.gather(2, completions.to(ls.device()).unsqueeze(2)).squeeze(2),
+          -(ls.exp() * ls.clamp_min(std::numeric_limits<float>::lowest())).sum(-1)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,6 +278,7 @@ struct step_stats {
   double grad_norm = 0;  ///< of the summed gradient, before clipping
   double tokens = 0;     ///< target (SFT) or completion (GRPO) tokens over all micro-batches and ranks
   grpo::loss_metrics last_metrics; ///< this rank's last group
+  double entropy = 0;    ///< GRPO with entropy_coeff != 0: this rank's entropy, aggregated like the loss
 
 };
 
@@ -393,14 +416,18 @@ public:
 
   /// One GRPO optimizer step over groups (each a micro-batch): msrl advantages per group, the
   /// policy loss with global token/sequence normalisers over all groups, d loss / d logp into
-  /// autograd, clip, AdamW. Temperature must be the sampling temperature.
-  step_stats grpo_step(const std::vector<grpo_group>& groups, const grpo::preset& preset, double temperature = 1.0) {
+  /// autograd, clip, AdamW. Temperature must be the sampling temperature. entropy_coeff != 0 adds
+  /// verl's entropy bonus: loss -= entropy_coeff * (the per-token entropy aggregated like the loss,
+  /// grpo::aggregate_tokens); step_stats::entropy reports that aggregate.
+  step_stats grpo_step(const std::vector<grpo_group>& groups, const grpo::preset& preset, double temperature = 1.0,
+                       double entropy_coeff = 0.0) {
     constexpr const char* where = "msrl::trainer::trainer::grpo_step";
     double tokens = 0, seqs = 0;
     std::exception_ptr bad;
     try {
       require(!groups.empty(), where, "groups", "must hold at least one group");
       require(preset.loss.beta == 0.0 || ref_.has_value(), where, "preset.loss.beta", "needs a reference model when non-zero");
+      require(std::isfinite(entropy_coeff), where, "entropy_coeff", "must be finite");
       for (const auto& g : groups) {
         require<shape_error>(g.completions.dim() == 2 && g.mask.sizes() == g.completions.sizes(), where, "mask", "must match completions [G, L]");
         require<shape_error>(static_cast<std::int64_t>(g.rewards.size()) == g.completions.size(0), where, "rewards", "must hold one reward per completion");
@@ -423,7 +450,9 @@ public:
       const auto G = g.completions.size(0), L = g.completions.size(1);
       std::vector<double> adv(static_cast<std::size_t>(G));
       grpo::advantages(std::span<const double>(g.rewards), static_cast<std::size_t>(G), std::span<double>(adv), preset.advantages);
-      at::Tensor logp = completion_logprobs(model_, g.prompt_ids, g.pixel_values, g.completions, temperature);
+      at::Tensor logp, ent;
+      if (entropy_coeff != 0.0) std::tie(logp, ent) = completion_logprobs_entropy(model_, g.prompt_ids, g.pixel_values, g.completions, temperature);
+      else logp = completion_logprobs(model_, g.prompt_ids, g.pixel_values, g.completions, temperature);
       const at::Tensor lp = logp.detach().to(at::kCPU, at::kFloat).contiguous();
       const at::Tensor old = g.old_logprobs.defined() ? g.old_logprobs.to(at::kCPU, at::kFloat).contiguous() : at::Tensor();
       at::Tensor ref;
@@ -443,7 +472,17 @@ public:
           .advantages = {a.data_ptr<float>(), static_cast<std::size_t>(G)},
           .mask = {m.data_ptr<std::uint8_t>(), n}};
       const auto res = grpo::policy_loss(in, preset.loss, norm, std::span<float>(grad.data_ptr<float>(), n));
-      logp.backward(grad.to(logp.device()));
+      if (ent.defined()) {
+        const at::Tensor e = ent.detach().to(at::kCPU, at::kFloat).contiguous();
+        at::Tensor grad_e = at::zeros_like(e);
+        const double h = grpo::aggregate_tokens<float>(in.layout, {e.data_ptr<float>(), n}, in.mask, preset.loss, norm,
+                                                       std::span<float>(grad_e.data_ptr<float>(), n));
+        st.entropy += h;
+        st.loss -= entropy_coeff * h;
+        torch::autograd::backward({logp, ent}, {grad.to(logp.device()), (grad_e * -entropy_coeff).to(ent.device())});
+      } else {
+        logp.backward(grad.to(logp.device()));
+      }
       st.loss += res.loss;
       st.last_metrics = res.metrics;
     }
