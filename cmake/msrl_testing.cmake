@@ -6,6 +6,7 @@ function(msrl_add_test name)
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE msrl::msrl Boost::unit_test_framework ${T_LIBS})
   target_compile_definitions(${name} PRIVATE BOOST_TEST_DYN_LINK)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/test/support) # scratch.hpp
   msrl_apply_warnings(${name})
   add_test(NAME ${name} COMMAND ${name} ${T_ARGS})
   set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS "${T_LABELS}")

@@ -25,35 +25,15 @@
 #include <msrl_pipeline/plot.hpp> // twice on purpose: the stb_image_write guard must hold
 #include <msrl_pipeline/progress.hpp>
 
+#include "scratch.hpp"
+
 namespace fs = std::filesystem;
+using msrl_test::scratch;
+using msrl_test::slurp;
+using msrl_test::spit;
 namespace mp = msrl_pipeline;
 
 namespace {
-
-/// A scratch folder removed at scope exit.
-struct scratch {
-  fs::path dir;
-  explicit scratch(const std::string& tag) {
-    dir = fs::temp_directory_path() / ("msrl_ux_" + tag + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir);
-  }
-  ~scratch() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << s;
-}
 
 /// Files in `dir` whose name contains `part`.
 int count_named(const fs::path& dir, const std::string& part) {

@@ -30,7 +30,10 @@
 #include <msrl/trainer/safetensors_torch.hpp>
 #include <msrl/trainer/steps_torch.hpp>
 
+#include "scratch.hpp"
+
 namespace fs = std::filesystem;
+using msrl_test::scratch;
 namespace mt = msrl::trainer;
 
 extern char** environ;
@@ -38,18 +41,6 @@ extern char** environ;
 namespace {
 
 const fs::path fixtures = MSRL_TRAINER_FIXTURES;
-
-struct scratch {
-  fs::path dir;
-  explicit scratch(const std::string& tag) {
-    dir = fs::temp_directory_path() / ("msrl_dist_" + tag + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir);
-  }
-  ~scratch() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
 
 /// Sets (or unsets, for nullptr) environment variables for a scope and restores them after.
 struct env_guard {

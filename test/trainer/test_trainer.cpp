@@ -13,25 +13,15 @@
 #include <msrl/trainer/internvl_torch.hpp>
 #include <msrl/trainer/safetensors_torch.hpp>
 
+#include "scratch.hpp"
+
 namespace fs = std::filesystem;
+using msrl_test::scratch;
 namespace mt = msrl::trainer;
 
 namespace {
 
 const fs::path fixtures = MSRL_TRAINER_FIXTURES;
-
-/// A scratch folder removed at scope exit.
-struct scratch {
-  fs::path dir;
-  explicit scratch(const std::string& tag) {
-    dir = fs::temp_directory_path() / ("msrl_trainer_" + tag + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir);
-  }
-  ~scratch() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) { return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>(); }
 

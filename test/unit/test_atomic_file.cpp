@@ -27,35 +27,14 @@
 
 #include <msrl/core/atomic_file.hpp>
 
+#include "scratch.hpp"
+
 namespace fs = std::filesystem;
+using msrl_test::scratch;
+using msrl_test::slurp;
+using msrl_test::spit;
 
 namespace {
-
-/// A scratch folder removed at scope exit.
-struct scratch {
-  fs::path dir;
-  explicit scratch(const std::string& tag) {
-    dir = fs::temp_directory_path() / ("msrl_atomic_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir);
-  }
-  ~scratch() {
-    std::error_code ec;
-    fs::permissions(dir, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(dir, ec);
-  }
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << s;
-}
 
 /// Names of the entries of `dir`, sorted.
 std::vector<std::string> entries(const fs::path& dir) {
