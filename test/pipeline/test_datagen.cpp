@@ -20,32 +20,16 @@
 #include <msrl_pipeline/datagen.hpp>
 #include <nlohmann/json.hpp>
 
+#include "scratch.hpp"
+
 namespace fs = std::filesystem;
+using msrl_test::scratch;
+using msrl_test::slurp;
 namespace mp = msrl_pipeline;
 namespace mw = msrl_pipeline::world;
 using json = nlohmann::json;
 
 namespace {
-
-/// A scratch folder removed at scope exit.
-struct scratch {
-  fs::path dir;
-  explicit scratch(const std::string& tag) {
-    dir = fs::temp_directory_path() / ("msrl_datagen_" + tag + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir);
-  }
-  ~scratch() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::vector<json> read_jsonl(const fs::path& p) {
   std::vector<json> rows;
@@ -59,7 +43,7 @@ std::vector<json> read_jsonl(const fs::path& p) {
 std::map<std::string, std::string> snapshot(const fs::path& dir) {
   std::map<std::string, std::string> m;
   for (const auto& e : fs::recursive_directory_iterator(dir))
-    if (e.is_regular_file()) m[fs::relative(e.path(), dir).generic_string()] = read_file(e.path());
+    if (e.is_regular_file()) m[fs::relative(e.path(), dir).generic_string()] = slurp(e.path());
   return m;
 }
 
@@ -268,7 +252,7 @@ BOOST_AUTO_TEST_CASE(default_output_files_sizes_and_speed) {
     }
   }
   BOOST_CHECK_THROW(b.sum.file("nope.jsonl"), msrl::invalid_argument);
-  const json manifest = json::parse(read_file(b.dir / "manifest.json"));
+  const json manifest = json::parse(slurp(b.dir / "manifest.json"));
   BOOST_CHECK_EQUAL(manifest["generator"], std::string(mp::datagen_generator_name));
   BOOST_CHECK_EQUAL(manifest["seed"], 1);
   BOOST_CHECK_EQUAL(manifest["files"]["eval.jsonl"]["rows"], 2 * d.eval);
@@ -410,12 +394,13 @@ BOOST_AUTO_TEST_CASE(media_show_what_captions_and_labels_say) {
   BOOST_CHECK_EQUAL(std::distance(fs::directory_iterator(b.dir / "videos"), fs::directory_iterator{}), static_cast<long>(b.sum.videos));
 }
 
-BOOST_AUTO_TEST_CASE(pretrain_rows_describe_their_media) {
+// Every captioning row says exactly what its media show (read back from the pixels): the scene
+// phrase for one image or video, "Image A: .. Image B: .." for pairs. Returns rows per task type.
+static std::map<std::string, std::size_t> check_caption_rows(std::string_view file, std::size_t expected_rows) {
   auto& b = bundled::get();
   const mp::datagen_options d{};
-  const auto rows = read_jsonl(b.dir / std::string(mp::datagen_pretrain_file));
-  BOOST_CHECK_EQUAL(rows.size(), d.pretrain);
-  BOOST_CHECK_EQUAL(b.sum.pretrain_rows, d.pretrain);
+  const auto rows = read_jsonl(b.dir / std::string(file));
+  BOOST_CHECK_EQUAL(rows.size(), expected_rows);
   std::map<std::string, std::size_t> tasks;
   for (const auto& row : rows) {
     BOOST_TEST_CONTEXT(row["id"]) {
@@ -444,9 +429,28 @@ BOOST_AUTO_TEST_CASE(pretrain_rows_describe_their_media) {
       }
     }
   }
-  // single images only (the documented pretraining stand-in)
+  return tasks;
+}
+
+BOOST_AUTO_TEST_CASE(pretrain_rows_describe_their_media) {
+  auto& b = bundled::get();
+  const mp::datagen_options d{};
+  BOOST_CHECK_EQUAL(b.sum.pretrain_rows, d.pretrain);
+  const auto tasks = check_caption_rows(mp::datagen_pretrain_file, d.pretrain);
+  // phase 1: single images only (a from-scratch model learns to read one image first)
   BOOST_CHECK_EQUAL(tasks.size(), 1u);
-  BOOST_CHECK_EQUAL(tasks["image_understanding"], d.pretrain);
+  BOOST_CHECK_EQUAL(tasks.at("image_understanding"), d.pretrain);
+}
+
+BOOST_AUTO_TEST_CASE(pretrain_media_rows_cover_pairs_videos_and_video_pairs) {
+  auto& b = bundled::get();
+  const mp::datagen_options d{};
+  BOOST_CHECK_EQUAL(b.sum.pretrain_media_rows, d.pretrain_media);
+  const auto tasks = check_caption_rows(mp::datagen_pretrain_media_file, d.pretrain_media);
+  // phase 2: the four media layouts in turn, a quarter each
+  BOOST_CHECK_EQUAL(tasks.size(), 4u);
+  for (const char* t : {"image_generation", "video_understanding", "video_generation", "image_understanding"})
+    BOOST_CHECK_EQUAL(tasks.count(t) ? tasks.at(t) : 0u, d.pretrain_media / 4);
 }
 
 BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
@@ -662,26 +666,26 @@ BOOST_AUTO_TEST_CASE(bad_options_and_output_folders_are_refused) {
   // a regular file
   std::ofstream(s.dir / "file") << "x";
   BOOST_CHECK_THROW(mp::make_bundled_data(s.dir / "file", small), msrl::invalid_argument);
-  BOOST_CHECK_EQUAL(read_file(s.dir / "file"), "x");
+  BOOST_CHECK_EQUAL(slurp(s.dir / "file"), "x");
   // a folder with foreign content is left alone
   fs::create_directories(s.dir / "foreign");
   std::ofstream(s.dir / "foreign" / "notes.txt") << "mine";
   BOOST_CHECK_THROW(mp::make_bundled_data(s.dir / "foreign", small), msrl::invalid_argument);
-  BOOST_CHECK_EQUAL(read_file(s.dir / "foreign" / "notes.txt"), "mine");
+  BOOST_CHECK_EQUAL(slurp(s.dir / "foreign" / "notes.txt"), "mine");
   // an empty folder is filled; a previous output is replaced (trailing slash accepted)
   fs::create_directories(s.dir / "out");
   mp::make_bundled_data(s.dir / "out", small);
-  const auto first = read_file(s.dir / "out" / "stage1_sft.jsonl");
+  const auto first = slurp(s.dir / "out" / "stage1_sft.jsonl");
   auto again = small;
   again.seed = 2;
   mp::make_bundled_data(s.dir / "out/", again);
-  BOOST_CHECK(read_file(s.dir / "out" / "stage1_sft.jsonl") != first);
-  BOOST_CHECK_EQUAL(json::parse(read_file(s.dir / "out" / "manifest.json"))["seed"], 2);
+  BOOST_CHECK(slurp(s.dir / "out" / "stage1_sft.jsonl") != first);
+  BOOST_CHECK_EQUAL(json::parse(slurp(s.dir / "out" / "manifest.json"))["seed"], 2);
   // ... but not once something else was added to it
   std::ofstream(s.dir / "out" / "extra.txt") << "added";
   BOOST_CHECK_THROW(mp::make_bundled_data(s.dir / "out", small), msrl::invalid_argument);
   BOOST_CHECK(fs::exists(s.dir / "out" / "extra.txt"));
-  BOOST_CHECK_EQUAL(json::parse(read_file(s.dir / "out" / "manifest.json"))["seed"], 2);
+  BOOST_CHECK_EQUAL(json::parse(slurp(s.dir / "out" / "manifest.json"))["seed"], 2);
   // a manifest from something else does not count
   fs::create_directories(s.dir / "fake");
   std::ofstream(s.dir / "fake" / "manifest.json") << R"({"generator":"other","entries":["manifest.json"]})";

@@ -23,7 +23,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "scratch.hpp"
+
 namespace fs = std::filesystem;
+using msrl_test::slurp;
 using json = nlohmann::json;
 
 namespace {
@@ -35,13 +38,6 @@ std::string arg(int from_end) {
 }
 std::string binary() { return arg(2); }
 std::string tiny_config() { return arg(1); }
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 /// A scratch folder shared by the whole module, with the bundled data written once.
 struct world {
@@ -63,7 +59,7 @@ struct world {
     c["progress"] = false;
     c["model"]["tiny"]["text"] = {{"hidden_size", 32}, {"num_layers", 1}, {"num_heads", 2}, {"num_kv_heads", 1}, {"head_dim", 16}, {"intermediate_size", 64}};
     c["model"]["tiny"]["vision"] = {{"hidden_size", 16}, {"num_layers", 1}, {"num_heads", 2}, {"intermediate_size", 32}, {"image_size", 56}, {"patch_size", 14}};
-    for (const char* s : {"pretrain", "sft"}) c[s]["max_steps"] = 3;
+    for (const char* s : {"pretrain", "pretrain_media", "sft"}) c[s]["max_steps"] = 3;
     c["sft"]["replay_file"] = "pretrain.jsonl"; // exercises replay into an SFT stage
     c["cmkd"]["sft"]["max_steps"] = 2;
     for (const char* s : {"text_grpo", "caption_grpo", "mm_grpo"}) {
@@ -72,6 +68,7 @@ struct world {
       c[s]["num_generations"] = 4;
       c[s]["max_completion"] = 24;
     }
+    c["mm_grpo"]["entropy_coeff"] = 0.01; // exercises the entropy bonus end to end
     c["cmkd"]["k"] = 3;
     c["cmkd"]["max_completion"] = 24;
     c["eval"]["k"] = 3;
@@ -142,6 +139,8 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"mm_grpo.num_generations=1", "mm_grpo.num_generations"},
       {"eval.layout=csv", "eval.layout"},
       {"cmkd.confidence=loudest", "cmkd.confidence"},
+      {"pretrain_media.epochs=0", "pretrain_media.epochs"},
+      {"mm_grpo.entropy_coeff=1e999", "mm_grpo.entropy_coeff"},
   };
   for (const auto& c : cases) {
     const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set " + c.set, dir);
@@ -246,7 +245,7 @@ BOOST_AUTO_TEST_CASE(every_stage_runs_and_the_evaluation_is_reported) {
   BOOST_TEST(rep["rows"].get<int>() == 8);
   const double micro = rep["voting_at_k"]["micro"].get<double>();
   BOOST_TEST((micro >= 0.0 && micro <= 1.0));
-  for (const char* s : {"pretrain", "sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo"})
+  for (const char* s : {"pretrain", "pretrain_media", "sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo"})
     BOOST_TEST(fs::exists(dir / "out" / "checkpoints" / s / "model.safetensors"), s);
   BOOST_TEST(fs::exists(dir / "out" / "cmkd" / "stats.json"));
   const auto stats = json::parse(slurp(dir / "out" / "cmkd" / "stats.json"));

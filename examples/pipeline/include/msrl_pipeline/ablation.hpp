@@ -9,9 +9,10 @@
 ///   w/o stage 2     pretrain, sft, text_grpo, mm_grpo              (no caption RL, no CMKD)
 ///   w/o stage 3     pretrain, sft, text_grpo, caption_grpo, cmkd   (no multimodal RL)
 ///
-/// Every variant ends with the same evaluation. "pretrain" and "sft" are shared by all rows:
-/// pretrain stands in for the backbone's pretraining, and the format SFT is the cold start every
-/// generative reward model in the paper starts from.
+/// Every variant ends with the same evaluation. The pretraining stages of the configuration
+/// ("pretrain", "pretrain_media", when listed) and "sft" are shared by all rows: pretraining stands in
+/// for the backbone's, and the format SFT is the cold start every generative reward model in the
+/// paper starts from.
 #include <string>
 #include <vector>
 
@@ -24,7 +25,8 @@ struct ablation_variant {
   std::vector<std::string> stages; ///< without eval
 };
 
-inline std::vector<ablation_variant> table4_variants(bool with_pretrain) {
+/// The five variants, each after `pretraining` (the configuration's pretraining stages, in order).
+inline std::vector<ablation_variant> table4_variants(const std::vector<std::string>& pretraining) {
   std::vector<ablation_variant> v{
       {"MSRL (full)", {"sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo"}},
       {"w/o Stage 3", {"sft", "text_grpo", "caption_grpo", "cmkd"}},
@@ -32,8 +34,7 @@ inline std::vector<ablation_variant> table4_variants(bool with_pretrain) {
       {"w/o Stage 1", {"sft", "caption_grpo", "cmkd", "mm_grpo"}},
       {"Generative baseline (multimodal only)", {"sft", "mm_grpo"}},
   };
-  if (with_pretrain)
-    for (auto& x : v) x.stages.insert(x.stages.begin(), "pretrain");
+  for (auto& x : v) x.stages.insert(x.stages.begin(), pretraining.begin(), pretraining.end());
   return v;
 }
 
@@ -67,8 +68,9 @@ inline std::string mean_sd(const std::vector<double>& v) {
 inline std::string run_ablation(const pipeline_config& base, const fs::path& out, int seeds,
                                 const std::shared_ptr<msrl::trainer::communicator>& comm, const msrl::trainer::bpe_tokenizer& tok,
                                 std::ostream& log) {
-  const bool with_pretrain = std::find(base.stages.begin(), base.stages.end(), "pretrain") != base.stages.end();
-  const auto variants = table4_variants(with_pretrain);
+  std::vector<std::string> pretraining;
+  std::copy_if(base.stages.begin(), base.stages.end(), std::back_inserter(pretraining), is_pretraining_stage);
+  const auto variants = table4_variants(pretraining);
   std::vector<ablation_row> rows(variants.size());
   std::set<std::string> tasks;
   for (int si = 0; si < seeds; ++si) {

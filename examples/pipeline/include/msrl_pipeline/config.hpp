@@ -21,12 +21,23 @@ namespace msrl_pipeline {
 
 using json = nlohmann::json;
 
-/// The stages in recipe order. "pretrain" is not part of MSRL: it stands in for the backbone's
-/// own pretraining (image/video captioning) when the model starts from random weights.
+/// The stages in recipe order. "pretrain" and "pretrain_media" are not part of MSRL: they stand in
+/// for the backbone's own pretraining (captioning single images, then image pairs, videos and video
+/// pairs) when the model starts from random weights.
 inline const std::vector<std::string>& all_stages() {
-  static const std::vector<std::string> s{"pretrain", "sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo", "eval"};
+  static const std::vector<std::string> s{"pretrain", "pretrain_media", "sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo", "eval"};
   return s;
 }
+
+/// "pretrain, pretrain_media, sft, ..." for error messages.
+inline std::string stage_list() {
+  std::string t;
+  for (const auto& s : all_stages()) t += (t.empty() ? "" : ", ") + s;
+  return t;
+}
+
+/// The stages that stand in for the backbone's pretraining (shared by every ablation variant).
+inline bool is_pretraining_stage(const std::string& s) { return s == "pretrain" || s == "pretrain_media"; }
 
 struct sft_config {
   std::string file;
@@ -62,6 +73,7 @@ struct grpo_stage_config {
   int top_k = 50;
   double weight_decay = 0.0;
   double max_grad_norm = 1.0;
+  double entropy_coeff = 0.0; ///< verl's actor.entropy_coeff: loss -= c * entropy aggregated like the loss
   bool freeze_vision = true;
   bool freeze_projector = true;
 };
@@ -108,7 +120,7 @@ struct pipeline_config {
   bool progress = true;
   std::vector<std::string> stages{"sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo", "eval"};
   model_config model;
-  sft_config pretrain, sft;
+  sft_config pretrain, pretrain_media, sft;
   grpo_stage_config text_grpo, caption_grpo, mm_grpo;
   cmkd_config cmkd;
   eval_config eval;
@@ -118,6 +130,8 @@ struct pipeline_config {
     pretrain.file = "pretrain.jsonl";
     pretrain.freeze_vision = pretrain.freeze_projector = false;
     pretrain.epochs = 1;
+    pretrain_media = pretrain;
+    pretrain_media.file = "pretrain_media.jsonl";
     sft.file = "stage1_sft.jsonl";
     text_grpo.file = "stage1_rl.jsonl";
     text_grpo.reward = "release-stage1";
@@ -223,8 +237,8 @@ inline void read_grpo(object_reader& r, grpo_stage_config& c) {
       .get("reward", c.reward).get("system", c.system).get("lr", c.lr).get("warmup", c.warmup).get("epochs", c.epochs)
       .get("prompts_per_step", c.prompts_per_step).get("num_generations", c.num_generations).get("max_steps", c.max_steps)
       .get("max_completion", c.max_completion).get("temperature", c.temperature).get("top_p", c.top_p).get("top_k", c.top_k)
-      .get("weight_decay", c.weight_decay).get("max_grad_norm", c.max_grad_norm).get("freeze_vision", c.freeze_vision)
-      .get("freeze_projector", c.freeze_projector);
+      .get("weight_decay", c.weight_decay).get("max_grad_norm", c.max_grad_norm).get("entropy_coeff", c.entropy_coeff)
+      .get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector);
 }
 
 inline void check(bool ok, const std::string& key, const std::string& rule) { msrl::require(ok, "msrl-train config", key, rule); }
@@ -299,6 +313,7 @@ inline pipeline_config parse_config(const json& doc) {
       .get("threads", c.threads).get("save_every", c.save_every).get("progress", c.progress).get("stages", c.stages);
   r.nested("model", [&](detail::object_reader& m) { m.get("init", c.model.init).get("tokenizer", c.model.tokenizer).get("tiny", c.model.tiny).get("init_std", c.model.init_std); });
   r.nested("pretrain", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain); });
+  r.nested("pretrain_media", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain_media); });
   r.nested("sft", [&](detail::object_reader& m) { detail::read_sft(m, c.sft); });
   r.nested("text_grpo", [&](detail::object_reader& m) { detail::read_grpo(m, c.text_grpo); });
   r.nested("caption_grpo", [&](detail::object_reader& m) { detail::read_grpo(m, c.caption_grpo); });
@@ -328,23 +343,25 @@ inline pipeline_config parse_config(const json& doc) {
     const auto& all = all_stages();
     const auto it = std::find(all.begin(), all.end(), s);
     check(it != all.end(), "stages[" + std::to_string(i) + "]",
-          "must be one of pretrain, sft, text_grpo, caption_grpo, cmkd, mm_grpo, eval (got '" + s + "')");
+          "must be one of " + stage_list() + " (got '" + s + "')");
     const auto pos = static_cast<std::size_t>(it - all.begin());
-    check(i == 0 || pos > last, "stages", "must list each stage once, in recipe order (pretrain, sft, text_grpo, caption_grpo, cmkd, mm_grpo, eval)");
+    check(i == 0 || pos > last, "stages", "must list each stage once, in recipe order (" + stage_list() + ")");
     last = pos;
   }
   check(!c.model.init.empty(), "model.init", "must be \"tiny\" or a checkpoint folder");
   check(c.model.init_std >= 0 && c.model.init_std <= 1, "model.init_std", "must be in [0, 1] (0: libtorch's default initialisation)");
   detail::validate_sft(c.pretrain, "pretrain");
+  detail::validate_sft(c.pretrain_media, "pretrain_media");
   detail::validate_sft(c.sft, "sft");
   detail::validate_sft(c.cmkd.sft, "cmkd.sft", false); // its rows come from the CMKD selection
   check(c.cmkd.sft.replay_file.empty(), "cmkd.sft.replay_file", "is not supported (the CMKD SFT trains on the selected targets only)");
-  for (const auto& [x, name] : {std::pair{&c.pretrain, "pretrain"}, std::pair{&c.sft, "sft"}})
+  for (const auto& [x, name] : {std::pair{&c.pretrain, "pretrain"}, std::pair{&c.pretrain_media, "pretrain_media"}, std::pair{&c.sft, "sft"}})
     if (!x->replay_file.empty()) (void)parse_ratio(x->replay_ratio, std::string(name) + ".replay_ratio");
   for (auto [g, p] : {std::pair{&c.text_grpo, "text_grpo"}, std::pair{&c.caption_grpo, "caption_grpo"}, std::pair{&c.mm_grpo, "mm_grpo"}}) {
     const std::string P = p;
     check(!g->file.empty(), P + ".file", "must name a JSONL file");
     check(g->lr > 0 && std::isfinite(g->lr), P + ".lr", "must be a positive number");
+    check(std::isfinite(g->entropy_coeff), P + ".entropy_coeff", "must be a finite number");
     check(g->warmup >= 0 && g->warmup < 1, P + ".warmup", "must be in [0, 1)");
     check(g->epochs >= 1, P + ".epochs", "must be at least 1");
     check(g->prompts_per_step >= 1, P + ".prompts_per_step", "must be at least 1");

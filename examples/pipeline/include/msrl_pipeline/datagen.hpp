@@ -490,6 +490,8 @@ inline std::string make_tokenizer_json(std::span<const std::string> vocabulary =
 struct datagen_options {
   std::uint64_t seed = 1;
   std::size_t pretrain = 600;   ///< pretrain.jsonl rows (captioning one image -> its description; the backbone-pretraining stand-in)
+  std::size_t pretrain_media = 600; ///< pretrain_media.jsonl rows (captioning image pairs, videos, video pairs and single
+                                    ///< images in turn: the second pretraining phase)
   std::size_t sft = 400;        ///< stage1_sft.jsonl rows (text, with the assistant rationale)
   std::size_t text_rl = 600;    ///< stage1_rl.jsonl rows (text)
   std::size_t caption_rl = 400; ///< stage2_caption_rl.jsonl rows (media replaced by captions)
@@ -509,6 +511,7 @@ struct datagen_file_summary {
 
 struct datagen_summary {
   std::size_t pretrain_rows = 0; ///< pretrain.jsonl (captioning rows; not in `files`)
+  std::size_t pretrain_media_rows = 0; ///< pretrain_media.jsonl (captioning rows; not in `files`)
   std::filesystem::path dir;
   std::vector<datagen_file_summary> files; ///< in the order written (stage1_sft ... eval_caption)
   std::size_t images = 0;                  ///< distinct image files under images/
@@ -531,6 +534,8 @@ inline constexpr std::array<std::string_view, 7> datagen_jsonl_files = {"stage1_
                                                                         "eval_caption.jsonl"};
 /// Captioning rows (no labels) for the backbone-pretraining stand-in; not a preference file.
 inline constexpr std::string_view datagen_pretrain_file = "pretrain.jsonl";
+/// Captioning rows over every media layout (pairs, videos, video pairs, single images): the second phase.
+inline constexpr std::string_view datagen_pretrain_media_file = "pretrain_media.jsonl";
 inline constexpr std::string_view datagen_generator_name = "msrl_pipeline::make_bundled_data";
 
 /// One drawn task: the truth, the wrong candidate (differs in the `asked` attribute only) and
@@ -732,6 +737,16 @@ inline std::string user_text(const datagen_item& it, bool media) {
   return u;
 }
 
+/// The user turn of a captioning (pretraining) row: the media markers, then the request.
+inline std::string caption_request(task_type t) {
+  switch (t) {
+  case task_type::image_generation: return "Image A: <image>\nImage B: <image>\nDescribe both images.";
+  case task_type::video_generation: return "Video A: <video>\nVideo B: <video>\nDescribe both videos.";
+  case task_type::video_understanding: return "<video>\nDescribe the video.";
+  default: return "<image>\nDescribe the image.";
+  }
+}
+
 /// messages for `style` (system + user, plus the reference assistant turn when asked).
 inline ojson messages(const datagen_item& it, prompt_style style, bool with_answer) {
   ojson m = ojson::array();
@@ -866,8 +881,8 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
                 "must be in [28, 448] (got " + std::to_string(opt.image_size) + ")");
   msrl::require(opt.video_frames >= 2 && opt.video_frames <= 32, where, "options.video_frames",
                 "must be in [2, 32] (got " + std::to_string(opt.video_frames) + ")");
-  const std::array<std::pair<const char*, std::size_t>, 7> counts = {
-      {{"pretrain", opt.pretrain}, {"sft", opt.sft}, {"text_rl", opt.text_rl}, {"caption_rl", opt.caption_rl}, {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl}, {"eval", opt.eval}}};
+  const std::array<std::pair<const char*, std::size_t>, 8> counts = {
+      {{"pretrain", opt.pretrain}, {"pretrain_media", opt.pretrain_media}, {"sft", opt.sft}, {"text_rl", opt.text_rl}, {"caption_rl", opt.caption_rl}, {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl}, {"eval", opt.eval}}};
   for (const auto& [name, n] : counts)
     msrl::require(n >= 1 && n <= max_rows, where, std::string("options.") + name,
                   "must be in [1, 1000000] (got " + std::to_string(n) + ")");
@@ -911,26 +926,39 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
       sum.files.push_back(out.close());
     }
 
-    // captioning rows for the backbone-pretraining stand-in: the media, then their description
-    {
-      auto rng = rng_for(0x70726574ull);
-      detail_datagen::jsonl_file out(tmp, datagen_pretrain_file);
-      // Single images only: a from-scratch model learns to read one image here; videos and pairs
-      // are read through the same per-tile features later (CMKD's caption-first targets).
-      for (std::size_t i = 0; i < opt.pretrain; ++i) {
-        const auto it = detail_datagen::draw_item(rng, task_type::image_understanding, 'A');
+    // captioning rows for the backbone-pretraining stand-in: the media, then their description.
+    // Phase 1 (pretrain.jsonl) shows single images only: a from-scratch model learns to read one
+    // image there, and does not when pairs and frame sequences are mixed in from the start. Phase 2
+    // (pretrain_media.jsonl) then captions image pairs, videos and video pairs, with single images
+    // kept in every fourth row.
+    const auto write_captions = [&](std::string_view file, std::uint64_t stream_id, std::string_view prefix, std::size_t n,
+                                    std::span<const task_type> cycle) {
+      auto rng = rng_for(stream_id);
+      detail_datagen::jsonl_file out(tmp, file);
+      for (std::size_t i = 0; i < n; ++i) {
+        const task_type task = cycle[i % cycle.size()];
+        // which slot holds the prompt's match only matters for pairs (single media: 'A', no draw)
+        const bool pair = task == task_type::image_generation || task == task_type::video_generation;
+        const auto it = detail_datagen::draw_item(rng, task, pair && (rng.next() & 1) ? 'B' : 'A');
         ojson row;
-        row["id"] = detail_datagen::row_id("pre", i);
+        row["id"] = detail_datagen::row_id(prefix, i);
         ojson m = ojson::array();
-        m.push_back(detail_datagen::message("user", "<image>\nDescribe the image."));
-        m.push_back(detail_datagen::message("assistant", it.truth_phrase() + "."));
+        m.push_back(detail_datagen::message("user", detail_datagen::caption_request(task)));
+        m.push_back(detail_datagen::message("assistant", it.generation() ? it.caption() : it.truth_phrase() + "."));
         row["messages"] = m;
         detail_datagen::add_media(row, it, store);
         row["task_type"] = task_type_name(it.task);
         row["caption"] = it.caption();
         out.add(row);
       }
-      sum.pretrain_rows = out.close().rows;
+      return out.close().rows;
+    };
+    {
+      constexpr std::array singles{task_type::image_understanding};
+      sum.pretrain_rows = write_captions(datagen_pretrain_file, 0x70726574ull, "pre", opt.pretrain, singles);
+      constexpr std::array all{task_type::image_generation, task_type::video_understanding, task_type::video_generation,
+                               task_type::image_understanding};
+      sum.pretrain_media_rows = write_captions(datagen_pretrain_media_file, 0x70726d64ull, "prm", opt.pretrain_media, all);
     }
 
     // stage 2: caption-based RL (media replaced by captions)
@@ -1031,6 +1059,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
     manifest["tokenizer_vocab"] = sum.tokenizer_vocab;
     ojson entries = ojson::array();
     entries.push_back(datagen_pretrain_file);
+    entries.push_back(datagen_pretrain_media_file);
     for (const auto f : datagen_jsonl_files) entries.push_back(f);
     entries.push_back("tokenizer.json");
     entries.push_back("manifest.json");

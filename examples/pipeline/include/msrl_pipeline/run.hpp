@@ -488,7 +488,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
     const double lr = scheduled_lr(c.lr, c.warmup, step, total);
     t.set_lr(lr);
     const auto t_sampled = std::chrono::steady_clock::now();
-    const auto st = t.grpo_step(groups, preset, c.temperature);
+    const auto st = t.grpo_step(groups, preset, c.temperature, c.entropy_coeff);
     const double sample_s = std::chrono::duration<double>(t_sampled - t_start).count();
     const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_sampled).count();
     double tot[8] = {sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], count, gcount};
@@ -764,8 +764,8 @@ inline std::optional<pipeline_result> run_pipeline(run_context& ctx) {
     auto m = initial_model(ctx, stage);
     const auto t0 = std::chrono::steady_clock::now();
     ctx.say(stage + ": start");
-    if (stage == "pretrain" || stage == "sft") {
-      const auto& c = stage == "pretrain" ? ctx.cfg.pretrain : ctx.cfg.sft;
+    if (is_pretraining_stage(stage) || stage == "sft") {
+      const auto& c = stage == "pretrain" ? ctx.cfg.pretrain : stage == "pretrain_media" ? ctx.cfg.pretrain_media : ctx.cfg.sft;
       run_sft(ctx, stage, m, mixed_rows(ctx, stage, c.file, c.replay_file, c.replay_ratio), c);
     }
     else if (stage == "text_grpo") run_grpo(ctx, stage, m, ctx.cfg.text_grpo);
