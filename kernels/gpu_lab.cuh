@@ -124,6 +124,30 @@ errors check_forward(std::size_t N, std::size_t V, std::size_t ld, float temp, s
   return e;
 }
 
+/// Where a backward writes d logits [N, V]: a buffer poisoned with 0x7f bytes (so an entry the
+/// kernel skips shows up as huge), or the logits themselves (in place).
+template <class T, class G>
+struct grad_target {
+  dev<G> buf;
+  G* out;
+  std::size_t n;
+  grad_target(dev<T>& x, std::size_t N, std::size_t V, bool in_place) : buf(in_place ? 1 : N * V), n(N * V) {
+    if (!in_place) cuda_ok(cudaMemset(buf.p, 0x7f, n * sizeof(G)), "poison");
+    out = in_place ? reinterpret_cast<G*>(x.p) : buf.p;
+  }
+  std::vector<G> host() const {
+    std::vector<G> h(n);
+    cuda_ok(cudaMemcpy(h.data(), out, n * sizeof(G), cudaMemcpyDeviceToHost), "D2H grad");
+    return h;
+  }
+};
+
+/// Relative rounding of one gradient entry stored as G (0 for fp32: compared exactly).
+template <class G>
+constexpr double storage_eps() {
+  return sizeof(G) == 4 ? 0.0 : (std::is_same_v<G, __nv_bfloat16> ? 0x1p-8 : 0x1p-11);
+}
+
 /// Backward (separate kernel or fused fwd_bwd, optionally in place) against the reference.
 template <class T, class G>
 errors check_backward(std::size_t N, std::size_t V, float temp, bool fused, bool in_place, unsigned seed) {
@@ -137,9 +161,8 @@ errors check_backward(std::size_t N, std::size_t V, float temp, bool fused, bool
   dev<std::int64_t> y(p.y);
   dev<float> lp(N), g(gl);
   dev<double> ls(N);
-  dev<G> gx(in_place ? 1 : N * V);
-  if (!in_place) cuda_ok(cudaMemset(gx.p, 0x7f, N * V * sizeof(G)), "poison");
-  G* out = in_place ? reinterpret_cast<G*>(x.p) : gx.p;
+  grad_target<T, G> gt(x, N, V, in_place);
+  G* out = gt.out;
   errors e;
   const auto n = static_cast<std::int64_t>(N), v = static_cast<std::int64_t>(V);
   if (fused) {
@@ -149,11 +172,10 @@ errors check_backward(std::size_t N, std::size_t V, float temp, bool fused, bool
     if (e.st == cuda::status::success) e.st = cuda::selective_log_softmax_backward<T, G>(x.p, n, v, v, y.p, temp, ls.p, g.p, out, v);
   }
   cuda_ok(cudaDeviceSynchronize(), "backward");
-  std::vector<G> hg(N * V);
-  cuda_ok(cudaMemcpy(hg.data(), out, N * V * sizeof(G), cudaMemcpyDeviceToHost), "D2H grad");
+  const std::vector<G> hg = gt.host();
   auto hl = lp.host();
   std::vector<double> ref;
-  const double fmt = sizeof(G) == 4 ? 0.0 : (std::is_same_v<G, __nv_bfloat16> ? 0x1p-8 : 0x1p-11);
+  const double fmt = storage_eps<G>();
   for (std::size_t i = 0; i < N; ++i) {
     const auto row = row_of(p, i);
     e.logp = std::max(e.logp, std::abs(hl[i] - ref_forward(row.data(), V, p.y[i], temp).logp));
@@ -201,19 +223,17 @@ errors check_entropy_backward(std::size_t N, std::size_t V, float temp, bool in_
   dev<std::int64_t> y(p.y);
   dev<float> lp(N), en(N), g(gl), h(gh);
   dev<double> ls(N);
-  dev<G> gx(in_place ? 1 : N * V);
-  if (!in_place) cuda_ok(cudaMemset(gx.p, 0x7f, N * V * sizeof(G)), "poison");
-  G* out = in_place ? reinterpret_cast<G*>(x.p) : gx.p;
+  grad_target<T, G> gt(x, N, V, in_place);
+  G* out = gt.out;
   errors e;
   const auto n = static_cast<std::int64_t>(N), v = static_cast<std::int64_t>(V);
   e.st = cuda::selective_log_softmax_forward<T>(x.p, n, v, v, y.p, temp, lp.p, ls.p, en.p);
   if (e.st == cuda::status::success)
     e.st = cuda::selective_log_softmax_backward<T, G>(x.p, n, v, v, y.p, temp, cuda::backward_inputs{ls.p, g.p, en.p, h.p}, out, v);
   cuda_ok(cudaDeviceSynchronize(), "entropy backward");
-  std::vector<G> hg(N * V);
-  cuda_ok(cudaMemcpy(hg.data(), out, N * V * sizeof(G), cudaMemcpyDeviceToHost), "D2H grad");
+  const std::vector<G> hg = gt.host();
   const auto he = en.host();
-  const double fmt = sizeof(G) == 4 ? 0.0 : (std::is_same_v<G, __nv_bfloat16> ? 0x1p-8 : 0x1p-11);
+  const double fmt = storage_eps<G>();
   const double floor16 = sizeof(G) == 4 ? 0.0 : 0x1p-24; // fp16 subnormals
   std::vector<double> ref;
   for (std::size_t i = 0; i < N; ++i) {
