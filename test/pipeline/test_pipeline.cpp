@@ -140,6 +140,7 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"eval.layout=csv", "eval.layout"},
       {"cmkd.confidence=loudest", "cmkd.confidence"},
       {"pretrain_media.epochs=0", "pretrain_media.epochs"},
+      {"model.autocast=fp8", "model.autocast"},
       {"mm_grpo.entropy_coeff=1e999", "mm_grpo.entropy_coeff"},
   };
   for (const auto& c : cases) {

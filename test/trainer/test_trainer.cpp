@@ -482,6 +482,56 @@ BOOST_AUTO_TEST_CASE(sft_step_lowers_the_loss_and_freezing_holds) {
   BOOST_CHECK_THROW(t2.sft_step({{ids, at::zeros_like(ids), in.pixels}}), msrl::value_error); // no targets
 }
 
+// bf16 autocast (CPU here; the same switch drives CUDA autocast): the step's loss and gradients
+// follow the fp32 ones to bf16 precision, while weights, gradients and optimizer stay fp32.
+BOOST_AUTO_TEST_CASE(bf16_autocast_steps_track_fp32) {
+  const auto in = tiny_prompt();
+  auto ids = at::cat({in.prompt, at::tensor({40, 41, 42, 43, 44, 3}, at::kLong)}).unsqueeze(0);
+  auto target = at::zeros_like(ids);
+  target.narrow(1, ids.size(1) - 6, 6).fill_(1);
+  const std::vector<mt::sft_batch> batch{{ids, target, in.pixels}};
+  auto m0 = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto s = mt::sample(m0, in.prompt, in.pixels, {.num_samples = 3, .max_new_tokens = 6, .seed = 21});
+  const std::vector<double> rewards{0.0, 1.0, 0.5};
+  struct run {
+    double sft_loss, grpo_loss;
+    std::vector<at::Tensor> sft_grad, grpo_grad;
+  };
+  const auto go = [&](std::optional<at::ScalarType> ac) {
+    auto m = mt::load_internvl(fixtures / "tiny_internvl");
+    mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0, .autocast = ac});
+    run r;
+    const auto grads = [&] {
+      std::vector<at::Tensor> g;
+      for (auto& p : m->parameters()) {
+        BOOST_REQUIRE(p.scalar_type() == at::kFloat);
+        if (p.grad().defined()) BOOST_REQUIRE(p.grad().scalar_type() == at::kFloat);
+        g.push_back(p.grad().defined() ? p.grad().reshape(-1).clone() : at::zeros({p.numel()}));
+      }
+      return at::cat(g);
+    };
+    r.sft_loss = t.sft_step(batch).loss;
+    r.sft_grad = {grads()};
+    r.grpo_loss = t.grpo_step({{in.prompt, in.pixels, s.tokens, s.mask, s.logprobs, rewards}}, msrl::grpo::presets::msrl_release).loss;
+    r.grpo_grad = {grads()};
+    BOOST_TEST(!at::autocast::is_cpu_enabled()); // restored after every step
+    return r;
+  };
+  const run f = go(std::nullopt), b = go(at::kBFloat16);
+  const auto cosine = [](const at::Tensor& x, const at::Tensor& y) {
+    return (x * y).sum().item<double>() / (x.norm().item<double>() * y.norm().item<double>());
+  };
+  BOOST_TEST_MESSAGE("bf16 autocast: SFT loss " << f.sft_loss << " vs " << b.sft_loss << ", grad cosine "
+                                                << cosine(f.sft_grad[0], b.sft_grad[0]) << "; GRPO grad cosine "
+                                                << cosine(f.grpo_grad[0], b.grpo_grad[0]));
+  BOOST_TEST(b.sft_loss != f.sft_loss); // autocast took effect
+  BOOST_TEST(std::abs(b.sft_loss - f.sft_loss) < 3e-2 * std::abs(f.sft_loss));
+  BOOST_TEST(cosine(f.sft_grad[0], b.sft_grad[0]) > 0.99);
+  BOOST_TEST(cosine(f.grpo_grad[0], b.grpo_grad[0]) > 0.99);
+  BOOST_CHECK_EXCEPTION(mt::trainer(m0, {.autocast = at::kHalf}), msrl::invalid_argument,
+                        [](const msrl::invalid_argument& e) { return std::string(e.what()).find("bfloat16 on the CPU") != std::string::npos; });
+}
+
 BOOST_AUTO_TEST_CASE(grpo_step_raises_the_best_completion) {
   auto m = mt::load_internvl(fixtures / "tiny_internvl");
   const auto in = tiny_prompt();

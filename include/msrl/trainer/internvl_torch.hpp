@@ -206,6 +206,14 @@ struct vit_attention_impl : torch::nn::Module {
 };
 TORCH_MODULE_IMPL(vit_attention, vit_attention_impl);
 
+/// LayerNorm computed in its weights' dtype and returned in the input's: under autocast the
+/// activations arrive in bf16 while the weights stay fp32 (libtorch's CPU layer_norm needs both
+/// in one dtype).
+inline at::Tensor layer_norm_as_weights(torch::nn::LayerNorm& ln, const at::Tensor& x) {
+  const auto w = ln->weight.scalar_type();
+  return x.scalar_type() == w ? ln->forward(x) : ln->forward(x.to(w)).to(x.scalar_type());
+}
+
 struct vit_mlp_impl : torch::nn::Module {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   explicit vit_mlp_impl(const vision_config& c) {
@@ -230,8 +238,8 @@ struct vit_layer_impl : torch::nn::Module {
     ls2 = register_parameter("ls2", at::full({c.hidden_size}, 0.1));
   }
   at::Tensor forward(at::Tensor h) {
-    h = h + attn->forward(norm1->forward(h)) * ls1;
-    return h + mlp->forward(norm2->forward(h)) * ls2;
+    h = h + attn->forward(layer_norm_as_weights(norm1, h)) * ls1;
+    return h + mlp->forward(layer_norm_as_weights(norm2, h)) * ls2;
   }
 };
 TORCH_MODULE_IMPL(vit_layer, vit_layer_impl);
@@ -300,7 +308,7 @@ struct projector_impl : torch::nn::Module {
     l1 = register_module("1", torch::nn::Linear(in, out));
     l2 = register_module("3", torch::nn::Linear(out, out));
   }
-  at::Tensor forward(const at::Tensor& x) { return l2->forward(at::gelu(l1->forward(ln->forward(x)))); }
+  at::Tensor forward(const at::Tensor& x) { return l2->forward(at::gelu(l1->forward(layer_norm_as_weights(ln, x)))); }
 };
 TORCH_MODULE_IMPL(projector, projector_impl);
 

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include "../core/atomic_file.hpp"
@@ -243,6 +244,49 @@ inline void broadcast_module(communicator& comm, torch::nn::Module& module, int 
   for (const auto& b : module.buffers()) one(b);
 }
 
+/// Mixed precision for a scope: the model's matrix products run in `dtype` (bf16, or fp16 on
+/// CUDA) through libtorch's autocast while the weights, gradients and optimizer state stay fp32,
+/// like torch.autocast around a training step's forward. Restores the previous state on exit.
+class autocast_guard {
+public:
+  autocast_guard(c10::Device device, std::optional<at::ScalarType> dtype) : cuda_(device.is_cuda()), on_(dtype.has_value()) {
+    if (!on_) return;
+    constexpr const char* where = "msrl::trainer::autocast_guard";
+    require(*dtype == at::kBFloat16 || (cuda_ && *dtype == at::kHalf), where, "dtype",
+            cuda_ ? "must be bfloat16 or float16" : "must be bfloat16 on the CPU");
+    if (cuda_) {
+      prev_enabled_ = at::autocast::is_enabled();
+      prev_dtype_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(*dtype);
+    } else {
+      prev_enabled_ = at::autocast::is_cpu_enabled();
+      prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(*dtype);
+    }
+    at::autocast::increment_nesting();
+  }
+  autocast_guard(const autocast_guard&) = delete;
+  autocast_guard& operator=(const autocast_guard&) = delete;
+  ~autocast_guard() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache(); // drop the cached bf16 weight copies
+    if (cuda_) {
+      at::autocast::set_enabled(prev_enabled_);
+      at::autocast::set_autocast_gpu_dtype(prev_dtype_);
+    } else {
+      at::autocast::set_cpu_enabled(prev_enabled_);
+      at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+    }
+  }
+
+private:
+  bool cuda_, on_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kFloat;
+};
+
 struct train_options {
   double lr = 1e-6;
   double weight_decay = 0.0;
@@ -250,6 +294,9 @@ struct train_options {
   double max_grad_norm = 1.0; ///< <= 0 disables clipping
   bool freeze_vision = false;
   bool freeze_projector = false;
+  /// Mixed precision: the forward passes of sft_step / grpo_step run under autocast_guard with this
+  /// dtype (at::kBFloat16; at::kHalf on CUDA); unset trains in the weights' dtype.
+  std::optional<at::ScalarType> autocast = std::nullopt;
   /// Data-parallel group; null (or one rank) trains this process alone. With more ranks the
   /// constructor broadcasts rank 0's weights, and every step sums counts and gradients.
   std::shared_ptr<communicator> comm = nullptr;
@@ -293,6 +340,7 @@ public:
     for (auto& p : model_->parameters())
       if (p.requires_grad()) params.push_back(p);
     require(!params.empty(), "msrl::trainer::trainer", "train_options", "must leave some parameters trainable");
+    { const autocast_guard check(device(), opt.autocast); } // rejects a dtype autocast cannot use here, now
     params_ = params;
     optim_ = std::make_unique<torch::optim::AdamW>(
         params, torch::optim::AdamWOptions(opt.lr).betas({opt.beta1, opt.beta2}).eps(opt.eps).weight_decay(opt.weight_decay));
@@ -403,10 +451,14 @@ public:
     st.tokens = total;
     for (const auto& b : micro) {
       const auto T = b.input_ids.size(1);
-      auto logits = model_->forward(b.input_ids.to(device()), b.pixel_values.defined() ? b.pixel_values.to(device()) : b.pixel_values);
-      auto lp = logits.narrow(1, 0, T - 1).to(at::kFloat).log_softmax(-1).gather(2, b.input_ids.narrow(1, 1, T - 1).to(device()).unsqueeze(2)).squeeze(2);
-      auto m = b.target_mask.narrow(1, 1, T - 1).to(device(), at::kFloat);
-      auto loss = -(lp * m).sum() / total;
+      at::Tensor loss;
+      {
+        const autocast_guard ac(device(), opt_.autocast);
+        auto logits = model_->forward(b.input_ids.to(device()), b.pixel_values.defined() ? b.pixel_values.to(device()) : b.pixel_values);
+        auto lp = logits.narrow(1, 0, T - 1).to(at::kFloat).log_softmax(-1).gather(2, b.input_ids.narrow(1, 1, T - 1).to(device()).unsqueeze(2)).squeeze(2);
+        auto m = b.target_mask.narrow(1, 1, T - 1).to(device(), at::kFloat);
+        loss = -(lp * m).sum() / total;
+      }
       loss.backward();
       st.loss += loss.item<double>();
     }
@@ -451,13 +503,17 @@ public:
       std::vector<double> adv(static_cast<std::size_t>(G));
       grpo::advantages(std::span<const double>(g.rewards), static_cast<std::size_t>(G), std::span<double>(adv), preset.advantages);
       at::Tensor logp, ent;
-      if (entropy_coeff != 0.0) std::tie(logp, ent) = completion_logprobs_entropy(model_, g.prompt_ids, g.pixel_values, g.completions, temperature);
-      else logp = completion_logprobs(model_, g.prompt_ids, g.pixel_values, g.completions, temperature);
+      {
+        const autocast_guard ac(device(), opt_.autocast);
+        if (entropy_coeff != 0.0) std::tie(logp, ent) = completion_logprobs_entropy(model_, g.prompt_ids, g.pixel_values, g.completions, temperature);
+        else logp = completion_logprobs(model_, g.prompt_ids, g.pixel_values, g.completions, temperature);
+      }
       const at::Tensor lp = logp.detach().to(at::kCPU, at::kFloat).contiguous();
       const at::Tensor old = g.old_logprobs.defined() ? g.old_logprobs.to(at::kCPU, at::kFloat).contiguous() : at::Tensor();
       at::Tensor ref;
       if (preset.loss.beta != 0.0) {
         at::NoGradGuard ng;
+        const autocast_guard ac(device(), opt_.autocast);
         ref = completion_logprobs(*ref_, g.prompt_ids, g.pixel_values, g.completions, temperature).to(at::kCPU, at::kFloat).contiguous();
       }
       const at::Tensor m = g.mask.to(at::kCPU, at::kByte).contiguous();

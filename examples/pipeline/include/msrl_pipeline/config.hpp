@@ -108,6 +108,7 @@ struct model_config {
   json tiny = json::object();  ///< sizes for init = "tiny" (see tiny_model_config)
   double init_std = 0;         ///< init = "tiny": 0 keeps libtorch's default initialisation; > 0: weights ~ N(0, init_std)
                                ///< the transformers way (msrl::trainer::init_weights)
+  std::string autocast = "none"; ///< mixed-precision training steps: none | bf16 | fp16 (fp16: CUDA only)
 };
 
 struct pipeline_config {
@@ -311,7 +312,7 @@ inline pipeline_config parse_config(const json& doc) {
   detail::object_reader r(doc, "");
   r.get("data_dir", c.data_dir).get("output_dir", c.output_dir).get("generate_data", c.generate_data).get("seed", c.seed)
       .get("threads", c.threads).get("save_every", c.save_every).get("progress", c.progress).get("stages", c.stages);
-  r.nested("model", [&](detail::object_reader& m) { m.get("init", c.model.init).get("tokenizer", c.model.tokenizer).get("tiny", c.model.tiny).get("init_std", c.model.init_std); });
+  r.nested("model", [&](detail::object_reader& m) { m.get("init", c.model.init).get("tokenizer", c.model.tokenizer).get("tiny", c.model.tiny).get("init_std", c.model.init_std).get("autocast", c.model.autocast); });
   r.nested("pretrain", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain); });
   r.nested("pretrain_media", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain_media); });
   r.nested("sft", [&](detail::object_reader& m) { detail::read_sft(m, c.sft); });
@@ -350,6 +351,8 @@ inline pipeline_config parse_config(const json& doc) {
   }
   check(!c.model.init.empty(), "model.init", "must be \"tiny\" or a checkpoint folder");
   check(c.model.init_std >= 0 && c.model.init_std <= 1, "model.init_std", "must be in [0, 1] (0: libtorch's default initialisation)");
+  check(c.model.autocast == "none" || c.model.autocast == "bf16" || c.model.autocast == "fp16", "model.autocast",
+        "must be none, bf16 or fp16 (got '" + c.model.autocast + "')");
   detail::validate_sft(c.pretrain, "pretrain");
   detail::validate_sft(c.pretrain_media, "pretrain_media");
   detail::validate_sft(c.sft, "sft");
