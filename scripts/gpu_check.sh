@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: builds the CUDA checks + benchmarks (kernels/gpu_check.cu, plain
 # main, no Boost needed) and, where Boost.Test is installed, the CUDA tests; runs them; times the
-# torch eager / torch.compile baselines in the same run; writes a JSON report.
+# torch eager / torch.compile baselines in the same run; one GRPO step of the example trainer on
+# CUDA (fp32 and bf16 autocast, against the CPU); writes a JSON report.
 #   scripts/gpu_check.sh [report-dir]      (default: $OUT, else ./gpu-report)
 # Environment: NVCC, MSRL_GPU_ARCH (default 90), MSRL_GPU_QUICK=1 (checks only, no timing),
 # MSRL_GPU_NO_COMPILE=1 (skip torch.compile baselines). Finishes in a few minutes on an H100/H200.
@@ -51,6 +52,30 @@ if [[ ${MSRL_GPU_QUICK:-0} != 1 ]]; then
   PYTHONUNBUFFERED=1 timeout 240 python3 kernels/torch_baseline.py "${pyargs[@]}" 2> "$report/torch_baseline.err" | tee "$report/torch_baseline.jsonl"
 fi
 
+trainer_rc=skipped
+log "example trainer: one GRPO step on CUDA, fp32 and bf16 autocast (test/trainer/gpu_grpo_step.cpp)"
+# Built against the machine's PyTorch (its wheel carries libtorch); needs nlohmann/json.hpp on the
+# include path (/usr/include, or MSRL_EXTRA_INCLUDE).
+torch_dir=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null || true)
+json_inc=${MSRL_EXTRA_INCLUDE:-/usr/include}
+if [[ -n $torch_dir && -f $json_inc/nlohmann/json.hpp ]]; then
+  abi=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+  json_flag=()
+  [[ $json_inc != /usr/include ]] && json_flag=(-isystem "$json_inc") # never -isystem the system dir itself
+  if g++ -std=c++20 -O2 -D_GLIBCXX_USE_CXX11_ABI=$abi -DMSRL_TRAINER_FIXTURES="\"$PWD/test/trainer/fixtures\"" -Iinclude \
+       "${json_flag[@]}" -isystem "$torch_dir/include" -isystem "$torch_dir/include/torch/csrc/api/include" \
+       test/trainer/gpu_grpo_step.cpp -o "$build/gpu_grpo_step" -L"$torch_dir/lib" -Wl,-rpath,"$torch_dir/lib" \
+       -Wl,--no-as-needed -ltorch_cuda -ltorch -ltorch_cpu -lc10_cuda -lc10 2> "$build/trainer_build.txt"; then
+    "$build/gpu_grpo_step" | tee "$report/trainer_gpu_step.jsonl"
+    trainer_rc=${PIPESTATUS[0]}
+  else
+    tail -20 "$build/trainer_build.txt" | tee "$report/trainer_gpu_step.txt"
+    trainer_rc=125
+  fi
+else
+  echo "skipped: needs python3 torch and nlohmann/json.hpp (set MSRL_EXTRA_INCLUDE)" | tee "$report/trainer_gpu_step.txt"
+fi
+
 boost_rc=skipped
 # Boost.Test: the headers alone are not enough (seen on the lent H200: headers present, library absent)
 if [[ -f /usr/include/boost/test/unit_test.hpp ]] && compgen -G "/usr/lib/*/libboost_unit_test_framework.so*" >/dev/null &&
@@ -64,9 +89,9 @@ if [[ -f /usr/include/boost/test/unit_test.hpp ]] && compgen -G "/usr/lib/*/libb
 fi
 
 log "report"
-python3 - "$report" "$build_rc" "$check_rc" "$boost_rc" "$core_rc" <<'PY'
+python3 - "$report" "$build_rc" "$check_rc" "$boost_rc" "$core_rc" "$trainer_rc" <<'PY'
 import json, os, sys
-d, build_rc, check_rc, boost_rc, core_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+d, build_rc, check_rc, boost_rc, core_rc, trainer_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
 def lines(name):
     p = os.path.join(d, name)
     out = []
@@ -86,10 +111,11 @@ for r in t:
     o = ours.get((kind, r.get("dtype")))
     if o: ratios.append({"ours": kind, "baseline": r["bench"], "dtype": r["dtype"], "speedup": r["time_ms_median"] / o["time_ms_median"]})
 rep = {"build_rc": build_rc, "gpu_check_rc": check_rc, "boost_tests": boost_rc, "core_thrust_cuda_rc": core_rc,
+       "trainer_gpu_step_rc": trainer_rc, "trainer_gpu_step": lines("trainer_gpu_step.jsonl"),
        "checks": [r for r in g if "check" in r], "benchmarks": [r for r in g if "bench" in r or "device" in r],
        "baselines": t, "speedups": ratios}
 json.dump(rep, open(os.path.join(d, "gpu_report.json"), "w"), indent=1)
 print(json.dumps({"speedups": ratios}, indent=None))
 PY
-log "done (gpu_check rc=$check_rc, core on GPU rc=$core_rc)"
+log "done (gpu_check rc=$check_rc, core on GPU rc=$core_rc, trainer step rc=$trainer_rc)"
 [[ $check_rc -eq 0 && $core_rc -eq 0 ]]

@@ -31,6 +31,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
@@ -123,7 +124,9 @@ inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, con
       lp = x.log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1);
     } else {
       const at::Tensor probs = detail::filter_logits(allowed / opt.temperature, opt.top_k, opt.top_p).softmax(-1);
-      next = at::multinomial(probs, 1, false, gen).squeeze(1);
+      // the seeded generator is a CPU one: draw there (one [G, V] copy per token on a GPU), so a
+      // seed gives the same tokens whatever device holds the model
+      next = at::multinomial(dev.is_cpu() ? probs : probs.to(at::kCPU), 1, false, gen).squeeze(1).to(dev);
       lp = (x / opt.temperature).log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1);
     }
     bool all_done = true;
@@ -249,22 +252,16 @@ inline void broadcast_module(communicator& comm, torch::nn::Module& module, int 
 /// like torch.autocast around a training step's forward. Restores the previous state on exit.
 class autocast_guard {
 public:
-  autocast_guard(c10::Device device, std::optional<at::ScalarType> dtype) : cuda_(device.is_cuda()), on_(dtype.has_value()) {
+  autocast_guard(c10::Device device, std::optional<at::ScalarType> dtype)
+      : type_(device.is_cuda() ? at::kCUDA : at::kCPU), on_(dtype.has_value()) {
     if (!on_) return;
     constexpr const char* where = "msrl::trainer::autocast_guard";
-    require(*dtype == at::kBFloat16 || (cuda_ && *dtype == at::kHalf), where, "dtype",
-            cuda_ ? "must be bfloat16 or float16" : "must be bfloat16 on the CPU");
-    if (cuda_) {
-      prev_enabled_ = at::autocast::is_enabled();
-      prev_dtype_ = at::autocast::get_autocast_gpu_dtype();
-      at::autocast::set_enabled(true);
-      at::autocast::set_autocast_gpu_dtype(*dtype);
-    } else {
-      prev_enabled_ = at::autocast::is_cpu_enabled();
-      prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
-      at::autocast::set_cpu_enabled(true);
-      at::autocast::set_autocast_cpu_dtype(*dtype);
-    }
+    const bool cuda = type_ == at::kCUDA;
+    require(*dtype == at::kBFloat16 || (cuda && *dtype == at::kHalf), where, "dtype",
+            cuda ? "must be bfloat16 or float16" : "must be bfloat16 on the CPU");
+    prev_enabled_ = enabled(type_);
+    prev_dtype_ = get_dtype(type_);
+    set(type_, true, *dtype);
     at::autocast::increment_nesting();
   }
   autocast_guard(const autocast_guard&) = delete;
@@ -272,17 +269,35 @@ public:
   ~autocast_guard() {
     if (!on_) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache(); // drop the cached bf16 weight copies
-    if (cuda_) {
-      at::autocast::set_enabled(prev_enabled_);
-      at::autocast::set_autocast_gpu_dtype(prev_dtype_);
-    } else {
-      at::autocast::set_cpu_enabled(prev_enabled_);
-      at::autocast::set_autocast_cpu_dtype(prev_dtype_);
-    }
+    set(type_, prev_enabled_, prev_dtype_);
   }
 
 private:
-  bool cuda_, on_;
+  // libtorch 2.4 replaced the per-device functions by ones taking the device type.
+#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+  static bool enabled(at::DeviceType t) { return at::autocast::is_autocast_enabled(t); }
+  static at::ScalarType get_dtype(at::DeviceType t) { return at::autocast::get_autocast_dtype(t); }
+  static void set(at::DeviceType t, bool on, at::ScalarType dtype) {
+    at::autocast::set_autocast_enabled(t, on);
+    at::autocast::set_autocast_dtype(t, dtype);
+  }
+#else
+  static bool enabled(at::DeviceType t) { return t == at::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled(); }
+  static at::ScalarType get_dtype(at::DeviceType t) {
+    return t == at::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+  }
+  static void set(at::DeviceType t, bool on, at::ScalarType dtype) {
+    if (t == at::kCUDA) {
+      at::autocast::set_enabled(on);
+      at::autocast::set_autocast_gpu_dtype(dtype);
+    } else {
+      at::autocast::set_cpu_enabled(on);
+      at::autocast::set_autocast_cpu_dtype(dtype);
+    }
+  }
+#endif
+  at::DeviceType type_;
+  bool on_;
   bool prev_enabled_ = false;
   at::ScalarType prev_dtype_ = at::kFloat;
 };
