@@ -152,10 +152,9 @@ inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, con
   return {tokens.narrow(1, 0, used).contiguous(), logps.narrow(1, 0, used).contiguous(), mask.narrow(1, 0, used).contiguous(), lengths};
 }
 
-/// Log-probs [G, L] (fp32, differentiable) of `completions` [G, L] following one prompt
-/// [T]/[1, T] with its image: the prompt is embedded once and shared by the G rows.
 namespace detail {
-/// log softmax(logits / T) of every completion position, [G, L, V] fp32.
+/// log softmax(logits / T) of every position of `completions` [G, L] following one prompt
+/// [T]/[1, T] with its image, [G, L, V] fp32: the prompt is embedded once and shared by the G rows.
 inline at::Tensor completion_log_softmax(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
                                          const at::Tensor& completions, double temperature, const char* where) {
   at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
@@ -173,7 +172,8 @@ inline at::Tensor completion_log_softmax(internvl& model, const at::Tensor& prom
 }
 } // namespace detail
 
-/// log pi(completion token t | prompt, tokens < t) at temperature T, [G, L] fp32, differentiable.
+/// Log-probs [G, L] (fp32, differentiable) of `completions` [G, L] following one prompt:
+/// log pi(completion token t | prompt, tokens < t) at temperature T.
 inline at::Tensor completion_logprobs(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
                                       const at::Tensor& completions, double temperature = 1.0) {
   const auto ls = detail::completion_log_softmax(model, prompt_ids, pixel_values, completions, temperature, "msrl::trainer::completion_logprobs");
