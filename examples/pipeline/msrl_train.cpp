@@ -4,7 +4,7 @@
 //   msrl-train run    --config C --stages mm_grpo,eval --set model.init=runs/x/checkpoints/cmkd
 //   msrl-train eval   --model runs/x/checkpoints/mm_grpo --data data/bundled/eval.jsonl --k 16
 //   msrl-train ablate --config C --seeds 2                             the miniature of Table 4
-//   msrl-train make-data --out data/bundled                           the bundled default data
+//   msrl-train make-data --out data/bundled [--cmkd 400 ...]          the bundled default data (rows per file)
 //
 // Data-parallel: start N processes with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set (as
 // torchrun does); each takes 1/N of every batch, gradients and normalisers are summed over all.
@@ -113,15 +113,25 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"msrl", "vlrb", "genai"}));
 
   std::string data_out;
-  std::uint64_t data_seed = 1;
+  mp::datagen_options data_opt;
   auto* mk = app.add_subcommand("make-data", "write the bundled default data");
   mk->add_option("--out", data_out, "output folder")->required();
-  mk->add_option("--seed", data_seed, "generator seed");
+  mk->add_option("--seed", data_opt.seed, "generator seed");
+  // rows per file (defaults: the bundled sizes)
+  for (auto [name, field, what] : {std::tuple{"--pretrain", &data_opt.pretrain, "pretrain.jsonl rows"},
+                                   std::tuple{"--pretrain-media", &data_opt.pretrain_media, "pretrain_media.jsonl rows"},
+                                   std::tuple{"--sft", &data_opt.sft, "stage1_sft.jsonl rows"},
+                                   std::tuple{"--text-rl", &data_opt.text_rl, "stage1_rl.jsonl rows"},
+                                   std::tuple{"--caption-rl", &data_opt.caption_rl, "stage2_caption_rl.jsonl rows"},
+                                   std::tuple{"--cmkd", &data_opt.cmkd, "stage2_cmkd.jsonl rows"},
+                                   std::tuple{"--mm-rl", &data_opt.mm_rl, "stage3_multimodal_rl.jsonl rows"},
+                                   std::tuple{"--eval", &data_opt.eval, "evaluation items (two rows each)"}})
+    mk->add_option(name, *field, what)->capture_default_str()->check(CLI::Range(std::size_t{1}, std::size_t{1000000}));
 
   CLI11_PARSE(app, argc, argv);
   try {
     if (*mk) {
-      mp::make_bundled_data(data_out, {.seed = data_seed});
+      mp::make_bundled_data(data_out, data_opt);
       std::cerr << "msrl-train: wrote " << data_out << "\n";
       return 0;
     }

@@ -456,11 +456,23 @@ BOOST_AUTO_TEST_CASE(pretrain_media_rows_cover_pairs_videos_and_video_pairs) {
 BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
   auto& b = bundled::get();
   for (const std::string name : {"stage1_sft.jsonl", "stage1_rl.jsonl", "stage2_caption_rl.jsonl", "eval_caption.jsonl"}) {
+    std::size_t prompt_form = 0, text_rows = 0;
     for (const auto& row : read_jsonl(b.dir / name)) {
       BOOST_TEST_CONTEXT(name << " " << row["id"]) {
         const std::string task = row["task_type"], user = row["messages"][1]["content"];
         const char sol = row["solution"].get<std::string>()[0];
-        if (task == "text" || task.ends_with("understanding")) {
+        text_rows += task == "text";
+        if (task == "text" && user.starts_with("Prompt: ")) { // which response matches the prompt
+          ++prompt_form;
+          BOOST_CHECK(user.ends_with("\nWhich response matches the prompt?"));
+          const std::string ra = line_after(user, "Response A: "), rb = line_after(user, "Response B: ");
+          BOOST_CHECK_EQUAL(sol == 'A' ? ra : rb, line_after(user, "Prompt: "));
+          BOOST_CHECK_EQUAL(attribute_differences(ra, rb), 1);
+          if (row["messages"].size() == 3) {
+            const std::string completion = row["messages"][2]["content"], think(msrl::reward::extract_tag(completion, "think"));
+            BOOST_CHECK(think.starts_with("The prompt says "));
+          }
+        } else if (task == "text" || task.ends_with("understanding")) {
           std::string truth;
           if (task == "text") { // "There are two green triangles on the left." / "A green triangle moves up."
             std::string sentence = line_after(user, "Text: ");
@@ -485,6 +497,13 @@ BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
           BOOST_CHECK_EQUAL(attribute_differences(a, bb), 1);
           BOOST_CHECK_EQUAL(row["caption"].get<std::string>(), noun + " A: " + a + ". " + noun + " B: " + bb + ".");
         }
+      }
+    }
+    // stage 1 holds both text forms (about half each: one fair draw per row)
+    if (text_rows > 0) {
+      BOOST_TEST_CONTEXT(name) {
+        BOOST_CHECK_GT(prompt_form, text_rows * 2 / 5);
+        BOOST_CHECK_LT(prompt_form, text_rows * 3 / 5);
       }
     }
   }
@@ -568,6 +587,8 @@ BOOST_AUTO_TEST_CASE(reference_rationales_earn_full_rewards) {
                     "The prompt says green. Image A shows red, which differs. Image B shows green, which matches. Image B is correct.");
   BOOST_CHECK_EQUAL(mp::write_rationale(mp::task_type::text, "two", "two", "three"),
                     "The text says two. Response A says two, which matches. Response B says three, which differs. Response A is correct.");
+  BOOST_CHECK_EQUAL(mp::write_rationale(mp::task_type::text, "up", "right", "up", /*prompt_form=*/true),
+                    "The prompt says up. Response A says right, which differs. Response B says up, which matches. Response B is correct.");
   BOOST_CHECK_THROW(mp::write_rationale(mp::task_type::text, "two", "two", "two"), msrl::invalid_argument);
   BOOST_CHECK_THROW(mp::write_rationale(mp::task_type::text, "two", "one", "three"), msrl::invalid_argument);
   BOOST_CHECK_THROW(mp::write_rationale(mp::task_type::text, "", "one", "three"), msrl::invalid_argument);

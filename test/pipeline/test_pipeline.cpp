@@ -158,6 +158,24 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
   BOOST_TEST(contains(r.err, "--config"), r.err);
 }
 
+BOOST_AUTO_TEST_CASE(make_data_takes_rows_per_file) {
+  auto& w = shared();
+  const auto dir = w.root / "make-data";
+  auto r = run("make-data --out '" + (dir / "d").string() + "' --seed 3 --sft 6 --cmkd 5 --eval 3", dir);
+  BOOST_TEST_REQUIRE(r.rc == 0, r.err);
+  BOOST_TEST(jsonl(dir / "d" / "stage1_sft.jsonl").size() == 6u);
+  BOOST_TEST(jsonl(dir / "d" / "stage2_cmkd.jsonl").size() == 5u);
+  BOOST_TEST(jsonl(dir / "d" / "eval.jsonl").size() == 6u); // each item in both orders
+  BOOST_TEST(jsonl(dir / "d" / "stage1_rl.jsonl").size() == jsonl(w.root / "data" / "stage1_rl.jsonl").size()); // the default
+  const json manifest = json::parse(slurp(dir / "d" / "manifest.json"));
+  BOOST_TEST(manifest["seed"] == 3);
+  BOOST_TEST(manifest["options"]["cmkd"] == 5);
+  r = run("make-data --out '" + (dir / "e").string() + "' --cmkd 0", dir);
+  BOOST_TEST(r.rc != 0);
+  BOOST_TEST(contains(r.err, "--cmkd"), r.err);
+  BOOST_TEST(!fs::exists(dir / "e"));
+}
+
 BOOST_AUTO_TEST_CASE(missing_and_corrupt_data_are_named) {
   auto& w = shared();
   const auto dir = w.root / "corrupt";

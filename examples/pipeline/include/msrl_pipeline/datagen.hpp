@@ -92,11 +92,14 @@ inline std::string system_prompt(prompt_style s) {
 /// The reasoning (the text inside <think>) for a choice between two candidates:
 ///   text:                 "The text says V. Response A says Va, which matches|differs. Response B says Vb, which
 ///                         matches|differs. Response L is correct."
+///   text, `prompt_form`:  "The prompt says V. Response A says Va, ..." (which response matches a prompt: the
+///                         text counterpart of the generation tasks)
 ///   image/video under.:   "The image|video shows V. Response A says Va. ..."
 ///   image/video gener.:   "The prompt says V. Image|Video A shows Va. Image|Video B shows Vb. Image|Video L is correct."
 /// L is the candidate whose value equals `truth`; exactly one must (else msrl::invalid_argument).
 /// Stage 2 (captions) and stage 3 (media) share the wording, so CMKD moves reasoning between them.
-inline std::string write_rationale(task_type task, std::string_view truth, std::string_view value_a, std::string_view value_b) {
+inline std::string write_rationale(task_type task, std::string_view truth, std::string_view value_a, std::string_view value_b,
+                                   bool prompt_form = false) {
   constexpr const char* where = "msrl_pipeline::write_rationale";
   msrl::require(!truth.empty(), where, "truth", "must not be empty");
   msrl::require((value_a == truth) != (value_b == truth), where, "value_a/value_b",
@@ -104,7 +107,7 @@ inline std::string write_rationale(task_type task, std::string_view truth, std::
   const char label = value_a == truth ? 'A' : 'B';
   std::string evidence, candidate, verb;
   switch (task) {
-  case task_type::text: evidence = "The text says"; candidate = "Response"; verb = "says"; break;
+  case task_type::text: evidence = prompt_form ? "The prompt says" : "The text says"; candidate = "Response"; verb = "says"; break;
   case task_type::image_understanding: evidence = "The image shows"; candidate = "Response"; verb = "says"; break;
   case task_type::video_understanding: evidence = "The video shows"; candidate = "Response"; verb = "says"; break;
   case task_type::image_generation: evidence = "The prompt says"; candidate = "Image"; verb = "shows"; break;
@@ -352,7 +355,7 @@ inline const std::vector<std::string>& domain_vocabulary() {
         "moving",
         // prompts
         "Text", "Image", "Video", "Question", "Prompt", "Response", "What", "colour", "How", "many", "there", "Where", "shape",
-        "they", "it", "Which", "way", "does", "move", "image", "video", "matches", "prompt", "Frame",
+        "they", "it", "Which", "way", "does", "move", "image", "video", "response", "matches", "prompt", "Frame",
         // rationales
         "The", "text", "says", "shows", "correct",
         // system prompts and task types
@@ -543,6 +546,9 @@ inline constexpr std::string_view datagen_generator_name = "msrl_pipeline::make_
 struct datagen_item {
   task_type task = task_type::text;
   bool is_motion = false; ///< a video scene (text items may describe either kind)
+  /// Text items only: "Prompt: P. Response A/B. Which response matches the prompt?" (the text
+  /// counterpart of the generation tasks) instead of "Text: S. Question: Q. Response A/B."
+  bool prompt_form = false;
   world::attribute asked = world::attribute::colour;
   world::still still_true, still_wrong;
   world::motion motion_true, motion_wrong;
@@ -559,7 +565,7 @@ struct datagen_item {
   /// The reasoning inside <think> (write_rationale with this item's values).
   std::string think() const {
     const std::string t = truth_value(), w = wrong_value();
-    return write_rationale(task, t, label == 'A' ? t : w, label == 'A' ? w : t);
+    return write_rationale(task, t, label == 'A' ? t : w, label == 'A' ? w : t, prompt_form);
   }
   /// The caption text: the scene phrase (understanding) or "Image A: pa. Image B: pb." (generation).
   std::string caption() const {
@@ -646,6 +652,8 @@ inline datagen_item draw_item(msrl::data::splitmix64& rng, task_type task, char 
   it.label = label;
   it.is_motion = task == task_type::video_understanding || task == task_type::video_generation ||
                  (task == task_type::text && rng.below(7) >= 4); // text: 4 still + 3 motion attribute kinds, uniform
+  // text: half the items compare the responses with a prompt, as the generation tasks do with media
+  it.prompt_form = task == task_type::text && rng.below(2) == 1;
   if (it.is_motion) {
     constexpr std::array<world::attribute, 3> asks = {world::attribute::colour, world::attribute::shape, world::attribute::direction};
     it.asked = asks[rng.below(3)];
@@ -726,6 +734,13 @@ inline std::string user_text(const datagen_item& it, bool media) {
     u += noun + " A: " + (media ? marker : it.phrase_a() + ".") + "\n";
     u += noun + " B: " + (media ? marker : it.phrase_b() + ".") + "\n";
     u += "Which " + std::string(img ? "image" : "video") + " matches the prompt?";
+    return u;
+  }
+  if (it.prompt_form) {
+    u = "Prompt: " + it.truth_phrase() + ".\n";
+    u += "Response A: " + it.phrase_a() + ".\n";
+    u += "Response B: " + it.phrase_b() + ".\n";
+    u += "Which response matches the prompt?";
     return u;
   }
   if (it.task == task_type::text) u = "Text: " + (it.is_motion ? world::sentence(it.motion_true) : world::sentence(it.still_true)) + "\n";
