@@ -127,6 +127,10 @@ int main(int argc, char** argv) {
                                    std::tuple{"--mm-rl", &data_opt.mm_rl, "stage3_multimodal_rl.jsonl rows"},
                                    std::tuple{"--eval", &data_opt.eval, "evaluation items (two rows each)"}})
     mk->add_option(name, *field, what)->capture_default_str()->check(CLI::Range(std::size_t{1}, std::size_t{1000000}));
+  mk->add_option("--text-prompt-percent", data_opt.text_prompt_percent,
+                 "share of stage 1 text rows in the 'which response matches the prompt' form, in percent")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 100u));
 
   CLI11_PARSE(app, argc, argv);
   try {

@@ -664,6 +664,24 @@ BOOST_AUTO_TEST_CASE(tokenizer_makes_domain_words_single_tokens_and_round_trips_
   BOOST_CHECK_THROW(mp::make_tokenizer_json(bad), msrl::invalid_argument);
 }
 
+BOOST_AUTO_TEST_CASE(text_prompt_percent_sets_the_share_of_prompt_form_rows) {
+  scratch s("prompt-share");
+  auto prompt_rows = [&](unsigned percent) {
+    const auto dir = s.dir / std::to_string(percent);
+    mp::make_bundled_data(dir, {.sft = 40, .text_rl = 40, .caption_rl = 4, .cmkd = 4, .mm_rl = 4, .eval = 2, .text_prompt_percent = percent});
+    std::size_t n = 0;
+    for (const char* f : {"stage1_sft.jsonl", "stage1_rl.jsonl"})
+      for (const auto& row : read_jsonl(dir / f)) n += row["messages"][1]["content"].get<std::string>().starts_with("Prompt: ");
+    return n;
+  };
+  BOOST_CHECK_EQUAL(prompt_rows(0), 0u);
+  BOOST_CHECK_EQUAL(prompt_rows(100), 80u);
+  // 0 % draws nothing extra: every other file is byte-identical to the default's
+  mp::make_bundled_data(s.dir / "default", {.sft = 40, .text_rl = 40, .caption_rl = 4, .cmkd = 4, .mm_rl = 4, .eval = 2});
+  for (const char* f : {"stage2_caption_rl.jsonl", "stage2_cmkd.jsonl", "eval.jsonl", "pretrain.jsonl"})
+    BOOST_CHECK_MESSAGE(slurp(s.dir / "0" / f) == slurp(s.dir / "default" / f), f);
+}
+
 BOOST_AUTO_TEST_CASE(bad_options_and_output_folders_are_refused) {
   scratch s("refuse");
   auto expect = [&](const mp::datagen_options& o, const std::string& argument) {
@@ -681,6 +699,7 @@ BOOST_AUTO_TEST_CASE(bad_options_and_output_folders_are_refused) {
   expect({.sft = 0}, "options.sft");
   expect({.eval = 0}, "options.eval");
   expect({.mm_rl = 2000000}, "options.mm_rl");
+  expect({.text_prompt_percent = 101}, "options.text_prompt_percent");
   BOOST_CHECK_THROW(mp::make_bundled_data("", {}), msrl::invalid_argument);
 
   const mp::datagen_options small{.sft = 4, .text_rl = 4, .caption_rl = 4, .cmkd = 4, .mm_rl = 4, .eval = 2};

@@ -501,6 +501,9 @@ struct datagen_options {
   std::size_t cmkd = 200;       ///< stage2_cmkd.jsonl rows (media + caption_messages)
   std::size_t mm_rl = 400;      ///< stage3_multimodal_rl.jsonl rows (media)
   std::size_t eval = 100;       ///< eval items; eval.jsonl and eval_caption.jsonl hold 2 rows each (orders AB, BA)
+  /// Share of stage 1 text rows, in percent, phrased as "which response matches the prompt" (the text
+  /// counterpart of the generation tasks) instead of "text + question" (one draw per row; 0: none).
+  unsigned text_prompt_percent = 50;
   int image_size = 56;          ///< image side in pixels (one InternVL tile of the tiny model)
   int video_frames = 4;         ///< frames per video
 };
@@ -646,14 +649,15 @@ inline world::motion change(msrl::data::splitmix64& rng, world::motion m, world:
   return m;
 }
 
-inline datagen_item draw_item(msrl::data::splitmix64& rng, task_type task, char label) {
+/// `prompt_percent`: the share of text items in the prompt form, in percent (no draw at 0).
+inline datagen_item draw_item(msrl::data::splitmix64& rng, task_type task, char label, unsigned prompt_percent = 0) {
   datagen_item it;
   it.task = task;
   it.label = label;
   it.is_motion = task == task_type::video_understanding || task == task_type::video_generation ||
                  (task == task_type::text && rng.below(7) >= 4); // text: 4 still + 3 motion attribute kinds, uniform
-  // text: half the items compare the responses with a prompt, as the generation tasks do with media
-  it.prompt_form = task == task_type::text && rng.below(2) == 1;
+  // text: some items compare the responses with a prompt, as the generation tasks do with media
+  it.prompt_form = task == task_type::text && prompt_percent > 0 && rng.below(100) < prompt_percent;
   if (it.is_motion) {
     constexpr std::array<world::attribute, 3> asks = {world::attribute::colour, world::attribute::shape, world::attribute::direction};
     it.asked = asks[rng.below(3)];
@@ -896,6 +900,8 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
                 "must be in [28, 448] (got " + std::to_string(opt.image_size) + ")");
   msrl::require(opt.video_frames >= 2 && opt.video_frames <= 32, where, "options.video_frames",
                 "must be in [2, 32] (got " + std::to_string(opt.video_frames) + ")");
+  msrl::require(opt.text_prompt_percent <= 100, where, "options.text_prompt_percent",
+                "must be in [0, 100] (got " + std::to_string(opt.text_prompt_percent) + ")");
   const std::array<std::pair<const char*, std::size_t>, 8> counts = {
       {{"pretrain", opt.pretrain}, {"pretrain_media", opt.pretrain_media}, {"sft", opt.sft}, {"text_rl", opt.text_rl}, {"caption_rl", opt.caption_rl}, {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl}, {"eval", opt.eval}}};
   for (const auto& [name, n] : counts)
@@ -930,7 +936,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
       detail_datagen::jsonl_file out(tmp, file);
       const auto p = detail_datagen::plan(n, false, rng.next());
       for (std::size_t i = 0; i < n; ++i) {
-        const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second);
+        const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second, opt.text_prompt_percent);
         ojson row;
         row["id"] = detail_datagen::row_id(prefix, i);
         row["messages"] = detail_datagen::messages(it, prompt_style::text, with_answer);
@@ -1061,7 +1067,8 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
     manifest["seed"] = opt.seed;
     manifest["options"] = {{"sft", opt.sft},   {"text_rl", opt.text_rl},       {"caption_rl", opt.caption_rl},
                            {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl},           {"eval", opt.eval},
-                           {"image_size", opt.image_size}, {"video_frames", opt.video_frames}};
+                           {"image_size", opt.image_size}, {"video_frames", opt.video_frames},
+                           {"text_prompt_percent", opt.text_prompt_percent}};
     ojson files = ojson::object();
     for (const auto& f : sum.files) {
       ojson tt = ojson::object();
