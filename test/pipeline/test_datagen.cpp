@@ -456,23 +456,11 @@ BOOST_AUTO_TEST_CASE(pretrain_media_rows_cover_pairs_videos_and_video_pairs) {
 BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
   auto& b = bundled::get();
   for (const std::string name : {"stage1_sft.jsonl", "stage1_rl.jsonl", "stage2_caption_rl.jsonl", "eval_caption.jsonl"}) {
-    std::size_t prompt_form = 0, text_rows = 0;
     for (const auto& row : read_jsonl(b.dir / name)) {
       BOOST_TEST_CONTEXT(name << " " << row["id"]) {
         const std::string task = row["task_type"], user = row["messages"][1]["content"];
         const char sol = row["solution"].get<std::string>()[0];
-        text_rows += task == "text";
-        if (task == "text" && user.starts_with("Prompt: ")) { // which response matches the prompt
-          ++prompt_form;
-          BOOST_CHECK(user.ends_with("\nWhich response matches the prompt?"));
-          const std::string ra = line_after(user, "Response A: "), rb = line_after(user, "Response B: ");
-          BOOST_CHECK_EQUAL(sol == 'A' ? ra : rb, line_after(user, "Prompt: "));
-          BOOST_CHECK_EQUAL(attribute_differences(ra, rb), 1);
-          if (row["messages"].size() == 3) {
-            const std::string completion = row["messages"][2]["content"], think(msrl::reward::extract_tag(completion, "think"));
-            BOOST_CHECK(think.starts_with("The prompt says "));
-          }
-        } else if (task == "text" || task.ends_with("understanding")) {
+        if (task == "text" || task.ends_with("understanding")) {
           std::string truth;
           if (task == "text") { // "There are two green triangles on the left." / "A green triangle moves up."
             std::string sentence = line_after(user, "Text: ");
@@ -497,13 +485,6 @@ BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
           BOOST_CHECK_EQUAL(attribute_differences(a, bb), 1);
           BOOST_CHECK_EQUAL(row["caption"].get<std::string>(), noun + " A: " + a + ". " + noun + " B: " + bb + ".");
         }
-      }
-    }
-    // stage 1 holds both text forms (about half each: one fair draw per row)
-    if (text_rows > 0) {
-      BOOST_TEST_CONTEXT(name) {
-        BOOST_CHECK_GT(prompt_form, text_rows * 2 / 5);
-        BOOST_CHECK_LT(prompt_form, text_rows * 3 / 5);
       }
     }
   }
@@ -670,16 +651,34 @@ BOOST_AUTO_TEST_CASE(text_prompt_percent_sets_the_share_of_prompt_form_rows) {
     const auto dir = s.dir / std::to_string(percent);
     mp::make_bundled_data(dir, {.sft = 40, .text_rl = 40, .caption_rl = 4, .cmkd = 4, .mm_rl = 4, .eval = 2, .text_prompt_percent = percent});
     std::size_t n = 0;
-    for (const char* f : {"stage1_sft.jsonl", "stage1_rl.jsonl"})
-      for (const auto& row : read_jsonl(dir / f)) n += row["messages"][1]["content"].get<std::string>().starts_with("Prompt: ");
+    for (const char* f : {"stage1_sft.jsonl", "stage1_rl.jsonl"}) {
+      for (const auto& row : read_jsonl(dir / f)) {
+        const std::string user = row["messages"][1]["content"];
+        if (!user.starts_with("Prompt: ")) continue;
+        ++n; // which response matches the prompt: the label's response is the prompt, the other differs in one attribute
+        BOOST_TEST_CONTEXT(user) {
+          BOOST_CHECK(user.ends_with("\nWhich response matches the prompt?"));
+          const std::string ra = line_after(user, "Response A: "), rb = line_after(user, "Response B: ");
+          BOOST_CHECK_EQUAL(row["solution"] == "A" ? ra : rb, line_after(user, "Prompt: "));
+          BOOST_CHECK_EQUAL(attribute_differences(ra, rb), 1);
+          if (row["messages"].size() == 3) {
+            const std::string completion = row["messages"][2]["content"], think(msrl::reward::extract_tag(completion, "think"));
+            BOOST_CHECK(think.starts_with("The prompt says "));
+            BOOST_CHECK_EQUAL(msrl::reward::accuracy_reward{}(msrl::reward::sample{completion, row["solution"].get<std::string>(), "text"}), 1.0);
+          }
+        }
+      }
+    }
     return n;
   };
   BOOST_CHECK_EQUAL(prompt_rows(0), 0u);
   BOOST_CHECK_EQUAL(prompt_rows(100), 80u);
-  // 0 % draws nothing extra: every other file is byte-identical to the default's
-  mp::make_bundled_data(s.dir / "default", {.sft = 40, .text_rl = 40, .caption_rl = 4, .cmkd = 4, .mm_rl = 4, .eval = 2});
+  const std::size_t half = prompt_rows(50); // one draw per row
+  BOOST_CHECK_GT(half, 20u);
+  BOOST_CHECK_LT(half, 60u);
+  // the prompt form only changes the stage 1 files
   for (const char* f : {"stage2_caption_rl.jsonl", "stage2_cmkd.jsonl", "eval.jsonl", "pretrain.jsonl"})
-    BOOST_CHECK_MESSAGE(slurp(s.dir / "0" / f) == slurp(s.dir / "default" / f), f);
+    BOOST_CHECK_MESSAGE(slurp(s.dir / "0" / f) == slurp(s.dir / "100" / f), f);
 }
 
 BOOST_AUTO_TEST_CASE(bad_options_and_output_folders_are_refused) {
