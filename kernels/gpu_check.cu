@@ -78,6 +78,30 @@ static void grpo_checks() {
   }
 }
 
+template <class T>
+static void linear_checks() {
+  struct shape {
+    std::size_t N, H, V;
+    std::int64_t chunk;
+    float temp;
+    bool grpo;
+  };
+  // ragged last chunk, V not a multiple of any tile, one chunk holding every row, the GRPO loss
+  for (const shape c : {shape{150, 96, 5003, 64, 1.0f, false}, shape{37, 64, 1001, 4096, 0.7f, false}, shape{96, 64, 3001, 40, 1.0f, true}}) {
+    const auto e = lab::check_linear<T>(c.N, c.H, c.V, c.chunk, c.temp, c.grpo, 11);
+    const bool loss_ok = !c.grpo || std::abs(e.loss - e.loss_ref) <= e.tol_logp * std::max(1.0, std::abs(e.loss_ref));
+    const bool ok = e.st == mc::status::success && e.all_written && e.logp <= e.tol_logp && e.d_hidden <= e.tol_grad &&
+                    e.d_weight <= e.tol_grad && loss_ok;
+    failures += ok ? 0 : 1;
+    std::printf("{\"check\":\"%s\",\"dtype\":\"%s\",\"shape\":[%zu,%zu,%zu],\"chunk\":%lld,\"status\":\"%s\",\"logp_max_abs_err\":%.3e,"
+                "\"d_hidden_rel_err\":%.3e,\"d_weight_rel_err\":%.3e,\"loss\":%.9g,\"loss_core\":%.9g,\"tol_logp\":%.1e,\"tol_grad\":%.1e,"
+                "\"pass\":%s}\n",
+                c.grpo ? "linear_grpo_loss" : "linear_logprob_fwd_bwd", lab::dtype_name<T>(), c.N, c.H, c.V, static_cast<long long>(c.chunk),
+                mc::to_string(e.st), e.logp, e.d_hidden, e.d_weight, e.loss, e.loss_ref, e.tol_logp, e.tol_grad, ok ? "true" : "false");
+    std::fflush(stdout);
+  }
+}
+
 // ------------------------------------------------------------------------------------- timing
 template <class F>
 static double median_ms(F f, int reps = 15) {
@@ -211,6 +235,53 @@ static void bench_logprob(std::size_t N, std::size_t V) {
              2 * row_bytes, "model 1R+1W (kernels move 2R+1W)");
 }
 
+/// The fused linear log-prob against cuBLAS's own GEMM rate on the same shapes: the logits GEMM
+/// [N, H] x [H, V] alone (bf16 in, bf16 out, fp32 accumulation), then the chunked forward (2NHV
+/// useful FLOPs) and forward + backward (6NHV useful; the recompute makes the GEMMs 8NHV).
+template <class T>
+static void bench_linear(std::size_t N, std::size_t H, std::size_t V, std::int64_t chunk) {
+  lab::dev<T> hid(N * H), wt(V * H), logits(static_cast<std::size_t>(chunk) * V);
+  fill_kernel<T><<<132 * 16, 256>>>(hid.p, N * H, 3u);
+  fill_kernel<T><<<132 * 16, 256>>>(wt.p, V * H, 5u);
+  lab::cuda_ok(cudaDeviceSynchronize(), "fill");
+  std::mt19937 rng(2);
+  std::vector<std::int64_t> hy(N);
+  for (auto& t : hy) t = static_cast<std::int64_t>(rng() % V);
+  std::vector<float> hg(N, -1.0f / static_cast<float>(N));
+  lab::dev<std::int64_t> y(hy);
+  lab::dev<float> lp(N), g(hg), dh(N * H), dw(V * H);
+  lab::dev<double> ls(N);
+  cublasHandle_t handle = nullptr;
+  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) return;
+  const auto n = static_cast<std::int64_t>(N), h = static_cast<std::int64_t>(H), v = static_cast<std::int64_t>(V);
+  const double flop = 2.0 * static_cast<double>(N) * static_cast<double>(H) * static_cast<double>(V);
+  constexpr cudaDataType_t t = mc::detail::cublas_type<T>();
+  const double t_gemm = median_ms([&] {
+    for (std::int64_t c0 = 0; c0 < n; c0 += chunk)
+      mc::detail::gemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, v, std::min(chunk, n - c0), h, wt.p, t, h, hid.p + c0 * h, t, h, 0.0f, logits.p, t, v);
+  }, 9);
+  const double gemm_tflops = flop / (t_gemm * 1e-3) / 1e12;
+  const mc::linear_operands<T> op{hid.p, n, h, 0, wt.p, v, 0, y.p};
+  const mc::linear_options o{.temperature = 1.0f, .chunk = chunk, .handle = handle};
+  const double t_fwd = median_ms([&] { mc::linear_selective_log_softmax<T>(op, lp.p, ls.p, o, nullptr, logits.p); }, 9);
+  const double t_fb = median_ms([&] {
+    mc::linear_selective_log_softmax<T>(op, lp.p, ls.p, o, nullptr, logits.p);
+    mc::linear_selective_log_softmax_backward<T>(op, ls.p, g.p, mc::linear_grads{dh.p, 0, dw.p, 0}, o, logits.p);
+  }, 9);
+  cublasDestroy(handle);
+  const char* dt = lab::dtype_name<T>();
+  auto line = [&](const char* name, double ms, double useful) {
+    const double tf = useful / (ms * 1e-3) / 1e12;
+    std::printf("{\"bench\":\"%s\",\"dtype\":\"%s\",\"shape\":[%zu,%zu,%zu],\"chunk\":%lld,\"time_ms_median\":%.4f,\"useful_TFLOPs\":%.1f,"
+                "\"cublas_gemm_TFLOPs\":%.1f,\"pct_of_cublas_rate\":%.1f}\n",
+                name, dt, N, H, V, static_cast<long long>(chunk), ms, tf, gemm_tflops, 100.0 * tf / gemm_tflops);
+    std::fflush(stdout);
+  };
+  line("cublas_logits_gemm_alone", t_gemm, flop);
+  line("linear_logprob_forward", t_fwd, flop);
+  line("linear_logprob_fwd_bwd", t_fb, 3.0 * flop);
+}
+
 int main(int argc, char** argv) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -234,12 +305,16 @@ int main(int argc, char** argv) {
   entropy_backward_checks<__half, __half>("fp16");
   entropy_backward_checks<__nv_bfloat16, float>("fp32");
   grpo_checks();
+  linear_checks<float>();
+  linear_checks<__nv_bfloat16>();
+  linear_checks<__half>();
   std::printf("{\"checks_failed\":%d}\n", failures);
   std::fflush(stdout);
   if (!quick) {
     bench_bandwidth();
     bench_logprob<__nv_bfloat16>(8192, 151936);
     bench_logprob<float>(4096, 151936);
+    bench_linear<__nv_bfloat16>(8192, 2048, 151936, 4096);
   }
   return failures ? 1 : 0;
 }

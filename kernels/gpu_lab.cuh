@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <msrl/cuda/grpo_loss.cuh>
+#include <msrl/cuda/linear_logprob.cuh>
 #include <msrl/cuda/selective_log_softmax.cuh>
 #include <msrl/grpo.hpp>
 
@@ -312,6 +313,125 @@ grpo_errors check_grpo(const grpo::loss_options& o, std::size_t B, std::size_t T
     }
     e.grad = std::max(e.grad, mx > 0 ? err / mx : err);
   }
+  return e;
+}
+
+/// The fused linear log-prob (cuBLAS chunks) against the double-precision reference computed from
+/// the same T-rounded hidden states and weights: logits in double, ref_forward / ref_backward per
+/// row, d hidden = dL W and d W = dL^T h in double. With `grpo` the upstream gradient and the loss
+/// come from the core's host policy_loss on the reference log-probs (a padded batch with a
+/// ragged mask), and the device runs linear_grpo_loss; otherwise grad_logp is random.
+/// Tolerances (returned with the errors) follow the storage type: fp32 inputs 1e-4 (log-prob,
+/// absolute) and 1e-4 (gradients, relative to the largest entry); bf16 / fp16 logits are rounded
+/// to the type before the softmax, so 2 eps max|z| / T + 1e-4 and 8 eps.
+struct linear_errors {
+  double logp = 0, d_hidden = 0, d_weight = 0, loss = 0, loss_ref = 0;
+  double tol_logp = 0, tol_grad = 0;
+  bool all_written = true;
+  cuda::status st = cuda::status::success;
+};
+
+template <class T>
+linear_errors check_linear(std::size_t N, std::size_t H, std::size_t V, std::int64_t chunk, float temp, bool grpo_loss, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<T> h(N * H), w(V * H);
+  for (auto& x : h) x = host_from<T>(nd(rng));
+  const float ws = 2.0f / std::sqrt(static_cast<float>(H)); // logits ~ N(0, 4)
+  for (auto& x : w) x = host_from<T>(ws * nd(rng));
+  std::vector<std::int64_t> y(N);
+  for (auto& t : y) t = static_cast<std::int64_t>(rng() % V);
+  if (N > 3 && !grpo_loss) y[3] = -100; // ignored
+  std::vector<double> hd(N * H), wd(V * H);
+  for (std::size_t i = 0; i < hd.size(); ++i) hd[i] = host_to(h[i]);
+  for (std::size_t i = 0; i < wd.size(); ++i) wd[i] = host_to(w[i]);
+  // reference forward
+  std::vector<double> z(N * V), lp(N);
+  double zmax = 0;
+  for (std::size_t i = 0; i < N; ++i)
+    for (std::size_t j = 0; j < V; ++j) {
+      double s = 0;
+      for (std::size_t k = 0; k < H; ++k) s += hd[i * H + k] * wd[j * H + k];
+      z[i * V + j] = s;
+      zmax = std::max(zmax, std::abs(s));
+    }
+  for (std::size_t i = 0; i < N; ++i) lp[i] = ref_forward(&z[i * V], V, y[i], temp).logp;
+  // upstream gradient
+  std::vector<double> g(N);
+  linear_errors e;
+  const std::size_t B = 4;
+  std::vector<float> old(N), adv(B);
+  std::vector<std::uint8_t> mask(N, 1);
+  const auto lay = token_layout::padded(B, N / B);
+  grpo::loss_options opt = grpo::presets::verl_default.loss;
+  if (grpo_loss) {
+    if (N % B != 0) std::exit(3); // a lab misuse
+    for (std::size_t i = 0; i < N; ++i) {
+      old[i] = static_cast<float>(lp[i] + 0.3 * nd(rng));
+      mask[i] = (i % (N / B)) < (N / B) - (i / (N / B)) ? 1 : 0;
+    }
+    for (auto& a : adv) a = nd(rng);
+    const std::vector<double> oldd(old.begin(), old.end()), advd(adv.begin(), adv.end());
+    e.loss_ref = grpo::policy_loss(grpo::loss_inputs<double>{lay, lp, oldd, {}, advd, mask}, opt, {}, std::span<double>(g)).loss;
+  } else {
+    for (auto& x : g) x = nd(rng);
+  }
+  // reference backward
+  std::vector<double> dh(N * H, 0.0), dw(V * H, 0.0), dl;
+  for (std::size_t i = 0; i < N; ++i) {
+    ref_backward(&z[i * V], V, y[i], temp, mask[i] ? g[i] : 0.0, dl);
+    for (std::size_t j = 0; j < V; ++j) {
+      if (dl[j] == 0.0) continue;
+      for (std::size_t k = 0; k < H; ++k) {
+        dh[i * H + k] += dl[j] * wd[j * H + k];
+        dw[j * H + k] += dl[j] * hd[i * H + k];
+      }
+    }
+  }
+  // device
+  cublasHandle_t handle = nullptr;
+  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) std::exit(2);
+  dev<T> dhid(h), dwt(w);
+  dev<std::int64_t> dy(y);
+  dev<float> dlp(N), gh(N * H), gw(V * H);
+  dev<double> dls(N);
+  cuda_ok(cudaMemset(gh.p, 0xff, N * H * sizeof(float)), "poison d_hidden"); // NaN: every row must be written
+  cuda_ok(cudaMemset(gw.p, 0, V * H * sizeof(float)), "zero d_weight");
+  const cuda::linear_operands<T> op{dhid.p, static_cast<std::int64_t>(N), static_cast<std::int64_t>(H), 0,
+                                    dwt.p,  static_cast<std::int64_t>(V), 0,                             dy.p};
+  const cuda::linear_options o{.temperature = temp, .chunk = chunk, .handle = handle};
+  const cuda::linear_grads grads{gh.p, 0, gw.p, 0};
+  if (grpo_loss) {
+    dev<float> dold(old), dadv(adv);
+    dev<std::uint8_t> dm(mask);
+    grpo::loss_result res{};
+    e.st = cuda::linear_grpo_loss<T>(op, cuda::linear_grpo_inputs{lay, dold.p, nullptr, dadv.p, B, dm.p}, opt, {}, &res, grads, o, dlp.p);
+    e.loss = res.loss;
+  } else {
+    std::vector<float> gf(g.begin(), g.end());
+    dev<float> dg(gf);
+    e.st = cuda::linear_selective_log_softmax<T>(op, dlp.p, dls.p, o);
+    if (e.st == cuda::status::success) e.st = cuda::linear_selective_log_softmax_backward<T>(op, dls.p, dg.p, grads, o);
+  }
+  cuda_ok(cudaDeviceSynchronize(), "linear");
+  cublasDestroy(handle);
+  const auto hl = dlp.host(), hh = gh.host(), hw = gw.host();
+  for (std::size_t i = 0; i < N; ++i)
+    if (y[i] >= 0 && mask[i]) e.logp = std::max(e.logp, std::abs(hl[i] - lp[i]));
+  auto rel = [&](const std::vector<float>& got, const std::vector<double>& ref) {
+    double mx = 0, err = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      if (!std::isfinite(got[i])) e.all_written = false;
+      mx = std::max(mx, std::abs(ref[i]));
+      err = std::max(err, std::abs(got[i] - ref[i]));
+    }
+    return mx > 0 ? err / mx : err;
+  };
+  e.d_hidden = rel(hh, dh);
+  e.d_weight = rel(hw, dw);
+  const double eps = storage_eps<T>();
+  e.tol_logp = 2.0 * eps * zmax / temp + 1e-4;
+  e.tol_grad = sizeof(T) == 4 ? 1e-4 : 8.0 * eps;
   return e;
 }
 

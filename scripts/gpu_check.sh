@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --f
 
 log "build kernels/gpu_check (sm_$arch)"
 "$NVCC" -std=c++20 -O3 -arch=sm_$arch -lineinfo --extended-lambda --expt-relaxed-constexpr -Iinclude -Ikernels \
-  kernels/gpu_check.cu -o "$build/gpu_check" -Xptxas -v 2> "$build/ptxas.txt"
+  kernels/gpu_check.cu -o "$build/gpu_check" -lcublas -Xptxas -v 2> "$build/ptxas.txt"
 build_rc=$?
 grep -E "registers|spill" "$build/ptxas.txt" | sort | uniq -c | sort -rn | head -12 > "$report/ptxas_summary.txt" || true
 

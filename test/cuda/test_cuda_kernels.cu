@@ -1,4 +1,4 @@
-// CUDA selective log-softmax, fused forward+backward, backward with the entropy gradient and GRPO
+// CUDA selective log-softmax, fused forward+backward, backward with the entropy gradient, fused linear (cuBLAS) and GRPO
 // loss from logits against the double-precision reference and the core's host path (kernels/gpu_lab.cuh). Skipped (77) without a GPU.
 #define BOOST_TEST_MODULE cuda_kernels
 #include <boost/test/unit_test.hpp>
@@ -106,4 +106,47 @@ BOOST_AUTO_TEST_CASE(launchers_reject_bad_arguments) {
   cudaFree(lp);
   cudaFree(y);
   cudaFree(x);
+}
+
+template <class T>
+void linear_case(std::size_t N, std::size_t H, std::size_t V, std::int64_t chunk, float temp, bool grpo) {
+  const auto e = lab::check_linear<T>(N, H, V, chunk, temp, grpo, 11);
+  BOOST_TEST_INFO(lab::dtype_name<T>() << " N " << N << " H " << H << " V " << V << " chunk " << chunk << " grpo " << grpo);
+  BOOST_TEST((e.st == mc::status::success));
+  BOOST_TEST(e.all_written);
+  BOOST_TEST(e.logp <= e.tol_logp);
+  BOOST_TEST(e.d_hidden <= e.tol_grad);
+  BOOST_TEST(e.d_weight <= e.tol_grad);
+  if (grpo) BOOST_TEST(std::abs(e.loss - e.loss_ref) <= e.tol_logp * std::max(1.0, std::abs(e.loss_ref)));
+}
+
+BOOST_AUTO_TEST_CASE(fused_linear_matches_double_reference) {
+  linear_case<float>(150, 96, 5003, 64, 1.0f, false); // ragged last chunk, V not a tile multiple
+  linear_case<float>(37, 64, 1001, 4096, 0.7f, false); // one chunk holds every row
+  linear_case<float>(96, 64, 3001, 40, 1.0f, true);   // GRPO loss, ragged mask
+  linear_case<__nv_bfloat16>(150, 96, 5003, 64, 1.0f, false);
+  linear_case<__nv_bfloat16>(96, 64, 3001, 40, 1.0f, true);
+  linear_case<__half>(37, 64, 1001, 16, 0.7f, false);
+}
+
+BOOST_AUTO_TEST_CASE(fused_linear_rejects_bad_arguments) {
+  cublasHandle_t handle = nullptr;
+  BOOST_REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
+  lab::dev<float> h(4 * 8), w(10 * 8), lp(4);
+  lab::dev<std::int64_t> y(4);
+  const mc::linear_options o{.handle = handle};
+  const mc::linear_operands<float> ok{h.p, 4, 8, 0, w.p, 10, 0, y.p};
+  auto bad = ok;
+  bad.ld_hidden = 4; // below H
+  BOOST_TEST((mc::linear_selective_log_softmax<float>(bad, lp.p, nullptr, o) == mc::status::invalid_argument));
+  bad = ok;
+  bad.weight = nullptr;
+  BOOST_TEST((mc::linear_selective_log_softmax<float>(bad, lp.p, nullptr, o) == mc::status::invalid_argument));
+  BOOST_TEST((mc::linear_selective_log_softmax<float>(ok, nullptr, nullptr, o) == mc::status::invalid_argument));
+  BOOST_TEST((mc::linear_selective_log_softmax<float>(ok, lp.p, nullptr, mc::linear_options{}) == mc::status::invalid_argument)); // no handle
+  BOOST_TEST((mc::linear_selective_log_softmax<float>(ok, lp.p, nullptr, mc::linear_options{.chunk = 0, .handle = handle}) ==
+              mc::status::invalid_argument));
+  // the backward needs the forward's lse and grad_logp
+  BOOST_TEST((mc::linear_selective_log_softmax_backward<float>(ok, nullptr, lp.p, mc::linear_grads{lp.p}, o) == mc::status::invalid_argument));
+  cublasDestroy(handle);
 }
