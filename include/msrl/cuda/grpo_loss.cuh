@@ -28,6 +28,20 @@ struct grpo_logits_inputs {
   const std::uint8_t* mask = nullptr;
 };
 
+namespace detail {
+/// The core loss's inputs over device arrays of n tokens (null optional arrays become empty spans).
+inline grpo::loss_inputs<float, std::uint8_t> device_loss_inputs(const token_layout& layout, const float* logp, std::size_t n,
+                                                                 const float* old_logp, const float* ref_logp, const float* advantages,
+                                                                 std::size_t num_advantages, const std::uint8_t* mask) {
+  return {layout,
+          {logp, n},
+          {old_logp, old_logp ? n : 0},
+          {ref_logp, ref_logp ? n : 0},
+          {advantages, num_advantages},
+          {mask, mask ? n : 0}};
+}
+} // namespace detail
+
 /// Loss, metrics into *result; d logits into grad (may equal logits for in place; null = no gradient);
 /// logp_out (device, optional) receives the per-token log-probs.
 template <class T, class G = T>
@@ -47,12 +61,7 @@ status grpo_loss_from_logits(const grpo_logits_inputs<T>& in, const grpo::loss_o
     status st = selective_log_softmax_forward<T>(in.logits, N, in.cols, ld, in.targets, temperature, logp, lse.data(), nullptr, in.mask,
                                                  stream);
     if (st != status::success) return st;
-    const grpo::loss_inputs<float, std::uint8_t> li{in.layout,
-                                                    {logp, n},
-                                                    {in.old_logp, in.old_logp ? n : 0},
-                                                    {in.ref_logp, in.ref_logp ? n : 0},
-                                                    {in.advantages, in.num_advantages},
-                                                    {in.mask, in.mask ? n : 0}};
+    const auto li = detail::device_loss_inputs(in.layout, logp, n, in.old_logp, in.ref_logp, in.advantages, in.num_advantages, in.mask);
     *result = grpo::policy_loss(device_exec{stream}, li, opt, norm, std::span<float>(dlogp.data(), dlogp.size()));
     if (grad) {
       st = selective_log_softmax_backward<T, G>(in.logits, N, in.cols, ld, in.targets, temperature, lse.data(), dlogp.data(), grad,

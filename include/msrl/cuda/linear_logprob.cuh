@@ -27,6 +27,7 @@
 
 #include "../grpo/policy_loss.hpp"
 #include "device_backend.cuh"
+#include "grpo_loss.cuh"
 #include "selective_log_softmax.cuh"
 
 namespace msrl::cuda {
@@ -232,12 +233,7 @@ status linear_grpo_loss(const linear_operands<T>& op, const linear_grpo_inputs& 
     float* logp = logp_out ? logp_out : logp_buf.data();
     status st = linear_selective_log_softmax<T>(op, logp, lse.data(), o, in.mask, ws.data());
     if (st != status::success) return st;
-    const grpo::loss_inputs<float, std::uint8_t> li{in.layout,
-                                                    {logp, n},
-                                                    {in.old_logp, in.old_logp ? n : 0},
-                                                    {in.ref_logp, in.ref_logp ? n : 0},
-                                                    {in.advantages, in.num_advantages},
-                                                    {in.mask, in.mask ? n : 0}};
+    const auto li = detail::device_loss_inputs(in.layout, logp, n, in.old_logp, in.ref_logp, in.advantages, in.num_advantages, in.mask);
     *result = grpo::policy_loss(device_exec{o.stream}, li, opt, norm, std::span<float>(dlogp.data(), dlogp.size()));
     return linear_selective_log_softmax_backward<T>(op, lse.data(), dlogp.data(), g, o, ws.data());
   } catch (const msrl::invalid_argument&) {
