@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Does a judgment use the caption the model wrote? (understanding items of an msrl-train evaluation)
+
+    scripts/caption_use.py RUN/eval/report_completions.jsonl DATA/eval.jsonl
+
+For every sampled judgment of an image or video understanding item, the two responses differ in
+one word: the true value (in the correct response) and the wrong one. The script classifies the
+model's own `<caption>` (holds the true value only / the wrong value only / neither or both), the
+value its rationale quotes first ("The text says X": true / wrong / another word / none) and its
+`<answer>`, and prints the counts and the conditional rates: how often the rationale repeats the
+caption's value, and how often the answer follows the rationale's value.
+"""
+import collections
+import json
+import re
+import sys
+
+
+def differing_values(user, solution):
+    a = re.search(r"Response A: (.*)\.", user).group(1).split()
+    b = re.search(r"Response B: (.*)\.", user).group(1).split()
+    if len(a) != len(b):
+        raise ValueError("responses of different length: %r / %r" % (a, b))
+    k = next(i for i in range(len(a)) if a[i] != b[i])
+    return (a[k], b[k]) if solution == "A" else (b[k], a[k])
+
+
+def classify(words, truth, wrong):
+    if truth in words and wrong not in words:
+        return "true"
+    if wrong in words and truth not in words:
+        return "wrong"
+    return "neither"
+
+
+def main(argv):
+    if len(argv) != 3:
+        sys.exit(__doc__)
+    rows = {}
+    with open(argv[2]) as f:
+        for line in f:
+            r = json.loads(line)
+            rows[(r["id"], r.get("order", ""))] = r
+    caption, quote, answer = collections.Counter(), collections.Counter(), collections.Counter()
+    with open(argv[1]) as f:
+        for line in f:
+            c = json.loads(line)
+            r = rows[(c["id"], c.get("order", ""))]
+            if not r["task_type"].endswith("understanding"):
+                continue
+            truth, wrong = differing_values(r["messages"][1]["content"], r["solution"])
+            for text in c["completions"]:
+                cap = re.search(r"<caption>(.*?)</caption>", text)
+                said = re.search(r"The \w+ (?:says|shows) (\w+)", text)
+                ans = re.search(r"<answer>\s*([AB])\s*</answer>", text)
+                cv = classify(cap.group(1).split() if cap else [], truth, wrong)
+                qv = "none" if not said else {truth: "true", wrong: "wrong"}.get(said.group(1), "other")
+                caption[cv] += 1
+                quote[(cv, qv)] += 1
+                if ans and qv in ("true", "wrong"):
+                    answer[(qv, ans.group(1) == r["solution"])] += 1
+    n = sum(caption.values())
+    print("judgments of understanding items: %d" % n)
+    for cv in ("true", "wrong", "neither"):
+        row = {qv: quote[(cv, qv)] for qv in ("true", "wrong", "other", "none")}
+        print("caption holds %-7s %5d (%4.1f %%)  rationale quotes: %s" % (cv, caption[cv], 100.0 * caption[cv] / max(n, 1), row))
+    for cv in ("true", "wrong"):
+        same, other = quote[(cv, cv)], quote[(cv, "wrong" if cv == "true" else "true")]
+        print("caption %-5s -> rationale repeats its value in %.1f %% of %d" % (cv, 100.0 * same / max(same + other, 1), same + other))
+    for qv in ("true", "wrong"):
+        right, wrong_ = answer[(qv, True)], answer[(qv, False)]
+        follows = right if qv == "true" else wrong_
+        print("rationale quotes %-5s -> answer follows it in %.1f %% of %d" % (qv, 100.0 * follows / max(right + wrong_, 1), right + wrong_))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
