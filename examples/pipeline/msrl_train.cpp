@@ -131,6 +131,10 @@ int main(int argc, char** argv) {
                  "share of stage 1 text rows in the 'which response matches the prompt' form, in percent")
       ->capture_default_str()
       ->check(CLI::Range(0u, 100u));
+  mk->add_option("--text-phrase-percent", data_opt.text_phrase_percent,
+                 "share of the other stage 1 text rows whose context is a bare phrase (caption style), in percent")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 100u));
 
   CLI11_PARSE(app, argc, argv);
   try {

@@ -645,7 +645,7 @@ BOOST_AUTO_TEST_CASE(tokenizer_makes_domain_words_single_tokens_and_round_trips_
   BOOST_CHECK_THROW(mp::make_tokenizer_json(bad), msrl::invalid_argument);
 }
 
-BOOST_AUTO_TEST_CASE(text_prompt_percent_sets_the_share_of_prompt_form_rows) {
+BOOST_AUTO_TEST_CASE(text_forms_set_the_share_of_prompt_and_phrase_rows) {
   scratch s("prompt-share");
   auto prompt_rows = [&](unsigned percent) {
     const auto dir = s.dir / std::to_string(percent);
@@ -676,6 +676,25 @@ BOOST_AUTO_TEST_CASE(text_prompt_percent_sets_the_share_of_prompt_form_rows) {
   const std::size_t half = prompt_rows(50); // one draw per row
   BOOST_CHECK_GT(half, 20u);
   BOOST_CHECK_LT(half, 60u);
+  // the phrase form: the context is the correct response's phrase itself
+  mp::make_bundled_data(s.dir / "phrase", {.sft = 40, .text_rl = 40, .caption_rl = 4, .cmkd = 4, .mm_rl = 4, .eval = 2,
+                                           .text_prompt_percent = 50, .text_phrase_percent = 100});
+  std::size_t phrases = 0, prompts = 0;
+  for (const auto& row : read_jsonl(s.dir / "phrase" / "stage1_sft.jsonl")) {
+    const std::string user = row["messages"][1]["content"];
+    BOOST_TEST_CONTEXT(user) {
+      if (user.starts_with("Prompt: ")) {
+        ++prompts;
+        continue;
+      }
+      ++phrases;
+      const std::string context = line_after(user, "Text: "), right = line_after(user, row["solution"] == "A" ? "Response A: " : "Response B: ");
+      BOOST_CHECK_EQUAL(context, right);
+    }
+  }
+  BOOST_CHECK_EQUAL(phrases + prompts, 40u);
+  BOOST_CHECK_GT(phrases, 10u);
+  BOOST_CHECK_GT(prompts, 10u);
   // the prompt form only changes the stage 1 files
   for (const char* f : {"stage2_caption_rl.jsonl", "stage2_cmkd.jsonl", "eval.jsonl", "pretrain.jsonl"})
     BOOST_CHECK_MESSAGE(slurp(s.dir / "0" / f) == slurp(s.dir / "100" / f), f);
@@ -699,6 +718,7 @@ BOOST_AUTO_TEST_CASE(bad_options_and_output_folders_are_refused) {
   expect({.eval = 0}, "options.eval");
   expect({.mm_rl = 2000000}, "options.mm_rl");
   expect({.text_prompt_percent = 101}, "options.text_prompt_percent");
+  expect({.text_phrase_percent = 200}, "options.text_phrase_percent");
   BOOST_CHECK_THROW(mp::make_bundled_data("", {}), msrl::invalid_argument);
 
   const mp::datagen_options small{.sft = 4, .text_rl = 4, .caption_rl = 4, .cmkd = 4, .mm_rl = 4, .eval = 2};

@@ -506,6 +506,9 @@ struct datagen_options {
   /// and no draw). Default 0: with 50 the tiny model's text accuracy fell from ~0.8 to ~0.55
   /// (docs/pipeline.md).
   unsigned text_prompt_percent = 0;
+  /// Share of the other stage 1 text rows, in percent, whose context is a bare phrase in the style of
+  /// the captions ("Text: two green triangles on the left.") instead of a sentence (0: none, no draw).
+  unsigned text_phrase_percent = 0;
   int image_size = 56;          ///< image side in pixels (one InternVL tile of the tiny model)
   int video_frames = 4;         ///< frames per video
 };
@@ -554,6 +557,9 @@ struct datagen_item {
   /// Text items only: "Prompt: P. Response A/B. Which response matches the prompt?" (the text
   /// counterpart of the generation tasks) instead of "Text: S. Question: Q. Response A/B."
   bool prompt_form = false;
+  /// Text items only: the context as a bare phrase ("Text: two green triangles on the left.", the
+  /// style of the captions) instead of a sentence ("Text: There are two green triangles on the left.").
+  bool phrase_text = false;
   world::attribute asked = world::attribute::colour;
   world::still still_true, still_wrong;
   world::motion motion_true, motion_wrong;
@@ -651,15 +657,21 @@ inline world::motion change(msrl::data::splitmix64& rng, world::motion m, world:
   return m;
 }
 
-/// `prompt_percent`: the share of text items in the prompt form, in percent (no draw at 0).
-inline datagen_item draw_item(msrl::data::splitmix64& rng, task_type task, char label, unsigned prompt_percent = 0) {
+/// How text items are phrased: shares in percent (no draw at 0).
+struct text_forms {
+  unsigned prompt_percent = 0; ///< "which response matches the prompt" instead of "text + question"
+  unsigned phrase_percent = 0; ///< of the text + question items: the context as a bare phrase
+};
+
+inline datagen_item draw_item(msrl::data::splitmix64& rng, task_type task, char label, text_forms forms = {}) {
   datagen_item it;
   it.task = task;
   it.label = label;
   it.is_motion = task == task_type::video_understanding || task == task_type::video_generation ||
                  (task == task_type::text && rng.below(7) >= 4); // text: 4 still + 3 motion attribute kinds, uniform
   // text: some items compare the responses with a prompt, as the generation tasks do with media
-  it.prompt_form = task == task_type::text && prompt_percent > 0 && rng.below(100) < prompt_percent;
+  it.prompt_form = task == task_type::text && forms.prompt_percent > 0 && rng.below(100) < forms.prompt_percent;
+  it.phrase_text = task == task_type::text && !it.prompt_form && forms.phrase_percent > 0 && rng.below(100) < forms.phrase_percent;
   if (it.is_motion) {
     constexpr std::array<world::attribute, 3> asks = {world::attribute::colour, world::attribute::shape, world::attribute::direction};
     it.asked = asks[rng.below(3)];
@@ -749,7 +761,8 @@ inline std::string user_text(const datagen_item& it, bool media) {
     u += "Which response matches the prompt?";
     return u;
   }
-  if (it.task == task_type::text) u = "Text: " + (it.is_motion ? world::sentence(it.motion_true) : world::sentence(it.still_true)) + "\n";
+  if (it.task == task_type::text && it.phrase_text) u = "Text: " + it.truth_phrase() + ".\n";
+  else if (it.task == task_type::text) u = "Text: " + (it.is_motion ? world::sentence(it.motion_true) : world::sentence(it.still_true)) + "\n";
   else if (it.task == task_type::image_understanding) u = media ? "<image>\n" : "Image: " + it.truth_phrase() + ".\n";
   else u = media ? "<video>\n" : "Video: " + it.truth_phrase() + ".\n";
   u += "Question: " + (it.is_motion ? world::question(it.motion_true, it.asked) : world::question(it.still_true, it.asked)) + "\n";
@@ -904,6 +917,8 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
                 "must be in [2, 32] (got " + std::to_string(opt.video_frames) + ")");
   msrl::require(opt.text_prompt_percent <= 100, where, "options.text_prompt_percent",
                 "must be in [0, 100] (got " + std::to_string(opt.text_prompt_percent) + ")");
+  msrl::require(opt.text_phrase_percent <= 100, where, "options.text_phrase_percent",
+                "must be in [0, 100] (got " + std::to_string(opt.text_phrase_percent) + ")");
   const std::array<std::pair<const char*, std::size_t>, 8> counts = {
       {{"pretrain", opt.pretrain}, {"pretrain_media", opt.pretrain_media}, {"sft", opt.sft}, {"text_rl", opt.text_rl}, {"caption_rl", opt.caption_rl}, {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl}, {"eval", opt.eval}}};
   for (const auto& [name, n] : counts)
@@ -938,7 +953,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
       detail_datagen::jsonl_file out(tmp, file);
       const auto p = detail_datagen::plan(n, false, rng.next());
       for (std::size_t i = 0; i < n; ++i) {
-        const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second, opt.text_prompt_percent);
+        const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second, {opt.text_prompt_percent, opt.text_phrase_percent});
         ojson row;
         row["id"] = detail_datagen::row_id(prefix, i);
         row["messages"] = detail_datagen::messages(it, prompt_style::text, with_answer);
@@ -1070,7 +1085,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
     manifest["options"] = {{"sft", opt.sft},   {"text_rl", opt.text_rl},       {"caption_rl", opt.caption_rl},
                            {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl},           {"eval", opt.eval},
                            {"image_size", opt.image_size}, {"video_frames", opt.video_frames},
-                           {"text_prompt_percent", opt.text_prompt_percent}};
+                           {"text_prompt_percent", opt.text_prompt_percent}, {"text_phrase_percent", opt.text_phrase_percent}};
     ojson files = ojson::object();
     for (const auto& f : sum.files) {
       ojson tt = ojson::object();
