@@ -102,29 +102,28 @@ inline bool gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, s
          CUBLAS_STATUS_SUCCESS;
 }
 
-template <class T>
+/// Extents and strides with the defaults resolved; chunk clamped to the number of rows (>= 1).
 struct linear_plan {
   std::int64_t N, H, V, ldh, ldw, chunk;
 };
 
 /// Checks the operands; fills the plan on success.
 template <class T>
-status check_linear(const linear_operands<T>& op, const linear_options& o, linear_plan<T>& p) noexcept {
+status check_linear(const linear_operands<T>& op, const linear_options& o, linear_plan& p) noexcept {
   p = {op.rows, op.hidden_size, op.vocab, op.ld_hidden ? op.ld_hidden : op.hidden_size, op.ld_weight ? op.ld_weight : op.hidden_size,
        o.chunk};
   if (p.N < 0 || p.H < 1 || p.V < 1 || p.ldh < p.H || p.ldw < p.H || p.chunk < 1 || !o.handle || !(o.temperature > 0.f) ||
       !(o.temperature < INFINITY) || !op.weight || (p.N > 0 && (!op.hidden || !op.targets)))
     return status::invalid_argument;
-  if (p.H > INT_MAX || p.V > INT_MAX || p.ldh > INT_MAX || p.ldw > INT_MAX || std::min(p.chunk, std::max<std::int64_t>(p.N, 1)) > INT_MAX ||
-      p.N > 0x7fffffff)
-    return status::unsupported;
   p.chunk = std::min(p.chunk, std::max<std::int64_t>(p.N, 1));
+  if (p.H > INT_MAX || p.V > INT_MAX || p.ldh > INT_MAX || p.ldw > INT_MAX || p.chunk > INT_MAX || p.N > 0x7fffffff)
+    return status::unsupported;
   return status::success;
 }
 
 /// logits[C, V] (row-major, ld V) = hidden rows [c0, c0 + C) x W^T.
 template <class T>
-bool chunk_logits(const linear_operands<T>& op, const linear_plan<T>& p, std::int64_t c0, std::int64_t C, T* logits,
+bool chunk_logits(const linear_operands<T>& op, const linear_plan& p, std::int64_t c0, std::int64_t C, T* logits,
                   cublasHandle_t h) noexcept {
   constexpr cudaDataType_t t = cublas_type<T>();
   return gemm(h, CUBLAS_OP_T, CUBLAS_OP_N, p.V, C, p.H, op.weight, t, p.ldw, op.hidden + c0 * p.ldh, t, p.ldh, 0.0f, logits, t, p.V);
@@ -139,7 +138,7 @@ template <class T>
 status linear_selective_log_softmax(const linear_operands<T>& op, float* logp, double* lse, const linear_options& o,
                                     const std::uint8_t* skip = nullptr, T* workspace = nullptr) noexcept {
   static_assert(is_cuda_logit_type_v<T>, "hidden / weight must be float, __nv_bfloat16 or __half");
-  detail::linear_plan<T> p{};
+  detail::linear_plan p{};
   if (status st = detail::check_linear(op, o, p); st != status::success) return st;
   if (p.N > 0 && !logp) return status::invalid_argument;
   if (p.N == 0) return status::success;
@@ -170,7 +169,7 @@ template <class T>
 status linear_selective_log_softmax_backward(const linear_operands<T>& op, const double* lse, const float* grad_logp,
                                              const linear_grads& g, const linear_options& o, T* workspace = nullptr) noexcept {
   static_assert(is_cuda_logit_type_v<T>, "hidden / weight must be float, __nv_bfloat16 or __half");
-  detail::linear_plan<T> p{};
+  detail::linear_plan p{};
   if (status st = detail::check_linear(op, o, p); st != status::success) return st;
   const std::int64_t ldd = g.ld_d_hidden ? g.ld_d_hidden : p.H, lddw = g.ld_d_weight ? g.ld_d_weight : p.H;
   if (ldd < p.H || lddw < p.H || (p.N > 0 && (!lse || !grad_logp))) return status::invalid_argument;
@@ -224,7 +223,7 @@ status linear_grpo_loss(const linear_operands<T>& op, const linear_grpo_inputs& 
   if (!result || !in.advantages || in.layout.total_tokens != static_cast<std::size_t>(std::max<std::int64_t>(op.rows, 0)))
     return status::invalid_argument;
   try {
-    detail::linear_plan<T> p{};
+    detail::linear_plan p{};
     if (status st = detail::check_linear(op, o, p); st != status::success) return st;
     const std::size_t n = static_cast<std::size_t>(p.N);
     device_buffer<T> ws(static_cast<std::size_t>(p.chunk * p.V));
