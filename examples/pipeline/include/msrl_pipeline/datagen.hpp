@@ -763,7 +763,7 @@ inline std::string user_text(const datagen_item& it, bool media) {
     u += "Which response matches the prompt?";
     return u;
   }
-  if (it.task == task_type::text && it.phrase_text) u = "Text: " + it.truth_phrase() + ".\n";
+  if (it.phrase_text) u = "Text: " + it.truth_phrase() + ".\n"; // text items only
   else if (it.task == task_type::text) u = "Text: " + (it.is_motion ? world::sentence(it.motion_true) : world::sentence(it.still_true)) + "\n";
   else if (it.task == task_type::image_understanding) u = media ? "<image>\n" : "Image: " + it.truth_phrase() + ".\n";
   else u = media ? "<video>\n" : "Video: " + it.truth_phrase() + ".\n";
