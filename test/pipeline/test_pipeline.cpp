@@ -298,6 +298,83 @@ BOOST_AUTO_TEST_CASE(eval_subcommand_reads_a_checkpoint) {
   BOOST_TEST(contains(r.err, "model.init"), r.err);
 }
 
+BOOST_AUTO_TEST_CASE(ablation_resume_reads_completed_evaluations_back) {
+  auto& w = shared();
+  const auto dir = w.root / "ablate";
+  auto r = run("make-data --out '" + (dir / "data").string() + "' --pretrain 4 --pretrain-media 4 --sft 8 --text-rl 8 --caption-rl 8 --cmkd 4 --mm-rl 8 --eval 4", dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto out = dir / "out";
+  const std::string cmd = "ablate --config '" + w.config() + "' --out '" + out.string() + "' --set data_dir='" + (dir / "data").string() +
+                          "' --set stages='[\"sft\",\"eval\"]' --set sft.max_steps=1 --set text_grpo.max_steps=1 --set caption_grpo.max_steps=1"
+                          " --set mm_grpo.max_steps=1 --set cmkd.sft.max_steps=1";
+  r = run(cmd, dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const std::string table = r.out;
+  BOOST_TEST(contains(table, "| MSRL (full) |"), table);
+  BOOST_TEST(slurp(out / "ablation.md") == table);
+  struct snapshot {
+    std::string text;
+    fs::file_time_type time;
+  };
+  std::map<fs::path, snapshot> reports; // every variant's report.json and caption_report.json
+  for (const auto& v : fs::directory_iterator(out / "seed-1"))
+    for (const char* f : {"report.json", "caption_report.json"}) {
+      const auto p = v.path() / "eval" / f;
+      reports[p] = {slurp(p), fs::last_write_time(p)};
+    }
+  BOOST_REQUIRE(reports.size() == 10u);
+  // Resumed with one variant missing: it is trained and evaluated, the others are read back untouched.
+  const auto baseline = out / "seed-1" / "Generative_baseline__multimodal_only_";
+  fs::remove_all(baseline);
+  r = run(cmd, dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  BOOST_TEST(r.out == table);
+  BOOST_TEST(slurp(out / "ablation.md") == table);
+  for (const auto& [p, s] : reports) {
+    BOOST_TEST(slurp(p) == s.text, p);
+    if (p.parent_path().parent_path() == baseline) continue;
+    BOOST_TEST((fs::last_write_time(p) == s.time), p << " was written again");
+    BOOST_TEST(contains(r.err, "eval: done before, reusing " + (p.parent_path() / "report.json").string()), r.err);
+  }
+  // The table is built from the reports read back: a valid report with other numbers shows in it.
+  const auto full = out / "seed-1" / "MSRL__full_" / "eval" / "report.json";
+  json rep = json::parse(reports[full].text);
+  const std::string task = rep["voting_at_k"]["categories"].begin().key();
+  rep["voting_at_k"]["micro"] = 0.375;
+  rep["voting_at_k"]["categories"][task]["correct"] = 1;
+  rep["voting_at_k"]["categories"][task]["wrong"] = 1;
+  rep["acc_at_1"]["micro"] = 0.125;
+  std::ofstream(full) << rep.dump(2) << "\n";
+  r = run(cmd, dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  auto full_row = [](const std::string& t) { // the cells of the MSRL (full) row
+    std::vector<std::string> c;
+    std::istringstream row(t.substr(t.find("| MSRL (full) |"), t.find('\n', t.find("| MSRL (full) |")) - t.find("| MSRL (full) |")));
+    for (std::string cell; std::getline(row, cell, '|');) c.push_back(cell);
+    return c;
+  };
+  auto expect = full_row(table); // "", variant, stages, tasks..., voting@k, acc@1, caption-based
+  const std::size_t tasks = rep["voting_at_k"]["categories"].size();
+  BOOST_REQUIRE(expect.size() == tasks + 6);
+  expect[3] = " 50.0 ";
+  expect[3 + tasks] = " 37.5 ";
+  expect[4 + tasks] = " 12.5 ";
+  BOOST_TEST(full_row(r.out) == expect, r.out);
+  // A corrupt (truncated) report is not trusted: that variant is evaluated again, the rest is reused.
+  const auto wo2 = out / "seed-1" / "w_o_Stage_2" / "eval" / "report.json";
+  std::ofstream(full) << reports[full].text.substr(0, reports[full].text.size() / 2);
+  std::ofstream(wo2) << "";
+  r = run(cmd, dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  for (const auto& p : {full, wo2}) {
+    BOOST_TEST(contains(r.err, "eval: " + p.string() + " is missing or not a valid report"), r.err);
+    BOOST_TEST(slurp(p) == reports[p].text, p);
+  }
+  BOOST_TEST(contains(r.err, "eval: done before, reusing " + (out / "seed-1" / "w_o_Stage_1" / "eval" / "report.json").string()), r.err);
+  BOOST_TEST(r.out == table);
+  BOOST_TEST(slurp(out / "ablation.md") == table);
+}
+
 namespace {
 
 /// name -> fp32 values of a safetensors file (the test's own minimal reader).

@@ -64,7 +64,8 @@ inline std::string mean_sd(const std::vector<double>& v) {
 }
 
 /// Runs every variant for seeds [seed, seed + seeds) under out/seed-<s>/<variant>/ and returns
-/// the markdown table. Completed runs are skipped when the command is repeated (resume).
+/// the markdown table. Completed runs are skipped when the command is repeated (resume); a
+/// completed evaluation is read back from the variant's eval/report.json (run_context::reuse_eval).
 inline std::string run_ablation(const pipeline_config& base, const fs::path& out, int seeds,
                                 const std::shared_ptr<msrl::trainer::communicator>& comm, const msrl::trainer::bpe_tokenizer& tok,
                                 std::ostream& log) {
@@ -89,6 +90,7 @@ inline std::string run_ablation(const pipeline_config& base, const fs::path& out
       ctx.tok = tok;
       ctx.comm = comm;
       ctx.log = &log;
+      ctx.reuse_eval = true;
       ctx.im_end = tok.token_id("<|im_end|>");
       ctx.pad = tok.token_id("<|endoftext|>");
       // Longest prefix another variant already trained.

@@ -14,6 +14,8 @@
 /// A killed run restarts where it stopped: completed stages are skipped, the stage in progress
 /// resumes from its last saved step (the data order and the sampling seeds depend only on the
 /// seed, the stage and the step, so the resumed run draws what the uninterrupted one would have).
+/// A completed evaluation runs again, except with run_context::reuse_eval (ablate), where its
+/// reports are read back when they are valid for the configured eval.k and rows.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -110,6 +112,7 @@ struct run_context {
   std::shared_ptr<msrl::trainer::communicator> comm;
   std::ostream* log = &std::cerr;
   std::int64_t im_end = -1, pad = 0;
+  bool reuse_eval = false; ///< a completed eval stage is read back from out/eval/ instead of run again (ablate)
 
   int rank() const { return comm ? comm->rank() : 0; }
   int world() const { return comm ? comm->world_size() : 1; }
@@ -740,6 +743,39 @@ inline eval_result evaluate_and_write(run_context& ctx, internvl& m, const std::
   return e;
 }
 
+/// The inverse of report_json (which leaves out the excluded counts).
+inline msrl::voting::accuracy_report report_from_json(const json& j) {
+  msrl::voting::accuracy_report r;
+  for (const auto& [name, c] : j.at("categories").items()) {
+    r.categories.push_back({.category = name, .correct = c.at("correct").get<std::size_t>(), .wrong = c.at("wrong").get<std::size_t>(),
+                            .unparsable = c.at("unparsable").get<std::size_t>()});
+    r.correct += r.categories.back().correct;
+    r.wrong += r.categories.back().wrong;
+    r.unparsable += r.categories.back().unparsable;
+  }
+  r.micro = j.at("micro").get<double>();
+  r.macro = j.at("macro").get<double>();
+  return r;
+}
+
+/// out/eval/<name>.json read back (evaluate_and_write writes it atomically), or nullopt when it is
+/// missing, not a valid report, or was written for another eval.k or number of rows (`all_rows`
+/// before eval.max_items).
+inline std::optional<eval_result> read_eval_report(const run_context& ctx, const std::string& name, std::size_t all_rows) {
+  const auto p = ctx.out / "eval" / (name + ".json");
+  const auto& c = ctx.cfg.eval;
+  const std::size_t rows = c.max_items > 0 ? std::min(all_rows, static_cast<std::size_t>(c.max_items)) : all_rows;
+  std::ifstream in(p);
+  auto j = json::parse(in, nullptr, false);
+  try {
+    if (!j.is_discarded() && j.is_object() && j.at("k").get<int>() == c.k && j.at("rows").get<std::size_t>() == rows)
+      return eval_result{report_from_json(j.at("acc_at_1")), report_from_json(j.at("voting_at_k")), report_from_json(j.at("both_orders_at_k")), c.k, rows};
+  } catch (const json::exception&) {
+  }
+  ctx.say("eval: " + p.string() + " is missing or not a valid report for this configuration; evaluating again");
+  return std::nullopt;
+}
+
 /// The evaluation stage: eval.file ("report"), then eval.caption_file ("caption_report") when set.
 inline std::pair<eval_result, std::optional<eval_result>> run_eval_stage(run_context& ctx, internvl& m) {
   auto e = evaluate_and_write(ctx, m, eval_rows(ctx), "report");
@@ -750,6 +786,19 @@ inline std::pair<eval_result, std::optional<eval_result>> run_eval_stage(run_con
     cap = evaluate_and_write(ctx, m, read_jsonl(f), "caption_report");
   }
   return {e, cap};
+}
+
+/// The completed evaluation stage read back from out/eval/ (see read_eval_report), or nullopt.
+inline std::optional<std::pair<eval_result, std::optional<eval_result>>> read_eval_stage(const run_context& ctx) {
+  auto e = read_eval_report(ctx, "report", eval_rows(ctx).size());
+  if (!e) return std::nullopt;
+  std::optional<eval_result> cap;
+  if (!ctx.cfg.eval.caption_file.empty()) {
+    const auto f = ctx.data_file(ctx.cfg.eval.caption_file);
+    if (!fs::exists(f)) return std::nullopt; // run_eval_stage names it
+    if (!(cap = read_eval_report(ctx, "caption_report", read_jsonl(f).size()))) return std::nullopt;
+  }
+  return std::pair{*e, cap};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -765,10 +814,17 @@ inline std::optional<pipeline_result> run_pipeline(run_context& ctx) {
   std::optional<pipeline_result> result;
   const auto done = completed_stages(ctx);
   for (const auto& stage : ctx.cfg.stages) {
-    if (std::find(done.begin(), done.end(), stage) != done.end() && stage != "eval") {
+    const bool was_done = std::find(done.begin(), done.end(), stage) != done.end();
+    if (was_done && stage != "eval") {
       ctx.say(stage + ": done before, skipped");
       continue;
     }
+    if (was_done && ctx.reuse_eval)
+      if (auto r = read_eval_stage(ctx)) {
+        ctx.say("eval: done before, reusing " + (ctx.out / "eval" / "report.json").string());
+        result = pipeline_result{r->first, r->second};
+        continue;
+      }
     auto m = initial_model(ctx, stage);
     const auto t0 = std::chrono::steady_clock::now();
     ctx.say(stage + ": start");
