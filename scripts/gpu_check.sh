@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: builds the CUDA checks + benchmarks (kernels/gpu_check.cu, plain
 # main, no Boost needed) and, where Boost.Test is installed, the CUDA tests; runs them; times the
-# torch eager / torch.compile baselines in the same run; one GRPO step of the example trainer on
-# CUDA (fp32 and bf16 autocast, against the CPU); writes a JSON report.
+# torch eager / torch.compile baselines in the same run; the libtorch ops' CUDA kernel set against
+# the host set, and the ops on CUDA tensors against torch autograd (built against the machine's
+# PyTorch); one GRPO step of the example trainer on CUDA (fp32 and bf16 autocast, against the
+# CPU); writes a JSON report.
 #   scripts/gpu_check.sh [report-dir]      (default: $OUT, else ./gpu-report)
 # Environment: NVCC, MSRL_GPU_ARCH (default 90), MSRL_GPU_QUICK=1 (checks only, no timing),
 # MSRL_GPU_NO_COMPILE=1 (skip torch.compile baselines). Finishes in a few minutes on an H100/H200.
@@ -45,6 +47,16 @@ else
   tail -20 "$build/thrust_build.txt" | tee "$report/core_thrust_cuda.txt"
 fi
 
+set_rc=125
+log "libtorch ops' CUDA kernel set against the host set (test/cuda/test_cuda_kernel_set.cu)"
+if "$NVCC" -std=c++20 -O2 -arch=sm_$arch --extended-lambda --expt-relaxed-constexpr -Iinclude \
+     -DMSRL_BOOST_TEST_HEADER_ONLY test/cuda/test_cuda_kernel_set.cu -o "$build/test_cuda_kernel_set" 2> "$build/kernel_set_build.txt"; then
+  "$build/test_cuda_kernel_set" --log_level=message 2>&1 | tee "$report/cuda_kernel_set.txt"
+  set_rc=${PIPESTATUS[0]}
+else
+  tail -20 "$build/kernel_set_build.txt" | tee "$report/cuda_kernel_set.txt"
+fi
+
 log "torch baselines"
 pyargs=()
 [[ ${MSRL_GPU_NO_COMPILE:-0} == 1 ]] && pyargs+=(--no-compile)
@@ -76,6 +88,26 @@ else
   echo "skipped: needs python3 torch and nlohmann/json.hpp (set MSRL_EXTRA_INCLUDE)" | tee "$report/trainer_gpu_step.txt"
 fi
 
+torch_ops_rc=skipped
+log "libtorch ops on CUDA tensors (test/torch/gpu_torch_ops.cpp + cuda_kernels_install.cu)"
+if [[ -n $torch_dir ]]; then
+  abi=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+  if "$NVCC" -std=c++20 -O2 -arch=sm_$arch --extended-lambda --expt-relaxed-constexpr -Iinclude -D_GLIBCXX_USE_CXX11_ABI=$abi \
+       -c test/torch/cuda_kernels_install.cu -o "$build/cuda_kernels_install.o" 2> "$build/torch_ops_build.txt" &&
+     g++ -std=c++20 -O2 -D_GLIBCXX_USE_CXX11_ABI=$abi -DMSRL_TORCH_CUDA=1 -Iinclude -isystem "$torch_dir/include" \
+       -isystem "$torch_dir/include/torch/csrc/api/include" test/torch/gpu_torch_ops.cpp "$build/cuda_kernels_install.o" \
+       -o "$build/gpu_torch_ops" -L"$torch_dir/lib" -Wl,-rpath,"$torch_dir/lib" -Wl,--no-as-needed -ltorch_cuda -ltorch -ltorch_cpu \
+       -lc10_cuda -lc10 -L"$(dirname "$NVCC")/../lib64" -lcudart 2>> "$build/torch_ops_build.txt"; then
+    "$build/gpu_torch_ops" | tee "$report/torch_ops_cuda.jsonl"
+    torch_ops_rc=${PIPESTATUS[0]}
+  else
+    tail -20 "$build/torch_ops_build.txt" | tee "$report/torch_ops_cuda.txt"
+    torch_ops_rc=125
+  fi
+else
+  echo "skipped: needs python3 torch" | tee "$report/torch_ops_cuda.txt"
+fi
+
 boost_rc=skipped
 # Boost.Test: the headers alone are not enough (seen on the lent H200: headers present, library absent)
 if [[ -f /usr/include/boost/test/unit_test.hpp ]] && compgen -G "/usr/lib/*/libboost_unit_test_framework.so*" >/dev/null &&
@@ -89,9 +121,10 @@ if [[ -f /usr/include/boost/test/unit_test.hpp ]] && compgen -G "/usr/lib/*/libb
 fi
 
 log "report"
-python3 - "$report" "$build_rc" "$check_rc" "$boost_rc" "$core_rc" "$trainer_rc" <<'PY'
+python3 - "$report" "$build_rc" "$check_rc" "$boost_rc" "$core_rc" "$trainer_rc" "$set_rc" "$torch_ops_rc" <<'PY'
 import json, os, sys
 d, build_rc, check_rc, boost_rc, core_rc, trainer_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
+set_rc, torch_ops_rc = int(sys.argv[7]), sys.argv[8]
 def lines(name):
     p = os.path.join(d, name)
     out = []
@@ -112,10 +145,11 @@ for r in t:
     if o: ratios.append({"ours": kind, "baseline": r["bench"], "dtype": r["dtype"], "speedup": r["time_ms_median"] / o["time_ms_median"]})
 rep = {"build_rc": build_rc, "gpu_check_rc": check_rc, "boost_tests": boost_rc, "core_thrust_cuda_rc": core_rc,
        "trainer_gpu_step_rc": trainer_rc, "trainer_gpu_step": lines("trainer_gpu_step.jsonl"),
+       "cuda_kernel_set_rc": set_rc, "torch_ops_cuda_rc": torch_ops_rc, "torch_ops_cuda": lines("torch_ops_cuda.jsonl"),
        "checks": [r for r in g if "check" in r], "benchmarks": [r for r in g if "bench" in r or "device" in r],
        "baselines": t, "speedups": ratios}
 json.dump(rep, open(os.path.join(d, "gpu_report.json"), "w"), indent=1)
 print(json.dumps({"speedups": ratios}, indent=None))
 PY
-log "done (gpu_check rc=$check_rc, core on GPU rc=$core_rc, trainer step rc=$trainer_rc)"
-[[ $check_rc -eq 0 && $core_rc -eq 0 ]]
+log "done (gpu_check rc=$check_rc, core on GPU rc=$core_rc, kernel set rc=$set_rc, torch ops rc=$torch_ops_rc, trainer step rc=$trainer_rc)"
+[[ $check_rc -eq 0 && $core_rc -eq 0 && $set_rc -eq 0 ]]

@@ -201,4 +201,95 @@ BOOST_AUTO_TEST_CASE(bad_inputs_name_the_argument) {
   expect([&] { to::selective_log_softmax_with_entropy(x, torch::zeros({5}, torch::kLong)); }, "'targets'");
   expect([&] { to::grpo_loss(x, torch::zeros({4}, torch::kLong), {}, {}, torch::zeros({4}), {}, g::loss_options{}); }, "[B, T]");
   expect([&] { to::linear_selective_log_softmax(x, torch::randn({7, 9}), torch::zeros({4}, torch::kLong)); }, "'weight'");
+  expect([&] { to::linear_selective_log_softmax(x, torch::randn({7, 10}).to(at::kBFloat16), torch::zeros({4}, torch::kLong)); },
+         "dtype of hidden");
+  // devices: a tensor that is neither CPU nor CUDA, and a mix of devices
+  const auto meta = at::empty({4, 10}, at::TensorOptions().device(at::kMeta));
+  expect([&] { to::selective_log_softmax(meta, at::zeros({4}, at::TensorOptions().dtype(at::kLong).device(at::kMeta))); },
+         "must be a CPU or CUDA tensor");
+  expect([&] { to::selective_log_softmax(x, at::zeros({4}, at::TensorOptions().dtype(at::kLong).device(at::kMeta))); },
+         "must be on the logits' device");
+  expect([&] {
+    to::grpo_loss(x.reshape({2, 2, 10}), torch::zeros({2, 2}, torch::kLong), {}, {}, at::zeros({2}, at::TensorOptions().device(at::kMeta)),
+                  {}, g::loss_options{});
+  }, "'advantages' must be on the logits' device");
+}
+
+BOOST_AUTO_TEST_CASE(linear_log_prob_bf16_within_bf16_rounding) {
+  // bf16 hidden / weight: the chunk logits are bf16 (as libtorch's own bf16 matmul gives them);
+  // the reference runs libtorch's autograd in double on the same bf16 logits' formula.
+  torch::manual_seed(3);
+  const long N = 9, H = 16, V = 257;
+  const auto h0 = torch::randn({N, H}).to(at::kBFloat16), w0 = (torch::randn({V, H}) * 0.5).to(at::kBFloat16);
+  const auto y = torch::randint(0, V, {N}, torch::kLong);
+  const auto up = torch::randn({N});
+  auto h = h0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+  auto lp = to::linear_selective_log_softmax(h, w, y, 1.0, 4);
+  (lp * up).sum().backward();
+  auto hb = h0.to(at::kDouble).requires_grad_(true), wb = w0.to(at::kDouble).requires_grad_(true);
+  auto lb = torch::log_softmax(torch::matmul(hb, wb.t()), -1).gather(-1, y.unsqueeze(-1)).squeeze(-1);
+  (lb * up.to(at::kDouble)).sum().backward();
+  BOOST_TEST(lp.scalar_type() == at::kFloat);
+  BOOST_TEST(h.grad().scalar_type() == at::kBFloat16);
+  BOOST_TEST(w.grad().scalar_type() == at::kBFloat16);
+  // logits of magnitude ~2-8 rounded to bf16 (relative 2^-9): logp within a few 1e-2
+  BOOST_TEST(max_abs(lp.to(at::kDouble) - lb) <= 0.03);
+  BOOST_TEST(max_abs(h.grad().to(at::kDouble) - hb.grad()) <= 0.02 * max_abs(hb.grad()));
+  BOOST_TEST(max_abs(w.grad().to(at::kDouble) - wb.grad()) <= 0.02 * max_abs(wb.grad()));
+}
+
+namespace {
+/// The host kernels behind a counter: proves that every op reaches its device's installed set.
+class counting_kernels final : public to::kernel_set {
+public:
+  mutable int forwards = 0, backwards = 0, losses = 0;
+  const char* name() const noexcept override { return "counting host"; }
+  void forward(const to::device_context& ctx, const to::logits_ref& x, const std::int64_t* t, double T, float* logp, double* lse,
+               float* ent) const override {
+    ++forwards;
+    host_.forward(ctx, x, t, T, logp, lse, ent);
+  }
+  void backward(const to::device_context& ctx, const to::logits_ref& x, const std::int64_t* t, double T, const to::backward_arrays& in,
+                void* grad) const override {
+    ++backwards;
+    host_.backward(ctx, x, t, T, in, grad);
+  }
+  g::loss_result grpo_loss(const to::device_context& ctx, const to::logits_ref& x, const to::loss_arrays& in, const g::loss_options& o,
+                           const g::loss_normalizer& n, double T, void* grad) const override {
+    ++losses;
+    return host_.grpo_loss(ctx, x, in, o, n, T, grad);
+  }
+
+private:
+  to::host_kernel_set host_;
+};
+} // namespace
+
+BOOST_AUTO_TEST_CASE(ops_run_the_kernel_set_installed_for_their_device) {
+  BOOST_TEST(std::string(to::installed_kernels(to::device_kind::cpu)->name()) == "host (msrl::kernels)");
+  BOOST_TEST(to::installed_kernels(to::device_kind::cuda) == nullptr); // this test program installs none
+  counting_kernels counting;
+  const to::kernel_set* previous = to::install_kernels(to::device_kind::cpu, &counting);
+  torch::manual_seed(4);
+  const auto x0 = torch::randn({2, 3, 50});
+  const auto y = torch::randint(0, 50, {2, 3}, torch::kLong);
+  auto x = x0.clone().requires_grad_(true);
+  to::selective_log_softmax(x, y).sum().backward();
+  const auto g_logp = x.grad().clone();
+  x.grad().zero_();
+  auto [lp, ent] = to::selective_log_softmax_with_entropy(x, y);
+  (lp.sum() + ent.sum()).backward();
+  x.grad().zero_();
+  to::grpo_loss(x, y, {}, {}, torch::tensor({1.0f, -1.0f}), {}, g::loss_options{}).backward();
+  auto h = torch::randn({6, 4}).requires_grad_(true), w = torch::randn({50, 4}).requires_grad_(true);
+  to::linear_selective_log_softmax(h, w, y.reshape({6}), 1.0, 4).sum().backward(); // 2 chunks
+  to::install_kernels(to::device_kind::cpu, nullptr);
+  BOOST_TEST(to::installed_kernels(to::device_kind::cpu) == previous); // nullptr restored the default
+  BOOST_TEST(counting.forwards == 1 + 1 + 2);
+  BOOST_TEST(counting.backwards == 1 + 1 + 2);
+  BOOST_TEST(counting.losses == 1);
+  // and the default set gives the same gradient as the counted one
+  auto x2 = x0.clone().requires_grad_(true);
+  to::selective_log_softmax(x2, y).sum().backward();
+  BOOST_TEST(max_abs(x2.grad() - g_logp) == 0.0);
 }

@@ -26,6 +26,15 @@
 #define MSRL_SIMD_REDUCE(...)
 #endif
 
+// `#pragma GCC unroll n` on host loops where g++ compiles them; nvcc's front end does not know the
+// pragma (host kernels included in a .cu file then go without the hint).
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define MSRL_UNROLL_PRAGMA(x) _Pragma(#x)
+#define MSRL_UNROLL(n) MSRL_UNROLL_PRAGMA(GCC unroll n)
+#else
+#define MSRL_UNROLL(n)
+#endif
+
 #define MSRL_VERSION_MAJOR 0
 #define MSRL_VERSION_MINOR 1
 #define MSRL_VERSION_PATCH 0

@@ -1,5 +1,5 @@
 #pragma once
-/// \file libtorch autograd ops over msrl's fused host kernels (component msrl::torch):
+/// \file libtorch autograd ops over msrl's fused kernels (component msrl::torch):
 ///
 ///   msrl::torch_ops::selective_log_softmax(logits, targets, T)  -> logp [N] fp32, differentiable
 ///   msrl::torch_ops::selective_log_softmax_with_entropy(logits, targets, T) -> (logp, entropy), both
@@ -8,53 +8,98 @@
 ///   msrl::torch_ops::linear_selective_log_softmax(hidden, weight, targets, T, chunk) -> logp, chunked
 ///
 /// so an existing libtorch trainer calls them and `backward()` works. Logits are [N, V] or
-/// [B, T, V] (fp32 / bf16 / fp16, CPU); targets int64 of the leading shape. The GRPO op forms
+/// [B, T, V] (fp32 / bf16 / fp16); targets int64 of the leading shape. The GRPO op forms
 /// d loss / d logits in its forward (one extra [N, V] buffer in the logits' dtype, kept until
 /// backward, which only scales it), so the whole step reads the logits twice and writes once.
-/// CUDA tensors are rejected with a clear error; the device kernels are msrl/cuda/*.cuh.
+///
+/// Devices: CPU tensors run msrl::kernels. CUDA tensors run msrl::cuda once the program has
+/// installed the CUDA kernel set (msrl/torch/cuda_kernel_set.cuh, compiled by nvcc in one .cu
+/// file: `msrl::torch_ops::install_cuda_kernels()`); before that they are refused with an error
+/// saying so. Every tensor of a call must be on the logits' device. The ops only check and
+/// reshape tensors; the kernels behind them are a msrl::torch_ops::kernel_set (kernel_set.hpp).
+/// With a CUDA libtorch define MSRL_TORCH_CUDA (the msrl::torch CMake component does) so the
+/// kernels run on torch's current stream; without it they use the legacy default stream.
+#include <algorithm>
 #include <cstdint>
-#include <optional>
 #include <span>
 #include <string>
 #include <tuple>
 
 #include <torch/torch.h>
+#if defined(MSRL_TORCH_CUDA)
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include "../core/error.hpp"
 #include "../grpo/policy_loss.hpp"
-#include "../kernels/grpo_loss.hpp"
-#include "../kernels/selective_log_softmax.hpp"
+#include "kernel_set.hpp"
 
 namespace msrl::torch_ops {
 
 namespace detail {
 
+/// The kernel set and context for tensors on x's device; every tensor of the call must be there.
+struct route {
+  const kernel_set* kernels;
+  device_context ctx;
+};
+
+inline void require_kernel_device(const at::Tensor& x, const char* where, const char* arg) {
+  require(x.device().is_cpu() || x.device().is_cuda(), where, arg, "must be a CPU or CUDA tensor, got device " + x.device().str());
+}
+
+inline route route_for(const at::Tensor& x, const char* where, const char* arg) {
+  require_kernel_device(x, where, arg);
+  const bool cpu = x.device().is_cpu(), cuda = x.device().is_cuda();
+  const kernel_set* set = installed_kernels(cpu ? device_kind::cpu : device_kind::cuda);
+  require(set != nullptr, where, arg,
+          "is a CUDA tensor but no CUDA kernels are installed: compile msrl/torch/cuda_kernel_set.cuh into one .cu file of the "
+          "program and call msrl::torch_ops::install_cuda_kernels() once");
+  device_context ctx{cuda ? static_cast<int>(x.get_device()) : -1, nullptr, static_cast<unsigned>(std::max(1, at::get_num_threads()))};
+#if defined(MSRL_TORCH_CUDA)
+  if (cuda) ctx.stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(x.get_device())).stream();
+#endif
+  return {set, ctx};
+}
+
+inline void require_same_device(const at::Tensor& t, const at::Tensor& x, const char* where, const char* name) {
+  require(!t.defined() || t.numel() == 0 || t.device() == x.device(), where, name,
+          std::string("must be on the logits' device (") + x.device().str() + "), got " + t.device().str());
+}
+
+/// Host kernels check target ranges while they read; on a device the check is one reduction here.
+inline void require_targets_in_range(const at::Tensor& y, std::int64_t V, const char* where) {
+  if (!y.device().is_cuda() || y.numel() == 0) return;
+  require<value_error>(!y.ge(V).any().item<bool>(), where, "targets", "must be < V = " + std::to_string(V) + " (or negative: ignored)");
+}
+
 inline void check_logits(const at::Tensor& x, const at::Tensor& y, const char* where) {
   require(x.defined() && y.defined(), where, "logits/targets", "must be defined tensors");
-  require(x.device().is_cpu() && y.device().is_cpu(), where, "logits",
-          "must be a CPU tensor (CUDA tensors: use the msrl/cuda launchers)");
+  require_kernel_device(x, where, "logits");
+  require_same_device(y, x, where, "targets");
   require<shape_error>(x.dim() >= 2, where, "logits", "must have shape [..., V]");
   require<shape_error>(y.sizes() == x.sizes().slice(0, x.dim() - 1), where, "targets", "must have the leading shape of logits");
   require(y.scalar_type() == at::kLong, where, "targets", "must be int64");
   const auto t = x.scalar_type();
   require(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf, where, "logits", "must be float32, bfloat16 or float16");
+  require_targets_in_range(y, x.size(-1), where);
 }
 
-template <class F>
-decltype(auto) dispatch(at::ScalarType t, F&& f) {
-  switch (t) {
-  case at::kBFloat16: return f(kernels::bf16{});
-  case at::kHalf: return f(kernels::f16{});
-  default: return f(float{});
+inline logit_dtype dtype_of(const at::Tensor& x) {
+  switch (x.scalar_type()) {
+  case at::kBFloat16: return logit_dtype::bf16;
+  case at::kHalf: return logit_dtype::f16;
+  default: return logit_dtype::f32;
   }
 }
 
-template <class T>
-kernels::matrix_view<const T> view(const at::Tensor& x2d) {
-  return {reinterpret_cast<const T*>(x2d.data_ptr()), static_cast<std::size_t>(x2d.size(0)), static_cast<std::size_t>(x2d.size(1))};
+/// A contiguous 2-D tensor as the kernels' view.
+inline logits_ref ref_of(const at::Tensor& x2d) {
+  return {x2d.data_ptr(), dtype_of(x2d), static_cast<std::size_t>(x2d.size(0)), static_cast<std::size_t>(x2d.size(1))};
 }
 
-inline unsigned threads() { return static_cast<unsigned>(std::max(1, at::get_num_threads())); }
+/// Pointer to a defined float32 tensor's data, or null.
+inline const float* f32_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
 struct logprob_fn : public torch::autograd::Function<logprob_fn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets, double temperature) {
@@ -63,12 +108,8 @@ struct logprob_fn : public torch::autograd::Function<logprob_fn> {
     const auto N = x.size(0);
     at::Tensor logp = at::empty({N}, x.options().dtype(at::kFloat));
     at::Tensor lse = at::empty({N}, x.options().dtype(at::kDouble));
-    dispatch(x.scalar_type(), [&](auto tag) {
-      using T = decltype(tag);
-      kernels::selective_log_softmax(view<T>(x), {y.data_ptr<std::int64_t>(), static_cast<std::size_t>(N)},
-                                     {{logp.data_ptr<float>(), static_cast<std::size_t>(N)}, {lse.data_ptr<double>(), static_cast<std::size_t>(N)}, {}},
-                                     {.temperature = temperature, .threads = threads()});
-    });
+    const route r = route_for(x, "msrl::torch_ops::selective_log_softmax", "logits");
+    r.kernels->forward(r.ctx, ref_of(x), y.data_ptr<std::int64_t>(), temperature, logp.data_ptr<float>(), lse.data_ptr<double>(), nullptr);
     ctx->save_for_backward({x, y, lse});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["shape"] = logits.sizes().vec();
@@ -78,16 +119,11 @@ struct logprob_fn : public torch::autograd::Function<logprob_fn> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list go) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &y = saved[1], &lse = saved[2];
-    const double temperature = ctx->saved_data["temperature"].toDouble();
-    const auto N = static_cast<std::size_t>(x.size(0)), V = static_cast<std::size_t>(x.size(1));
     const at::Tensor g = go[0].reshape({-1}).to(at::kFloat).contiguous();
     at::Tensor gx = at::empty_like(x);
-    dispatch(x.scalar_type(), [&](auto tag) {
-      using T = decltype(tag);
-      kernels::selective_log_softmax_backward<T, T>(view<T>(x), {y.data_ptr<std::int64_t>(), N}, {lse.data_ptr<double>(), N},
-                                                    {g.data_ptr<float>(), N}, {reinterpret_cast<T*>(gx.data_ptr()), N, V},
-                                                    {.temperature = temperature, .threads = threads()});
-    });
+    const route r = route_for(x, "msrl::torch_ops::selective_log_softmax (backward)", "logits");
+    r.kernels->backward(r.ctx, ref_of(x), y.data_ptr<std::int64_t>(), ctx->saved_data["temperature"].toDouble(),
+                        {lse.data_ptr<double>(), g.data_ptr<float>(), nullptr, nullptr}, gx.data_ptr());
     return {gx.reshape(ctx->saved_data["shape"].toIntVector()), at::Tensor(), at::Tensor()};
   }
 };
@@ -98,16 +134,12 @@ struct logprob_entropy_fn : public torch::autograd::Function<logprob_entropy_fn>
                                                 double temperature) {
     const at::Tensor x = logits.reshape({-1, logits.size(-1)}).contiguous();
     const at::Tensor y = targets.reshape({-1}).contiguous();
-    const auto N = static_cast<std::size_t>(x.size(0));
     at::Tensor logp = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
     at::Tensor ent = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
     at::Tensor lse = at::empty({x.size(0)}, x.options().dtype(at::kDouble));
-    dispatch(x.scalar_type(), [&](auto tag) {
-      using T = decltype(tag);
-      kernels::selective_log_softmax(view<T>(x), {y.data_ptr<std::int64_t>(), N},
-                                     {{logp.data_ptr<float>(), N}, {lse.data_ptr<double>(), N}, {ent.data_ptr<float>(), N}},
-                                     {.temperature = temperature, .threads = threads()});
-    });
+    const route r = route_for(x, "msrl::torch_ops::selective_log_softmax_with_entropy", "logits");
+    r.kernels->forward(r.ctx, ref_of(x), y.data_ptr<std::int64_t>(), temperature, logp.data_ptr<float>(), lse.data_ptr<double>(),
+                       ent.data_ptr<float>());
     ctx->save_for_backward({x, y, lse, ent.clone()}); // the returned entropy may be changed in place by the caller
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["shape"] = logits.sizes().vec();
@@ -118,21 +150,13 @@ struct logprob_entropy_fn : public torch::autograd::Function<logprob_entropy_fn>
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list go) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &y = saved[1], &lse = saved[2], &ent = saved[3];
-    const double temperature = ctx->saved_data["temperature"].toDouble();
-    const auto N = static_cast<std::size_t>(x.size(0)), V = static_cast<std::size_t>(x.size(1));
     auto f32 = [](const at::Tensor& t) { return t.defined() ? t.reshape({-1}).to(at::kFloat).contiguous() : at::Tensor(); };
     const at::Tensor gl = f32(go[0]), gh = f32(go[1]);
-    auto span_of = [N](const at::Tensor& t) {
-      return t.defined() ? std::span<const float>(t.data_ptr<float>(), N) : std::span<const float>{};
-    };
     at::Tensor gx = at::empty_like(x);
-    dispatch(x.scalar_type(), [&](auto tag) {
-      using T = decltype(tag);
-      kernels::selective_log_softmax_backward<T, T>(
-          view<T>(x), {y.data_ptr<std::int64_t>(), N},
-          kernels::logprob_backward_inputs{{lse.data_ptr<double>(), N}, span_of(gl), {ent.data_ptr<float>(), N}, span_of(gh)},
-          {reinterpret_cast<T*>(gx.data_ptr()), N, V}, {.temperature = temperature, .threads = threads()});
-    });
+    const route r = route_for(x, "msrl::torch_ops::selective_log_softmax_with_entropy (backward)", "logits");
+    r.kernels->backward(r.ctx, ref_of(x), y.data_ptr<std::int64_t>(), ctx->saved_data["temperature"].toDouble(),
+                        {lse.data_ptr<double>(), f32_or_null(gl), gh.defined() ? ent.data_ptr<float>() : nullptr, f32_or_null(gh)},
+                        gx.data_ptr());
     return {gx.reshape(ctx->saved_data["shape"].toIntVector()), at::Tensor(), at::Tensor()};
   }
 };
@@ -145,44 +169,39 @@ struct grpo_fn : public torch::autograd::Function<grpo_fn> {
     constexpr const char* where = "msrl::torch_ops::grpo_loss";
     const at::Tensor x = logits.reshape({-1, logits.size(-1)}).contiguous();
     const at::Tensor y = targets.reshape({-1}).contiguous();
-    const auto N = static_cast<std::size_t>(x.size(0)), V = static_cast<std::size_t>(x.size(1));
+    const auto N = static_cast<std::size_t>(x.size(0));
     auto f32 = [&](const at::Tensor& t, const char* name) {
       if (!t.defined() || t.numel() == 0) return at::Tensor();
-      require(t.device().is_cpu(), where, name, "must be a CPU tensor");
+      require_same_device(t, x, where, name);
       return t.detach().reshape({-1}).to(at::kFloat).contiguous();
     };
     const at::Tensor old = f32(old_logp, "old_logp"), ref = f32(ref_logp, "ref_logp"), adv = f32(advantages, "advantages");
     require(adv.defined(), where, "advantages", "must be given (one per sequence or per token)");
     at::Tensor m;
-    if (mask.defined() && mask.numel()) m = mask.detach().reshape({-1}).to(at::kByte).contiguous();
+    if (mask.defined() && mask.numel()) {
+      require_same_device(mask, x, where, "mask");
+      m = mask.detach().reshape({-1}).to(at::kByte).contiguous();
+    }
     at::Tensor off;
-    token_layout lay;
+    loss_arrays in;
     if (offsets.defined() && offsets.numel()) {
+      require_same_device(offsets, x, where, "offsets");
       require(offsets.scalar_type() == at::kLong, where, "offsets", "must be int64 (cu_seqlens style, B + 1 entries)");
       off = offsets.contiguous();
-      lay = token_layout::packed({off.data_ptr<std::int64_t>(), static_cast<std::size_t>(off.numel())}, N);
+      in.layout = token_layout::packed({off.data_ptr<std::int64_t>(), static_cast<std::size_t>(off.numel())}, N);
     } else {
       require<shape_error>(targets.dim() == 2, where, "targets", "must be [B, T] when no packed offsets are given");
-      lay = token_layout::padded(static_cast<std::size_t>(targets.size(0)), static_cast<std::size_t>(targets.size(1)));
+      in.layout = token_layout::padded(static_cast<std::size_t>(targets.size(0)), static_cast<std::size_t>(targets.size(1)));
     }
-    auto span_of = [](const at::Tensor& t) {
-      return t.defined() ? std::span<const float>(t.data_ptr<float>(), static_cast<std::size_t>(t.numel())) : std::span<const float>{};
-    };
+    in.targets = y.data_ptr<std::int64_t>();
+    in.old_logp = f32_or_null(old);
+    in.ref_logp = f32_or_null(ref);
+    in.advantages = adv.data_ptr<float>();
+    in.num_advantages = static_cast<std::size_t>(adv.numel());
+    in.mask = m.defined() ? m.data_ptr<std::uint8_t>() : nullptr;
     at::Tensor gx = at::empty_like(x);
-    const grpo::loss_result res = dispatch(x.scalar_type(), [&](auto tag) {
-      using T = decltype(tag);
-      const kernels::logits_loss_inputs<T> in{lay,
-                                               view<T>(x),
-                                               {y.data_ptr<std::int64_t>(), N},
-                                               span_of(old),
-                                               span_of(ref),
-                                               span_of(adv),
-                                               m.defined() ? std::span<const std::uint8_t>(m.data_ptr<std::uint8_t>(), N)
-                                                           : std::span<const std::uint8_t>{}};
-      return kernels::grpo_loss_from_logits<T, std::uint8_t, T>(
-          in, opt, norm, kernels::logits_loss_outputs<T>{{reinterpret_cast<T*>(gx.data_ptr()), N, V}},
-          {.temperature = temperature, .threads = threads()});
-    });
+    const route r = route_for(x, where, "logits");
+    const grpo::loss_result res = r.kernels->grpo_loss(r.ctx, ref_of(x), in, opt, norm, temperature, gx.data_ptr());
     if (metrics) *metrics = res.metrics;
     ctx->save_for_backward({gx});
     ctx->saved_data["shape"] = logits.sizes().vec();
@@ -198,24 +217,27 @@ struct grpo_fn : public torch::autograd::Function<grpo_fn> {
   }
 };
 
+/// Logits of one token chunk, [C, V] contiguous in the hidden states' dtype.
+inline at::Tensor chunk_logits(const at::Tensor& h, const at::Tensor& w, std::int64_t c0, std::int64_t C) {
+  return at::mm(h.narrow(0, c0, C), w.t()).contiguous();
+}
+
 struct linear_fn : public torch::autograd::Function<linear_fn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
                             const at::Tensor& targets, double temperature, std::int64_t chunk) {
     const at::Tensor h = hidden.reshape({-1, hidden.size(-1)}).contiguous();
     const at::Tensor w = weight.contiguous();
     const at::Tensor y = targets.reshape({-1}).contiguous();
-    const auto N = h.size(0), V = w.size(0);
-    at::Tensor logp = at::empty({N}, h.options());
+    const auto N = h.size(0);
+    at::Tensor logp = at::empty({N}, h.options().dtype(at::kFloat));
     at::Tensor lse = at::empty({N}, h.options().dtype(at::kDouble));
+    const route r = route_for(h, "msrl::torch_ops::linear_selective_log_softmax", "hidden");
     for (std::int64_t c0 = 0; c0 < N; c0 += chunk) {
       const std::int64_t C = std::min(chunk, N - c0);
-      const at::Tensor logits = at::mm(h.narrow(0, c0, C), w.t()).contiguous(); // one chunk x V block
-      const auto n = static_cast<std::size_t>(C);
-      kernels::selective_log_softmax<float>(view<float>(logits), {y.data_ptr<std::int64_t>() + c0, n},
-                                            {{logp.data_ptr<float>() + c0, n}, {lse.data_ptr<double>() + c0, n}, {}},
-                                            {.temperature = temperature, .threads = threads()});
+      const at::Tensor logits = chunk_logits(h, w, c0, C); // one chunk x V block
+      r.kernels->forward(r.ctx, ref_of(logits), y.data_ptr<std::int64_t>() + c0, temperature, logp.data_ptr<float>() + c0,
+                         lse.data_ptr<double>() + c0, nullptr);
     }
-    (void)V;
     ctx->save_for_backward({h, w, y, lse});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["chunk"] = chunk;
@@ -230,34 +252,38 @@ struct linear_fn : public torch::autograd::Function<linear_fn> {
     const std::int64_t chunk = ctx->saved_data["chunk"].toInt();
     const at::Tensor g = go[0].reshape({-1}).to(at::kFloat).contiguous();
     const auto N = h.size(0);
-    at::Tensor dh = at::empty_like(h), dw = at::zeros_like(w);
+    // d W accumulates over chunks in fp32 whatever the weights' dtype
+    at::Tensor dh = at::empty_like(h), dw = at::zeros(w.sizes(), w.options().dtype(at::kFloat));
+    const route r = route_for(h, "msrl::torch_ops::linear_selective_log_softmax (backward)", "hidden");
     for (std::int64_t c0 = 0; c0 < N; c0 += chunk) {
       const std::int64_t C = std::min(chunk, N - c0);
-      const auto n = static_cast<std::size_t>(C);
-      at::Tensor logits = at::mm(h.narrow(0, c0, C), w.t()).contiguous(); // recomputed
-      const auto V = static_cast<std::size_t>(logits.size(1));
-      kernels::selective_log_softmax_backward<float, float>(
-          view<float>(logits), {y.data_ptr<std::int64_t>() + c0, n}, {lse.data_ptr<double>() + c0, n}, {g.data_ptr<float>() + c0, n},
-          {logits.data_ptr<float>(), n, V}, {.temperature = temperature, .threads = threads()}); // d logits in place
+      at::Tensor logits = chunk_logits(h, w, c0, C); // recomputed, then overwritten by d logits
+      r.kernels->backward(r.ctx, ref_of(logits), y.data_ptr<std::int64_t>() + c0, temperature,
+                          {lse.data_ptr<double>() + c0, g.data_ptr<float>() + c0, nullptr, nullptr}, logits.data_ptr());
       dh.narrow(0, c0, C).copy_(at::mm(logits, w));
-      dw.addmm_(logits.t(), h.narrow(0, c0, C));
+      dw.addmm_(logits.t().to(at::kFloat), h.narrow(0, c0, C).to(at::kFloat));
     }
-    return {dh.reshape(ctx->saved_data["shape"].toIntVector()), dw, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dh.reshape(ctx->saved_data["shape"].toIntVector()), dw.to(w.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 } // namespace detail
 
 /// Fused linear log-prob: log softmax(hidden W^T / T)[targets] in token chunks (no [N, V] logits
-/// tensor; workspace chunk x V fp32), differentiable with respect to hidden and weight (the
-/// backward recomputes each chunk's logits). hidden [..., H] and weight [V, H] float32, CPU.
+/// tensor; workspace chunk x V in hidden's dtype), differentiable with respect to hidden and
+/// weight (the backward recomputes each chunk's logits, overwrites them with d logits and
+/// accumulates d W in fp32). hidden [..., H] and weight [V, H] of one dtype (fp32 / bf16 / fp16);
+/// the chunk GEMMs are libtorch's (at::mm), the log-softmax sweeps msrl's.
 inline at::Tensor linear_selective_log_softmax(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                                double temperature = 1.0, std::int64_t chunk = 1024) {
   constexpr const char* where = "msrl::torch_ops::linear_selective_log_softmax";
   require(hidden.defined() && weight.defined() && targets.defined(), where, "hidden/weight/targets", "must be defined tensors");
-  require(hidden.device().is_cpu() && weight.device().is_cpu() && targets.device().is_cpu(), where, "hidden/weight/targets",
-          "must be CPU tensors");
-  require(hidden.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat, where, "hidden/weight", "must be float32");
+  detail::require_kernel_device(hidden, where, "hidden");
+  detail::require_same_device(weight, hidden, where, "weight");
+  detail::require_same_device(targets, hidden, where, "targets");
+  const auto t = hidden.scalar_type();
+  require(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf, where, "hidden", "must be float32, bfloat16 or float16");
+  require(weight.scalar_type() == t, where, "weight", "must have the dtype of hidden");
   require<shape_error>(weight.dim() == 2 && hidden.dim() >= 1 && hidden.size(-1) == weight.size(1), where, "weight",
                        "must be [V, H] with H = hidden.size(-1)");
   require<shape_error>(targets.sizes() == hidden.sizes().slice(0, hidden.dim() - 1), where, "targets",
@@ -265,6 +291,7 @@ inline at::Tensor linear_selective_log_softmax(const at::Tensor& hidden, const a
   require(targets.scalar_type() == at::kLong, where, "targets", "must be int64");
   require(chunk >= 1, where, "chunk", "must be >= 1");
   require(std::isfinite(temperature) && temperature > 0.0, where, "temperature", "must be finite and > 0");
+  detail::require_targets_in_range(targets, weight.size(0), where);
   return detail::linear_fn::apply(hidden, weight, targets, temperature, chunk);
 }
 

@@ -58,7 +58,7 @@ template <class T, bool Entropy>
 MSRL_ROW_TARGET inline row_stats forward_row(const T* x, std::size_t V, double inv_t) {
   const vec k = isa::set1(static_cast<float>(inv_t) * log2e);
   lane_state st[U];
-#pragma GCC unroll 4
+MSRL_UNROLL(4)
   for (int u = 0; u < U; ++u) {
     st[u].m = isa::set1(-3.4028234663852886e38f);
     st[u].s = st[u].t = st[u].S = st[u].Tt = isa::set1(0.0f);
@@ -66,18 +66,18 @@ MSRL_ROW_TARGET inline row_stats forward_row(const T* x, std::size_t V, double i
   std::size_t j = 0;
   int since_fold = 0;
   for (; j + U * W <= V; j += U * W) {
-#pragma GCC unroll 4
+MSRL_UNROLL(4)
     for (int u = 0; u < U; ++u) update<Entropy>(isa::template load<T>(x + j + u * W), k, st[u]);
     if (++since_fold == 64) {
       since_fold = 0;
-#pragma GCC unroll 4
+MSRL_UNROLL(4)
       for (int u = 0; u < U; ++u) fold(st[u]);
     }
   }
   for (; j + W <= V; j += W) update<Entropy>(isa::template load<T>(x + j), k, st[0]);
   if (j < V) update<Entropy>(load_tail(x + j, V - j), k, st[1 % U]);
   float lm[U * W], ls[U * W], lt[U * W];
-#pragma GCC unroll 4
+MSRL_UNROLL(4)
   for (int u = 0; u < U; ++u) {
     fold(st[u]);
     isa::lanes(st[u].m, lm + u * W);
