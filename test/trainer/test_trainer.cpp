@@ -645,6 +645,63 @@ BOOST_AUTO_TEST_CASE(grpo_entropy_bonus_matches_autograd_of_the_same_loss) {
                     msrl::invalid_argument);
 }
 
+BOOST_AUTO_TEST_CASE(fused_logprobs_match_the_libtorch_route) {
+  // The trainer's default (msrl::torch_ops' fused kernels) against libtorch's log_softmax + gather
+  // (train_options::fused_logprobs = false): log-probs, entropy, and the SFT / GRPO (+ entropy
+  // bonus, + KL to a reference) steps' losses and parameter gradients.
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto in = tiny_prompt();
+  const double T = 0.8;
+  const auto s = mt::sample(m, in.prompt, in.pixels, {.num_samples = 3, .max_new_tokens = 6, .temperature = T, .stop_ids = {3}, .seed = 5});
+  const auto a = mt::completion_logprobs(m, in.prompt, in.pixels, s.tokens, T, true);
+  const auto b = mt::completion_logprobs(m, in.prompt, in.pixels, s.tokens, T, false);
+  BOOST_TEST(max_abs_diff(a, b) < 1e-5);
+  BOOST_TEST(max_abs_diff(a * s.mask, s.logprobs * s.mask) < 1e-4); // and the sampler's own log-probs
+  const auto [la, ha] = mt::completion_logprobs_entropy(m, in.prompt, in.pixels, s.tokens, T, true);
+  const auto [lb, hb] = mt::completion_logprobs_entropy(m, in.prompt, in.pixels, s.tokens, T, false);
+  BOOST_TEST(max_abs_diff(la, lb) < 1e-5);
+  BOOST_TEST(max_abs_diff(ha, hb) < 1e-5);
+
+  auto grads_of = [&](bool fused, auto&& step) {
+    auto mm = mt::load_internvl(fixtures / "tiny_internvl");
+    auto ref = mt::load_internvl(fixtures / "tiny_internvl");
+    {
+      at::NoGradGuard ng;
+      at::manual_seed(1); // the same reference for both routes
+      for (auto& p : ref->parameters()) p.add_(at::randn_like(p) * 0.01);
+    }
+    mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .fused_logprobs = fused}, ref);
+    const double loss = step(t);
+    std::vector<at::Tensor> g;
+    for (auto& p : mm->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
+    return std::pair{loss, g};
+  };
+  auto compare = [&](const char* what, auto&& step) {
+    const auto [l1, g1] = grads_of(true, step);
+    const auto [l2, g2] = grads_of(false, step);
+    double worst = 0, scale = 0;
+    for (std::size_t i = 0; i < g1.size(); ++i) {
+      const at::Tensor& want = g2[i];
+      worst = std::max(worst, max_abs_diff(g1[i], want));
+      scale = std::max(scale, want.abs().max().item<double>());
+    }
+    BOOST_TEST_INFO(what << ": loss " << l1 << " vs " << l2 << ", grad diff " << worst << " of " << scale);
+    BOOST_TEST(scale > 1e-4);
+    BOOST_TEST(std::abs(l1 - l2) <= 1e-5 * std::max(1.0, std::abs(l2)));
+    BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale));
+  };
+  auto ids = at::cat({in.prompt, at::tensor({40, 41, 42, 43, 44, 3}, at::kLong)}).unsqueeze(0);
+  auto target = at::zeros_like(ids);
+  target.narrow(1, ids.size(1) - 6, 6).fill_(1);
+  compare("sft", [&](mt::trainer& t) { return t.sft_step({{ids, target, in.pixels}}).loss; });
+  const std::vector<double> rewards{0.0, 1.0, 0.4};
+  compare("grpo + kl + entropy", [&](mt::trainer& t) {
+    auto preset = msrl::grpo::presets::verl_default;
+    preset.loss.beta = 0.04;
+    return t.grpo_step({{in.prompt, in.pixels, s.tokens, s.mask, s.logprobs, rewards}}, preset, T, 0.2).loss;
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Images
 

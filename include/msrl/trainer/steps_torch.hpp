@@ -38,6 +38,7 @@
 #include "../grpo/advantages.hpp"
 #include "../grpo/policy_loss.hpp"
 #include "../grpo/presets.hpp"
+#include "../torch/logprob_ops.hpp"
 #include "internvl_torch.hpp"
 
 namespace msrl::trainer {
@@ -153,10 +154,10 @@ inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, con
 }
 
 namespace detail {
-/// log softmax(logits / T) of every position of `completions` [G, L] following one prompt
-/// [T]/[1, T] with its image, [G, L, V] fp32: the prompt is embedded once and shared by the G rows.
-inline at::Tensor completion_log_softmax(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
-                                         const at::Tensor& completions, double temperature, const char* where) {
+/// The logits [G, L, V] (the model's dtype) of every position of `completions` [G, L] following
+/// one prompt [T]/[1, T] with its image: the prompt is embedded once and shared by the G rows.
+inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
+                                    const at::Tensor& completions, double temperature, const char* where) {
   at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
   require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, "prompt_ids", "must be one non-empty prompt");
   require<shape_error>(completions.dim() == 2 && completions.size(1) >= 1 && completions.scalar_type() == at::kLong, where, "completions",
@@ -168,27 +169,52 @@ inline at::Tensor completion_log_softmax(internvl& model, const at::Tensor& prom
   auto ce = model->embed(completions.to(dev));
   auto e = at::cat({pe.expand({G, Tp, pe.size(2)}), ce}, 1);
   auto h = model->language_model->hidden(e).narrow(1, Tp - 1, L); // position Tp-1+t predicts completion token t
-  return (model->language_model->logits(h).to(at::kFloat) / temperature).log_softmax(-1);
+  return model->language_model->logits(h);
+}
+
+/// True when msrl's fused log-prob kernels serve tensors on x's device (always on the CPU; on CUDA
+/// once the program has installed msrl/torch/cuda_kernel_set.cuh).
+inline bool fused_kernels_for(const at::Tensor& x) {
+  if (x.device().is_cpu()) return torch_ops::installed_kernels(torch_ops::device_kind::cpu) != nullptr;
+  if (x.device().is_cuda()) return torch_ops::installed_kernels(torch_ops::device_kind::cuda) != nullptr;
+  return false;
+}
+
+/// log softmax(logits / T)[targets] (fp32, differentiable): msrl's fused op when `fused` and its
+/// kernels serve the device (no [.., V] fp32 copy, one read forward, one read + write backward),
+/// else libtorch's log_softmax + gather.
+inline at::Tensor token_logprobs(const at::Tensor& logits, const at::Tensor& targets, double temperature, bool fused) {
+  if (fused && fused_kernels_for(logits)) return torch_ops::selective_log_softmax(logits, targets, temperature);
+  auto z = logits.to(at::kFloat);
+  if (temperature != 1.0) z = z / temperature;
+  return z.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1);
 }
 } // namespace detail
 
 /// Log-probs [G, L] (fp32, differentiable) of `completions` [G, L] following one prompt:
-/// log pi(completion token t | prompt, tokens < t) at temperature T.
+/// log pi(completion token t | prompt, tokens < t) at temperature T. `fused`: msrl's fused
+/// kernels where they serve the model's device (see detail::token_logprobs), else libtorch's.
 inline at::Tensor completion_logprobs(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
-                                      const at::Tensor& completions, double temperature = 1.0) {
-  const auto ls = detail::completion_log_softmax(model, prompt_ids, pixel_values, completions, temperature, "msrl::trainer::completion_logprobs");
-  return ls.gather(2, completions.to(ls.device()).unsqueeze(2)).squeeze(2);
+                                      const at::Tensor& completions, double temperature = 1.0, bool fused = true) {
+  const auto z = detail::completion_logits(model, prompt_ids, pixel_values, completions, temperature, "msrl::trainer::completion_logprobs");
+  return detail::token_logprobs(z, completions.to(z.device()), temperature, fused);
 }
 
 /// The log-probs above and the entropy of each position's distribution at temperature T,
 /// H_t = -sum_v p_v log p_v, both [G, L] fp32 and differentiable.
 inline std::pair<at::Tensor, at::Tensor> completion_logprobs_entropy(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
-                                                                     const at::Tensor& completions, double temperature = 1.0) {
-  const auto ls = detail::completion_log_softmax(model, prompt_ids, pixel_values, completions, temperature,
-                                                 "msrl::trainer::completion_logprobs_entropy");
+                                                                     const at::Tensor& completions, double temperature = 1.0,
+                                                                     bool fused = true) {
+  const auto z = detail::completion_logits(model, prompt_ids, pixel_values, completions, temperature,
+                                           "msrl::trainer::completion_logprobs_entropy");
+  const auto y = completions.to(z.device());
+  if (fused && detail::fused_kernels_for(z)) {
+    auto [logp, entropy] = torch_ops::selective_log_softmax_with_entropy(z, y, temperature);
+    return {logp, entropy};
+  }
+  const auto ls = (z.to(at::kFloat) / temperature).log_softmax(-1);
   // p log p -> 0 where p = 0 (a -inf logit): clamp log p to the lowest finite float first
-  return {ls.gather(2, completions.to(ls.device()).unsqueeze(2)).squeeze(2),
-          -(ls.exp() * ls.clamp_min(std::numeric_limits<float>::lowest())).sum(-1)};
+  return {ls.gather(2, y.unsqueeze(2)).squeeze(2), -(ls.exp() * ls.clamp_min(std::numeric_limits<float>::lowest())).sum(-1)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,6 +338,10 @@ struct train_options {
   /// Mixed precision: the forward passes of sft_step / grpo_step run under autocast_guard with this
   /// dtype (at::kBFloat16; at::kHalf on CUDA); unset trains in the weights' dtype.
   std::optional<at::ScalarType> autocast = std::nullopt;
+  /// Per-token log-probs (and entropy) through msrl's fused ops (msrl::torch_ops) where their
+  /// kernels serve the model's device; false: libtorch's log_softmax + gather (the [.., V] fp32
+  /// log-softmax and its gradient are then materialised).
+  bool fused_logprobs = true;
   /// Data-parallel group; null (or one rank) trains this process alone. With more ranks the
   /// constructor broadcasts rank 0's weights, and every step sums counts and gradients.
   std::shared_ptr<communicator> comm = nullptr;
@@ -470,7 +500,7 @@ public:
       {
         const autocast_guard ac(device(), opt_.autocast);
         auto logits = model_->forward(b.input_ids.to(device()), b.pixel_values.defined() ? b.pixel_values.to(device()) : b.pixel_values);
-        auto lp = logits.narrow(1, 0, T - 1).to(at::kFloat).log_softmax(-1).gather(2, b.input_ids.narrow(1, 1, T - 1).to(device()).unsqueeze(2)).squeeze(2);
+        auto lp = detail::token_logprobs(logits.narrow(1, 0, T - 1), b.input_ids.narrow(1, 1, T - 1).to(device()), 1.0, opt_.fused_logprobs);
         auto m = b.target_mask.narrow(1, 1, T - 1).to(device(), at::kFloat);
         loss = -(lp * m).sum() / total;
       }
@@ -520,8 +550,11 @@ public:
       at::Tensor logp, ent;
       {
         const autocast_guard ac(device(), opt_.autocast);
-        if (entropy_coeff != 0.0) std::tie(logp, ent) = completion_logprobs_entropy(model_, g.prompt_ids, g.pixel_values, g.completions, temperature);
-        else logp = completion_logprobs(model_, g.prompt_ids, g.pixel_values, g.completions, temperature);
+        if (entropy_coeff != 0.0)
+          std::tie(logp, ent) =
+              completion_logprobs_entropy(model_, g.prompt_ids, g.pixel_values, g.completions, temperature, opt_.fused_logprobs);
+        else
+          logp = completion_logprobs(model_, g.prompt_ids, g.pixel_values, g.completions, temperature, opt_.fused_logprobs);
       }
       const at::Tensor lp = logp.detach().to(at::kCPU, at::kFloat).contiguous();
       const at::Tensor old = g.old_logprobs.defined() ? g.old_logprobs.to(at::kCPU, at::kFloat).contiguous() : at::Tensor();
@@ -529,7 +562,9 @@ public:
       if (preset.loss.beta != 0.0) {
         at::NoGradGuard ng;
         const autocast_guard ac(device(), opt_.autocast);
-        ref = completion_logprobs(*ref_, g.prompt_ids, g.pixel_values, g.completions, temperature).to(at::kCPU, at::kFloat).contiguous();
+        ref = completion_logprobs(*ref_, g.prompt_ids, g.pixel_values, g.completions, temperature, opt_.fused_logprobs)
+                  .to(at::kCPU, at::kFloat)
+                  .contiguous();
       }
       const at::Tensor m = g.mask.to(at::kCPU, at::kByte).contiguous();
       const at::Tensor a = at::tensor(adv, at::kFloat);
