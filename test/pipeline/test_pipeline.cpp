@@ -141,6 +141,7 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"cmkd.confidence=loudest", "cmkd.confidence"},
       {"pretrain_media.epochs=0", "pretrain_media.epochs"},
       {"model.autocast=fp8", "model.autocast"},
+      {"model.fused_logprobs=2", "model.fused_logprobs"},
       {"mm_grpo.entropy_coeff=1e999", "mm_grpo.entropy_coeff"},
   };
   for (const auto& c : cases) {

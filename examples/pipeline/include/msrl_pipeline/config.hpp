@@ -109,6 +109,7 @@ struct model_config {
   double init_std = 0;         ///< init = "tiny": 0 keeps libtorch's default initialisation; > 0: weights ~ N(0, init_std)
                                ///< the transformers way (msrl::trainer::init_weights)
   std::string autocast = "none"; ///< mixed-precision training steps: none | bf16 | fp16 (fp16: CUDA only)
+  bool fused_logprobs = true;    ///< per-token log-probs through msrl::torch_ops (false: libtorch's log_softmax + gather)
 };
 
 struct pipeline_config {
@@ -312,7 +313,7 @@ inline pipeline_config parse_config(const json& doc) {
   detail::object_reader r(doc, "");
   r.get("data_dir", c.data_dir).get("output_dir", c.output_dir).get("generate_data", c.generate_data).get("seed", c.seed)
       .get("threads", c.threads).get("save_every", c.save_every).get("progress", c.progress).get("stages", c.stages);
-  r.nested("model", [&](detail::object_reader& m) { m.get("init", c.model.init).get("tokenizer", c.model.tokenizer).get("tiny", c.model.tiny).get("init_std", c.model.init_std).get("autocast", c.model.autocast); });
+  r.nested("model", [&](detail::object_reader& m) { m.get("init", c.model.init).get("tokenizer", c.model.tokenizer).get("tiny", c.model.tiny).get("init_std", c.model.init_std).get("autocast", c.model.autocast).get("fused_logprobs", c.model.fused_logprobs); });
   r.nested("pretrain", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain); });
   r.nested("pretrain_media", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain_media); });
   r.nested("sft", [&](detail::object_reader& m) { detail::read_sft(m, c.sft); });

@@ -258,11 +258,13 @@ inline void write_plots(const run_context& ctx, const std::string& stage) {
 
 /// What a training stage holds while it runs: the trainer (restored from the stage's resume
 /// state when there is one), where to start, the metrics file (rank 0) and the progress bar.
-/// opt with the configuration's mixed precision (model.autocast) switched on.
-inline msrl::trainer::train_options with_autocast(const run_context& ctx, msrl::trainer::train_options opt) {
+/// opt with the configuration's mixed precision (model.autocast) and log-prob route
+/// (model.fused_logprobs) applied.
+inline msrl::trainer::train_options with_model_options(const run_context& ctx, msrl::trainer::train_options opt) {
   const auto& a = ctx.cfg.model.autocast;
   if (a == "bf16") opt.autocast = at::kBFloat16;
   else if (a == "fp16") opt.autocast = at::kHalf;
+  opt.fused_logprobs = ctx.cfg.model.fused_logprobs;
   return opt;
 }
 
@@ -273,7 +275,7 @@ struct stage_session {
   progress_bar bar;
 
   stage_session(const run_context& ctx, const std::string& stage, internvl& m, const msrl::trainer::train_options& opt, std::int64_t total)
-      : trainer(m, with_autocast(ctx, opt)), start(read_resume(ctx, stage)),
+      : trainer(m, with_model_options(ctx, opt)), start(read_resume(ctx, stage)),
         bar({.label = stage, .total = static_cast<std::uint64_t>(total), .enabled = ctx.cfg.progress && ctx.leader()}) {
     if (start.resumed) load_resume(ctx, stage, m, trainer);
     const auto path = ctx.out / "metrics" / (stage + ".jsonl");
