@@ -37,25 +37,25 @@ if [[ $build_rc -eq 0 ]]; then
   check_rc=${PIPESTATUS[0]}
 fi
 
-core_rc=125
-log "GRPO core on the GPU: Thrust backend against the reference backend (test/cuda/test_thrust_cuda.cu)"
-if "$NVCC" -std=c++20 -O2 -arch=sm_$arch --extended-lambda --expt-relaxed-constexpr -Iinclude \
-     -DMSRL_BOOST_TEST_HEADER_ONLY test/cuda/test_thrust_cuda.cu -o "$build/test_thrust_cuda" 2> "$build/thrust_build.txt"; then
-  "$build/test_thrust_cuda" --log_level=message 2>&1 | tee "$report/core_thrust_cuda.txt"
-  core_rc=${PIPESTATUS[0]}
-else
-  tail -20 "$build/thrust_build.txt" | tee "$report/core_thrust_cuda.txt"
-fi
+# One Boost test of test/cuda built header-only with nvcc and run: boost_cuda_test NAME REPORT-FILE;
+# its exit status is the test's (125 when it does not build).
+boost_cuda_test() {
+  if "$NVCC" -std=c++20 -O2 -arch=sm_$arch --extended-lambda --expt-relaxed-constexpr -Iinclude \
+       -DMSRL_BOOST_TEST_HEADER_ONLY "test/cuda/$1.cu" -o "$build/$1" 2> "$build/$1_build.txt"; then
+    "$build/$1" --log_level=message 2>&1 | tee "$report/$2"
+    return "${PIPESTATUS[0]}"
+  fi
+  tail -20 "$build/$1_build.txt" | tee "$report/$2"
+  return 125
+}
 
-set_rc=125
+log "GRPO core on the GPU: Thrust backend against the reference backend (test/cuda/test_thrust_cuda.cu)"
+boost_cuda_test test_thrust_cuda core_thrust_cuda.txt
+core_rc=$?
+
 log "libtorch ops' CUDA kernel set against the host set (test/cuda/test_cuda_kernel_set.cu)"
-if "$NVCC" -std=c++20 -O2 -arch=sm_$arch --extended-lambda --expt-relaxed-constexpr -Iinclude \
-     -DMSRL_BOOST_TEST_HEADER_ONLY test/cuda/test_cuda_kernel_set.cu -o "$build/test_cuda_kernel_set" 2> "$build/kernel_set_build.txt"; then
-  "$build/test_cuda_kernel_set" --log_level=message 2>&1 | tee "$report/cuda_kernel_set.txt"
-  set_rc=${PIPESTATUS[0]}
-else
-  tail -20 "$build/kernel_set_build.txt" | tee "$report/cuda_kernel_set.txt"
-fi
+boost_cuda_test test_cuda_kernel_set cuda_kernel_set.txt
+set_rc=$?
 
 log "torch baselines"
 pyargs=()

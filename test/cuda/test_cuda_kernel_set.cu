@@ -3,11 +3,7 @@
 // place) and the GRPO loss (packed layout with device offsets, mask, old / ref, every preset's
 // options), fp32 / bf16 / fp16. Skipped (77) without a GPU.
 #define BOOST_TEST_MODULE cuda_kernel_set
-#ifdef MSRL_BOOST_TEST_HEADER_ONLY // GPU machines with Boost headers but no Boost.Test library
-#include <boost/test/included/unit_test.hpp>
-#else
-#include <boost/test/unit_test.hpp>
-#endif
+#include "../support/cuda_test_main.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -21,14 +17,6 @@
 namespace to = msrl::torch_ops;
 namespace k = msrl::kernels;
 namespace mc = msrl::cuda;
-
-struct require_gpu {
-  require_gpu() {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) std::exit(77);
-  }
-};
-BOOST_TEST_GLOBAL_FIXTURE(require_gpu);
 
 namespace {
 

@@ -1,7 +1,7 @@
 // CUDA selective log-softmax, fused forward+backward, backward with the entropy gradient, fused linear (cuBLAS) and GRPO
 // loss from logits against the double-precision reference and the core's host path (kernels/gpu_lab.cuh). Skipped (77) without a GPU.
 #define BOOST_TEST_MODULE cuda_kernels
-#include <boost/test/unit_test.hpp>
+#include "../support/cuda_test_main.hpp"
 
 #include <cstdlib>
 
@@ -9,14 +9,6 @@
 
 namespace lab = msrl::lab;
 namespace mc = msrl::cuda;
-
-struct require_gpu {
-  require_gpu() {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) std::exit(77);
-  }
-};
-BOOST_TEST_GLOBAL_FIXTURE(require_gpu);
 
 template <class T>
 void forward_case(std::size_t N, std::size_t V, std::size_t ld, float temp, std::size_t stride) {

@@ -1,10 +1,6 @@
 // The Thrust backend on a CUDA device agrees with the reference backend. Skipped (77) without a GPU.
 #define BOOST_TEST_MODULE thrust_cuda
-#ifdef MSRL_BOOST_TEST_HEADER_ONLY // GPU machines with Boost headers but no Boost.Test library
-#include <boost/test/included/unit_test.hpp>
-#else
-#include <boost/test/unit_test.hpp>
-#endif
+#include "../support/cuda_test_main.hpp"
 
 #include <cuda_runtime.h>
 #include <cstdlib>
@@ -15,14 +11,6 @@
 #include <msrl/grpo.hpp>
 
 namespace g = msrl::grpo;
-
-struct require_gpu {
-  require_gpu() {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) std::exit(77);
-  }
-};
-BOOST_TEST_GLOBAL_FIXTURE(require_gpu);
 
 BOOST_AUTO_TEST_CASE(loss_and_advantages_match_reference) {
   const std::size_t B = 64, T = 300;
