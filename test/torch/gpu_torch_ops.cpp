@@ -116,6 +116,32 @@ int main() {
     check("linear_grad_weight", rel(wg.grad(), wc.grad()), 1e-4);
   }
 
+  // refusals that the host kernels make while they read are made on the device by the ops
+  {
+    const auto x = torch::randn({2, 3, 50}, cuda);
+    auto y = torch::randint(0, 50, {2, 3}, cuda.dtype(at::kLong));
+    auto refused = [](auto&& f, const char* needle) {
+      try {
+        f();
+      } catch (const msrl::invalid_argument& e) {
+        return std::string(e.what()).find(needle) != std::string::npos;
+      }
+      return false;
+    };
+    auto y_big = y.clone();
+    y_big[0][1].fill_(50);
+    check("refuses_target_out_of_range", refused([&] { to::selective_log_softmax(x, y_big); }, "'targets' must be < V") ? 0 : 1, 0);
+    auto y_neg = y.clone();
+    y_neg[1][2].fill_(-100);
+    const auto adv = torch::ones({2}, cuda);
+    check("refuses_negative_unmasked_target",
+          refused([&] { to::grpo_loss(x, y_neg, {}, {}, adv, {}, msrl::grpo::loss_options{}); }, "at unmasked tokens") ? 0 : 1, 0);
+    auto mask = torch::ones({2, 3}, cuda.dtype(at::kByte));
+    mask[1][2].fill_(0);
+    check("masked_negative_target_accepted",
+          refused([&] { to::grpo_loss(x, y_neg, {}, {}, adv, mask, msrl::grpo::loss_options{}); }, "'targets'") ? 1 : 0, 0);
+  }
+
   // time: the op's forward + backward against torch eager's log_softmax + gather + autograd (bf16)
   {
     const long N = 8192, V = 151936;

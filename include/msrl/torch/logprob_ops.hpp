@@ -182,6 +182,11 @@ struct grpo_fn : public torch::autograd::Function<grpo_fn> {
       require_same_device(mask, x, where, "mask");
       m = mask.detach().reshape({-1}).to(at::kByte).contiguous();
     }
+    if (!x.device().is_cpu()) { // the host kernels check this while they read
+      const at::Tensor neg = y.lt(0);
+      require<value_error>(!(m.defined() ? neg.logical_and(m.ne(0)) : neg).any().item<bool>(), where, "targets",
+                           "must be >= 0 at unmasked tokens");
+    }
     at::Tensor off;
     loss_arrays in;
     if (offsets.defined() && offsets.numel()) {
