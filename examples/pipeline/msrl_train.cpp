@@ -80,7 +80,14 @@ std::vector<std::string> split_commas(const std::string& s) {
 
 } // namespace
 
+#if defined(MSRL_TRAIN_CUDA_KERNELS)
+void msrl_train_install_cuda_kernels(); // cuda_kernels.cu
+#endif
+
 int main(int argc, char** argv) {
+#if defined(MSRL_TRAIN_CUDA_KERNELS)
+  msrl_train_install_cuda_kernels();
+#endif
   CLI::App app{"msrl-train: the MSRL multi-stage recipe (SFT, textual GRPO, caption GRPO with replay, CMKD, multimodal GRPO, voting@k evaluation)"};
   app.require_subcommand(1);
 
