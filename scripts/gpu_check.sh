@@ -22,6 +22,40 @@ log() { echo "=== [$(( $(date +%s) - t0 ))s] $*"; }
 log "nvidia-smi"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$report/nvidia_smi.txt"
 
+# The test programs build in the background (nvcc / g++ are single-threaded) while gpu_check builds
+# and runs; run_built waits for one and runs it: run_built NAME PID REPORT-FILE [ARGS...] returns the
+# program's exit status, 125 when it did not build.
+nvcc_flags=(-std=c++20 -O2 -arch=sm_$arch --extended-lambda --expt-relaxed-constexpr -Iinclude)
+build_boost_test() { # header-only Boost: GPU machines may have the headers without the library
+  "$NVCC" "${nvcc_flags[@]}" -DMSRL_BOOST_TEST_HEADER_ONLY "test/cuda/$1.cu" -o "$build/$1" 2> "$build/$1_build.txt"
+}
+torch_dir=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null || true)
+abi=$( [[ -n $torch_dir ]] && python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))' || echo 1)
+build_torch_ops() { # the ops (g++, against the machine's PyTorch) + the CUDA kernel set (nvcc)
+  "$NVCC" "${nvcc_flags[@]}" -D_GLIBCXX_USE_CXX11_ABI=$abi -c test/torch/cuda_kernels_install.cu -o "$build/cuda_kernels_install.o" \
+    2> "$build/gpu_torch_ops_build.txt" &&
+    g++ -std=c++20 -O2 -D_GLIBCXX_USE_CXX11_ABI=$abi -DMSRL_TORCH_CUDA=1 -Iinclude -isystem "$torch_dir/include" \
+      -isystem "$torch_dir/include/torch/csrc/api/include" test/torch/gpu_torch_ops.cpp "$build/cuda_kernels_install.o" \
+      -o "$build/gpu_torch_ops" -L"$torch_dir/lib" -Wl,-rpath,"$torch_dir/lib" -Wl,--no-as-needed -ltorch_cuda -ltorch -ltorch_cpu \
+      -lc10_cuda -lc10 -L"$(dirname "$NVCC")/../lib64" -lcudart 2>> "$build/gpu_torch_ops_build.txt"
+}
+run_built() {
+  local name=$1 pid=$2 out=$3
+  shift 3
+  if wait "$pid"; then
+    "$build/$name" "$@" 2>&1 | tee "$report/$out"
+    return "${PIPESTATUS[0]}"
+  fi
+  tail -20 "$build/${name}_build.txt" | tee "$report/$out"
+  return 125
+}
+build_boost_test test_thrust_cuda & pid_core=$!
+build_boost_test test_cuda_kernel_set & pid_set=$!
+pid_ops=
+if [[ -n $torch_dir ]]; then
+  build_torch_ops & pid_ops=$!
+fi
+
 log "build kernels/gpu_check (sm_$arch)"
 "$NVCC" -std=c++20 -O3 -arch=sm_$arch -lineinfo --extended-lambda --expt-relaxed-constexpr -Iinclude -Ikernels \
   kernels/gpu_check.cu -o "$build/gpu_check" -lcublas -Xptxas -v 2> "$build/ptxas.txt"
@@ -37,24 +71,12 @@ if [[ $build_rc -eq 0 ]]; then
   check_rc=${PIPESTATUS[0]}
 fi
 
-# One Boost test of test/cuda built header-only with nvcc and run: boost_cuda_test NAME REPORT-FILE;
-# its exit status is the test's (125 when it does not build).
-boost_cuda_test() {
-  if "$NVCC" -std=c++20 -O2 -arch=sm_$arch --extended-lambda --expt-relaxed-constexpr -Iinclude \
-       -DMSRL_BOOST_TEST_HEADER_ONLY "test/cuda/$1.cu" -o "$build/$1" 2> "$build/$1_build.txt"; then
-    "$build/$1" --log_level=message 2>&1 | tee "$report/$2"
-    return "${PIPESTATUS[0]}"
-  fi
-  tail -20 "$build/$1_build.txt" | tee "$report/$2"
-  return 125
-}
-
 log "GRPO core on the GPU: Thrust backend against the reference backend (test/cuda/test_thrust_cuda.cu)"
-boost_cuda_test test_thrust_cuda core_thrust_cuda.txt
+run_built test_thrust_cuda "$pid_core" core_thrust_cuda.txt --log_level=message
 core_rc=$?
 
 log "libtorch ops' CUDA kernel set against the host set (test/cuda/test_cuda_kernel_set.cu)"
-boost_cuda_test test_cuda_kernel_set cuda_kernel_set.txt
+run_built test_cuda_kernel_set "$pid_set" cuda_kernel_set.txt --log_level=message
 set_rc=$?
 
 log "torch baselines"
@@ -68,10 +90,8 @@ trainer_rc=skipped
 log "example trainer: one GRPO step on CUDA, fp32 and bf16 autocast (test/trainer/gpu_grpo_step.cpp)"
 # Built against the machine's PyTorch (its wheel carries libtorch); needs nlohmann/json.hpp on the
 # include path (/usr/include, or MSRL_EXTRA_INCLUDE).
-torch_dir=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null || true)
 json_inc=${MSRL_EXTRA_INCLUDE:-/usr/include}
 if [[ -n $torch_dir && -f $json_inc/nlohmann/json.hpp ]]; then
-  abi=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
   json_flag=()
   [[ $json_inc != /usr/include ]] && json_flag=(-isystem "$json_inc") # never -isystem the system dir itself
   if g++ -std=c++20 -O2 -D_GLIBCXX_USE_CXX11_ABI=$abi -DMSRL_TRAINER_FIXTURES="\"$PWD/test/trainer/fixtures\"" -Iinclude \
@@ -91,19 +111,8 @@ fi
 torch_ops_rc=skipped
 log "libtorch ops on CUDA tensors (test/torch/gpu_torch_ops.cpp + cuda_kernels_install.cu)"
 if [[ -n $torch_dir ]]; then
-  abi=$(python3 -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
-  if "$NVCC" -std=c++20 -O2 -arch=sm_$arch --extended-lambda --expt-relaxed-constexpr -Iinclude -D_GLIBCXX_USE_CXX11_ABI=$abi \
-       -c test/torch/cuda_kernels_install.cu -o "$build/cuda_kernels_install.o" 2> "$build/torch_ops_build.txt" &&
-     g++ -std=c++20 -O2 -D_GLIBCXX_USE_CXX11_ABI=$abi -DMSRL_TORCH_CUDA=1 -Iinclude -isystem "$torch_dir/include" \
-       -isystem "$torch_dir/include/torch/csrc/api/include" test/torch/gpu_torch_ops.cpp "$build/cuda_kernels_install.o" \
-       -o "$build/gpu_torch_ops" -L"$torch_dir/lib" -Wl,-rpath,"$torch_dir/lib" -Wl,--no-as-needed -ltorch_cuda -ltorch -ltorch_cpu \
-       -lc10_cuda -lc10 -L"$(dirname "$NVCC")/../lib64" -lcudart 2>> "$build/torch_ops_build.txt"; then
-    "$build/gpu_torch_ops" | tee "$report/torch_ops_cuda.jsonl"
-    torch_ops_rc=${PIPESTATUS[0]}
-  else
-    tail -20 "$build/torch_ops_build.txt" | tee "$report/torch_ops_cuda.txt"
-    torch_ops_rc=125
-  fi
+  run_built gpu_torch_ops "$pid_ops" torch_ops_cuda.jsonl
+  torch_ops_rc=$?
 else
   echo "skipped: needs python3 torch" | tee "$report/torch_ops_cuda.txt"
 fi
