@@ -41,9 +41,7 @@ inline grpo::loss_inputs<float, std::uint8_t> device_loss_inputs(const token_lay
           {advantages, num_advantages},
           {mask, mask ? n : 0}};
 }
-} // namespace detail
 
-namespace detail {
 /// A CUDA launch or synchronisation failed (the noexcept launcher reports launch_failed).
 class launch_error : public msrl::error {
 public:
@@ -93,10 +91,8 @@ template <class T, class G = T>
 status grpo_loss_from_logits(const grpo_logits_inputs<T>& in, const grpo::loss_options& opt, const grpo::loss_normalizer& norm,
                              float temperature, grpo::loss_result* result, G* grad = nullptr, std::int64_t ldg = 0,
                              float* logp_out = nullptr, cudaStream_t stream = nullptr) noexcept {
-  const std::int64_t N = static_cast<std::int64_t>(in.layout.total_tokens);
-  if (!result || !detail::valid_common(in.logits, N, in.cols, in.ld ? in.ld : in.cols, in.targets, temperature) || !in.advantages)
-    return status::invalid_argument;
-  if (N > 0x7fffffff) return status::unsupported;
+  if (!result) return status::invalid_argument;
+  if (in.layout.total_tokens > 0x7fffffffu) return status::unsupported; // the rest is checked (and thrown) below
   try {
     *result = detail::grpo_loss_from_logits_or_throw<T, G>(in, opt, norm, temperature, grad, ldg, logp_out, stream);
     return status::success;

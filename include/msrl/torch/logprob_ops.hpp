@@ -36,6 +36,14 @@
 
 namespace msrl::torch_ops {
 
+/// The kernel set installed for x's device, or null (a device other than CPU / CUDA, or CUDA
+/// before install_cuda_kernels()).
+inline const kernel_set* kernels_for(const at::Tensor& x) {
+  if (x.device().is_cpu()) return installed_kernels(device_kind::cpu);
+  if (x.device().is_cuda()) return installed_kernels(device_kind::cuda);
+  return nullptr;
+}
+
 namespace detail {
 
 /// The kernel set and context for tensors on x's device; every tensor of the call must be there.
@@ -50,8 +58,8 @@ inline void require_kernel_device(const at::Tensor& x, const char* where, const 
 
 inline route route_for(const at::Tensor& x, const char* where, const char* arg) {
   require_kernel_device(x, where, arg);
-  const bool cpu = x.device().is_cpu(), cuda = x.device().is_cuda();
-  const kernel_set* set = installed_kernels(cpu ? device_kind::cpu : device_kind::cuda);
+  const bool cuda = x.device().is_cuda();
+  const kernel_set* set = kernels_for(x);
   require(set != nullptr, where, arg,
           "is a CUDA tensor but no CUDA kernels are installed: compile msrl/torch/cuda_kernel_set.cuh into one .cu file of the "
           "program and call msrl::torch_ops::install_cuda_kernels() once");

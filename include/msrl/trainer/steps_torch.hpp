@@ -172,19 +172,12 @@ inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_id
   return model->language_model->logits(h);
 }
 
-/// True when msrl's fused log-prob kernels serve tensors on x's device (always on the CPU; on CUDA
-/// once the program has installed msrl/torch/cuda_kernel_set.cuh).
-inline bool fused_kernels_for(const at::Tensor& x) {
-  if (x.device().is_cpu()) return torch_ops::installed_kernels(torch_ops::device_kind::cpu) != nullptr;
-  if (x.device().is_cuda()) return torch_ops::installed_kernels(torch_ops::device_kind::cuda) != nullptr;
-  return false;
-}
-
-/// log softmax(logits / T)[targets] (fp32, differentiable): msrl's fused op when `fused` and its
-/// kernels serve the device (no [.., V] fp32 copy, one read forward, one read + write backward),
-/// else libtorch's log_softmax + gather.
+/// log softmax(logits / T)[targets] (fp32, differentiable): msrl's fused op when `fused` and a
+/// kernel set serves the device (torch_ops::kernels_for: always the CPU, CUDA once installed; no
+/// [.., V] fp32 copy, one read forward, one read + write backward), else libtorch's log_softmax +
+/// gather.
 inline at::Tensor token_logprobs(const at::Tensor& logits, const at::Tensor& targets, double temperature, bool fused) {
-  if (fused && fused_kernels_for(logits)) return torch_ops::selective_log_softmax(logits, targets, temperature);
+  if (fused && torch_ops::kernels_for(logits)) return torch_ops::selective_log_softmax(logits, targets, temperature);
   auto z = logits.to(at::kFloat);
   if (temperature != 1.0) z = z / temperature;
   return z.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1);
@@ -208,7 +201,7 @@ inline std::pair<at::Tensor, at::Tensor> completion_logprobs_entropy(internvl& m
   const auto z = detail::completion_logits(model, prompt_ids, pixel_values, completions, temperature,
                                            "msrl::trainer::completion_logprobs_entropy");
   const auto y = completions.to(z.device());
-  if (fused && detail::fused_kernels_for(z)) {
+  if (fused && torch_ops::kernels_for(z)) {
     auto [logp, entropy] = torch_ops::selective_log_softmax_with_entropy(z, y, temperature);
     return {logp, entropy};
   }

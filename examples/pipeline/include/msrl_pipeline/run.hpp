@@ -654,13 +654,18 @@ inline std::string eval_table(const eval_result& e) {
   return s;
 }
 
+/// How many of `all` rows an evaluation scores (the first eval.max_items; 0 = all).
+inline std::size_t evaluated_rows(const eval_config& c, std::size_t all) {
+  return c.max_items > 0 ? std::min(all, static_cast<std::size_t>(c.max_items)) : all;
+}
+
 /// Held-out accuracy per task type: k samples per row, voting@k; unparsable judgments count as
 /// wrong (never excluded), and an item counts in "both orders" only if both of its orders are right.
 inline eval_result run_eval(run_context& ctx, internvl& m, const std::vector<record>& all_rows, const std::string& label = "eval",
                             std::vector<std::vector<std::string>>* completions = nullptr) {
   const auto& c = ctx.cfg.eval;
   std::vector<record> rows = all_rows;
-  if (c.max_items > 0 && rows.size() > static_cast<std::size_t>(c.max_items)) rows.resize(static_cast<std::size_t>(c.max_items));
+  rows.resize(evaluated_rows(c, rows.size()));
   using msrl::voting::accuracy_table;
   using msrl::voting::unparsable_policy;
   accuracy_table at1(unparsable_policy::wrong), atk(unparsable_policy::wrong), pairs(unparsable_policy::wrong);
@@ -766,7 +771,7 @@ inline msrl::voting::accuracy_report report_from_json(const json& j) {
 inline std::optional<eval_result> read_eval_report(const run_context& ctx, const std::string& name, std::size_t all_rows) {
   const auto p = ctx.out / "eval" / (name + ".json");
   const auto& c = ctx.cfg.eval;
-  const std::size_t rows = c.max_items > 0 ? std::min(all_rows, static_cast<std::size_t>(c.max_items)) : all_rows;
+  const std::size_t rows = evaluated_rows(c, all_rows);
   std::ifstream in(p);
   auto j = json::parse(in, nullptr, false);
   try {
