@@ -193,10 +193,14 @@ int main(int argc, char** argv) {
       mp::write_file_atomic(ctx.out / "config.json", cfg.source.dump(2) + "\n");
     }
     const auto t0 = std::chrono::steady_clock::now();
-    auto result = mp::run_pipeline(ctx);
+    const auto outcome = mp::run_pipeline(ctx);
+    const auto& result = outcome.final_eval;
     if (ctx.leader()) {
       std::cerr << "msrl-train: finished in " << static_cast<int>(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())
                 << " s; outputs in " << ctx.out.string() << "\n";
+      if (!outcome.trajectory.empty())
+        std::cout << "\nHeld-out accuracy after each stage (%, " << cfg.eval.text_file << " / " << cfg.eval.caption_file << " / " << cfg.eval.file
+                  << "; eval/trajectory.md):\n\n" << mp::trajectory_table(outcome.trajectory, cfg.eval.k);
       if (result) {
         std::cout << "\nHeld-out evaluation (" << cfg.eval.file << "):\n\n" << mp::eval_table(result->eval);
         if (result->caption) std::cout << "\nThe same items with captions instead of media (" << cfg.eval.caption_file << "):\n\n" << mp::eval_table(*result->caption);

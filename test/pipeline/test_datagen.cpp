@@ -243,7 +243,7 @@ BOOST_AUTO_TEST_CASE(default_output_files_sizes_and_speed) {
   const std::map<std::string, std::size_t> rows = {{"stage1_sft.jsonl", d.sft},   {"stage1_rl.jsonl", d.text_rl},
                                                    {"stage2_caption_rl.jsonl", d.caption_rl}, {"stage2_cmkd.jsonl", d.cmkd},
                                                    {"stage3_multimodal_rl.jsonl", d.mm_rl},   {"eval.jsonl", 2 * d.eval},
-                                                   {"eval_caption.jsonl", 2 * d.eval}};
+                                                   {"eval_caption.jsonl", 2 * d.eval}, {"eval_text.jsonl", 2 * d.eval}};
   BOOST_REQUIRE_EQUAL(b.sum.files.size(), rows.size());
   for (const auto& [name, n] : rows) {
     BOOST_TEST_CONTEXT(name) {
@@ -290,7 +290,7 @@ BOOST_AUTO_TEST_CASE(every_row_follows_the_schema) {
   const std::set<std::string> allowed = {"id", "messages", "images", "videos", "solution", "task_type", "caption", "order", "caption_messages"};
   for (const auto f : mp::datagen_jsonl_files) {
     const std::string name(f);
-    const bool text = name.starts_with("stage1"), sft = name == "stage1_sft.jsonl", media = name == "stage2_cmkd.jsonl" ||
+    const bool text = name.starts_with("stage1") || name == "eval_text.jsonl", sft = name == "stage1_sft.jsonl", media = name == "stage2_cmkd.jsonl" ||
                                                                                              name == "stage3_multimodal_rl.jsonl" || name == "eval.jsonl";
     const bool eval = name.starts_with("eval");
     const std::string system = mp::system_prompt(text ? mp::prompt_style::text : media ? mp::prompt_style::multimodal : mp::prompt_style::caption);
@@ -455,7 +455,7 @@ BOOST_AUTO_TEST_CASE(pretrain_media_rows_cover_pairs_videos_and_video_pairs) {
 
 BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
   auto& b = bundled::get();
-  for (const std::string name : {"stage1_sft.jsonl", "stage1_rl.jsonl", "stage2_caption_rl.jsonl", "eval_caption.jsonl"}) {
+  for (const std::string name : {"stage1_sft.jsonl", "stage1_rl.jsonl", "stage2_caption_rl.jsonl", "eval_caption.jsonl", "eval_text.jsonl"}) {
     std::size_t phrase_rows = 0, text_rows = 0;
     for (const auto& row : read_jsonl(b.dir / name)) {
       text_rows += row["task_type"] == "text";
@@ -491,8 +491,9 @@ BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
         }
       }
     }
-    // the default phrases about half the stage 1 contexts (one draw per row)
-    BOOST_TEST_CONTEXT(name) {
+    // the default phrases about half the stage 1 contexts (one draw per row; eval_text.jsonl has
+    // only 100 draws, each written twice, too few for this band)
+    if (name != "eval_text.jsonl") BOOST_TEST_CONTEXT(name) {
       BOOST_CHECK_GE(phrase_rows * 5, text_rows * 2);
       BOOST_CHECK_LE(phrase_rows * 5, text_rows * 3);
     }
@@ -511,7 +512,7 @@ BOOST_AUTO_TEST_CASE(labels_and_task_types_are_balanced) {
       }
       const auto& s = b.sum.file(name);
       BOOST_CHECK_EQUAL(s.label_a, s.label_b);
-      BOOST_CHECK_EQUAL(per_task.size(), name.starts_with("stage1") ? 1u : 4u);
+      BOOST_CHECK_EQUAL(per_task.size(), name.starts_with("stage1") || name == "eval_text.jsonl" ? 1u : 4u);
       for (const auto& [task, ab] : per_task) {
         BOOST_CHECK_EQUAL(ab.first, ab.second);
         BOOST_CHECK_EQUAL(ab.first + ab.second, s.rows / per_task.size());

@@ -23,6 +23,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <msrl_pipeline/dataset.hpp>
+
 #include "scratch.hpp"
 
 namespace fs = std::filesystem;
@@ -138,6 +140,8 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"model.init_std=2", "model.init_std"},
       {"mm_grpo.num_generations=1", "mm_grpo.num_generations"},
       {"eval.layout=csv", "eval.layout"},
+      {"eval.trajectory=every", "eval.trajectory"},
+      {"text_grpo.both_orders=true --set text_grpo.prompts_per_step=3", "text_grpo.prompts_per_step"},
       {"cmkd.confidence=loudest", "cmkd.confidence"},
       {"pretrain_media.epochs=0", "pretrain_media.epochs"},
       {"model.autocast=fp8", "model.autocast"},
@@ -278,10 +282,54 @@ BOOST_AUTO_TEST_CASE(every_stage_runs_and_the_evaluation_is_reported) {
   BOOST_REQUIRE(rows.size() == 4u);
   for (const char* k : {"reward", "accuracy", "kl", "clip_fraction", "entropy", "length", "loss", "grad_norm", "lr"})
     BOOST_TEST(rows[0].contains(k), k);
-  // A second run over the finished folder does nothing but the evaluation again.
+  // ... and step-level advantage statistics.
+  for (const char* k : {"zero_std_fraction", "reward_std", "ratio_mean", "clip_fraction_low", "clip_fraction_high"})
+    BOOST_TEST(rows[0].contains(k), k);
+  // The trajectory: each training stage evaluated on its own task family, one line each, and the table.
+  const std::map<std::string, std::string> own = {{"sft", "text"}, {"text_grpo", "text"}, {"caption_grpo", "caption"}, {"cmkd", "media"}, {"mm_grpo", "media"}};
+  std::map<std::string, fs::file_time_type> written;
+  for (const auto& [stage, family] : own) {
+    BOOST_TEST_CONTEXT(stage) {
+      const auto f = dir / "out" / "eval" / (stage + ".json");
+      BOOST_REQUIRE(fs::exists(f));
+      written[stage] = fs::last_write_time(f);
+      const auto j = json::parse(slurp(f));
+      BOOST_TEST(j["stage"] == stage);
+      BOOST_REQUIRE(j["families"].size() == 1u);
+      const auto& e = j["families"][family];
+      BOOST_TEST(e["k"].get<int>() == 3);
+      BOOST_TEST(e["rows"].get<int>() == 8);
+      // the report counts what the completions file holds: 8 rows of 3 judgments each
+      const auto comp = jsonl(dir / "out" / "eval" / (stage + "_" + family + "_completions.jsonl"));
+      BOOST_TEST(comp.size() == 8u);
+      for (const auto& c : comp) BOOST_TEST(c["completions"].size() == 3u);
+      const auto& cats = e["acc_at_1"]["categories"];
+      std::size_t counted = 0;
+      for (const auto& [name, c] : cats.items()) counted += c["correct"].get<std::size_t>() + c["wrong"].get<std::size_t>();
+      BOOST_TEST(counted == 8u);
+      BOOST_TEST(contains(r.err, stage + ": held-out " + family + " acc@1 "), r.err);
+    }
+  }
+  BOOST_TEST(!fs::exists(dir / "out" / "eval" / "pretrain.json")); // captioning stages are not judged
+  BOOST_TEST(contains(r.out, "Held-out accuracy after each stage"), r.out);
+  BOOST_TEST(contains(r.out, "| text_grpo | "), r.out);
+  BOOST_TEST(slurp(dir / "out" / "eval" / "trajectory.md").find("| mm_grpo | - | - | - | - | - | - | ") != std::string::npos);
+  // A second run over the finished folder does nothing but the evaluation again; the trajectory is
+  // read back (the files untouched) and printed again.
   const auto again = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "'", dir);
   BOOST_TEST(again.rc == 0);
   BOOST_TEST(contains(again.err, "mm_grpo: done before, skipped"), again.err);
+  for (const auto& [stage, family] : own) {
+    BOOST_TEST((fs::last_write_time(dir / "out" / "eval" / (stage + ".json")) == written[stage]), stage);
+    BOOST_TEST(contains(again.err, stage + ": held-out " + family + " acc@1 "), again.err);
+  }
+  BOOST_TEST(contains(again.out, slurp(dir / "out" / "eval" / "trajectory.md")), again.out);
+  // eval.trajectory=all evaluates the other families too, from the saved checkpoint, without retraining
+  const auto all = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set eval.trajectory=all", dir);
+  BOOST_REQUIRE_MESSAGE(all.rc == 0, all.err);
+  const auto j = json::parse(slurp(dir / "out" / "eval" / "sft.json"));
+  BOOST_TEST(j["families"].size() == 3u);
+  BOOST_TEST(contains(all.err, "sft: held-out media acc@1 "), all.err);
 }
 
 BOOST_AUTO_TEST_CASE(eval_subcommand_reads_a_checkpoint) {
@@ -460,4 +508,49 @@ BOOST_AUTO_TEST_CASE(eval_reads_vl_rewardbench_and_genai_bench_layouts) {
   r = run("eval --config '" + w.config() + "' --model '" + model + "' --data '" + (dir / "bad.jsonl").string() + "' --layout vlrb", dir);
   BOOST_TEST(r.rc == 1);
   BOOST_TEST((contains(r.err, "bad.jsonl:1") && contains(r.err, "response")), r.err);
+}
+
+BOOST_AUTO_TEST_CASE(mirrored_rows_are_the_other_order_of_the_same_item) {
+  // Independent route: the generator writes each evaluation item in both orders from the item
+  // itself (datagen.hpp); swapping the candidates of the AB row must give its BA row exactly.
+  auto& w = shared();
+  namespace mp = msrl_pipeline;
+  for (const char* file : {"eval_text.jsonl", "eval_caption.jsonl", "eval.jsonl"}) {
+    const auto rows = mp::read_jsonl(w.root / "data" / file);
+    std::map<std::string, std::map<std::string, const mp::record*>> by_id;
+    for (const auto& r : rows) by_id[r.id][r.order] = &r;
+    std::size_t pairs = 0;
+    for (const auto& [id, orders] : by_id) {
+      BOOST_TEST_CONTEXT(file << " " << id) {
+        BOOST_REQUIRE(orders.size() == 2u);
+        const auto& ab = *orders.at("AB");
+        const auto& ba = *orders.at("BA");
+        for (const auto& [from, to] : {std::pair{&ab, &ba}, std::pair{&ba, &ab}}) {
+          const auto m = mp::mirrored(*from);
+          BOOST_TEST(m.solution == to->solution);
+          BOOST_TEST(m.order == to->order);
+          BOOST_TEST((m.images == to->images));
+          BOOST_TEST((m.videos == to->videos));
+          BOOST_REQUIRE(m.messages.size() == to->messages.size());
+          for (std::size_t i = 0; i < m.messages.size(); ++i) BOOST_TEST(m.messages[i].content == to->messages[i].content);
+        }
+        ++pairs;
+      }
+    }
+    BOOST_TEST(pairs == 100u, file);
+  }
+  // a row without two candidates is refused by name
+  mp::record r;
+  r.solution = "A";
+  r.messages = {{"user", "Text: one red circle.\nQuestion: What colour is it?"}};
+  r.source = "x.jsonl:3";
+  try {
+    (void)mp::mirrored(r);
+    BOOST_ERROR("no exception");
+  } catch (const msrl::invalid_argument& e) {
+    BOOST_TEST(contains(e.what(), "'row'"), e.what());
+    BOOST_TEST(contains(e.what(), "x.jsonl:3"), e.what());
+  }
+  r.solution = "C";
+  BOOST_CHECK_THROW((void)mp::mirrored(r), msrl::invalid_argument);
 }

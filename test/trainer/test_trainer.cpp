@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <string>
 
@@ -548,7 +549,59 @@ BOOST_AUTO_TEST_CASE(grpo_step_raises_the_best_completion) {
   BOOST_TEST_MESSAGE("GRPO best completion seq logp " << before[1].item<double>() << " -> " << after[1].item<double>() << ", grad norm " << st.grad_norm);
   BOOST_TEST(after[1].item<double>() > before[1].item<double>() + 1e-3);
   BOOST_TEST(st.grad_norm > 0);
-  BOOST_TEST(std::abs(st.last_metrics.ratio_mean - 1.0) < 1e-4); // on-policy: old == new
+  BOOST_TEST(std::abs(st.metrics.ratio_mean - 1.0) < 1e-4); // on-policy: old == new
+}
+
+BOOST_AUTO_TEST_CASE(grpo_step_metrics_cover_every_group) {
+  // Independent route: the clip fractions, ratio mean and zero-variance count written out by hand
+  // from the current log-probs over both groups (not the last group only).
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto in = tiny_prompt();
+  const auto s1 = mt::sample(m, in.prompt, in.pixels, {.num_samples = 4, .max_new_tokens = 8, .temperature = 1.0, .seed = 3});
+  const auto s2 = mt::sample(m, in.prompt, in.pixels, {.num_samples = 4, .max_new_tokens = 6, .temperature = 1.0, .seed = 4});
+  // off-policy old log-probs: shifted by +-0.5 per token, so ratios leave [0.8, 1.28] both ways
+  const auto shift = [](const at::Tensor& lp, double sign) {
+    auto d = at::full_like(lp, 0.5);
+    d.index_put_({at::indexing::Slice(), at::indexing::Slice(at::indexing::None, at::indexing::None, 2)}, -0.5);
+    return lp + sign * d;
+  };
+  const auto old1 = shift(s1.logprobs, 1.0), old2 = shift(s2.logprobs, -1.0);
+  const std::vector<double> r1{0.0, 1.0, 0.0, 1.0}, r2{1.0, 1.0, 1.0, 1.0}; // the second group has no variance
+  const auto& preset = msrl::grpo::presets::msrl_release;                  // eps 0.2 / 0.28, advantages r - mean
+  double low = 0, high = 0, ratio = 0, tokens = 0;
+  const auto count = [&](const mt::sampling_result& s, const at::Tensor& old, const std::vector<double>& r) {
+    at::NoGradGuard ng;
+    const auto lp = mt::completion_logprobs(m, in.prompt, in.pixels, s.tokens);
+    const double mean = std::accumulate(r.begin(), r.end(), 0.0) / static_cast<double>(r.size());
+    for (std::int64_t i = 0; i < s.tokens.size(0); ++i)
+      for (std::int64_t t = 0; t < s.tokens.size(1); ++t) {
+        if (!s.mask[i][t].item<bool>()) continue;
+        const double q = std::exp(lp[i][t].item<double>() - old[i][t].item<double>()), a = r[static_cast<std::size_t>(i)] - mean;
+        low += (q < 0.8 && a < 0) ? 1 : 0;
+        high += (q > 1.28 && a > 0) ? 1 : 0;
+        ratio += q;
+        tokens += 1;
+      }
+  };
+  count(s1, old1, r1);
+  count(s2, old2, r2);
+  mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0});
+  const auto st = t.grpo_step({{in.prompt, in.pixels, s1.tokens, s1.mask, old1, r1}, {in.prompt, in.pixels, s2.tokens, s2.mask, old2, r2}}, preset);
+  BOOST_TEST_MESSAGE("step metrics: tokens " << st.metrics.tokens << ", clip low " << st.metrics.clip_fraction_low << ", high "
+                                             << st.metrics.clip_fraction_high << ", ratio " << st.metrics.ratio_mean);
+  BOOST_TEST(st.metrics.tokens == tokens);
+  BOOST_TEST(st.metrics.sequences == 8.0);
+  BOOST_TEST(low > 0);
+  BOOST_TEST(high > 0);
+  BOOST_TEST(std::abs(st.metrics.clip_fraction_low - low / tokens) < 1e-12);
+  BOOST_TEST(std::abs(st.metrics.clip_fraction_high - high / tokens) < 1e-12);
+  BOOST_TEST(std::abs(st.metrics.clip_fraction - (low + high) / tokens) < 1e-12);
+  BOOST_TEST(std::abs(st.metrics.ratio_mean - ratio / tokens) < 1e-5 * ratio / tokens);
+  BOOST_TEST(st.advantages.num_groups == 2u);
+  BOOST_TEST(st.advantages.zero_std_groups == 1u);
+  BOOST_TEST(st.advantages.zero_std_fraction == 0.5);
+  BOOST_TEST(std::abs(st.advantages.reward_mean - 0.75) < 1e-12);                 // 6 of 8
+  BOOST_TEST(std::abs(st.advantages.reward_std - std::sqrt(0.75 * 0.25)) < 1e-12); // population std of 0/1 rewards
 }
 
 BOOST_AUTO_TEST_CASE(grpo_gradient_matches_autograd_of_the_same_loss) {

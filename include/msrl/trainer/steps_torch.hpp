@@ -362,7 +362,14 @@ struct step_stats {
   double loss = 0;       ///< summed over micro-batches and ranks (each already divided by the global normaliser)
   double grad_norm = 0;  ///< of the summed gradient, before clipping
   double tokens = 0;     ///< target (SFT) or completion (GRPO) tokens over all micro-batches and ranks
-  grpo::loss_metrics last_metrics; ///< this rank's last group
+  /// GRPO: the step's policy-loss metrics over every group and rank: tokens and sequences summed,
+  /// clip fractions, ratio_mean and kl_mean weighted by masked tokens, policy_loss and kl_loss summed
+  /// (each group's already divided by the global normaliser, so the sums are the step's).
+  grpo::loss_metrics metrics;
+  /// GRPO: the advantage statistics over every group and rank: groups and zero-variance groups
+  /// summed (zero_std_fraction = their ratio), reward_mean and reward_std (population) over every
+  /// scored completion's reward, unscorable rows summed.
+  grpo::advantage_stats advantages;
   double entropy = 0;    ///< GRPO with entropy_coeff != 0: this rank's entropy, aggregated like the loss
 
 };
@@ -536,10 +543,23 @@ public:
     step_stats st;
     st.tokens = tokens;
     grpo::loss_normalizer norm{.global_tokens = tokens, .global_sequences = seqs};
+    // this rank's sums for the step-level metrics (all-reduced below)
+    enum : std::size_t { m_tokens, m_seqs, m_low, m_high, m_dual, m_ratio, m_kl, m_pg, m_klloss, m_groups, m_zero, m_rn, m_rsum, m_rsq, m_unscorable, m_n };
+    std::vector<double> sums(m_n, 0.0);
+    double normalizer = 0;
     for (const auto& g : groups) {
       const auto G = g.completions.size(0), L = g.completions.size(1);
       std::vector<double> adv(static_cast<std::size_t>(G));
-      grpo::advantages(std::span<const double>(g.rewards), static_cast<std::size_t>(G), std::span<double>(adv), preset.advantages);
+      const auto as = grpo::advantages(std::span<const double>(g.rewards), static_cast<std::size_t>(G), std::span<double>(adv), preset.advantages);
+      sums[m_groups] += static_cast<double>(as.num_groups);
+      sums[m_zero] += static_cast<double>(as.zero_std_groups);
+      sums[m_unscorable] += static_cast<double>(as.unscorable_rows);
+      for (const double r : g.rewards)
+        if (std::isfinite(r)) {
+          sums[m_rn] += 1;
+          sums[m_rsum] += r;
+          sums[m_rsq] += r * r;
+        }
       at::Tensor logp, ent;
       {
         const autocast_guard ac(device(), opt_.autocast);
@@ -583,8 +603,34 @@ public:
         logp.backward(grad.to(logp.device()));
       }
       st.loss += res.loss;
-      st.last_metrics = res.metrics;
+      const auto& mt = res.metrics;
+      sums[m_tokens] += mt.tokens;
+      sums[m_seqs] += mt.sequences;
+      sums[m_low] += mt.clip_fraction_low * mt.tokens;
+      sums[m_high] += mt.clip_fraction_high * mt.tokens;
+      sums[m_dual] += mt.dual_clip_fraction * mt.tokens;
+      sums[m_ratio] += mt.ratio_mean * mt.tokens;
+      sums[m_kl] += mt.kl_mean * mt.tokens;
+      sums[m_pg] += mt.policy_loss;
+      sums[m_klloss] += mt.kl_loss;
+      normalizer = mt.normalizer; // global normalisers: the same for every group
     }
+    if (distributed()) {
+      at::Tensor t = at::tensor(sums, at::kDouble).to(opt_.comm->device());
+      opt_.comm->all_reduce_sum(t);
+      const at::Tensor h = t.to(at::kCPU);
+      sums.assign(h.data_ptr<double>(), h.data_ptr<double>() + m_n);
+    }
+    const double n_tok = sums[m_tokens], per_tok = n_tok > 0 ? 1.0 / n_tok : 0.0;
+    st.metrics = {.tokens = n_tok, .sequences = sums[m_seqs], .clip_fraction_low = sums[m_low] * per_tok,
+                  .clip_fraction_high = sums[m_high] * per_tok, .clip_fraction = (sums[m_low] + sums[m_high]) * per_tok,
+                  .dual_clip_fraction = sums[m_dual] * per_tok, .ratio_mean = sums[m_ratio] * per_tok, .kl_mean = sums[m_kl] * per_tok,
+                  .policy_loss = sums[m_pg], .kl_loss = sums[m_klloss], .normalizer = normalizer};
+    const double rn = sums[m_rn], mean = rn > 0 ? sums[m_rsum] / rn : 0.0;
+    st.advantages = {.num_groups = static_cast<std::size_t>(sums[m_groups]), .zero_std_groups = static_cast<std::size_t>(sums[m_zero]),
+                     .zero_std_fraction = sums[m_groups] > 0 ? sums[m_zero] / sums[m_groups] : 0.0, .reward_mean = mean,
+                     .reward_std = rn > 0 ? std::sqrt(std::max(0.0, sums[m_rsq] / rn - mean * mean)) : 0.0,
+                     .unscorable_rows = static_cast<std::size_t>(sums[m_unscorable])};
     finish(st);
     return st;
   }

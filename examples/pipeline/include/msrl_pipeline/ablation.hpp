@@ -108,7 +108,7 @@ inline std::string run_ablation(const pipeline_config& base, const fs::path& out
         write_file_atomic(ctx.out / "config.json", json{{"variant", v.name}, {"stages", v.stages}, {"starts_from", ctx.cfg.model.init}}.dump(2) + "\n");
       }
       log << "msrl-train ablate: seed " << seed << ", " << v.name << (start ? " (from " + ctx.cfg.model.init + ")" : std::string()) << "\n";
-      auto e = run_pipeline(ctx);
+      auto e = run_pipeline(ctx).final_eval;
       for (std::size_t k = start + 1; k <= v.stages.size(); ++k) done_prefix[prefix_key(v.stages, k)] = ctx.checkpoint(v.stages[k - 1]);
       rows[vi].name = v.name;
       rows[vi].micro.push_back(e->eval.at_k.micro);

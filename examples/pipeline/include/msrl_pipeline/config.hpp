@@ -76,6 +76,10 @@ struct grpo_stage_config {
   double entropy_coeff = 0.0; ///< verl's actor.entropy_coeff: loss -= c * entropy aggregated like the loss
   bool freeze_vision = true;
   bool freeze_projector = true;
+  /// Each step's prompts come in A/B pairs: prompts_per_step / 2 rows and each one's mirrored twin
+  /// (the candidates swapped, msrl_pipeline::mirrored), so that a bias towards one letter earns
+  /// nothing and only judging the candidates does.
+  bool both_orders = false;
 };
 
 struct cmkd_config {
@@ -93,6 +97,11 @@ struct cmkd_config {
 struct eval_config {
   std::string file;
   std::string caption_file;    ///< optional second evaluation with captions instead of media ("" = none)
+  std::string text_file;       ///< held-out text judgments (stage 1's task family; "" = none)
+  /// Held-out accuracy after each training stage (out/eval/<stage>.json): "own" evaluates the
+  /// stage's own task family (text after sft/text_grpo, caption-based after caption_grpo, media
+  /// after cmkd/mm_grpo), "all" every family with a file, "none" nothing.
+  std::string trajectory = "own";
   std::string layout = "msrl"; ///< msrl (ms-swift rows, both orders) | vlrb | genai
   int k = 16;                  ///< voting@k
   double temperature = 1.0;
@@ -148,6 +157,7 @@ struct pipeline_config {
     cmkd.sft.freeze_vision = cmkd.sft.freeze_projector = false;
     eval.file = "eval.jsonl";
     eval.caption_file = "eval_caption.jsonl";
+    eval.text_file = "eval_text.jsonl";
   }
 };
 
@@ -240,7 +250,7 @@ inline void read_grpo(object_reader& r, grpo_stage_config& c) {
       .get("prompts_per_step", c.prompts_per_step).get("num_generations", c.num_generations).get("max_steps", c.max_steps)
       .get("max_completion", c.max_completion).get("temperature", c.temperature).get("top_p", c.top_p).get("top_k", c.top_k)
       .get("weight_decay", c.weight_decay).get("max_grad_norm", c.max_grad_norm).get("entropy_coeff", c.entropy_coeff)
-      .get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector);
+      .get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector).get("both_orders", c.both_orders);
 }
 
 inline void check(bool ok, const std::string& key, const std::string& rule) { msrl::require(ok, "msrl-train config", key, rule); }
@@ -327,7 +337,8 @@ inline pipeline_config parse_config(const json& doc) {
     m.nested("sft", [&](detail::object_reader& s) { detail::read_sft(s, c.cmkd.sft); });
   });
   r.nested("eval", [&](detail::object_reader& m) {
-    m.get("file", c.eval.file).get("caption_file", c.eval.caption_file).get("layout", c.eval.layout).get("k", c.eval.k).get("temperature", c.eval.temperature)
+    m.get("file", c.eval.file).get("caption_file", c.eval.caption_file).get("text_file", c.eval.text_file)
+        .get("trajectory", c.eval.trajectory).get("layout", c.eval.layout).get("k", c.eval.k).get("temperature", c.eval.temperature)
         .get("top_p", c.eval.top_p).get("top_k", c.eval.top_k).get("max_completion", c.eval.max_completion)
         .get("max_items", c.eval.max_items);
   });
@@ -369,6 +380,7 @@ inline pipeline_config parse_config(const json& doc) {
     check(g->warmup >= 0 && g->warmup < 1, P + ".warmup", "must be in [0, 1)");
     check(g->epochs >= 1, P + ".epochs", "must be at least 1");
     check(g->prompts_per_step >= 1, P + ".prompts_per_step", "must be at least 1");
+    check(!g->both_orders || g->prompts_per_step % 2 == 0, P + ".prompts_per_step", "must be even with both_orders (A/B pairs)");
     check(g->num_generations >= 2, P + ".num_generations", "must be at least 2 (advantages are group-relative)");
     check(g->max_steps >= 0, P + ".max_steps", "must not be negative");
     detail::validate_sampling(g->temperature, g->top_p, g->top_k, g->max_completion, P);
@@ -384,6 +396,8 @@ inline pipeline_config parse_config(const json& doc) {
   check(c.eval.layout == "msrl" || c.eval.layout == "vlrb" || c.eval.layout == "genai", "eval.layout",
         "must be msrl, vlrb or genai");
   check(c.eval.k >= 1, "eval.k", "must be at least 1");
+  check(c.eval.trajectory == "own" || c.eval.trajectory == "all" || c.eval.trajectory == "none", "eval.trajectory",
+        "must be own, all or none (got '" + c.eval.trajectory + "')");
   check(c.eval.max_items >= 0, "eval.max_items", "must not be negative");
   detail::validate_sampling(c.eval.temperature, c.eval.top_p, c.eval.top_k, c.eval.max_completion, "eval");
   c.source = doc;

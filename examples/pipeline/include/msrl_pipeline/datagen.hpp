@@ -500,7 +500,7 @@ struct datagen_options {
   std::size_t caption_rl = 400; ///< stage2_caption_rl.jsonl rows (media replaced by captions)
   std::size_t cmkd = 200;       ///< stage2_cmkd.jsonl rows (media + caption_messages)
   std::size_t mm_rl = 400;      ///< stage3_multimodal_rl.jsonl rows (media)
-  std::size_t eval = 100;       ///< eval items; eval.jsonl and eval_caption.jsonl hold 2 rows each (orders AB, BA)
+  std::size_t eval = 100;       ///< eval items; eval.jsonl, eval_caption.jsonl and eval_text.jsonl hold 2 rows each (orders AB, BA)
   /// Share of stage 1 text rows, in percent, phrased as "which response matches the prompt" (the text
   /// counterpart of the generation tasks) instead of "text + question" (one draw per row; 0: none,
   /// and no draw). Default 0: with 50 the tiny model's text accuracy fell from ~0.8 to ~0.55
@@ -541,10 +541,10 @@ struct datagen_summary {
 };
 
 /// The fixed file names, in writing order.
-inline constexpr std::array<std::string_view, 7> datagen_jsonl_files = {"stage1_sft.jsonl",      "stage1_rl.jsonl",
+inline constexpr std::array<std::string_view, 8> datagen_jsonl_files = {"stage1_sft.jsonl",      "stage1_rl.jsonl",
                                                                         "stage2_caption_rl.jsonl", "stage2_cmkd.jsonl",
                                                                         "stage3_multimodal_rl.jsonl", "eval.jsonl",
-                                                                        "eval_caption.jsonl"};
+                                                                        "eval_caption.jsonl",    "eval_text.jsonl"};
 /// Captioning rows (no labels) for the backbone-pretraining stand-in; not a preference file.
 inline constexpr std::string_view datagen_pretrain_file = "pretrain.jsonl";
 /// Captioning rows over every media layout (pairs, videos, video pairs, single images): the second phase.
@@ -1071,6 +1071,28 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
       }
       sum.files.push_back(out.close());
       sum.files.push_back(out_cap.close());
+    }
+
+    // held-out text judgments (stage 1's task family), each item in both orders; a stream of its
+    // own after every other file, so adding it left their bytes unchanged
+    {
+      auto rng = rng_for(stream++);
+      detail_datagen::jsonl_file out(tmp, "eval_text.jsonl");
+      const auto p = detail_datagen::plan(opt.eval, false, rng.next());
+      for (std::size_t i = 0; i < opt.eval; ++i) {
+        const auto base = detail_datagen::draw_item(rng, p[i].first, 'A', {opt.text_prompt_percent, opt.text_phrase_percent});
+        for (const char order : {'A', 'B'}) {
+          const auto it = order == 'A' ? base : base.swapped();
+          ojson row;
+          row["id"] = detail_datagen::row_id("evtext", i);
+          row["messages"] = detail_datagen::messages(it, prompt_style::text, false);
+          row["solution"] = std::string(1, it.label);
+          row["task_type"] = task_type_name(it.task);
+          row["order"] = order == 'A' ? "AB" : "BA";
+          out.add(row);
+        }
+      }
+      sum.files.push_back(out.close());
     }
 
     const std::string tok = make_tokenizer_json();

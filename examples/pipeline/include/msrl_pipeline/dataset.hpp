@@ -40,6 +40,45 @@ struct record {
   std::string source;                        ///< "file:line" for error messages
 };
 
+/// The row with its two candidates swapped: the contents of the "Response A: " / "Response B: "
+/// lines (and "Image A: " / "Image B: ", "Video A: " / "Video B: ") of every user turn exchanged,
+/// two images or two videos exchanged, the solution A <-> B, and `order` AB <-> BA. The bundled
+/// layout (datagen.hpp) and any row in it judge the same item in the other order. A row that has
+/// no such pair of lines and no media pair, or whose solution is not A or B, is refused by name.
+inline record mirrored(const record& r) {
+  constexpr const char* where = "msrl_pipeline::mirrored";
+  msrl::require(r.solution == "A" || r.solution == "B", where, "row.solution", r.source + ": must be A or B to swap the candidates");
+  record m = r;
+  bool swapped = false;
+  for (auto& msg : m.messages) {
+    if (msg.role != "user") continue;
+    for (const char* kind : {"Response", "Image", "Video"}) {
+      const std::string a = std::string(kind) + " A: ", b = std::string(kind) + " B: ";
+      const auto line_at = [&](const std::string& head) -> std::size_t {
+        for (std::size_t pos = 0; (pos = msg.content.find(head, pos)) != std::string::npos; ++pos)
+          if (pos == 0 || msg.content[pos - 1] == '\n') return pos;
+        return std::string::npos;
+      };
+      const auto pa = line_at(a), pb = line_at(b);
+      if (pa == std::string::npos || pb == std::string::npos || pb < pa) continue;
+      const auto ea = msg.content.find('\n', pa), eb = msg.content.find('\n', pb);
+      if (ea == std::string::npos || ea > pb) continue;
+      const std::string va = msg.content.substr(pa + a.size(), ea - pa - a.size());
+      const std::string vb = msg.content.substr(pb + b.size(), (eb == std::string::npos ? msg.content.size() : eb) - pb - b.size());
+      if (va == "<image>" || va == "<video>") continue; // media markers: the media lists are swapped below
+      msg.content = msg.content.substr(0, pa + a.size()) + vb + msg.content.substr(ea, pb + b.size() - ea) + va +
+                    (eb == std::string::npos ? std::string() : msg.content.substr(eb));
+      swapped = true;
+    }
+  }
+  if (m.images.size() == 2) { std::swap(m.images[0], m.images[1]); swapped = true; }
+  if (m.videos.size() == 2) { std::swap(m.videos[0], m.videos[1]); swapped = true; }
+  msrl::require(swapped, where, "row", r.source + ": has no candidate pair to swap (Response/Image/Video A: and B: lines, or two media)");
+  m.solution = r.solution == "A" ? "B" : "A";
+  if (!r.order.empty()) m.order = r.order == "AB" ? "BA" : r.order == "BA" ? "AB" : r.order;
+  return m;
+}
+
 namespace detail {
 
 inline std::string where_of(const std::filesystem::path& file, std::size_t line) { return file.string() + ":" + std::to_string(line); }

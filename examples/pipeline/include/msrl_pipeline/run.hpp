@@ -463,7 +463,8 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
   };
   const auto acc_col = col("accuracy"), fmt_col = col("format");
   const std::size_t n = rows.size(), P = static_cast<std::size_t>(c.prompts_per_step);
-  const auto per_epoch = static_cast<std::int64_t>((n + P - 1) / P);
+  const std::size_t fresh = c.both_orders ? P / 2 : P; // rows drawn per step (both_orders: each with its mirror)
+  const auto per_epoch = static_cast<std::int64_t>((n + fresh - 1) / fresh);
   const std::int64_t total = c.max_steps > 0 ? c.max_steps : per_epoch * c.epochs;
   stage_session ss(ctx, stage, m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
                                     .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm}, total);
@@ -474,12 +475,13 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
   for (std::int64_t step = rp.step; step < total; ++step) {
     std::vector<msrl::trainer::grpo_group> groups;
     const auto t_start = std::chrono::steady_clock::now();
-    // sums over this rank's completions: reward, accuracy, format, length, -logp (entropy estimate), zero-std groups
-    double sums[6] = {0, 0, 0, 0, 0, 0}, count = 0, gcount = 0;
+    // sums over this rank's completions: reward, accuracy, format, length, -logp (entropy estimate)
+    double sums[5] = {0, 0, 0, 0, 0}, count = 0;
     for (std::size_t j = 0; j < P; ++j) {
       if (static_cast<int>(j % static_cast<std::size_t>(ctx.world())) != ctx.rank()) continue;
-      const auto gi = static_cast<std::size_t>(step) * P + j;
-      const record& r = rows[row_at(ctx, stage, n, gi, perms)];
+      const auto gi = static_cast<std::size_t>(step) * fresh + (c.both_orders ? j / 2 : j);
+      const record& drawn = rows[row_at(ctx, stage, n, gi, perms)];
+      const record r = c.both_orders && j % 2 == 1 ? mirrored(drawn) : drawn;
       auto p = encode_prompt(r, r.messages, c.system, ctx.tok, tpt, media);
       auto g = sample_texts(ctx, m, p, c.num_generations, c.temperature, c.top_p, c.top_k, c.max_completion, derive_seed(ctx.cfg.seed, stage, static_cast<std::uint64_t>(step), j));
       std::vector<double> rw(g.texts.size()), terms(rewards.size());
@@ -492,9 +494,6 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
         sums[4] -= g.s.logprobs[static_cast<std::int64_t>(k)].sum().item<double>();
         count += 1;
       }
-      const bool flat = std::all_of(rw.begin(), rw.end(), [&](double v) { return v == rw[0]; });
-      if (flat) sums[5] += 1;
-      gcount += 1;
       groups.push_back({.prompt_ids = torch::tensor(p.ids, at::kLong), .pixel_values = p.pixel_values, .completions = g.s.tokens,
                         .mask = g.s.mask, .old_logprobs = g.s.logprobs, .rewards = rw});
     }
@@ -504,19 +503,21 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
     const auto st = t.grpo_step(groups, preset, c.temperature, c.entropy_coeff);
     const double sample_s = std::chrono::duration<double>(t_sampled - t_start).count();
     const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_sampled).count();
-    double tot[8] = {sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], count, gcount};
+    double tot[6] = {sums[0], sums[1], sums[2], sums[3], sums[4], count};
     if (ctx.comm && ctx.world() > 1) {
-      auto v = torch::tensor(std::vector<double>(tot, tot + 8), at::kDouble);
+      auto v = torch::tensor(std::vector<double>(tot, tot + 6), at::kDouble);
       ctx.comm->all_reduce_sum(v);
-      for (int k = 0; k < 8; ++k) tot[k] = v[k].item<double>();
+      for (int k = 0; k < 6; ++k) tot[k] = v[k].item<double>();
     }
-    const double N = std::max(1.0, tot[6]);
+    const double N = std::max(1.0, tot[5]);
     const double reward = tot[0] / N, accuracy = tot[1] / N, fmt = tot[2] / N, length = tot[3] / N;
     const double entropy = tot[3] > 0 ? tot[4] / tot[3] : 0.0;
     if (mw)
       mw->write(step, stage, {{"reward", reward}, {"accuracy", accuracy}, {"format", fmt}, {"length", length}, {"entropy", entropy},
-                              {"kl", st.last_metrics.kl_mean}, {"clip_fraction", st.last_metrics.clip_fraction},
-                              {"zero_std_fraction", tot[5] / std::max(1.0, tot[7])}, {"loss", st.loss}, {"grad_norm", st.grad_norm}, {"lr", lr},
+                              {"kl", st.metrics.kl_mean}, {"clip_fraction", st.metrics.clip_fraction},
+                              {"clip_fraction_low", st.metrics.clip_fraction_low}, {"clip_fraction_high", st.metrics.clip_fraction_high},
+                              {"ratio_mean", st.metrics.ratio_mean}, {"reward_std", st.advantages.reward_std},
+                              {"zero_std_fraction", st.advantages.zero_std_fraction}, {"loss", st.loss}, {"grad_norm", st.grad_norm}, {"lr", lr},
                               {"sample_seconds", sample_s}, {"train_seconds", train_s}});
     bar.set_metrics(metrics_text({{"reward", reward}, {"acc", accuracy}, {"len", length}}));
     bar.update(static_cast<std::uint64_t>(step + 1));
@@ -730,6 +731,12 @@ inline std::vector<record> eval_rows(const run_context& ctx) {
   return read_benchmark(f, ctx.cfg.eval.layout, system_prompt(prompt_style::multimodal));
 }
 
+/// An evaluation as JSON: k, rows, and the three reports (read back by result_from_json).
+inline json result_json(const eval_result& e) {
+  return {{"k", e.k}, {"rows", e.rows}, {"acc_at_1", report_json(e.at1)}, {"voting_at_k", report_json(e.at_k)},
+          {"both_orders_at_k", report_json(e.pairs)}};
+}
+
 /// Evaluates `rows` and writes out/eval/<name>.json, <name>.md and <name>_completions.jsonl.
 inline eval_result evaluate_and_write(run_context& ctx, internvl& m, const std::vector<record>& rows, const std::string& name) {
   std::vector<std::vector<std::string>> completions;
@@ -742,9 +749,7 @@ inline eval_result evaluate_and_write(run_context& ctx, internvl& m, const std::
         lines += dump_text(json{{"id", rows[i].id}, {"order", rows[i].order}, {"task_type", rows[i].task_type}, {"solution", rows[i].solution},
                                 {"completions", completions[i]}}) + "\n";
     write_file_atomic(ctx.out / "eval" / (name + "_completions.jsonl"), lines);
-    write_file_atomic(ctx.out / "eval" / (name + ".json"),
-                      json{{"k", e.k}, {"rows", e.rows}, {"acc_at_1", report_json(e.at1)}, {"voting_at_k", report_json(e.at_k)},
-                           {"both_orders_at_k", report_json(e.pairs)}}.dump(2) + "\n");
+    write_file_atomic(ctx.out / "eval" / (name + ".json"), result_json(e).dump(2) + "\n");
     write_file_atomic(ctx.out / "eval" / (name + ".md"), eval_table(e));
   }
   return e;
@@ -765,6 +770,17 @@ inline msrl::voting::accuracy_report report_from_json(const json& j) {
   return r;
 }
 
+/// The inverse of result_json, or nullopt when `j` is not such a report or holds another k or
+/// number of rows.
+inline std::optional<eval_result> result_from_json(const json& j, int k, std::size_t rows) {
+  try {
+    if (!j.is_discarded() && j.is_object() && j.at("k").get<int>() == k && j.at("rows").get<std::size_t>() == rows)
+      return eval_result{report_from_json(j.at("acc_at_1")), report_from_json(j.at("voting_at_k")), report_from_json(j.at("both_orders_at_k")), k, rows};
+  } catch (const json::exception&) {
+  }
+  return std::nullopt;
+}
+
 /// out/eval/<name>.json read back (evaluate_and_write writes it atomically), or nullopt when it is
 /// missing, not a valid report, or was written for another eval.k or number of rows (`all_rows`
 /// before eval.max_items).
@@ -773,12 +789,7 @@ inline std::optional<eval_result> read_eval_report(const run_context& ctx, const
   const auto& c = ctx.cfg.eval;
   const std::size_t rows = evaluated_rows(c, all_rows);
   std::ifstream in(p);
-  auto j = json::parse(in, nullptr, false);
-  try {
-    if (!j.is_discarded() && j.is_object() && j.at("k").get<int>() == c.k && j.at("rows").get<std::size_t>() == rows)
-      return eval_result{report_from_json(j.at("acc_at_1")), report_from_json(j.at("voting_at_k")), report_from_json(j.at("both_orders_at_k")), c.k, rows};
-  } catch (const json::exception&) {
-  }
+  if (auto e = result_from_json(json::parse(in, nullptr, false), c.k, rows)) return e;
   ctx.say("eval: " + p.string() + " is missing or not a valid report for this configuration; evaluating again");
   return std::nullopt;
 }
@@ -809,6 +820,148 @@ inline std::optional<std::pair<eval_result, std::optional<eval_result>>> read_ev
 }
 
 // ---------------------------------------------------------------------------------------------
+// The stage trajectory: held-out accuracy after each training stage
+
+/// The held-out task families, in table order: text judgments (eval.text_file), caption-based
+/// judgments (eval.caption_file), media judgments (eval.file).
+inline const std::array<std::string, 3>& eval_families() {
+  static const std::array<std::string, 3> f = {"text", "caption", "media"};
+  return f;
+}
+
+/// A family's evaluation file name ("" when the configuration names none).
+inline const std::string& family_file(const pipeline_config& cfg, const std::string& family) {
+  return family == "text" ? cfg.eval.text_file : family == "caption" ? cfg.eval.caption_file : cfg.eval.file;
+}
+
+/// The family a training stage trains: text for sft and text_grpo, caption-based for caption_grpo,
+/// media for cmkd and mm_grpo; "" for the pretraining stand-ins (captioning, no judgments).
+inline std::string own_family(const std::string& stage) {
+  if (stage == "sft" || stage == "text_grpo") return "text";
+  if (stage == "caption_grpo") return "caption";
+  if (stage == "cmkd" || stage == "mm_grpo") return "media";
+  return "";
+}
+
+/// The families evaluated after `stage` under eval.trajectory (own | all | none).
+inline std::vector<std::string> trajectory_families(const pipeline_config& cfg, const std::string& stage) {
+  const auto own = own_family(stage);
+  if (cfg.eval.trajectory == "none" || own.empty()) return {};
+  std::vector<std::string> out;
+  for (const auto& f : eval_families())
+    if ((cfg.eval.trajectory == "all" || f == own) && !family_file(cfg, f).empty()) out.push_back(f);
+  return out;
+}
+
+/// The rows of a family's evaluation file (media: eval_rows, which converts benchmark layouts).
+inline std::vector<record> family_rows(const run_context& ctx, const std::string& family) {
+  if (family == "media") return eval_rows(ctx);
+  const auto f = ctx.data_file(family_file(ctx.cfg, family));
+  msrl::require(fs::exists(f), "msrl-train config", "eval." + family + "_file",
+                "must name an existing file or be empty ('" + f.string() + "'; make-data writes it)");
+  return read_jsonl(f);
+}
+
+/// One stage's line of the trajectory: the evaluations made after it, by family.
+struct stage_evaluation {
+  std::string stage;
+  std::map<std::string, eval_result> families;
+};
+
+/// "sft: held-out text acc@1 71.5, voting@16 80.0, both orders 66.0 (200 rows)".
+inline std::string trajectory_line(const std::string& stage, const std::string& family, const eval_result& e) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s: held-out %s acc@1 %.1f, voting@%d %.1f, both orders@%d %.1f (%zu rows)", stage.c_str(), family.c_str(),
+                100 * e.at1.micro, e.k, 100 * e.at_k.micro, e.k, 100 * e.pairs.micro, e.rows);
+  return buf;
+}
+
+/// Evaluates the model a stage left on the families eval.trajectory names and writes
+/// out/eval/<stage>.json ({"stage", "families": {family: report}}) and the completions per family
+/// (out/eval/<stage>_<family>_completions.jsonl). A valid out/eval/<stage>.json from an earlier
+/// call (same eval.k and rows) is read back instead; `model` is loaded from the stage's checkpoint
+/// only when something has to be evaluated. Prints one line per family.
+inline stage_evaluation evaluate_stage(run_context& ctx, const std::string& stage, internvl* model = nullptr) {
+  stage_evaluation se{stage, {}};
+  const auto families = trajectory_families(ctx.cfg, stage);
+  if (families.empty()) return se;
+  const auto file = ctx.out / "eval" / (stage + ".json");
+  json previous = json::object();
+  if (fs::exists(file)) {
+    std::ifstream in(file);
+    previous = json::parse(in, nullptr, false);
+  }
+  std::optional<internvl> loaded;
+  json out{{"stage", stage}, {"families", json::object()}};
+  for (const auto& f : families) {
+    if (f != "media" && !fs::exists(ctx.data_file(family_file(ctx.cfg, f)))) {
+      // data written before the file existed (eval_text.jsonl); the final evaluation still names a missing eval file
+      ctx.say(stage + ": no held-out " + f + " evaluation: " + ctx.data_file(family_file(ctx.cfg, f)).string() +
+              " is missing (msrl-train make-data writes it)");
+      continue;
+    }
+    const auto rows = family_rows(ctx, f);
+    const auto n = evaluated_rows(ctx.cfg.eval, rows.size());
+    std::optional<eval_result> e;
+    if (previous.is_object() && previous.contains("families") && previous["families"].is_object() && previous["families"].contains(f))
+      e = result_from_json(previous["families"][f], ctx.cfg.eval.k, n);
+    if (!e) {
+      if (!model) {
+        if (!loaded) loaded = load_model_dir(ctx.checkpoint(stage));
+        model = &*loaded;
+      }
+      std::vector<std::vector<std::string>> completions;
+      e = run_eval(ctx, *model, rows, stage + " " + f, &completions);
+      if (ctx.leader()) {
+        fs::create_directories(ctx.out / "eval");
+        std::string lines;
+        for (std::size_t i = 0; i < completions.size(); ++i)
+          if (!completions[i].empty())
+            lines += dump_text(json{{"id", rows[i].id}, {"order", rows[i].order}, {"task_type", rows[i].task_type}, {"solution", rows[i].solution},
+                                    {"completions", completions[i]}}) + "\n";
+        write_file_atomic(ctx.out / "eval" / (stage + "_" + f + "_completions.jsonl"), lines);
+      }
+    }
+    out["families"][f] = result_json(*e);
+    se.families.emplace(f, *e);
+    ctx.say(trajectory_line(stage, f, *e));
+  }
+  if (ctx.leader() && out != previous) {
+    fs::create_directories(ctx.out / "eval");
+    write_file_atomic(file, out.dump(2) + "\n");
+  }
+  return se;
+}
+
+/// The trajectory as a Markdown table: one row per evaluated stage, per family acc@1 / voting@k /
+/// both orders@k in percent ("-" where the family was not evaluated after that stage).
+inline std::string trajectory_table(const std::vector<stage_evaluation>& t, int k) {
+  std::string s = "| after stage |";
+  std::string rule = "|---|";
+  for (const auto& f : eval_families()) {
+    s += " " + f + " acc@1 | " + f + " voting@" + std::to_string(k) + " | " + f + " both orders |";
+    rule += "---|---|---|";
+  }
+  s += "\n" + rule + "\n";
+  char buf[64];
+  for (const auto& se : t) {
+    if (se.families.empty()) continue;
+    s += "| " + se.stage + " |";
+    for (const auto& f : eval_families()) {
+      const auto it = se.families.find(f);
+      if (it == se.families.end()) {
+        s += " - | - | - |";
+        continue;
+      }
+      std::snprintf(buf, sizeof buf, " %.1f | %.1f | %.1f |", 100 * it->second.at1.micro, 100 * it->second.at_k.micro, 100 * it->second.pairs.micro);
+      s += buf;
+    }
+    s += "\n";
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The pipeline
 
 /// Runs every configured stage that is not completed yet. Returns the evaluation when it ran.
@@ -817,13 +970,25 @@ struct pipeline_result {
   std::optional<eval_result> caption; ///< eval.caption_file (captions instead of media)
 };
 
-inline std::optional<pipeline_result> run_pipeline(run_context& ctx) {
-  std::optional<pipeline_result> result;
+/// What run_pipeline returns: the final evaluation when the eval stage ran, and the held-out
+/// accuracy after each training stage (eval.trajectory; out/eval/trajectory.md).
+struct pipeline_outcome {
+  std::optional<pipeline_result> final_eval;
+  std::vector<stage_evaluation> trajectory;
+};
+
+inline pipeline_outcome run_pipeline(run_context& ctx) {
+  pipeline_outcome out;
+  auto& result = out.final_eval;
   const auto done = completed_stages(ctx);
+  const auto trajectory = [&](const std::string& stage, internvl* m) {
+    if (auto se = evaluate_stage(ctx, stage, m); !se.families.empty()) out.trajectory.push_back(std::move(se));
+  };
   for (const auto& stage : ctx.cfg.stages) {
     const bool was_done = std::find(done.begin(), done.end(), stage) != done.end();
     if (was_done && stage != "eval") {
       ctx.say(stage + ": done before, skipped");
+      trajectory(stage, nullptr);
       continue;
     }
     if (was_done && ctx.reuse_eval)
@@ -852,8 +1017,13 @@ inline std::optional<pipeline_result> run_pipeline(run_context& ctx) {
     write_plots(ctx, stage);
     finish_stage(ctx, stage, m);
     ctx.say(stage + ": done in " + std::to_string(static_cast<int>(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())) + " s");
+    trajectory(stage, &m);
   }
-  return result;
+  if (!out.trajectory.empty() && ctx.leader()) {
+    fs::create_directories(ctx.out / "eval");
+    write_file_atomic(ctx.out / "eval" / "trajectory.md", trajectory_table(out.trajectory, ctx.cfg.eval.k));
+  }
+  return out;
 }
 
 } // namespace msrl_pipeline
