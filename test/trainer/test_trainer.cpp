@@ -755,6 +755,87 @@ BOOST_AUTO_TEST_CASE(fused_logprobs_match_the_libtorch_route) {
   });
 }
 
+namespace {
+/// The host kernel set behind a counter of GRPO-loss calls: shows which route a step took.
+class loss_counting_kernels final : public msrl::torch_ops::kernel_set {
+public:
+  mutable int losses = 0;
+  const char* name() const noexcept override { return "loss-counting host"; }
+  void forward(const msrl::torch_ops::device_context& ctx, const msrl::torch_ops::logits_ref& x, const std::int64_t* t, double T, float* logp,
+               double* lse, float* ent) const override {
+    host_.forward(ctx, x, t, T, logp, lse, ent);
+  }
+  void backward(const msrl::torch_ops::device_context& ctx, const msrl::torch_ops::logits_ref& x, const std::int64_t* t, double T,
+                const msrl::torch_ops::backward_arrays& in, void* grad) const override {
+    host_.backward(ctx, x, t, T, in, grad);
+  }
+  msrl::grpo::loss_result grpo_loss(const msrl::torch_ops::device_context& ctx, const msrl::torch_ops::logits_ref& x,
+                                    const msrl::torch_ops::loss_arrays& in, const msrl::grpo::loss_options& o,
+                                    const msrl::grpo::loss_normalizer& n, double T, void* grad) const override {
+    ++losses;
+    return host_.grpo_loss(ctx, x, in, o, n, T, grad);
+  }
+
+private:
+  msrl::torch_ops::host_kernel_set host_;
+};
+} // namespace
+
+BOOST_AUTO_TEST_CASE(fused_grpo_loss_route_matches_the_host_route) {
+  // The GRPO step's loss through msrl::torch_ops::grpo_loss (train_options::fused_loss, the default)
+  // against the host route (log-probs, msrl::grpo::policy_loss on host copies, d loss / d logp
+  // through autograd): loss, step metrics and parameter gradients, over two groups with clipping
+  // active both ways (off-policy old log-probs) and a KL term to a reference model.
+  const auto in = tiny_prompt();
+  const double T = 0.9;
+  auto m0 = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto s1 = mt::sample(m0, in.prompt, in.pixels, {.num_samples = 4, .max_new_tokens = 7, .temperature = T, .stop_ids = {3}, .seed = 8});
+  const auto s2 = mt::sample(m0, in.prompt, in.pixels, {.num_samples = 3, .max_new_tokens = 5, .temperature = T, .stop_ids = {3}, .seed = 9});
+  const auto old1 = s1.logprobs + 0.4 * at::randn_like(s1.logprobs), old2 = s2.logprobs - 0.3;
+  const std::vector<double> r1{0.0, 1.0, 0.4, 1.2}, r2{1.0, 0.0, 0.5};
+  for (const auto* base : {&msrl::grpo::presets::msrl_release, &msrl::grpo::presets::dr_grpo, &msrl::grpo::presets::trl_default}) {
+    auto preset = *base;
+    preset.loss.beta = 0.04;
+    const auto run = [&](bool fused) {
+      auto mm = mt::load_internvl(fixtures / "tiny_internvl");
+      auto ref = mt::load_internvl(fixtures / "tiny_internvl");
+      {
+        at::NoGradGuard ng;
+        at::manual_seed(1);
+        for (auto& p : ref->parameters()) p.add_(at::randn_like(p) * 0.01);
+      }
+      mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .fused_loss = fused}, ref);
+      loss_counting_kernels counting;
+      struct installed { // the counting set for this step only, restored whatever happens
+        const msrl::torch_ops::kernel_set* previous;
+        ~installed() { msrl::torch_ops::install_kernels(msrl::torch_ops::device_kind::cpu, previous); }
+      } guard{msrl::torch_ops::install_kernels(msrl::torch_ops::device_kind::cpu, &counting)};
+      const auto st = t.grpo_step({{in.prompt, in.pixels, s1.tokens, s1.mask, old1, r1}, {in.prompt, in.pixels, s2.tokens, s2.mask, old2, r2}}, preset, T);
+      BOOST_TEST(counting.losses == (fused ? 2 : 0)); // one fused loss call per group, or none
+      std::vector<at::Tensor> g;
+      for (auto& p : mm->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
+      return std::pair{st, g};
+    };
+    const auto [a, ga] = run(true);
+    const auto [b, gb] = run(false);
+    double worst = 0, scale = 0;
+    for (std::size_t i = 0; i < ga.size(); ++i) {
+      worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
+      scale = std::max(scale, gb[i].abs().max().item<double>());
+    }
+    BOOST_TEST_INFO(preset.name << ": loss " << a.loss << " vs " << b.loss << ", grad diff " << worst << " of " << scale << ", clip "
+                                << a.metrics.clip_fraction << " vs " << b.metrics.clip_fraction);
+    BOOST_TEST(scale > 1e-4);
+    BOOST_TEST(b.metrics.clip_fraction > 0);
+    BOOST_TEST(std::abs(a.loss - b.loss) <= 1e-6 * std::max(1.0, std::abs(b.loss)));
+    BOOST_TEST(worst <= 1e-6 * std::max(1.0, scale));
+    BOOST_TEST(a.metrics.tokens == b.metrics.tokens);
+    BOOST_TEST(std::abs(a.metrics.clip_fraction - b.metrics.clip_fraction) < 1e-12);
+    BOOST_TEST(std::abs(a.metrics.kl_mean - b.metrics.kl_mean) < 1e-6);
+    BOOST_TEST(std::abs(a.metrics.ratio_mean - b.metrics.ratio_mean) < 1e-6);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Images
 
