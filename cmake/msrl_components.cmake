@@ -3,7 +3,7 @@
 # can never disagree. MSRL_COMPONENT_<NAME> (cache, AUTO/ON/OFF) decides whether the build tree
 # looks for the dependency; find_package(msrl COMPONENTS ...) looks only for what is requested.
 
-set(MSRL_KNOWN_COMPONENTS eigen blas xtensor thrust cuda torch)
+set(MSRL_KNOWN_COMPONENTS eigen blas xtensor thrust cuda torch trainer)
 
 # msrl_make_component(<name>) creates msrl_<name> + msrl::<name>; returns <name>_FOUND in parent.
 function(msrl_make_component name)
@@ -75,6 +75,22 @@ function(msrl_make_component name)
         # a CUDA libtorch: the ops run msrl's CUDA kernels on torch's current stream
         target_compile_definitions(${target} INTERFACE MSRL_TORCH_CUDA=1)
       endif()
+      set(ok TRUE)
+    endif()
+  elseif(name STREQUAL "trainer")
+    # The example InternVL trainer (include/msrl/trainer): libtorch (msrl::torch), nlohmann_json for
+    # configs, tokenizers and safetensors headers, stb_image for images. Data parallelism
+    # (distributed_torch.hpp) also needs the Gloo headers libtorch was built against.
+    if(NOT TARGET msrl::torch)
+      msrl_make_component(torch)
+    endif()
+    find_package(nlohmann_json 3 QUIET)
+    find_path(MSRL_STB_IMAGE_INCLUDE_DIR stb/stb_image.h)
+    if(TARGET msrl::torch AND TARGET nlohmann_json::nlohmann_json AND MSRL_STB_IMAGE_INCLUDE_DIR)
+      add_library(${target} INTERFACE)
+      target_link_libraries(${target} INTERFACE msrl::torch nlohmann_json::nlohmann_json)
+      target_include_directories(${target} SYSTEM INTERFACE ${MSRL_STB_IMAGE_INCLUDE_DIR})
+      target_compile_definitions(${target} INTERFACE MSRL_HAS_TRAINER=1)
       set(ok TRUE)
     endif()
   else()

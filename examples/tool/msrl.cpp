@@ -338,16 +338,7 @@ struct mix_args {
 };
 
 msrl::data::replay_ratio parse_ratio(const std::string& s) {
-  if (s == "table6") return msrl::data::ratio_table6;
-  if (s == "section51") return msrl::data::ratio_section51;
-  const std::size_t colon = s.find(':');
-  try {
-    if (colon != std::string::npos && s.find_first_not_of("0123456789:") == std::string::npos && colon > 0 &&
-        colon + 1 < s.size() && s.find(':', colon + 1) == std::string::npos)
-      return {std::stoull(s.substr(0, colon)), std::stoull(s.substr(colon + 1))};
-  } catch (const std::out_of_range&) {
-  }
-  throw tool_error("option --ratio: must be FRESH:REPLAY (e.g. 4:1), table6 or section51 (got '" + s + "')");
+  return with_option("--ratio", [&] { return msrl::data::parse_replay_ratio(s, "msrl mix", "--ratio"); });
 }
 
 void run_mix(const mix_args& a) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <set>
+#include <string>
 #include <vector>
 
 #include <msrl/data/replay.hpp>
@@ -92,4 +93,25 @@ BOOST_AUTO_TEST_CASE(errors) {
   BOOST_CHECK_THROW(m.take_fresh(), msrl::invalid_argument);
   BOOST_TEST(m.take_replay() < 3u);
   BOOST_TEST(m.replay_taken() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(ratios_parse_as_written_and_bad_ones_name_the_argument) {
+  const auto r = d::parse_replay_ratio("5:1", "w", "a");
+  BOOST_TEST(r.fresh == 5u);
+  BOOST_TEST(r.replay == 1u);
+  BOOST_TEST(d::parse_replay_ratio("12:0", "w", "a").replay == 0u);
+  BOOST_TEST(d::parse_replay_ratio("1000000:1000000", "w", "a").fresh == 1000000u);
+  BOOST_TEST(d::parse_replay_ratio("table6", "w", "a").fresh == 4u);
+  BOOST_TEST(d::parse_replay_ratio("section51", "w", "a").fresh == 5u);
+  for (const char* bad : {"", ":", "4", "4:", ":1", "4-1", "0:1", "4:1:1", "-4:1", "4 :1", "1000001:1", "99999999999999999999999:1", "Table6"}) {
+    BOOST_TEST_CONTEXT(bad) {
+      try {
+        (void)d::parse_replay_ratio(bad, "msrl mix", "--ratio");
+        BOOST_ERROR("accepted");
+      } catch (const msrl::invalid_argument& e) {
+        BOOST_TEST(std::string(e.what()).find("msrl mix") != std::string::npos);
+        BOOST_TEST(std::string(e.what()).find("'--ratio'") != std::string::npos, e.what());
+      }
+    }
+  }
 }

@@ -14,6 +14,8 @@
 /// Presets: 4:1 (best in the MSRL paper's Table 6) and 5:1 (the ratio stated in its §5.1).
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -28,6 +30,29 @@ struct replay_ratio {
 
 inline constexpr replay_ratio ratio_table6{4, 1};   ///< MSRL Table 6 (75.5 on caption VL-RewardBench)
 inline constexpr replay_ratio ratio_section51{5, 1}; ///< MSRL §5.1 "new:old = 5:1"
+
+/// A ratio as users write it: "FRESH:REPLAY" in decimal digits (fresh >= 1, each term at most
+/// 1,000,000), or the presets "table6" (4:1) and "section51" (5:1). Anything else throws
+/// msrl::invalid_argument naming `where` and `arg` (e.g. "msrl-train config", "sft.replay_ratio").
+inline replay_ratio parse_replay_ratio(std::string_view s, std::string_view where, std::string_view arg) {
+  if (s == "table6") return ratio_table6;
+  if (s == "section51") return ratio_section51;
+  const std::string rule = "must be FRESH:REPLAY (e.g. 4:1), table6 or section51 (got '" + std::string(s) + "')";
+  const auto colon = s.find(':');
+  require(colon != std::string_view::npos && colon > 0 && colon + 1 < s.size(), where, arg, rule);
+  const auto num = [&](std::string_view t) {
+    std::size_t v = 0;
+    for (const char ch : t) {
+      require(ch >= '0' && ch <= '9', where, arg, rule);
+      v = v * 10 + static_cast<std::size_t>(ch - '0');
+      require(v <= 1000000, where, arg, "must have terms of at most 1000000 (got '" + std::string(s) + "')");
+    }
+    return v;
+  };
+  const replay_ratio r{num(s.substr(0, colon)), num(s.substr(colon + 1))};
+  require(r.fresh >= 1, where, arg, "needs at least 1 fresh sample per cycle (got '" + std::string(s) + "')");
+  return r;
+}
 
 struct mix_options {
   replay_ratio ratio = ratio_table6;

@@ -7,7 +7,7 @@
 ///   msrl::trainer::trainer t(model, {.lr = 1e-6, .comm = comm}); // broadcasts rank 0's weights
 ///   t.sft_step(my_share_of_the_batch);                           // counts and gradients summed
 ///
-/// The communicator interface and the single-process one live in steps_torch.hpp, which needs no
+/// The communicator interface and the single-process one live in communicator_torch.hpp, which needs no
 /// Gloo; this header adds the process-group implementation and needs the Gloo headers that
 /// libtorch was built against (Debian: libgloo-dev).
 #if !__has_include(<gloo/config.h>) || !__has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>)

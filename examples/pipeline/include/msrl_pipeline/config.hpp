@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <msrl/core/error.hpp>
+#include <msrl/data/replay.hpp>
 
 namespace msrl_pipeline {
 
@@ -275,21 +276,11 @@ inline void validate_sampling(double temperature, double top_p, int top_k, int m
 
 } // namespace detail
 
-/// Parses "5:1" into (5, 1); throws naming `key`.
+/// Parses "5:1" (or table6 / section51) into (5, 1) with msrl::data::parse_replay_ratio, the
+/// parser the msrl tool uses too; throws naming `key`.
 inline std::pair<std::size_t, std::size_t> parse_ratio(const std::string& s, const std::string& key) {
-  const auto colon = s.find(':');
-  detail::check(colon != std::string::npos && colon > 0 && colon + 1 < s.size(), key, "must look like 5:1 (fresh:replay)");
-  auto num = [&](std::string_view t) {
-    std::size_t v = 0;
-    for (char ch : t) {
-      detail::check(ch >= '0' && ch <= '9' && v < 1000000, key, "must look like 5:1 (fresh:replay)");
-      v = v * 10 + static_cast<std::size_t>(ch - '0');
-    }
-    return v;
-  };
-  const auto f = num(std::string_view(s).substr(0, colon)), r = num(std::string_view(s).substr(colon + 1));
-  detail::check(f >= 1, key, "needs at least 1 fresh sample per cycle");
-  return {f, r};
+  const auto r = msrl::data::parse_replay_ratio(s, "msrl-train config", key);
+  return {r.fresh, r.replay};
 }
 
 /// Applies `key.path=value` to a JSON document. The value is parsed as JSON when it is valid

@@ -17,7 +17,8 @@
 /// std::*_distribution; PNGs are a pure function of the scene). Media are content-addressed:
 /// equal scenes share one file, so the data stays small however many rows are drawn.
 ///
-/// PNG encoding: stb_image_write, compiled in by stb_write.hpp.
+/// Its pieces: task_format.hpp (task types, prompts, rationales), world.hpp (the world and its
+/// rendering), domain_tokenizer.hpp (the tokenizer); this header draws the items and writes the files.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -36,455 +37,19 @@
 #include <utility>
 #include <vector>
 
-#include <unistd.h> // getpid: a unique temporary directory name
-
 #include <nlohmann/json.hpp>
 
+#include <msrl/core/atomic_file.hpp>
 #include <msrl/core/error.hpp>
 #include <msrl/data/random.hpp>
 #include <msrl/trainer/tokenizer.hpp>
 
+#include "domain_tokenizer.hpp"
 #include "stb_write.hpp"
+#include "task_format.hpp"
+#include "world.hpp"
 
 namespace msrl_pipeline {
-
-// ---------------------------------------------------------------------------------------------
-// Task types and the text templates the pipeline reuses
-// ---------------------------------------------------------------------------------------------
-
-enum class task_type : std::uint8_t { text, image_understanding, image_generation, video_understanding, video_generation };
-
-/// The `task_type` column value: "text", "image_understanding", ...
-inline std::string_view task_type_name(task_type t) noexcept {
-  constexpr std::array<std::string_view, 5> n = {"text", "image_understanding", "image_generation", "video_understanding",
-                                                 "video_generation"};
-  return n[static_cast<std::size_t>(t)];
-}
-
-/// The words a completion puts in `<type>...</type>` ("image understanding"); msrl's task
-/// reward normalises both to the same text.
-inline std::string_view task_type_words(task_type t) noexcept {
-  constexpr std::array<std::string_view, 5> n = {"text", "image understanding", "image generation", "video understanding",
-                                                 "video generation"};
-  return n[static_cast<std::size_t>(t)];
-}
-
-/// Which answer layout a system prompt asks for.
-enum class prompt_style : std::uint8_t {
-  text,      ///< stage 1: <think>...</think><answer>A</answer>
-  caption,   ///< stage 2 (media given as captions): <type>...</type><think>...</think><answer>A</answer>
-  multimodal ///< stage 3, CMKD pool, eval: <type>...</type><caption>...</caption><think>...</think><answer>A</answer>
-};
-
-/// The system prompt of each stage (short: a tiny model reads it in every prompt).
-inline std::string system_prompt(prompt_style s) {
-  switch (s) {
-  case prompt_style::text: return "Compare the two responses. Think in <think> </think>, then give A or B in <answer> </answer>.";
-  case prompt_style::caption:
-    return "Name the task type in <type> </type>, think in <think> </think>, then give A or B in <answer> </answer>.";
-  case prompt_style::multimodal:
-    return "Name the task type in <type> </type>, describe the media in <caption> </caption>, think in <think> </think>, "
-           "then give A or B in <answer> </answer>.";
-  }
-  return {};
-}
-
-/// The reasoning (the text inside <think>) for a choice between two candidates:
-///   text:                 "The text says V. Response A says Va, which matches|differs. Response B says Vb, which
-///                         matches|differs. Response L is correct."
-///   text, `prompt_form`:  "The prompt says V. Response A says Va, ..." (which response matches a prompt: the
-///                         text counterpart of the generation tasks)
-///   image/video under.:   "The image|video shows V. Response A says Va. ..."
-///   image/video gener.:   "The prompt says V. Image|Video A shows Va. Image|Video B shows Vb. Image|Video L is correct."
-/// L is the candidate whose value equals `truth`; exactly one must (else msrl::invalid_argument).
-/// Stage 2 (captions) and stage 3 (media) share the wording, so CMKD moves reasoning between them.
-inline std::string write_rationale(task_type task, std::string_view truth, std::string_view value_a, std::string_view value_b,
-                                   bool prompt_form = false) {
-  constexpr const char* where = "msrl_pipeline::write_rationale";
-  msrl::require(!truth.empty(), where, "truth", "must not be empty");
-  msrl::require((value_a == truth) != (value_b == truth), where, "value_a/value_b",
-                "must hold the truth in exactly one candidate (truth '" + std::string(truth) + "')");
-  const char label = value_a == truth ? 'A' : 'B';
-  std::string evidence, candidate, verb;
-  switch (task) {
-  case task_type::text: evidence = prompt_form ? "The prompt says" : "The text says"; candidate = "Response"; verb = "says"; break;
-  case task_type::image_understanding: evidence = "The image shows"; candidate = "Response"; verb = "says"; break;
-  case task_type::video_understanding: evidence = "The video shows"; candidate = "Response"; verb = "says"; break;
-  case task_type::image_generation: evidence = "The prompt says"; candidate = "Image"; verb = "shows"; break;
-  case task_type::video_generation: evidence = "The prompt says"; candidate = "Video"; verb = "shows"; break;
-  }
-  std::string t;
-  t.reserve(128);
-  t.append(evidence).append(" ").append(truth).append(". ");
-  // One verdict per candidate right after its value: a local comparison a small model learns
-  // far sooner than a single comparison at the end.
-  t.append(candidate).append(" A ").append(verb).append(" ").append(value_a).append(value_a == truth ? ", which matches. " : ", which differs. ");
-  t.append(candidate).append(" B ").append(verb).append(" ").append(value_b).append(value_b == truth ? ", which matches. " : ", which differs. ");
-  t.append(candidate).append(" ").push_back(label);
-  t.append(" is correct.");
-  return t;
-}
-
-/// "<type>T</type><caption>C</caption><think>R</think><answer>L</answer>", empty parts left out.
-/// With empty type this equals msrl::voting::cmkd_target(caption, think, label).
-inline std::string make_completion(std::string_view think, char answer, std::string_view type_words = {}, std::string_view caption = {}) {
-  msrl::require(answer == 'A' || answer == 'B', "msrl_pipeline::make_completion", "answer", "must be 'A' or 'B'");
-  std::string c;
-  if (!type_words.empty()) c.append("<type>").append(type_words).append("</type>");
-  if (!caption.empty()) c.append("<caption>").append(caption).append("</caption>");
-  c.append("<think>").append(think).append("</think><answer>");
-  c.push_back(answer);
-  c.append("</answer>");
-  return c;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The world
-// ---------------------------------------------------------------------------------------------
-namespace world {
-
-enum class colour : std::uint8_t { red, green, blue, yellow, purple, orange };
-enum class shape : std::uint8_t { circle, square, triangle };
-enum class side : std::uint8_t { left, right };
-enum class direction : std::uint8_t { left, right, up, down };
-enum class attribute : std::uint8_t { colour, count, position, shape, direction };
-
-inline constexpr std::array<std::string_view, 6> colour_names = {"red", "green", "blue", "yellow", "purple", "orange"};
-inline constexpr std::array<std::string_view, 3> shape_names = {"circle", "square", "triangle"};
-inline constexpr std::array<std::string_view, 3> shape_plurals = {"circles", "squares", "triangles"};
-inline constexpr std::array<std::string_view, 2> side_names = {"left", "right"};
-inline constexpr std::array<std::string_view, 4> direction_names = {"left", "right", "up", "down"};
-inline constexpr std::array<std::string_view, 3> count_names = {"one", "two", "three"};
-
-/// RGB of each colour (solid fills; the background is {240, 240, 240}).
-inline constexpr std::array<std::array<std::uint8_t, 3>, 6> palette = {{
-    {215, 38, 38}, {34, 160, 60}, {40, 90, 215}, {230, 200, 20}, {140, 60, 175}, {245, 135, 20}}};
-inline constexpr std::array<std::uint8_t, 3> background = {240, 240, 240};
-
-/// A still image: `count` equal shapes in one half, in the vertical slots set in `slots` (bit k =
-/// slot k of 3, top to bottom).
-struct still {
-  int count = 1;
-  world::colour colour = colour::red;
-  world::shape shape = shape::circle;
-  world::side side = side::left;
-  unsigned slots = 1;
-  bool operator==(const still&) const = default;
-};
-
-/// A video: one shape crossing the frame in `direction` through the middle of the other axis
-/// (one lane keeps the number of distinct videos at 72, which keeps the data small).
-struct motion {
-  world::colour colour = colour::red;
-  world::shape shape = shape::circle;
-  world::direction direction = direction::left;
-  bool operator==(const motion&) const = default;
-};
-
-inline std::string_view shape_word(const still& s) {
-  return s.count == 1 ? shape_names[static_cast<std::size_t>(s.shape)] : shape_plurals[static_cast<std::size_t>(s.shape)];
-}
-
-/// "two green triangles on the left" (captions, responses, prompts).
-inline std::string phrase(const still& s) {
-  std::string p(count_names[static_cast<std::size_t>(s.count - 1)]);
-  p.append(" ").append(colour_names[static_cast<std::size_t>(s.colour)]).append(" ").append(shape_word(s));
-  p.append(" on the ").append(side_names[static_cast<std::size_t>(s.side)]);
-  return p;
-}
-/// "a green triangle moving up" ("an orange ...").
-inline std::string phrase(const motion& m) {
-  std::string p(m.colour == colour::orange ? "an " : "a ");
-  p.append(colour_names[static_cast<std::size_t>(m.colour)]).append(" ").append(shape_names[static_cast<std::size_t>(m.shape)]);
-  p.append(" moving ").append(direction_names[static_cast<std::size_t>(m.direction)]);
-  return p;
-}
-/// "There are two green triangles on the left." (the stage 1 text context).
-inline std::string sentence(const still& s) { return (s.count == 1 ? "There is " : "There are ") + phrase(s) + "."; }
-/// "A green triangle moves up." ("An orange ...").
-inline std::string sentence(const motion& m) {
-  std::string p(m.colour == colour::orange ? "An " : "A ");
-  p.append(colour_names[static_cast<std::size_t>(m.colour)]).append(" ").append(shape_names[static_cast<std::size_t>(m.shape)]);
-  p.append(" moves ").append(direction_names[static_cast<std::size_t>(m.direction)]).append(".");
-  return p;
-}
-
-/// The word a rationale quotes for `a` ("green", "two", "left", "triangles", "up").
-inline std::string value(const still& s, attribute a) {
-  switch (a) {
-  case attribute::colour: return std::string(colour_names[static_cast<std::size_t>(s.colour)]);
-  case attribute::count: return std::string(count_names[static_cast<std::size_t>(s.count - 1)]);
-  case attribute::position: return std::string(side_names[static_cast<std::size_t>(s.side)]);
-  case attribute::shape: return std::string(shape_word(s));
-  case attribute::direction: break;
-  }
-  throw msrl::invalid_argument("msrl_pipeline::world::value: argument 'attribute' must be colour, count, position or shape for a still image");
-}
-inline std::string value(const motion& m, attribute a) {
-  switch (a) {
-  case attribute::colour: return std::string(colour_names[static_cast<std::size_t>(m.colour)]);
-  case attribute::shape: return std::string(shape_names[static_cast<std::size_t>(m.shape)]);
-  case attribute::direction: return std::string(direction_names[static_cast<std::size_t>(m.direction)]);
-  case attribute::count:
-  case attribute::position: break;
-  }
-  throw msrl::invalid_argument("msrl_pipeline::world::value: argument 'attribute' must be colour, shape or direction for a video");
-}
-
-/// The question of an understanding task about `a`.
-inline std::string question(const still& s, attribute a) {
-  const bool one = s.count == 1;
-  const std::string w(shape_word(s));
-  switch (a) {
-  case attribute::colour: return one ? "What colour is the " + w + "?" : "What colour are the " + w + "?";
-  case attribute::count: return "How many " + std::string(shape_plurals[static_cast<std::size_t>(s.shape)]) + " are there?";
-  case attribute::position: return one ? "Where is the " + w + "?" : "Where are the " + w + "?";
-  case attribute::shape: return one ? "What shape is it?" : "What shape are they?";
-  case attribute::direction: break;
-  }
-  return value(s, a); // throws
-}
-inline std::string question(const motion& m, attribute a) {
-  const std::string w(shape_names[static_cast<std::size_t>(m.shape)]);
-  switch (a) {
-  case attribute::colour: return "What colour is the " + w + "?";
-  case attribute::shape: return "What shape is moving?";
-  case attribute::direction: return "Which way does the " + w + " move?";
-  case attribute::count:
-  case attribute::position: break;
-  }
-  return value(m, a); // throws
-}
-
-/// An 8-bit RGB raster, row-major.
-struct canvas {
-  int width = 0, height = 0;
-  std::vector<std::uint8_t> rgb;
-  canvas(int w, int h) : width(w), height(h), rgb(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * 3) {
-    for (std::size_t i = 0; i < rgb.size(); i += 3) std::copy(background.begin(), background.end(), rgb.begin() + static_cast<std::ptrdiff_t>(i));
-  }
-};
-
-/// Fills one shape of radius r centred at (cx, cy) (pixel centres at +0.5; no anti-aliasing, so
-/// every shape pixel holds exactly its palette colour). Triangles point up (base 2r, height 2r);
-/// squares have side 1.8r so the three shapes have similar areas.
-inline void draw_shape(canvas& c, shape s, colour col, double cx, double cy, double r) {
-  const auto& rgb = palette[static_cast<std::size_t>(col)];
-  const int x0 = std::max(0, static_cast<int>(std::floor(cx - r))), x1 = std::min(c.width - 1, static_cast<int>(std::ceil(cx + r)));
-  const int y0 = std::max(0, static_cast<int>(std::floor(cy - r))), y1 = std::min(c.height - 1, static_cast<int>(std::ceil(cy + r)));
-  for (int y = y0; y <= y1; ++y)
-    for (int x = x0; x <= x1; ++x) {
-      const double dx = x + 0.5 - cx, dy = y + 0.5 - cy;
-      bool in = false;
-      switch (s) {
-      case shape::circle: in = dx * dx + dy * dy <= r * r; break;
-      case shape::square: in = std::abs(dx) <= 0.9 * r && std::abs(dy) <= 0.9 * r; break;
-      case shape::triangle: in = dy >= -r && dy <= r && std::abs(dx) <= (dy + r) / 2; break;
-      }
-      if (!in) continue;
-      const std::size_t at = (static_cast<std::size_t>(y) * static_cast<std::size_t>(c.width) + static_cast<std::size_t>(x)) * 3;
-      std::copy(rgb.begin(), rgb.end(), c.rgb.begin() + static_cast<std::ptrdiff_t>(at));
-    }
-}
-
-/// Shape radius for an image of `size` pixels (7 at 56).
-inline double shape_radius(int size) { return size / 8.0; }
-/// Centre of slot k (0..2) of a still image.
-inline std::pair<double, double> slot_centre(int size, side sd, int k) {
-  return {size * (sd == side::left ? 0.25 : 0.75), size * (1.0 + 2.0 * k) / 6.0};
-}
-/// Centre of the shape in frame f of `frames`.
-inline std::pair<double, double> motion_centre(int size, const motion& m, int f, int frames) {
-  const double t = frames > 1 ? static_cast<double>(f) / (frames - 1) : 0.0;
-  const double lo = 0.2 * size, hi = 0.8 * size, along_fwd = lo + (hi - lo) * t, along_back = hi - (hi - lo) * t;
-  const double across = size / 2.0;
-  switch (m.direction) {
-  case direction::right: return {along_fwd, across};
-  case direction::left: return {along_back, across};
-  case direction::down: return {across, along_fwd};
-  case direction::up: return {across, along_back};
-  }
-  return {across, across};
-}
-
-inline canvas render(const still& s, int size) {
-  canvas c(size, size);
-  for (int k = 0; k < 3; ++k)
-    if (s.slots & (1u << k)) {
-      const auto [x, y] = slot_centre(size, s.side, k);
-      draw_shape(c, s.shape, s.colour, x, y, shape_radius(size));
-    }
-  return c;
-}
-inline canvas render(const motion& m, int size, int frame, int frames) {
-  canvas c(size, size);
-  const auto [x, y] = motion_centre(size, m, frame, frames);
-  draw_shape(c, m.shape, m.colour, x, y, shape_radius(size));
-  return c;
-}
-
-/// PNG bytes of a canvas (stb_image_write; deterministic).
-inline std::vector<unsigned char> encode_png(const canvas& c) {
-  std::vector<unsigned char> out;
-  auto sink = [](void* ctx, void* data, int n) {
-    auto* v = static_cast<std::vector<unsigned char>*>(ctx);
-    const auto* p = static_cast<const unsigned char*>(data);
-    v->insert(v->end(), p, p + n);
-  };
-  if (!stbi_write_png_to_func(sink, &out, c.width, c.height, 3, c.rgb.data(), c.width * 3))
-    throw msrl::error("msrl_pipeline::world::encode_png: stb_image_write failed to encode a " + std::to_string(c.width) + "x" +
-                      std::to_string(c.height) + " image");
-  return out;
-}
-
-} // namespace world
-
-// ---------------------------------------------------------------------------------------------
-// Tokenizer
-// ---------------------------------------------------------------------------------------------
-
-/// Every word the generated text uses (templates, world words, system prompts, task types, and
-/// "Frame" for the video prompt expansion). Letter words get a token with and without a leading
-/// space; the punctuation pieces ".\n" and "?\n" get one token each.
-inline const std::vector<std::string>& domain_vocabulary() {
-  static const std::vector<std::string> v = [] {
-    std::vector<std::string> w = {
-        // world
-        "one", "two", "three", "red", "green", "blue", "yellow", "purple", "orange", "circle", "circles", "square", "squares",
-        "triangle", "triangles", "left", "right", "up", "down", "on", "the", "There", "is", "are", "a", "A", "an", "An", "B", "moves",
-        "moving",
-        // prompts
-        "Text", "Image", "Video", "Question", "Prompt", "Response", "What", "colour", "How", "many", "there", "Where", "shape",
-        "they", "it", "Which", "way", "does", "move", "image", "video", "response", "matches", "prompt", "Frame",
-        // rationales
-        "The", "text", "says", "shows", "correct",
-        // system prompts and task types
-        "Compare", "responses", "Think", "in", "then", "give", "or", "Name", "task", "type", "think", "describe", "media",
-        "understanding", "generation", "Describe", "both", "images", "videos", "which", "differs",
-        // punctuation pieces
-        ".\n", "?\n"};
-    return w;
-  }();
-  return v;
-}
-
-/// A Qwen2-style tokenizer.json (the layout msrl::trainer::bpe_tokenizer and HF `tokenizers`
-/// read): the 256 GPT-2 byte symbols, BPE merges learned on `vocabulary` (each entry that starts
-/// with a letter also as " "+entry) until every entry is one token, then the added tokens
-/// <|endoftext|> <|im_start|> <|im_end|> <img> </img> <IMG_CONTEXT> <think> </think> <answer>
-/// </answer> <type> </type> <caption> </caption>. Merges are learned greedily (most frequent
-/// adjacent pair, ties by byte order), so the result is deterministic; the function checks with
-/// bpe_tokenizer that every entry encodes to one token (msrl::value_error otherwise).
-inline std::string make_tokenizer_json(std::span<const std::string> vocabulary = domain_vocabulary()) {
-  constexpr const char* where = "msrl_pipeline::make_tokenizer_json";
-  const auto& sym = msrl::trainer::detail::byte_symbols();
-  std::vector<std::string> entries;
-  for (const auto& e : vocabulary) {
-    msrl::require(!e.empty(), where, "vocabulary", "must not hold an empty entry");
-    const auto pieces = msrl::trainer::detail::qwen2_pretokenize(e);
-    msrl::require(pieces.size() == 1, where, "vocabulary", "entries must be single pre-tokens ('" + e + "' splits)");
-    entries.push_back(e);
-    const auto c = static_cast<unsigned char>(e[0]);
-    if ((c | 32) >= 'a' && (c | 32) <= 'z') entries.push_back(" " + e);
-  }
-  std::sort(entries.begin(), entries.end());
-  entries.erase(std::unique(entries.begin(), entries.end()), entries.end());
-
-  std::vector<std::vector<std::string>> words;
-  for (const auto& e : entries) {
-    std::vector<std::string> w;
-    for (const char ch : e) w.push_back(sym[static_cast<unsigned char>(ch)]);
-    words.push_back(std::move(w));
-  }
-  std::vector<std::pair<std::string, std::string>> merges;
-  for (;;) {
-    std::map<std::pair<std::string, std::string>, int> counts; // ordered: ties go to the smallest pair
-    for (const auto& w : words)
-      for (std::size_t k = 0; k + 1 < w.size(); ++k) ++counts[{w[k], w[k + 1]}];
-    if (counts.empty()) break;
-    auto best = counts.begin();
-    for (auto it = counts.begin(); it != counts.end(); ++it)
-      if (it->second > best->second) best = it;
-    const auto pair = best->first;
-    merges.push_back(pair);
-    for (auto& w : words) {
-      std::vector<std::string> m;
-      m.reserve(w.size());
-      for (std::size_t k = 0; k < w.size(); ++k) {
-        if (k + 1 < w.size() && w[k] == pair.first && w[k + 1] == pair.second) {
-          m.push_back(w[k] + w[k + 1]);
-          ++k;
-        } else {
-          m.push_back(w[k]);
-        }
-      }
-      w = std::move(m);
-    }
-  }
-
-  nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
-  std::int64_t next = 0;
-  // GPT-2 order: printable bytes first (their own code points), then the rest.
-  std::vector<std::size_t> order;
-  for (std::size_t b = 0; b < 256; ++b)
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) order.push_back(b);
-  for (std::size_t b = 0; b < 256; ++b)
-    if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))) order.push_back(b);
-  for (const auto b : order) vocab[sym[b]] = next++;
-  nlohmann::ordered_json merge_list = nlohmann::ordered_json::array();
-  for (const auto& [a, b] : merges) {
-    merge_list.push_back({a, b});
-    if (!vocab.contains(a + b)) vocab[a + b] = next++;
-  }
-  struct added {
-    const char* text;
-    bool special;
-  };
-  constexpr std::array<added, 14> added_tokens = {{{"<|endoftext|>", true},
-                                                   {"<|im_start|>", true},
-                                                   {"<|im_end|>", true},
-                                                   {"<img>", true},
-                                                   {"</img>", true},
-                                                   {"<IMG_CONTEXT>", true},
-                                                   {"<think>", false},
-                                                   {"</think>", false},
-                                                   {"<answer>", false},
-                                                   {"</answer>", false},
-                                                   {"<type>", false},
-                                                   {"</type>", false},
-                                                   {"<caption>", false},
-                                                   {"</caption>", false}}};
-  nlohmann::ordered_json added_list = nlohmann::ordered_json::array();
-  for (const auto& a : added_tokens)
-    added_list.push_back({{"id", next++}, {"content", a.text}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                          {"normalized", false}, {"special", a.special}});
-
-  nlohmann::ordered_json j;
-  j["version"] = "1.0";
-  j["truncation"] = nullptr;
-  j["padding"] = nullptr;
-  j["added_tokens"] = added_list;
-  j["normalizer"] = {{"type", "NFC"}};
-  j["pre_tokenizer"] = {
-      {"type", "Sequence"},
-      {"pretokenizers",
-       {{{"type", "Split"},
-         {"pattern",
-          {{"Regex", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
-         {"behavior", "Isolated"},
-         {"invert", false}},
-        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}}}};
-  j["post_processor"] = nullptr;
-  j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
-  j["model"] = {{"type", "BPE"},          {"dropout", nullptr},         {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-                {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", false},
-                {"vocab", vocab},          {"merges", merge_list}};
-
-  const auto tok = msrl::trainer::bpe_tokenizer::from_json(nlohmann::json::parse(j.dump()), "generated tokenizer.json");
-  for (const auto& e : entries)
-    msrl::require<msrl::value_error>(tok.encode(e).size() == 1, where, "vocabulary", "entry '" + e + "' did not become one token");
-  return j.dump(1);
-}
 
 // ---------------------------------------------------------------------------------------------
 // The generator
@@ -885,19 +450,6 @@ inline bool is_previous_output(const std::filesystem::path& dir) {
   return true;
 }
 
-/// A name beside `target` that no one else uses (pid + clock).
-inline std::filesystem::path sibling(const std::filesystem::path& target, std::string_view tag) {
-  const auto t = static_cast<unsigned long long>(std::chrono::steady_clock::now().time_since_epoch().count());
-  for (unsigned k = 0;; ++k) {
-    std::string name(1, '.'); // appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "." + std::string
-    name.append(target.filename().string()).append(1, '.').append(tag);
-    name.append(1, '-').append(std::to_string(::getpid())).append(1, '-').append(std::to_string(t)).append(1, '-').append(std::to_string(k));
-    auto p = target.parent_path() / name;
-    std::error_code ec;
-    if (!std::filesystem::exists(p, ec)) return p;
-  }
-}
-
 } // namespace detail_datagen
 
 /// Writes the bundled data set into `out_dir` and returns what it wrote.
@@ -905,7 +457,8 @@ inline std::filesystem::path sibling(const std::filesystem::path& target, std::s
 /// `out_dir` must not exist, be an empty folder, or hold exactly a previous output of this
 /// generator (its manifest.json names every entry); that output is then replaced. Anything else
 /// throws msrl::invalid_argument and leaves the folder untouched. Everything is written into a
-/// temporary sibling folder first and renamed into place, so a failed run leaves no partial data.
+/// staging folder beside it and swapped in by msrl::publish_directory_atomic, so a failed run leaves
+/// no partial data.
 /// Same options => byte-identical files. Options out of range throw msrl::invalid_argument.
 inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, const datagen_options& opt = {}) {
   namespace fs = std::filesystem;
@@ -939,10 +492,10 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
   }
   fs::create_directories(target.parent_path());
 
-  const fs::path tmp = detail_datagen::sibling(target, "tmp");
-  fs::create_directory(tmp);
   datagen_summary sum;
-  try {
+  // built in a staging folder beside the target and swapped in whole (msrl::publish_directory_atomic):
+  // a failed or killed run leaves either the previous output or the new one, never a part
+  msrl::publish_directory_atomic(target, [&](const fs::path& tmp) {
     detail_datagen::media_store store(tmp, opt.image_size, opt.video_frames);
     std::uint64_t stream = 0;
     auto rng_for = [&](std::uint64_t k) { return msrl::data::splitmix64(msrl::data::splitmix64(opt.seed ^ (0x5851f42d4c957f2dull * (k + 1))).next()); };
@@ -1133,24 +686,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
 
     for (const auto& e : fs::recursive_directory_iterator(tmp))
       if (e.is_regular_file()) sum.bytes += e.file_size();
-
-    // publish: move a previous output aside, rename the new one in, then delete the old one
-    fs::path old;
-    if (fs::exists(target)) {
-      old = detail_datagen::sibling(target, "old");
-      fs::rename(target, old);
-    }
-    try {
-      fs::rename(tmp, target);
-    } catch (...) {
-      if (!old.empty()) fs::rename(old, target, ec);
-      throw;
-    }
-    if (!old.empty()) fs::remove_all(old, ec);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  });
   sum.dir = target;
   return sum;
 }

@@ -1,0 +1,78 @@
+#pragma once
+/// \file Per-token log-probs (and entropy) of sampled completions under the model, differentiable:
+/// msrl's fused ops (msrl::torch_ops) where a kernel set serves the model's device, else libtorch's
+/// log_softmax + gather (component msrl::torch).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "../core/error.hpp"
+#include "../torch/logprob_ops.hpp"
+#include "internvl_torch.hpp"
+
+namespace msrl::trainer {
+
+namespace detail {
+/// The logits [G, L, V] (the model's dtype) of every position of `completions` [G, L] following
+/// one prompt [T]/[1, T] with its image: the prompt is embedded once and shared by the G rows.
+inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
+                                    const at::Tensor& completions, double temperature, const char* where) {
+  at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
+  require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, "prompt_ids", "must be one non-empty prompt");
+  require<shape_error>(completions.dim() == 2 && completions.size(1) >= 1 && completions.scalar_type() == at::kLong, where, "completions",
+                       "must be int64 [G, L] with L >= 1");
+  require(temperature > 0.0 && std::isfinite(temperature), where, "temperature", "must be finite and > 0");
+  const auto dev = model->language_model->model->embed_tokens->weight.device();
+  const auto G = completions.size(0), L = completions.size(1), Tp = prompt.size(1);
+  auto pe = model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values);
+  auto ce = model->embed(completions.to(dev));
+  auto e = at::cat({pe.expand({G, Tp, pe.size(2)}), ce}, 1);
+  auto h = model->language_model->hidden(e).narrow(1, Tp - 1, L); // position Tp-1+t predicts completion token t
+  return model->language_model->logits(h);
+}
+
+/// log softmax(logits / T)[targets] (fp32, differentiable): msrl's fused op when `fused` and a
+/// kernel set serves the device (torch_ops::kernels_for: always the CPU, CUDA once installed; no
+/// [.., V] fp32 copy, one read forward, one read + write backward), else libtorch's log_softmax +
+/// gather.
+inline at::Tensor token_logprobs(const at::Tensor& logits, const at::Tensor& targets, double temperature, bool fused) {
+  if (fused && torch_ops::kernels_for(logits)) return torch_ops::selective_log_softmax(logits, targets, temperature);
+  auto z = logits.to(at::kFloat);
+  if (temperature != 1.0) z = z / temperature;
+  return z.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1);
+}
+} // namespace detail
+
+/// Log-probs [G, L] (fp32, differentiable) of `completions` [G, L] following one prompt:
+/// log pi(completion token t | prompt, tokens < t) at temperature T. `fused`: msrl's fused
+/// kernels where they serve the model's device (see detail::token_logprobs), else libtorch's.
+inline at::Tensor completion_logprobs(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
+                                      const at::Tensor& completions, double temperature = 1.0, bool fused = true) {
+  const auto z = detail::completion_logits(model, prompt_ids, pixel_values, completions, temperature, "msrl::trainer::completion_logprobs");
+  return detail::token_logprobs(z, completions.to(z.device()), temperature, fused);
+}
+
+/// The log-probs above and the entropy of each position's distribution at temperature T,
+/// H_t = -sum_v p_v log p_v, both [G, L] fp32 and differentiable.
+inline std::pair<at::Tensor, at::Tensor> completion_logprobs_entropy(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
+                                                                     const at::Tensor& completions, double temperature = 1.0,
+                                                                     bool fused = true) {
+  const auto z = detail::completion_logits(model, prompt_ids, pixel_values, completions, temperature,
+                                           "msrl::trainer::completion_logprobs_entropy");
+  const auto y = completions.to(z.device());
+  if (fused && torch_ops::kernels_for(z)) {
+    auto [logp, entropy] = torch_ops::selective_log_softmax_with_entropy(z, y, temperature);
+    return {logp, entropy};
+  }
+  const auto ls = (z.to(at::kFloat) / temperature).log_softmax(-1);
+  // p log p -> 0 where p = 0 (a -inf logit): clamp log p to the lowest finite float first
+  return {ls.gather(2, y.unsqueeze(2)).squeeze(2), -(ls.exp() * ls.clamp_min(std::numeric_limits<float>::lowest())).sum(-1)};
+}
+
+} // namespace msrl::trainer

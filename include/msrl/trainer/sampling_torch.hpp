@@ -1,0 +1,134 @@
+#pragma once
+/// \file Sampling G completions of one prompt with a KV cache: temperature, top-k, top-p, stop ids,
+/// seeded (component msrl::torch).
+///
+///   auto s = msrl::trainer::sample(model, prompt_ids, pixels, {.num_samples = 8, .max_new_tokens = 512,
+///                                  .temperature = 1.0, .top_p = 1.0, .stop_ids = {im_end}, .seed = 7});
+///   // s.tokens [G, L], s.logprobs [G, L] (log softmax(logits / T) of each sampled token), s.mask, s.lengths
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include "../core/error.hpp"
+#include "internvl_torch.hpp"
+
+namespace msrl::trainer {
+
+struct sampling_options {
+  std::int64_t num_samples = 1;     ///< G completions of the one prompt
+  std::int64_t max_new_tokens = 64;
+  double temperature = 1.0;         ///< 0: greedy
+  double top_p = 1.0;               ///< nucleus; 1 disables
+  std::int64_t top_k = 0;           ///< 0 disables
+  std::vector<std::int64_t> stop_ids; ///< e.g. <|im_end|>; the stop token is kept (mask 1)
+  std::int64_t pad_id = 0;          ///< written after a row stops (mask 0)
+  std::uint64_t seed = 0;
+};
+
+struct sampling_result {
+  at::Tensor tokens;   ///< [G, L] int64, pad_id after a row's stop token
+  at::Tensor logprobs; ///< [G, L] fp32: log softmax(logits / temperature) of each sampled token
+                       ///< (before top-k/top-p filtering; the distribution the trainer recomputes), 0 on padding
+  at::Tensor mask;     ///< [G, L] uint8: 1 for generated tokens including the stop token
+  std::vector<std::int64_t> lengths;
+};
+
+namespace detail {
+
+/// Keeps the top-k logits and the smallest nucleus with mass >= top_p; others -> -inf. [G, V].
+inline at::Tensor filter_logits(at::Tensor logits, std::int64_t top_k, double top_p) {
+  const auto V = logits.size(-1);
+  const auto ninf = -std::numeric_limits<float>::infinity();
+  if (top_k > 0 && top_k < V) {
+    auto kth = std::get<0>(logits.topk(top_k, -1)).narrow(-1, top_k - 1, 1);
+    logits = logits.masked_fill(logits < kth, ninf);
+  }
+  if (top_p < 1.0) {
+    auto [sorted, idx] = logits.sort(-1, true);
+    auto probs = sorted.softmax(-1);
+    auto before = probs.cumsum(-1) - probs; // mass strictly before each token
+    auto drop = before >= top_p;             // the first token always stays
+    logits = logits.scatter(-1, idx, sorted.masked_fill(drop, ninf));
+  }
+  return logits;
+}
+
+} // namespace detail
+
+/// Samples G completions of one prompt ([T] or [1, T] int64) with a KV cache. The image-context
+/// token is never sampled. Seeded: the same seed gives the same tokens on the same build.
+inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values, const sampling_options& opt) {
+  constexpr const char* where = "msrl::trainer::sample";
+  require(opt.num_samples >= 1, where, "num_samples", "must be >= 1");
+  require(opt.max_new_tokens >= 1, where, "max_new_tokens", "must be >= 1");
+  require(std::isfinite(opt.temperature) && opt.temperature >= 0.0, where, "temperature", "must be finite and >= 0");
+  require(opt.top_p > 0.0 && opt.top_p <= 1.0, where, "top_p", "must lie in (0, 1]");
+  require(opt.top_k >= 0, where, "top_k", "must be >= 0");
+  const auto V = model->cfg.text.vocab_size;
+  require(opt.pad_id >= 0 && opt.pad_id < V, where, "pad_id", "must be a token id of the vocabulary");
+  at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
+  require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, "prompt_ids", "must be one non-empty prompt [T] or [1, T]");
+  at::NoGradGuard ng;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto dev = model->language_model->model->embed_tokens->weight.device();
+  const auto G = opt.num_samples, L = opt.max_new_tokens;
+  auto gen = at::detail::createCPUGenerator(opt.seed);
+
+  kv_cache cache;
+  auto e = model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values);
+  auto h = model->language_model->hidden(e.expand({G, e.size(1), e.size(2)}).contiguous(), &cache);
+  auto logits = model->language_model->logits(h.narrow(1, h.size(1) - 1, 1)).squeeze(1);
+
+  at::Tensor tokens = at::full({G, L}, opt.pad_id, at::kLong), logps = at::zeros({G, L}), mask = at::zeros({G, L}, at::kByte);
+  std::vector<std::int64_t> lengths(static_cast<std::size_t>(G), 0);
+  std::vector<bool> done(static_cast<std::size_t>(G), false);
+  for (std::int64_t t = 0; t < L; ++t) {
+    const at::Tensor x = logits.to(at::kCPU, at::kFloat);
+    // Sampling never picks the image-context token; the reported log-prob is still taken under
+    // the full distribution, the one completion_logprobs / the GRPO step recompute.
+    at::Tensor allowed = x.clone();
+    if (model->cfg.image_token_id >= 0 && model->cfg.image_token_id < V)
+      allowed.select(1, model->cfg.image_token_id).fill_(-std::numeric_limits<float>::infinity());
+    at::Tensor next, lp;
+    if (opt.temperature == 0.0) {
+      next = allowed.argmax(-1);
+      lp = x.log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1);
+    } else {
+      const at::Tensor probs = detail::filter_logits(allowed / opt.temperature, opt.top_k, opt.top_p).softmax(-1);
+      // the seeded generator is a CPU one: draw there (one [G, V] copy per token on a GPU), so a
+      // seed gives the same tokens whatever device holds the model
+      next = at::multinomial(dev.is_cpu() ? probs : probs.to(at::kCPU), 1, false, gen).squeeze(1).to(dev);
+      lp = (x / opt.temperature).log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1);
+    }
+    bool all_done = true;
+    for (std::int64_t g = 0; g < G; ++g) {
+      const auto gi = static_cast<std::size_t>(g);
+      if (done[gi]) {
+        next[g] = opt.pad_id;
+        continue;
+      }
+      const auto id = next[g].item<std::int64_t>();
+      tokens[g][t] = id;
+      logps[g][t] = lp[g];
+      mask[g][t] = 1;
+      lengths[gi] = t + 1;
+      if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), id) != opt.stop_ids.end()) done[gi] = true;
+      all_done = all_done && done[gi];
+    }
+    if (all_done || t + 1 == L) break;
+    logits = model->forward(next.unsqueeze(1).to(dev), {}, &cache).squeeze(1);
+  }
+  if (was_training) model->train();
+  const auto used = *std::max_element(lengths.begin(), lengths.end());
+  return {tokens.narrow(1, 0, used).contiguous(), logps.narrow(1, 0, used).contiguous(), mask.narrow(1, 0, used).contiguous(), lengths};
+}
+
+} // namespace msrl::trainer
