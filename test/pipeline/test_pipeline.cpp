@@ -402,9 +402,9 @@ BOOST_AUTO_TEST_CASE(ablation_resume_reads_completed_evaluations_back) {
     for (std::string cell; std::getline(row, cell, '|');) c.push_back(cell);
     return c;
   };
-  auto expect = full_row(table); // "", variant, stages, tasks..., voting@k, acc@1, caption-based
+  auto expect = full_row(table); // "", variant, stages, tasks..., voting@k, acc@1, both orders, caption-based
   const std::size_t tasks = rep["voting_at_k"]["categories"].size();
-  BOOST_REQUIRE(expect.size() == tasks + 6);
+  BOOST_REQUIRE(expect.size() == tasks + 7);
   expect[3] = " 50.0 ";
   expect[3 + tasks] = " 37.5 ";
   expect[4 + tasks] = " 12.5 ";

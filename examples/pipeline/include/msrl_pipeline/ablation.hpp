@@ -42,6 +42,7 @@ struct ablation_row {
   std::string name;
   std::vector<double> micro; ///< voting@k accuracy per seed
   std::vector<double> at1;   ///< acc@1 per seed
+  std::vector<double> pairs; ///< items right in both A/B orders (voting@k) per seed
   std::vector<double> caption; ///< voting@k on the caption-based evaluation per seed
   std::map<std::string, std::vector<double>> per_task;
 };
@@ -85,6 +86,10 @@ inline std::string run_ablation(const pipeline_config& base, const fs::path& out
       run_context ctx;
       ctx.cfg = base;
       ctx.cfg.seed = seed;
+      // the table needs only the final evaluations: the stage trajectory runs here only when the
+      // configuration asks for it by name (eval.trajectory)
+      if (!(base.source.contains("eval") && base.source["eval"].is_object() && base.source["eval"].contains("trajectory")))
+        ctx.cfg.eval.trajectory = "none";
       ctx.out = out / ("seed-" + std::to_string(seed)) / dir;
       ctx.data = base.data_dir;
       ctx.tok = tok;
@@ -113,6 +118,7 @@ inline std::string run_ablation(const pipeline_config& base, const fs::path& out
       rows[vi].name = v.name;
       rows[vi].micro.push_back(e->eval.at_k.micro);
       rows[vi].at1.push_back(e->eval.at1.micro);
+      rows[vi].pairs.push_back(e->eval.pairs.micro);
       if (e->caption) rows[vi].caption.push_back(e->caption->at_k.micro);
       for (const auto& c : e->eval.at_k.categories) {
         rows[vi].per_task[c.category].push_back(c.accuracy());
@@ -122,15 +128,16 @@ inline std::string run_ablation(const pipeline_config& base, const fs::path& out
   }
   std::string t = "| variant | stages |";
   for (const auto& task : tasks) t += " " + task + " |";
-  t += " overall voting@" + std::to_string(base.eval.k) + " | overall acc@1 | caption-based voting@" + std::to_string(base.eval.k) + " |\n|---|---|";
-  for (std::size_t i = 0; i < tasks.size() + 3; ++i) t += "---|";
+  t += " overall voting@" + std::to_string(base.eval.k) + " | overall acc@1 | both orders@" + std::to_string(base.eval.k) + " | caption-based voting@" +
+       std::to_string(base.eval.k) + " |\n|---|---|";
+  for (std::size_t i = 0; i < tasks.size() + 4; ++i) t += "---|";
   t += "\n";
   for (std::size_t vi = 0; vi < variants.size(); ++vi) {
     std::string st;
     for (const auto& s : variants[vi].stages) st += (st.empty() ? "" : ", ") + s;
     t += "| " + rows[vi].name + " | " + st + " |";
     for (const auto& task : tasks) t += " " + (rows[vi].per_task.count(task) ? mean_sd(rows[vi].per_task[task]) : std::string("-")) + " |";
-    t += " " + mean_sd(rows[vi].micro) + " | " + mean_sd(rows[vi].at1) + " | " +
+    t += " " + mean_sd(rows[vi].micro) + " | " + mean_sd(rows[vi].at1) + " | " + mean_sd(rows[vi].pairs) + " | " +
          (rows[vi].caption.empty() ? std::string("-") : mean_sd(rows[vi].caption)) + " |\n";
   }
   t += "\n" + std::to_string(seeds) + " seed(s) (" + std::to_string(base.seed) + (seeds > 1 ? "…" + std::to_string(base.seed + static_cast<std::uint64_t>(seeds) - 1) : std::string()) +

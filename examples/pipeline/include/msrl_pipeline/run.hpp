@@ -737,18 +737,24 @@ inline json result_json(const eval_result& e) {
           {"both_orders_at_k", report_json(e.pairs)}};
 }
 
+/// Writes out/eval/<file>: one JSON line per evaluated row (id, order, task_type, solution, its k judgments).
+inline void write_completions(const run_context& ctx, const std::vector<record>& rows, const std::vector<std::vector<std::string>>& completions,
+                              const std::string& file) {
+  fs::create_directories(ctx.out / "eval");
+  std::string lines;
+  for (std::size_t i = 0; i < completions.size(); ++i)
+    if (!completions[i].empty())
+      lines += dump_text(json{{"id", rows[i].id}, {"order", rows[i].order}, {"task_type", rows[i].task_type}, {"solution", rows[i].solution},
+                              {"completions", completions[i]}}) + "\n";
+  write_file_atomic(ctx.out / "eval" / file, lines);
+}
+
 /// Evaluates `rows` and writes out/eval/<name>.json, <name>.md and <name>_completions.jsonl.
 inline eval_result evaluate_and_write(run_context& ctx, internvl& m, const std::vector<record>& rows, const std::string& name) {
   std::vector<std::vector<std::string>> completions;
   auto e = run_eval(ctx, m, rows, name, &completions);
   if (ctx.leader()) {
-    fs::create_directories(ctx.out / "eval");
-    std::string lines;
-    for (std::size_t i = 0; i < completions.size(); ++i)
-      if (!completions[i].empty())
-        lines += dump_text(json{{"id", rows[i].id}, {"order", rows[i].order}, {"task_type", rows[i].task_type}, {"solution", rows[i].solution},
-                                {"completions", completions[i]}}) + "\n";
-    write_file_atomic(ctx.out / "eval" / (name + "_completions.jsonl"), lines);
+    write_completions(ctx, rows, completions, name + "_completions.jsonl");
     write_file_atomic(ctx.out / "eval" / (name + ".json"), result_json(e).dump(2) + "\n");
     write_file_atomic(ctx.out / "eval" / (name + ".md"), eval_table(e));
   }
@@ -912,15 +918,7 @@ inline stage_evaluation evaluate_stage(run_context& ctx, const std::string& stag
       }
       std::vector<std::vector<std::string>> completions;
       e = run_eval(ctx, *model, rows, stage + " " + f, &completions);
-      if (ctx.leader()) {
-        fs::create_directories(ctx.out / "eval");
-        std::string lines;
-        for (std::size_t i = 0; i < completions.size(); ++i)
-          if (!completions[i].empty())
-            lines += dump_text(json{{"id", rows[i].id}, {"order", rows[i].order}, {"task_type", rows[i].task_type}, {"solution", rows[i].solution},
-                                    {"completions", completions[i]}}) + "\n";
-        write_file_atomic(ctx.out / "eval" / (stage + "_" + f + "_completions.jsonl"), lines);
-      }
+      if (ctx.leader()) write_completions(ctx, rows, completions, stage + "_" + f + "_completions.jsonl");
     }
     out["families"][f] = result_json(*e);
     se.families.emplace(f, *e);
