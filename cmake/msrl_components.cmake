@@ -81,7 +81,7 @@ function(msrl_make_component name)
     # The example InternVL trainer (include/msrl/trainer): libtorch (msrl::torch), nlohmann_json for
     # configs, tokenizers and safetensors headers, stb_image for images. Data parallelism
     # (distributed_torch.hpp) also needs the Gloo headers libtorch was built against.
-    if(NOT TARGET msrl::torch)
+    if(NOT TARGET msrl::torch AND NOT MSRL_COMPONENT_TORCH STREQUAL "OFF") # a build tree may switch torch off
       msrl_make_component(torch)
     endif()
     find_package(nlohmann_json 3 QUIET)
