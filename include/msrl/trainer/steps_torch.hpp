@@ -334,12 +334,7 @@ public:
       sums[m_klloss] += mt.kl_loss;
       normalizer = mt.normalizer; // global normalisers: the same for every group
     }
-    if (distributed()) {
-      at::Tensor t = at::tensor(sums, at::kDouble).to(opt_.comm->device());
-      opt_.comm->all_reduce_sum(t);
-      const at::Tensor h = t.to(at::kCPU);
-      sums.assign(h.data_ptr<double>(), h.data_ptr<double>() + m_n);
-    }
+    sums = global_counts(where, std::move(sums), nullptr); // summed over the ranks
     const double n_tok = sums[m_tokens], per_tok = n_tok > 0 ? 1.0 / n_tok : 0.0;
     st.metrics = {.tokens = n_tok, .sequences = sums[m_seqs], .clip_fraction_low = sums[m_low] * per_tok,
                   .clip_fraction_high = sums[m_high] * per_tok, .clip_fraction = (sums[m_low] + sums[m_high]) * per_tok,

@@ -861,11 +861,7 @@ inline std::vector<std::string> trajectory_families(const pipeline_config& cfg, 
 
 /// The rows of a family's evaluation file (media: eval_rows, which converts benchmark layouts).
 inline std::vector<record> family_rows(const run_context& ctx, const std::string& family) {
-  if (family == "media") return eval_rows(ctx);
-  const auto f = ctx.data_file(family_file(ctx.cfg, family));
-  msrl::require(fs::exists(f), "msrl-train config", "eval." + family + "_file",
-                "must name an existing file or be empty ('" + f.string() + "'; make-data writes it)");
-  return read_jsonl(f);
+  return family == "media" ? eval_rows(ctx) : read_jsonl(ctx.data_file(family_file(ctx.cfg, family)));
 }
 
 /// One stage's line of the trajectory: the evaluations made after it, by family.
