@@ -229,7 +229,7 @@ static void bench_logprob(std::size_t N, std::size_t V) {
   lab::dev<float> dold(old), dref(ref), dadv(adv);
   auto o = msrl::grpo::presets::verl_default.loss;
   o.beta = 0.04;
-  mc::grpo_logits_inputs<T> in{msrl::token_layout::padded(B, N / B), x.p, v, 0, y.p, dold.p, dref.p, dadv.p, B, nullptr};
+  mc::grpo_logits_inputs<T> in{x.p, v, 0, y.p, {msrl::token_layout::padded(B, N / B), dold.p, dref.p, dadv.p, B, nullptr}};
   msrl::grpo::loss_result res{};
   bench_line("grpo_loss_fwd_bwd", dt, N, V, median_ms([&] { mc::grpo_loss_from_logits<T, T>(in, o, {}, 1.0f, &res, gx.p, v); }, 9),
              2 * row_bytes, "model 1R+1W (kernels move 2R+1W)");

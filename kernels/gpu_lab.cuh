@@ -293,7 +293,7 @@ grpo_errors check_grpo(const grpo::loss_options& o, std::size_t B, std::size_t T
   dev<float> dold(old), dref(ref), dadv(adv);
   dev<std::uint8_t> dm(mask);
   dev<float> g(N * V);
-  cuda::grpo_logits_inputs<T> in{lay, x.p, static_cast<std::int64_t>(V), 0, y.p, dold.p, dref.p, dadv.p, B, dm.p};
+  cuda::grpo_logits_inputs<T> in{x.p, static_cast<std::int64_t>(V), 0, y.p, {lay, dold.p, dref.p, dadv.p, B, dm.p}};
   grpo::loss_result got{};
   grpo_errors e;
   e.st = cuda::grpo_loss_from_logits<T, float>(in, o, {}, 1.0f, &got, g.p, 0);

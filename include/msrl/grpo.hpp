@@ -3,6 +3,8 @@
 ///
 ///   msrl::grpo::advantages(exec, rewards, group_size, out, options)      -> advantage_stats
 ///   msrl::grpo::policy_loss(exec, inputs, options, normalizer, grad)     -> loss_result
+///   msrl::grpo::policy_loss(exec, form, inputs, options, normalizer, grad) (any surrogate_form)
+///   msrl::grpo::aggregate_tokens(layout, x, mask, options, normalizer, grad)
 ///   msrl::grpo::presets::{msrl_release, ms_swift_default, trl_default, verl_default, dr_grpo, ...}
 ///
 /// `exec` is any msrl::execution_backend (backend/concept.hpp); omit it to use the reference backend.
@@ -12,6 +14,9 @@
 #include "core/error.hpp"
 #include "core/token_layout.hpp"
 #include "grpo/advantages.hpp"
+#include "grpo/aggregate.hpp"
+#include "grpo/loss_types.hpp"
 #include "grpo/policy_loss.hpp"
 #include "grpo/presets.hpp"
 #include "grpo/scalar_math.hpp"
+#include "grpo/surrogate.hpp"

@@ -143,9 +143,9 @@ void grpo_case(const msrl::grpo::preset& p, unsigned seed) {
   if (opt.beta == 0.0) opt.beta = 0.04;
 
   const to::host_kernel_set host;
-  to::loss_arrays hin{msrl::token_layout::packed(off, N), c.y.data(), old.data(), ref.data(), adv.data(), B, mask.data()};
+  const msrl::grpo::loss_arrays<float> hin{msrl::token_layout::packed(off, N), old.data(), ref.data(), adv.data(), B, mask.data()};
   std::vector<T> hgrad(N * V);
-  const auto hres = host.grpo_loss({-1, nullptr, 2}, c.host_ref(), hin, opt, {}, 0.9, hgrad.data());
+  const auto hres = host.grpo_loss({-1, nullptr, 2}, c.host_ref(), c.y.data(), hin, opt, {}, 0.9, hgrad.data());
 
   auto dx = device_copy(c.x);
   auto dy = device_copy(c.y);
@@ -153,9 +153,9 @@ void grpo_case(const msrl::grpo::preset& p, unsigned seed) {
   auto dold = device_copy(old), dref = device_copy(ref), dadv = device_copy(adv);
   auto dmask = device_copy(mask);
   mc::device_buffer<T> dgrad(N * V);
-  to::loss_arrays din{msrl::token_layout::packed({doff.data(), off.size()}, N), dy.data(), dold.data(), dref.data(), dadv.data(), B,
-                      dmask.data()};
-  const auto dres = to::cuda_kernels().grpo_loss({0, nullptr, 0}, {dx.data(), dtype_v<T>, N, V}, din, opt, {}, 0.9, dgrad.data());
+  const msrl::grpo::loss_arrays<float> din{msrl::token_layout::packed({doff.data(), off.size()}, N), dold.data(), dref.data(),
+                                           dadv.data(), B, dmask.data()};
+  const auto dres = to::cuda_kernels().grpo_loss({0, nullptr, 0}, {dx.data(), dtype_v<T>, N, V}, dy.data(), din, opt, {}, 0.9, dgrad.data());
 
   BOOST_TEST(std::abs(dres.loss - hres.loss) <= 1e-5 * std::max(1.0, std::abs(hres.loss)));
   BOOST_TEST(dres.metrics.tokens == hres.metrics.tokens);
@@ -202,9 +202,9 @@ BOOST_AUTO_TEST_CASE(bad_arguments_throw_named_errors) {
   auto dadv = device_copy(adv);
   msrl::grpo::loss_options bad{};
   bad.clip_low = -1.0;
-  const to::loss_arrays in{msrl::token_layout::padded(1, 2), y.data(), nullptr, nullptr, dadv.data(), 1, nullptr};
+  const msrl::grpo::loss_arrays<float> in{msrl::token_layout::padded(1, 2), nullptr, nullptr, dadv.data(), 1, nullptr};
   try {
-    dev.grpo_loss({0, nullptr, 0}, {x.data(), to::logit_dtype::f32, 2, 4}, in, bad, {}, 1.0, nullptr);
+    dev.grpo_loss({0, nullptr, 0}, {x.data(), to::logit_dtype::f32, 2, 4}, y.data(), in, bad, {}, 1.0, nullptr);
     BOOST_ERROR("no exception");
   } catch (const msrl::invalid_argument& e) {
     BOOST_TEST(std::string(e.what()).find("options.clip_low") != std::string::npos);

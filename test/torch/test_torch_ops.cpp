@@ -254,10 +254,11 @@ public:
     ++backwards;
     host_.backward(ctx, x, t, T, in, grad);
   }
-  g::loss_result grpo_loss(const to::device_context& ctx, const to::logits_ref& x, const to::loss_arrays& in, const g::loss_options& o,
-                           const g::loss_normalizer& n, double T, void* grad) const override {
+  g::loss_result grpo_loss(const to::device_context& ctx, const to::logits_ref& x, const std::int64_t* t,
+                           const g::loss_arrays<float>& in, const g::loss_options& o, const g::loss_normalizer& n, double T,
+                           void* grad) const override {
     ++losses;
-    return host_.grpo_loss(ctx, x, in, o, n, T, grad);
+    return host_.grpo_loss(ctx, x, t, in, o, n, T, grad);
   }
 
 private:

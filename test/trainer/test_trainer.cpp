@@ -770,10 +770,11 @@ public:
     host_.backward(ctx, x, t, T, in, grad);
   }
   msrl::grpo::loss_result grpo_loss(const msrl::torch_ops::device_context& ctx, const msrl::torch_ops::logits_ref& x,
-                                    const msrl::torch_ops::loss_arrays& in, const msrl::grpo::loss_options& o,
-                                    const msrl::grpo::loss_normalizer& n, double T, void* grad) const override {
+                                    const std::int64_t* t, const msrl::grpo::loss_arrays<float>& in,
+                                    const msrl::grpo::loss_options& o, const msrl::grpo::loss_normalizer& n, double T,
+                                    void* grad) const override {
     ++losses;
-    return host_.grpo_loss(ctx, x, in, o, n, T, grad);
+    return host_.grpo_loss(ctx, x, t, in, o, n, T, grad);
   }
 
 private:

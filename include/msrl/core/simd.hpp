@@ -5,9 +5,12 @@
 /// (SSE2, AVX2, AVX-512), so one source gives vector code without relying on auto-vectorisation.
 /// Masks are `bool` for double and a vector of int64 (all-ones / zero) for the vector type.
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "config.hpp"
 
@@ -136,6 +139,52 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE typename lane_traits<V>::int_type to_bits(V x)
 template <class V>
 MSRL_HOST_DEVICE MSRL_FORCEINLINE V from_bits(typename lane_traits<V>::int_type x) {
   return std::bit_cast<V>(x);
+}
+
+/// Reads one lane group starting at p as lane type V: p[0] as a double for V = double, vector_width
+/// contiguous elements for the vector type.
+template <class V, class T>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE V load_as(const T* p) {
+  if constexpr (lane_traits<V>::width == 1) return static_cast<double>(*p);
+#ifdef MSRL_HAS_VECTOR_LANES
+  else return load(p);
+#endif
+}
+/// Writes one lane group of V to p, converting to G (the counterpart of load_as).
+template <class G, class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE void store_as(G* p, V v) {
+  if constexpr (lane_traits<V>::width == 1) *p = static_cast<G>(v);
+#ifdef MSRL_HAS_VECTOR_LANES
+  else store(p, v);
+#endif
+}
+
+/// The lane loop of every host pass. Acc is an accumulator template over the lane type whose
+/// `fields()` returns a std::tie of its members. for_lanes(begin, end, acc, body) calls
+/// body(t, a) for t in [begin, end): on host builds with vector lanes first for whole groups of
+/// vector_width tokens with `a` an Acc<vdouble> (then added into `acc` lane by lane, member by
+/// member), then token by token with `a` = acc (Acc<double>); elsewhere (device code, scalar
+/// builds) token by token only. The body is one generic callable, written once for both lane
+/// types with load_as / store_as / splat / select.
+template <template <class> class Acc, class Body>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE void for_lanes(std::size_t begin, std::size_t end, Acc<double>& acc, Body&& body) {
+  std::size_t t = begin;
+#ifdef MSRL_HAS_VECTOR_LANES
+  constexpr std::size_t W = vector_width;
+  if (t + W <= end) {
+    Acc<vdouble> v{};
+    for (; t + W <= end; t += W) body(t, v);
+    auto dst = acc.fields();
+    auto src = v.fields();
+    auto add_lanes = [](double& d, vdouble x) {
+      for (int j = 0; j < vector_width; ++j) d += x[j];
+    };
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (add_lanes(std::get<I>(dst), std::get<I>(src)), ...);
+    }(std::make_index_sequence<std::tuple_size_v<decltype(dst)>>{});
+  }
+#endif
+  for (; t < end; ++t) body(t, acc);
 }
 
 } // namespace msrl::simd

@@ -8,39 +8,22 @@
 #include <exception>
 #include <string>
 
+#include "../grpo/loss_types.hpp"
 #include "../grpo/policy_loss.hpp"
 #include "device_backend.cuh"
 #include "selective_log_softmax.cuh"
 
 namespace msrl::cuda {
 
-/// Device-resident inputs (every pointer is device memory; layout.offsets too when packed).
+/// Device-resident inputs (every pointer is device memory; loss.layout.offsets too when packed).
 template <class T>
 struct grpo_logits_inputs {
-  token_layout layout;
   const T* logits = nullptr;
   std::int64_t cols = 0; ///< vocabulary size V
   std::int64_t ld = 0;   ///< row stride in elements (0 = cols)
   const std::int64_t* targets = nullptr;
-  const float* old_logp = nullptr; ///< null = on-policy
-  const float* ref_logp = nullptr; ///< required when beta != 0
-  const float* advantages = nullptr;
-  std::size_t num_advantages = 0; ///< B (per sequence) or N (per token)
-  const std::uint8_t* mask = nullptr;
+  grpo::loss_arrays<float> loss; ///< layout, old / ref log-probs, advantages, mask
 };
-
-namespace detail {
-/// The core loss's inputs over device arrays of n tokens (null optional arrays become empty spans).
-inline grpo::loss_inputs<float, std::uint8_t> device_loss_inputs(const token_layout& layout, const float* logp, std::size_t n,
-                                                                 const float* old_logp, const float* ref_logp, const float* advantages,
-                                                                 std::size_t num_advantages, const std::uint8_t* mask) {
-  return {layout,
-          {logp, n},
-          {old_logp, old_logp ? n : 0},
-          {ref_logp, ref_logp ? n : 0},
-          {advantages, num_advantages},
-          {mask, mask ? n : 0}};
-}
 
 /// A CUDA launch or synchronisation failed (the noexcept launcher reports launch_failed).
 class launch_error : public msrl::error {
@@ -48,14 +31,15 @@ public:
   using msrl::error::error;
 };
 
-/// The loss as host API: throws msrl::error types (the core loss's messages name the argument);
-/// grpo_loss_from_logits below wraps it into a status.
+/// The loss as host API: throws msrl::error types (the core loss's messages name the argument;
+/// launch_error for a failed launch). grpo_loss_from_logits below is the noexcept form returning a
+/// status; kernel sets and other throwing callers use this one.
 template <class T, class G>
 grpo::loss_result grpo_loss_from_logits_or_throw(const grpo_logits_inputs<T>& in, const grpo::loss_options& opt,
                                                  const grpo::loss_normalizer& norm, float temperature, G* grad, std::int64_t ldg,
                                                  float* logp_out, cudaStream_t stream) {
   constexpr const char* where = "msrl::cuda::grpo_loss_from_logits";
-  const std::int64_t N = static_cast<std::int64_t>(in.layout.total_tokens);
+  const std::int64_t N = static_cast<std::int64_t>(in.loss.layout.total_tokens);
   const std::int64_t ld = in.ld ? in.ld : in.cols;
   auto check = [&](status st, const char* step) {
     if (st == status::success) return;
@@ -65,16 +49,15 @@ grpo::loss_result grpo_loss_from_logits_or_throw(const grpo_logits_inputs<T>& in
   };
   require(detail::valid_common(in.logits, N, in.cols, ld, in.targets, temperature), where, "logits/targets/temperature",
           "need device pointers, cols >= 1, ld >= cols and a finite temperature > 0");
-  require(in.advantages != nullptr, where, "advantages", "must be given");
+  require(in.loss.advantages != nullptr, where, "advantages", "must be given");
   require(N <= 0x7fffffff, where, "layout.total_tokens", "must be below 2^31 (one block per row on grid.x)");
   const std::size_t n = static_cast<std::size_t>(N);
   device_buffer<float> logp_buf(logp_out ? 0 : n), dlogp(grad ? n : 0);
   device_buffer<double> lse(n);
   float* logp = logp_out ? logp_out : logp_buf.data();
-  check(selective_log_softmax_forward<T>(in.logits, N, in.cols, ld, in.targets, temperature, logp, lse.data(), nullptr, in.mask, stream),
+  check(selective_log_softmax_forward<T>(in.logits, N, in.cols, ld, in.targets, temperature, logp, lse.data(), nullptr, in.loss.mask, stream),
         "selective_log_softmax_forward");
-  const auto li = device_loss_inputs(in.layout, logp, n, in.old_logp, in.ref_logp, in.advantages, in.num_advantages, in.mask);
-  const grpo::loss_result res = grpo::policy_loss(device_exec{stream}, li, opt, norm, std::span<float>(dlogp.data(), dlogp.size()));
+  const grpo::loss_result res = grpo::policy_loss(device_exec{stream}, in.loss.inputs(logp), opt, norm, std::span<float>(dlogp.data(), dlogp.size()));
   if (grad) {
     check(selective_log_softmax_backward<T, G>(in.logits, N, in.cols, ld, in.targets, temperature, lse.data(), dlogp.data(), grad,
                                                ldg ? ldg : in.cols, stream),
@@ -83,7 +66,6 @@ grpo::loss_result grpo_loss_from_logits_or_throw(const grpo_logits_inputs<T>& in
   }
   return res;
 }
-} // namespace detail
 
 /// Loss, metrics into *result; d logits into grad (may equal logits for in place; null = no gradient);
 /// logp_out (device, optional) receives the per-token log-probs.
@@ -92,13 +74,13 @@ status grpo_loss_from_logits(const grpo_logits_inputs<T>& in, const grpo::loss_o
                              float temperature, grpo::loss_result* result, G* grad = nullptr, std::int64_t ldg = 0,
                              float* logp_out = nullptr, cudaStream_t stream = nullptr) noexcept {
   if (!result) return status::invalid_argument;
-  if (in.layout.total_tokens > 0x7fffffffu) return status::unsupported; // the rest is checked (and thrown) below
+  if (in.loss.layout.total_tokens > 0x7fffffffu) return status::unsupported; // the rest is checked (and thrown) below
   try {
-    *result = detail::grpo_loss_from_logits_or_throw<T, G>(in, opt, norm, temperature, grad, ldg, logp_out, stream);
+    *result = grpo_loss_from_logits_or_throw<T, G>(in, opt, norm, temperature, grad, ldg, logp_out, stream);
     return status::success;
   } catch (const msrl::invalid_argument&) {
     return status::invalid_argument;
-  } catch (const detail::launch_error&) {
+  } catch (const launch_error&) {
     return status::launch_failed;
   } catch (...) {
     return status::runtime_error;

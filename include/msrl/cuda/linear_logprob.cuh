@@ -202,16 +202,9 @@ status linear_selective_log_softmax_backward(const linear_operands<T>& op, const
   }
 }
 
-/// Device-resident GRPO inputs besides the operands (one entry per token unless noted; null
-/// old_logp = on-policy; ref_logp required when beta != 0; mask rows with 0 are not read).
-struct linear_grpo_inputs {
-  token_layout layout;
-  const float* old_logp = nullptr;
-  const float* ref_logp = nullptr;
-  const float* advantages = nullptr;
-  std::size_t num_advantages = 0; ///< B (per sequence) or N (per token)
-  const std::uint8_t* mask = nullptr;
-};
+/// Device-resident GRPO inputs besides the operands: grpo::loss_arrays (null old_logp =
+/// on-policy; ref_logp required when beta != 0; mask rows with 0 are not read).
+using linear_grpo_inputs = grpo::loss_arrays<float>;
 
 /// The GRPO loss of msrl::grpo::policy_loss from hidden states and the lm_head, with d hidden and
 /// d weight (accumulated): chunked forward (logp), the core loss on the device backend, chunked
@@ -232,8 +225,7 @@ status linear_grpo_loss(const linear_operands<T>& op, const linear_grpo_inputs& 
     float* logp = logp_out ? logp_out : logp_buf.data();
     status st = linear_selective_log_softmax<T>(op, logp, lse.data(), o, in.mask, ws.data());
     if (st != status::success) return st;
-    const auto li = detail::device_loss_inputs(in.layout, logp, n, in.old_logp, in.ref_logp, in.advantages, in.num_advantages, in.mask);
-    *result = grpo::policy_loss(device_exec{o.stream}, li, opt, norm, std::span<float>(dlogp.data(), dlogp.size()));
+    *result = grpo::policy_loss(device_exec{o.stream}, in.inputs(logp), opt, norm, std::span<float>(dlogp.data(), dlogp.size()));
     return linear_selective_log_softmax_backward<T>(op, lse.data(), dlogp.data(), g, o, ws.data());
   } catch (const msrl::invalid_argument&) {
     return status::invalid_argument;

@@ -25,6 +25,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../core/backward_arrays.hpp"
 #include "../kernels/logit_grad.hpp"
 #include "status.cuh"
 
@@ -438,15 +439,8 @@ status selective_log_softmax_forward(const T* logits, std::int64_t rows, std::in
   return cudaGetLastError() == cudaSuccess ? status::success : status::launch_failed;
 }
 
-/// What the backward reads besides the logits (device pointers, one entry per row): the forward's
-/// lse (required) and entropy (required with grad_entropy), and the upstream gradients. A null
-/// grad_logp is 0; a null grad_entropy means no entropy term.
-struct backward_inputs {
-  const double* lse = nullptr;
-  const float* grad_logp = nullptr;
-  const float* entropy = nullptr;
-  const float* grad_entropy = nullptr;
-};
+/// What the backward reads besides the logits (device pointers; msrl::backward_arrays).
+using backward_inputs = msrl::backward_arrays;
 
 /// grad[i, :] = grad_logp[i] (onehot(t_i) - p_i) / T - grad_entropy[i] p_i (log p_i + H_i) / T with
 /// p_i = softmax(x_i / T). grad may equal logits (same type and ld) for in place.

@@ -7,15 +7,19 @@
 ///                                         s: 1 (none), group std, or batch std
 /// See docs/grpo-math.md for every mode and the peer file it matches.
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <span>
 #include <string>
+#include <vector>
+#include <ranges>
 
 #include "../backend/concept.hpp"
 #include "../backend/reference.hpp"
 #include "../core/error.hpp"
+#include "../core/ranges.hpp"
 
 namespace msrl::grpo {
 
@@ -72,12 +76,35 @@ struct advantage_stats {
   std::size_t unscorable_rows = 0;
 };
 
+/// One weight per reward column, viewed from float or double values (any contiguous range of
+/// either: a std::vector, a std::array, a span). Empty = every weight 1.
+class reward_weights {
+public:
+  constexpr reward_weights() = default;
+  constexpr reward_weights(std::span<const double> w) : d_(w.data()), n_(w.size()) {}
+  constexpr reward_weights(std::span<const float> w) : f_(w.data()), n_(w.size()) {}
+  template <std::ranges::contiguous_range R>
+    requires std::ranges::sized_range<R> &&
+             (std::same_as<std::ranges::range_value_t<R>, double> || std::same_as<std::ranges::range_value_t<R>, float>)
+  constexpr reward_weights(const R& w)
+      : reward_weights(std::span<const std::ranges::range_value_t<R>>(std::ranges::data(w), std::ranges::size(w))) {}
+
+  constexpr std::size_t size() const { return n_; }
+  constexpr bool empty() const { return n_ == 0; }
+  constexpr double operator[](std::size_t k) const { return d_ ? d_[k] : static_cast<double>(f_[k]); }
+
+private:
+  const double* d_ = nullptr;
+  const float* f_ = nullptr;
+  std::size_t n_ = 0;
+};
+
 /// Rewards as a row-major [rows, columns] matrix plus one weight per column (empty = all 1).
 template <class T>
 struct reward_matrix {
   std::span<const T> values;
   std::size_t columns = 1;
-  std::span<const double> weights = {};
+  reward_weights weights = {};
 };
 
 namespace detail_adv {
@@ -140,7 +167,11 @@ advantage_stats advantages(const Backend& exec, reward_matrix<T> rewards, std::s
   require<shape_error>(out.size() == N, where, "out", "must have one element per reward row (" + std::to_string(N) + ")");
   require<shape_error>(rewards.weights.empty() || rewards.weights.size() == K, where, "rewards.weights",
                        "must be empty or have one weight per column");
-  for (double w : rewards.weights) require<value_error>(std::isfinite(w), where, "rewards.weights", "must be finite");
+  std::vector<double> host_weights(rewards.weights.size());
+  for (std::size_t k = 0; k < host_weights.size(); ++k) {
+    host_weights[k] = rewards.weights[k];
+    require<value_error>(std::isfinite(host_weights[k]), where, "rewards.weights", "must be finite");
+  }
   require(opt.std_eps >= 0.0 && std::isfinite(opt.std_eps), where, "options.std_eps", "must be finite and >= 0");
   require(opt.var_floor >= 0.0 && std::isfinite(opt.var_floor), where, "options.var_floor", "must be finite and >= 0");
   require(opt.zero_std_tol >= 0.0, where, "options.zero_std_tol", "must be >= 0");
@@ -152,7 +183,7 @@ advantage_stats advantages(const Backend& exec, reward_matrix<T> rewards, std::s
 
   // Weights must be readable by the backend: copy them into its memory.
   typename Backend::template buffer<double> wbuf(K);
-  if (!rewards.weights.empty()) wbuf.copy_from_host(rewards.weights);
+  if (!rewards.weights.empty()) wbuf.copy_from_host(std::span<const double>(host_weights));
   const double* w = rewards.weights.empty() ? nullptr : wbuf.data();
   const T* r = rewards.values.data();
   U* a = out.data();
@@ -276,6 +307,18 @@ advantage_stats advantages(const Backend& exec, std::span<const T> rewards, std:
   return advantages(exec, reward_matrix<T>{rewards, 1, {}}, group_size, out, opt);
 }
 
+/// The same with the advantages written to any writable contiguous range (std::vector<float>, ...).
+template <msrl::execution_backend Backend, class T, msrl::output_range R>
+advantage_stats advantages(const Backend& exec, reward_matrix<T> rewards, std::size_t group_size, R&& out,
+                           const advantage_options& opt = {}) {
+  return advantages(exec, rewards, group_size, msrl::as_span(out), opt);
+}
+template <msrl::execution_backend Backend, class T, msrl::output_range R>
+advantage_stats advantages(const Backend& exec, std::span<const T> rewards, std::size_t group_size, R&& out,
+                           const advantage_options& opt = {}) {
+  return advantages(exec, reward_matrix<T>{rewards, 1, {}}, group_size, msrl::as_span(out), opt);
+}
+
 /// Overloads without a backend run on the reference backend.
 template <class T, class U>
 advantage_stats advantages(reward_matrix<T> rewards, std::size_t group_size, std::span<U> out,
@@ -286,6 +329,10 @@ template <class T, class U>
 advantage_stats advantages(std::span<const T> rewards, std::size_t group_size, std::span<U> out,
                            const advantage_options& opt = {}) {
   return advantages(backend::reference{}, rewards, group_size, out, opt);
+}
+template <class T, msrl::output_range R>
+advantage_stats advantages(reward_matrix<T> rewards, std::size_t group_size, R&& out, const advantage_options& opt = {}) {
+  return advantages(backend::reference{}, rewards, group_size, msrl::as_span(out), opt);
 }
 
 } // namespace msrl::grpo

@@ -117,6 +117,7 @@ template <class V = double>
 struct surrogate {
   V value;  ///< per-token policy loss
   V dratio; ///< d value / d ratio
+  V dlogp;  ///< d value / d logp through paths other than the ratio (weighted log-prob forms; 0 here)
   mask_t<V> clipped_low;  ///< ratio < 1 - clip_low and A < 0   (TRL "clip_ratio/low")
   mask_t<V> clipped_high; ///< ratio > 1 + clip_high and A > 0  (TRL "clip_ratio/high")
   mask_t<V> dual_clipped; ///< A < 0 and the dual-clip bound -A*c is the active branch (verl pg_clipfrac_lower)
@@ -146,6 +147,7 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE surrogate<V> clipped_surrogate(V rho, V adv, c
   surrogate<V> s;
   s.value = select(capped, cap, v);
   s.dratio = select(capped, zero, select(tie, 0.5 * dv, dv));
+  s.dlogp = zero;
   s.dual_clipped = capped;
   s.clipped_low = mand(rho < splat<V>(lo), neg);
   s.clipped_high = mand(rho > splat<V>(hi), adv > zero);

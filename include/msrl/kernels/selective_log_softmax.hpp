@@ -23,6 +23,7 @@
 #include <string>
 #include <type_traits>
 
+#include "../core/backward_arrays.hpp"
 #include "../backend/host_threads.hpp"
 #include "../core/error.hpp"
 #include "detail/rows.hpp"
@@ -64,6 +65,12 @@ struct logprob_backward_inputs {
   std::span<const float> grad_logp;          ///< d loss / d logp, one per row, or empty (= 0)
   std::span<const float> entropy = {};       ///< from the forward; required with grad_entropy
   std::span<const float> grad_entropy = {};  ///< d loss / d entropy, one per row, or empty (= none)
+
+  /// The spans over the pointer form's arrays of n rows (null = empty).
+  static logprob_backward_inputs of(const backward_arrays& a, std::size_t n) {
+    auto f = [n](const float* p) { return p ? std::span<const float>(p, n) : std::span<const float>{}; };
+    return {{a.lse, a.lse ? n : 0}, f(a.grad_logp), f(a.entropy), f(a.grad_entropy)};
+  }
 };
 
 namespace detail {

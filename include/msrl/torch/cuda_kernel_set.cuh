@@ -90,15 +90,14 @@ public:
     });
   }
 
-  grpo::loss_result grpo_loss(const device_context& ctx, const logits_ref& x, const loss_arrays& in, const grpo::loss_options& opt,
+  grpo::loss_result grpo_loss(const device_context& ctx, const logits_ref& x, const std::int64_t* targets,
+                              const grpo::loss_arrays<float>& in, const grpo::loss_options& opt,
                               const grpo::loss_normalizer& norm, double temperature, void* grad) const override {
     const detail::cuda_device_scope scope(ctx.index);
     return detail::with_cuda_type(x.dtype, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      const cuda::grpo_logits_inputs<T> li{in.layout,     static_cast<const T*>(x.data), static_cast<std::int64_t>(x.cols), 0,
-                                           in.targets,    in.old_logp,                   in.ref_logp,                       in.advantages,
-                                           in.num_advantages, in.mask};
-      return cuda::detail::grpo_loss_from_logits_or_throw<T, T>(li, opt, norm, static_cast<float>(temperature), static_cast<T*>(grad), 0,
+      const cuda::grpo_logits_inputs<T> li{static_cast<const T*>(x.data), static_cast<std::int64_t>(x.cols), 0, targets, in};
+      return cuda::grpo_loss_from_logits_or_throw<T, T>(li, opt, norm, static_cast<float>(temperature), static_cast<T*>(grad), 0,
                                                                 nullptr, stream(ctx));
     });
   }

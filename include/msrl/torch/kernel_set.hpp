@@ -16,9 +16,10 @@
 #include <cstdint>
 #include <span>
 
+#include "../core/backward_arrays.hpp"
 #include "../core/error.hpp"
 #include "../core/token_layout.hpp"
-#include "../grpo/policy_loss.hpp"
+#include "../grpo/loss_types.hpp"
 #include "../kernels/grpo_loss.hpp"
 #include "../kernels/selective_log_softmax.hpp"
 
@@ -42,26 +43,10 @@ struct device_context {
   unsigned threads = 0;
 };
 
-/// What the backward reads besides the logits, one entry per row: lse from the forward (required),
-/// d loss / d logp (null = 0), the forward's entropy and d loss / d entropy (both or neither).
-struct backward_arrays {
-  const double* lse = nullptr;
-  const float* grad_logp = nullptr;
-  const float* entropy = nullptr;
-  const float* grad_entropy = nullptr;
-};
-
-/// The GRPO loss's per-token arrays (N = layout.total_tokens; the packed layout's offsets live on
-/// the device too). Null optional arrays are absent.
-struct loss_arrays {
-  token_layout layout;
-  const std::int64_t* targets = nullptr;
-  const float* old_logp = nullptr;
-  const float* ref_logp = nullptr;
-  const float* advantages = nullptr; ///< B (per sequence) or N (per token) entries
-  std::size_t num_advantages = 0;
-  const std::uint8_t* mask = nullptr;
-};
+/// What the backward reads besides the logits, one entry per row (msrl::backward_arrays): lse from
+/// the forward (required), d loss / d logp (null = 0), the forward's entropy and d loss / d entropy
+/// (both or neither).
+using msrl::backward_arrays;
 
 /// The one interface a device's kernels implement for the libtorch ops.
 class kernel_set {
@@ -76,8 +61,11 @@ public:
   /// dtype; grad may equal x.data (in place).
   virtual void backward(const device_context& ctx, const logits_ref& x, const std::int64_t* targets, double temperature,
                         const backward_arrays& in, void* grad) const = 0;
-  /// msrl::grpo::policy_loss from logits; d loss / d logits into grad (x's dtype; null = none).
-  virtual grpo::loss_result grpo_loss(const device_context& ctx, const logits_ref& x, const loss_arrays& in,
+  /// msrl::grpo::policy_loss from logits and target ids; the loss's arrays (grpo::loss_arrays,
+  /// the packed layout's offsets on the device too); d loss / d logits into grad (x's dtype;
+  /// null = none).
+  virtual grpo::loss_result grpo_loss(const device_context& ctx, const logits_ref& x, const std::int64_t* targets,
+                                      const grpo::loss_arrays<float>& in,
                                       const grpo::loss_options& opt, const grpo::loss_normalizer& norm, double temperature,
                                       void* grad) const = 0;
 };
@@ -113,17 +101,16 @@ public:
   void backward(const device_context& ctx, const logits_ref& x, const std::int64_t* targets, double temperature,
                 const backward_arrays& in, void* grad) const override {
     const std::size_t n = x.rows;
-    auto span_of = [n](const float* p) { return p ? std::span<const float>(p, n) : std::span<const float>{}; };
     detail::with_host_type(x.dtype, [&](auto tag) {
       using T = decltype(tag);
-      kernels::selective_log_softmax_backward<T, T>(
-          view<T>(x), {targets, n},
-          kernels::logprob_backward_inputs{{in.lse, n}, span_of(in.grad_logp), span_of(in.entropy), span_of(in.grad_entropy)},
-          {static_cast<T*>(grad), n, x.cols}, {.temperature = temperature, .threads = ctx.threads});
+      kernels::selective_log_softmax_backward<T, T>(view<T>(x), {targets, n}, kernels::logprob_backward_inputs::of(in, n),
+                                                    {static_cast<T*>(grad), n, x.cols},
+                                                    {.temperature = temperature, .threads = ctx.threads});
     });
   }
 
-  grpo::loss_result grpo_loss(const device_context& ctx, const logits_ref& x, const loss_arrays& in, const grpo::loss_options& opt,
+  grpo::loss_result grpo_loss(const device_context& ctx, const logits_ref& x, const std::int64_t* targets,
+                              const grpo::loss_arrays<float>& in, const grpo::loss_options& opt,
                               const grpo::loss_normalizer& norm, double temperature, void* grad) const override {
     const std::size_t n = x.rows;
     auto span_of = [n](const float* p) { return p ? std::span<const float>(p, n) : std::span<const float>{}; };
@@ -131,7 +118,7 @@ public:
       using T = decltype(tag);
       const kernels::logits_loss_inputs<T> li{in.layout,
                                               view<T>(x),
-                                              {in.targets, n},
+                                              {targets, n},
                                               span_of(in.old_logp),
                                               span_of(in.ref_logp),
                                               {in.advantages, in.num_advantages},

@@ -31,7 +31,7 @@
 #endif
 
 #include "../core/error.hpp"
-#include "../grpo/policy_loss.hpp"
+#include "../grpo/loss_types.hpp"
 #include "kernel_set.hpp"
 
 namespace msrl::torch_ops {
@@ -196,7 +196,7 @@ struct grpo_fn : public torch::autograd::Function<grpo_fn> {
                            "must be >= 0 at unmasked tokens");
     }
     at::Tensor off;
-    loss_arrays in;
+    grpo::loss_arrays<float> in;
     if (offsets.defined() && offsets.numel()) {
       require_same_device(offsets, x, where, "offsets");
       require(offsets.scalar_type() == at::kLong, where, "offsets", "must be int64 (cu_seqlens style, B + 1 entries)");
@@ -206,7 +206,6 @@ struct grpo_fn : public torch::autograd::Function<grpo_fn> {
       require<shape_error>(targets.dim() == 2, where, "targets", "must be [B, T] when no packed offsets are given");
       in.layout = token_layout::padded(static_cast<std::size_t>(targets.size(0)), static_cast<std::size_t>(targets.size(1)));
     }
-    in.targets = y.data_ptr<std::int64_t>();
     in.old_logp = f32_or_null(old);
     in.ref_logp = f32_or_null(ref);
     in.advantages = adv.data_ptr<float>();
@@ -214,7 +213,7 @@ struct grpo_fn : public torch::autograd::Function<grpo_fn> {
     in.mask = m.defined() ? m.data_ptr<std::uint8_t>() : nullptr;
     at::Tensor gx = at::empty_like(x);
     const route r = route_for(x, where, "logits");
-    const grpo::loss_result res = r.kernels->grpo_loss(r.ctx, ref_of(x), in, opt, norm, temperature, gx.data_ptr());
+    const grpo::loss_result res = r.kernels->grpo_loss(r.ctx, ref_of(x), y.data_ptr<std::int64_t>(), in, opt, norm, temperature, gx.data_ptr());
     if (metrics) *metrics = res.metrics;
     ctx->save_for_backward({gx});
     ctx->saved_data["shape"] = logits.sizes().vec();

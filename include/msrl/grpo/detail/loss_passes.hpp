@@ -1,0 +1,211 @@
+#pragma once
+/// \file The passes of msrl::grpo::policy_loss, each a functor a backend runs through for_each_n /
+/// reduce_n (backend/concept.hpp). One body per pass, written over the lane type with
+/// simd::for_lanes: vector lanes for whole groups of tokens on host builds that have them, double
+/// lanes for the tail and on the device.
+///
+///   seq_pass     one task per row: L_i, the mean log-ratio (GSPO) and input validation counts
+///   seq_coef     GSPO sequence level only: c_i = sum_t w_t d surrogate / d s_i
+///   token_pass   one task per token block: loss terms, metrics and d loss / d logp
+#include <cstddef>
+#include <tuple>
+
+#include "../../backend/concept.hpp"
+#include "../../core/config.hpp"
+#include "../../core/simd.hpp"
+#include "../../core/token_layout.hpp"
+#include "../aggregate.hpp"
+#include "../loss_types.hpp"
+#include "../scalar_math.hpp"
+#include "../surrogate.hpp"
+
+namespace msrl::grpo::detail {
+
+enum stat : int { s_loss, s_pg, s_kl, s_tok, s_ratio, s_klsum, s_low, s_high, s_dual, s_count };
+
+template <class M>
+MSRL_HOST_DEVICE inline double mask_at(const M* mask, std::size_t t) {
+  return mask ? static_cast<double>(mask[t]) : 1.0;
+}
+
+MSRL_HOST_DEVICE inline bool finite(double x) { return x == x && x != HUGE_VAL && x != -HUGE_VAL; }
+
+// Accumulators of the row pass, one lane each.
+template <class V>
+struct seq_acc {
+  V len{}, slr{}, bad_mask{}, bad_val{};
+  auto fields() { return std::tie(len, slr, bad_mask, bad_val); }
+};
+
+// Pass 1, one task per row: L_i, mean log-ratio (GSPO) and validation counts. Absent old / ref
+// arrays alias logp (validated once more, harmlessly).
+template <class T, class M>
+struct seq_pass {
+  token_layout lay;
+  const T *lp, *old, *ref, *adv;
+  const M* mask;
+  bool adv_per_token;
+  double *seq_len, *seq_lr;
+
+  MSRL_HOST_DEVICE sums<4> operator()(std::size_t i) const {
+    seq_acc<double> acc;
+    simd::for_lanes(lay.begin(i), lay.end(i), acc, [&](std::size_t t, auto& a) {
+      using V = std::remove_reference_t<decltype(a.len)>;
+      using simd::mand;
+      using simd::select;
+      using simd::splat;
+      const V zero = splat<V>(0.0), one = splat<V>(1.0);
+      const V m = mask ? simd::load_as<V>(mask + t) : one;
+      const V l = simd::load_as<V>(lp + t), o = simd::load_as<V>(old + t), r = simd::load_as<V>(ref + t);
+      const V av = adv_per_token ? simd::load_as<V>(adv + t) : zero;
+      const auto on = m == one;
+      const auto valid = simd::mor(m == zero, on);
+      // x - x == 0 exactly when x is finite (inf - inf and NaN - NaN are NaN).
+      const auto fin = mand(mand(l - l == zero, o - o == zero), mand(r - r == zero, av - av == zero));
+      a.bad_mask = a.bad_mask + select(valid, zero, one);
+      a.bad_val = a.bad_val + select(mand(on, simd::mnot(fin)), one, zero);
+      a.len = a.len + select(on, one, zero);
+      a.slr = a.slr + select(on, l - o, zero);
+    });
+    if (!adv_per_token && acc.len > 0.0 && !finite(static_cast<double>(adv[i]))) acc.bad_val += 1.0;
+    seq_len[i] = acc.len;
+    seq_lr[i] = acc.slr / (acc.len > 1.0 ? acc.len : 1.0);
+    sums<4> s{};
+    s[0] = acc.len;
+    s[1] = acc.len > 0.0 ? 1.0 : 0.0;
+    s[2] = acc.bad_mask;
+    s[3] = acc.bad_val;
+    return s;
+  }
+};
+
+// Pass 2 (GSPO sequence level only), one task per row: c_i = sum_t w_t d surrogate / d s_i.
+template <class T, class M, class Form>
+struct seq_coef_pass {
+  token_layout lay;
+  const T *lp, *adv;
+  const M* mask;
+  bool adv_per_token;
+  const double *seq_len, *seq_lr;
+  double* seq_coef;
+  weight_fn weight;
+  Form form;
+  double smax;
+
+  MSRL_HOST_DEVICE void operator()(std::size_t i) const {
+    const double lr = seq_lr[i];
+    const double s = math::exp(lr < smax ? lr : smax);
+    const double w = weight(seq_len[i]);
+    double c = 0.0;
+    for (std::size_t t = lay.begin(i), e = lay.end(i); t < e; ++t) {
+      if (mask_at(mask, t) == 0.0) continue;
+      const token_args<double> x{s, lr, static_cast<double>(lp[t]), static_cast<double>(adv[adv_per_token ? t : i])};
+      c += w * form(x).dratio;
+    }
+    seq_coef[i] = c;
+  }
+};
+
+// Accumulators of the token pass, one lane each.
+template <class V>
+struct token_acc {
+  V pg{}, kl{}, tok{}, rsum{}, klsum{}, low{}, high{}, dual{};
+  auto fields() { return std::tie(pg, kl, tok, rsum, klsum, low, high, dual); }
+};
+
+// The token pass over one block of tokens [bi*blk, min(N, (bi+1)*blk)), split at row boundaries.
+// Masked tokens' inputs are replaced by 0 before any arithmetic, so -inf/NaN there never reach
+// it. When the caller passes no old_logp that pointer aliases logp (ratio = 1, on-policy);
+// without ref_logp the KL term is skipped.
+template <ratio_level Level, bool AdvPerToken, bool HasMask, class T, class M, class G, class Form>
+struct token_pass {
+  token_layout lay;
+  const T *lp, *old, *ref, *adv;
+  const M* mask;
+  G* grad;
+  const double *seq_len, *seq_lr, *seq_coef;
+  weight_fn weight;
+  Form form;
+  math::kl_params kp;
+  double beta, log_ratio_clamp, smax;
+  std::size_t n, blk;
+  bool has_kl;
+
+  MSRL_HOST_DEVICE sums<s_count> operator()(std::size_t bi) const {
+    token_acc<double> acc;
+    const std::size_t t0 = bi * blk, t1 = t0 + blk < n ? t0 + blk : n;
+    std::size_t i = lay.sequence_of(t0);
+    for (std::size_t ta = t0; ta < t1;) {
+      while (lay.end(i) <= ta) ++i;
+      const std::size_t tb = lay.end(i) < t1 ? lay.end(i) : t1;
+      const double w = weight(seq_len[i]);
+      const double len1 = seq_len[i] > 1.0 ? seq_len[i] : 1.0;
+      const double lr = seq_lr[i];
+      const double adv_seq = AdvPerToken ? 0.0 : static_cast<double>(adv[i]);
+      // GSPO: the sequence ratio, its token derivative and (direct form) the token gradient are
+      // constant over the row.
+      const double srho = Level == ratio_level::token ? 1.0 : math::exp(lr < smax ? lr : smax);
+      const double sdrho = lr <= smax ? srho : 0.0;
+      const double gseq = Level == ratio_level::sequence ? (lr <= smax ? srho / len1 : 0.0) * seq_coef[i] : 0.0;
+      simd::for_lanes(ta, tb, acc, [&](std::size_t t, auto& a) {
+        using V = std::remove_reference_t<decltype(a.pg)>;
+        using simd::select;
+        using simd::splat;
+        const V zero = splat<V>(0.0), one = splat<V>(1.0);
+        const auto on = HasMask ? simd::load_as<V>(mask + t) != zero : simd::mask_of<V>(true);
+        const V l = select(on, simd::load_as<V>(lp + t), zero);
+        const V o = select(on, simd::load_as<V>(old + t), zero);
+        const V r = select(on, simd::load_as<V>(ref + t), zero);
+        const V av = AdvPerToken ? select(on, simd::load_as<V>(adv + t), zero) : splat<V>(adv_seq);
+        V rho = splat<V>(srho), drho = splat<V>(sdrho), lrho = splat<V>(lr);
+        if constexpr (Level == ratio_level::token) {
+          const math::value_grad<V> q = math::ratio(l, o, log_ratio_clamp);
+          rho = q.value;
+          drho = q.grad;
+          lrho = l - o;
+        }
+        const V wv = splat<V>(w);
+        const math::surrogate<V> sur = form(token_args<V>{rho, lrho, l, av});
+        // Without ref_logp there is no KL term at all (skips an exp per token).
+        const math::value_grad<V> k = has_kl ? math::kl_penalty(l, r, kp) : math::value_grad<V>{zero, zero};
+        V g = Level == ratio_level::sequence ? splat<V>(gseq) : wv * sur.dratio * drho;
+        g = g + wv * sur.dlogp + wv * beta * k.grad;
+        a.pg = a.pg + select(on, wv * sur.value, zero);
+        a.kl = a.kl + select(on, wv * beta * k.value, zero);
+        a.tok = a.tok + select(on, one, zero);
+        a.rsum = a.rsum + select(on, rho, zero);
+        a.klsum = a.klsum + select(on, k.value, zero);
+        a.low = a.low + select(simd::mand(on, sur.clipped_low), one, zero);
+        a.high = a.high + select(simd::mand(on, sur.clipped_high), one, zero);
+        a.dual = a.dual + select(simd::mand(on, sur.dual_clipped), one, zero);
+        simd::store_as(grad + t, select(on, g, zero));
+      });
+      ta = tb;
+    }
+    sums<s_count> s{};
+    s[s_pg] = acc.pg;
+    s[s_kl] = acc.kl;
+    s[s_loss] = acc.pg + acc.kl;
+    s[s_tok] = acc.tok;
+    s[s_ratio] = acc.rsum;
+    s[s_klsum] = acc.klsum;
+    s[s_low] = acc.low;
+    s[s_high] = acc.high;
+    s[s_dual] = acc.dual;
+    return s;
+  }
+};
+
+// Tokens per task of the token pass: a backend may say (member `token_block`); otherwise host
+// backends take 512-token blocks and device backends one token per task.
+template <class Backend>
+constexpr std::size_t token_block() {
+  if constexpr (requires { Backend::token_block; })
+    return Backend::token_block;
+  else if constexpr (is_host_backend_v<Backend>)
+    return 512;
+  else
+    return 1;
+}
+
+} // namespace msrl::grpo::detail

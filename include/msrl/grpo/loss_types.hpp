@@ -1,0 +1,125 @@
+#pragma once
+/// \file The vocabulary of the GRPO policy loss: which ratio, which aggregation, the options, the
+/// normaliser, the inputs (as spans for the algorithm, as pointers for kernels and ops that hand
+/// device arrays across a translation-unit boundary), the metrics and the result. No algorithm
+/// lives here, so the torch ops and the CUDA kernel sets include this header only.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "../core/token_layout.hpp"
+#include "scalar_math.hpp"
+
+namespace msrl::grpo {
+
+/// Which importance ratio the surrogate uses.
+enum class ratio_level : std::uint8_t {
+  token,          ///< rho_t = exp(logp_t - old_t)                                  (PPO/GRPO)
+  sequence,       ///< GSPO: s_i = exp(mean_t (logp - old)), gradient through the mean (TRL "sequence")
+  sequence_token, ///< GSPO-token: exp(logp_t - sg(logp_t) + sg(log s_i)) (verl gspo, ms-swift "sequence_token")
+};
+
+/// How per-token losses become one number.  m = mask, L_i = tokens of row i, S = sequence count.
+enum class aggregation : std::uint8_t {
+  token_mean,              ///< sum m*l / N_tokens            (TRL dapo/bnpo, verl token-mean, OpenRLHF token)
+  seq_mean_token_mean,     ///< mean_i [sum_t m*l / L_i]      (TRL/ms-swift grpo, verl seq-mean-token-mean)
+  seq_mean_token_sum,      ///< mean_i [sum_t m*l]            (verl seq-mean-token-sum)
+  seq_mean_token_sum_norm, ///< mean_i [sum_t m*l] / C        (Dr.GRPO; TRL dr_grpo, verl ...-norm)
+  token_sum,               ///< sum m*l                       (verl token-sum)
+};
+
+/// Guard on a row's token count in seq_mean_token_mean.
+enum class length_guard : std::uint8_t {
+  clamp_one, ///< L_i -> max(L_i, 1)   (TRL, ms-swift, Liger)
+  add_eps,   ///< L_i -> L_i + eps     (verl, OpenRLHF: 1e-8)
+};
+
+struct loss_options {
+  // --- importance ratio
+  ratio_level level = ratio_level::token;
+  double log_ratio_clamp = math::inf;        ///< token log-ratio clamped to [-c, c] before exp (verl 20)
+  double sequence_log_ratio_max = math::inf; ///< GSPO: log s_i capped at this value (verl 10)
+  // --- clipping
+  double clip_low = 0.2;        ///< epsilon_low
+  double clip_high = 0.2;       ///< epsilon_high (clip-higher: 0.28)
+  double dual_clip = math::inf; ///< c > 1 (verl 3.0); inf disables
+  double delta = math::inf;     ///< two-sided clip delta > 1; inf disables
+  // --- KL to the reference policy
+  double beta = 0.0;
+  kl_estimator kl = kl_estimator::k3;
+  bool kl_straight_through = false;
+  double kl_log_ratio_clamp = math::inf; ///< verl/ms-swift k3: 20
+  double kl_value_clamp = math::inf;     ///< verl/ms-swift k3: 10; OpenRLHF: 10 for every estimator
+  // --- aggregation
+  aggregation agg = aggregation::seq_mean_token_mean;
+  bool count_empty_sequences = true; ///< fully masked rows count in S (TRL) or are excluded (verl, OpenRLHF)
+  length_guard guard = length_guard::clamp_one;
+  double length_eps = 1e-8;         ///< for length_guard::add_eps
+  double constant_normalizer = 0.0; ///< C for seq_mean_token_sum_norm (max_completion_length)
+};
+
+/// Normalisers that make gradient accumulation and data parallelism exact. Unset counts fall back
+/// to the local micro-batch. `scale` multiplies the loss (e.g. 1/GA for TRL's grpo mode, or the
+/// data-parallel world size for verl's global-batch semantics).
+struct loss_normalizer {
+  std::optional<double> global_tokens;    ///< N in token_mean (sum of the mask over the optimizer step and ranks)
+  std::optional<double> global_sequences; ///< S in the seq_mean_* modes
+  double scale = 1.0;
+};
+
+/// The per-token inputs. All arrays live in the backend's memory space.
+template <class T, class M = std::uint8_t>
+struct loss_inputs {
+  token_layout layout;           ///< padded [B, T] or packed offsets
+  std::span<const T> logp;       ///< log pi_theta(y_t), one per token
+  std::span<const T> old_logp;   ///< log pi_old; empty = on-policy (old = logp, detached)
+  std::span<const T> ref_logp;   ///< log pi_ref; required when beta != 0
+  std::span<const T> advantages; ///< one per sequence [B] or one per token (read per sequence when B == N)
+  std::span<const M> mask;       ///< 0/1 per token; empty = all tokens count
+};
+
+struct loss_metrics {
+  double tokens = 0;             ///< masked tokens in this call
+  double sequences = 0;          ///< non-empty sequences in this call
+  double clip_fraction_low = 0;  ///< over masked tokens: ratio < 1-eps_lo with A < 0
+  double clip_fraction_high = 0; ///< ratio > 1+eps_hi with A > 0
+  double clip_fraction = 0;      ///< low + high
+  double dual_clip_fraction = 0; ///< A < 0 and the dual-clip bound active
+  double ratio_mean = 0;         ///< mean ratio over masked tokens
+  double kl_mean = 0;            ///< mean KL estimate over masked tokens (0 when beta == 0 and no ref)
+  double policy_loss = 0;        ///< the surrogate part of the loss (aggregated, scaled)
+  double kl_loss = 0;            ///< beta * KL part of the loss (aggregated, scaled)
+  double normalizer = 0;         ///< the N, S or S*C the aggregation divided by
+};
+
+struct loss_result {
+  double loss = 0;
+  loss_metrics metrics;
+};
+
+/// The loss's per-token arrays as raw pointers, all in one memory space (the device's, for the
+/// CUDA kernels and the libtorch ops' kernel sets; the packed layout's offsets too). n =
+/// layout.total_tokens; null optional arrays are absent. `inputs(logp)` gives the span form the
+/// algorithm takes, once the log-probs exist.
+template <class T = float, class M = std::uint8_t>
+struct loss_arrays {
+  token_layout layout;
+  const T* old_logp = nullptr;   ///< null = on-policy
+  const T* ref_logp = nullptr;   ///< required when beta != 0
+  const T* advantages = nullptr; ///< num_advantages entries: B (per sequence) or N (per token)
+  std::size_t num_advantages = 0;
+  const M* mask = nullptr; ///< null = every token counts
+
+  loss_inputs<T, M> inputs(const T* logp) const {
+    const std::size_t n = layout.total_tokens;
+    return {layout,
+            {logp, n},
+            {old_logp, old_logp ? n : 0},
+            {ref_logp, ref_logp ? n : 0},
+            {advantages, num_advantages},
+            {mask, mask ? n : 0}};
+  }
+};
+
+} // namespace msrl::grpo
