@@ -64,6 +64,13 @@ BOOST_AUTO_TEST_CASE(loss_errors) {
   }
   expect_throw<msrl::invalid_argument>([&] { call(in(), {.clip_low = -0.1}); }, "options.clip_low", ">= 0");
   expect_throw<msrl::invalid_argument>([&] { call(in(), {.dual_clip = 0.5}); }, "options.dual_clip", "> 1");
+  // TRL's trap: an absolute CISPO cap below 1 (epsilon_high's fallback 0.2) is refused by name
+  expect_throw<msrl::invalid_argument>([&] { call(in(), {.form = g::loss_form::cispo_absolute, .cispo_cap = 0.2}); },
+                                       "options.cispo_cap", ">= 1");
+  expect_throw<msrl::invalid_argument>([&] { call(in(), {.form = g::loss_form::sapo, .sapo_tau_pos = 0.0}); },
+                                       "options.sapo_tau_pos", "> 0");
+  expect_throw<msrl::invalid_argument>([&] { call(in(), {.form = g::loss_form::sapo, .sapo_tau_neg = -1.0}); },
+                                       "options.sapo_tau_neg", "> 0");
   expect_throw<msrl::invalid_argument>([&] { call(in(), {.beta = 0.1}); }, "ref_logp", "required");
   expect_throw<msrl::invalid_argument>([&] { call(in(), {.agg = g::aggregation::seq_mean_token_sum_norm}); },
                                        "options.constant_normalizer", "> 0");

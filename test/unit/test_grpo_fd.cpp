@@ -62,10 +62,12 @@ static void check_fd(const g::loss_options& o, unsigned seed, bool per_token_adv
   BOOST_TEST_MESSAGE("worst relative error " << worst);
 }
 
-// Two modes are *defined* by a gradient that is not the derivative of the value: the GSPO-token
-// form (stop-gradient trick) and straight-through KL. They get their own oracles below.
+// Some modes are *defined* by a gradient that is not the derivative of the value: the GSPO-token
+// form (stop-gradient trick), straight-through KL and CISPO (-sg(W) A logp). They get their own
+// oracles (below, and the autograd transcriptions of test_grpo_torch).
 static bool fd_applies(const g::loss_options& o) {
-  return o.level != g::ratio_level::sequence_token && !o.kl_straight_through;
+  return o.level != g::ratio_level::sequence_token && !o.kl_straight_through &&
+         o.form != g::loss_form::cispo_absolute && o.form != g::loss_form::cispo_relative;
 }
 
 BOOST_AUTO_TEST_CASE(every_preset) {

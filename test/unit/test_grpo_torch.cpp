@@ -78,10 +78,28 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
       coef1 = torch::exp(clampt(t, -INFINITY, o.sequence_log_ratio_max));
     }
   }
-  Tensor coef2 = torch::clamp(coef1, 1 - o.clip_low, 1 + o.clip_high);
-  Tensor c1 = clampt(coef1, -INFINITY, o.delta);
-  Tensor per_tok = -torch::min(c1 * A, coef2 * A);
-  if (std::isfinite(o.dual_clip)) per_tok = torch::where(A < 0, torch::min(-A * o.dual_clip, per_tok), per_tok);
+  Tensor per_tok;
+  switch (o.form) {
+  case g::loss_form::clipped_ratio: {
+    Tensor coef2 = torch::clamp(coef1, 1 - o.clip_low, 1 + o.clip_high);
+    Tensor c1 = clampt(coef1, -INFINITY, o.delta);
+    per_tok = -torch::min(c1 * A, coef2 * A);
+    if (std::isfinite(o.dual_clip)) per_tok = torch::where(A < 0, torch::min(-A * o.dual_clip, per_tok), per_tok);
+    break;
+  }
+  case g::loss_form::cispo_absolute: // TRL: -clamp(coef_1, max=epsilon_high).detach() * A * logp
+    per_tok = -torch::clamp(coef1, c10::nullopt, o.cispo_cap).detach() * A * lp;
+    break;
+  case g::loss_form::cispo_relative: // verl: -clamp(ratio, 1 - clip_low, 1 + clip_high).detach() * A * log_prob
+    per_tok = -torch::clamp(coef1, 1 - o.clip_low, 1 + o.clip_high).detach() * A * lp;
+    break;
+  case g::loss_form::sapo: { // -(4 / tau) * sigmoid(tau * (ratio - 1)) * A
+    Tensor tau = torch::where(A > 0, torch::full_like(A, o.sapo_tau_pos), torch::full_like(A, o.sapo_tau_neg));
+    per_tok = -(4.0 / tau) * torch::sigmoid(tau * (coef1 - 1)) * A;
+    break;
+  }
+  case g::loss_form::reinforce: per_tok = -A * lp; break;
+  }
   if (o.beta != 0.0) per_tok = per_tok + o.beta * kl_torch(lp, in.ref, o);
   Tensor s = per_tok * m;
   const double nonempty = (L > 0).sum().item<double>();

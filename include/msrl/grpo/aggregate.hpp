@@ -80,6 +80,12 @@ inline void check_loss_options(const loss_options& opt, const loss_normalizer& n
   require(nonneg(opt.beta) && std::isfinite(opt.beta), where, "options.beta", "must be finite and >= 0");
   require(opt.kl_log_ratio_clamp > 0.0, where, "options.kl_log_ratio_clamp", "must be > 0 (inf disables it)");
   require(opt.kl_value_clamp > 0.0, where, "options.kl_value_clamp", "must be > 0 (inf disables it)");
+  require(opt.form != loss_form::cispo_absolute || (opt.cispo_cap >= 1.0 && std::isfinite(opt.cispo_cap)), where,
+          "options.cispo_cap", "must be finite and >= 1 (an absolute cap on the IS weight; TRL's docs use 5)");
+  require(opt.form != loss_form::sapo || (opt.sapo_tau_pos > 0.0 && std::isfinite(opt.sapo_tau_pos)), where,
+          "options.sapo_tau_pos", "must be finite and > 0");
+  require(opt.form != loss_form::sapo || (opt.sapo_tau_neg > 0.0 && std::isfinite(opt.sapo_tau_neg)), where,
+          "options.sapo_tau_neg", "must be finite and > 0");
   check_aggregation(opt, norm, where);
 }
 

@@ -20,6 +20,15 @@ enum class ratio_level : std::uint8_t {
   sequence_token, ///< GSPO-token: exp(logp_t - sg(logp_t) + sg(log s_i)) (verl gspo, ms-swift "sequence_token")
 };
 
+/// The per-token surrogate (the built-in loss forms of surrogate.hpp; docs/grpo-math.md §3).
+enum class loss_form : std::uint8_t {
+  clipped_ratio, ///< -min(min(rho, delta) A, clip(rho, 1-eps_lo, 1+eps_hi) A), dual clip   (PPO/GRPO)
+  cispo_absolute, ///< -sg(min(rho, cispo_cap)) A logp                       (TRL, ms-swift, Liger cispo)
+  cispo_relative, ///< -sg(clip(rho, 1-eps_lo, 1+eps_hi)) A logp                       (verl cispo)
+  sapo,           ///< -(4/tau) sigmoid(tau (rho - 1)) A, tau = tau_pos if A > 0 else tau_neg (SAPO)
+  reinforce,      ///< -A logp                                                     (verl gpg; REINFORCE)
+};
+
 /// How per-token losses become one number.  m = mask, L_i = tokens of row i, S = sequence count.
 enum class aggregation : std::uint8_t {
   token_mean,              ///< sum m*l / N_tokens            (TRL dapo/bnpo, verl token-mean, OpenRLHF token)
@@ -45,6 +54,11 @@ struct loss_options {
   double clip_high = 0.2;       ///< epsilon_high (clip-higher: 0.28)
   double dual_clip = math::inf; ///< c > 1 (verl 3.0); inf disables
   double delta = math::inf;     ///< two-sided clip delta > 1; inf disables
+  // --- the loss form (clipped_ratio uses the clip fields above)
+  loss_form form = loss_form::clipped_ratio;
+  double cispo_cap = 5.0;     ///< cispo_absolute: the cap on the IS weight (>= 1; TRL's epsilon_high, docs: 5)
+  double sapo_tau_pos = 1.0;  ///< sapo: temperature for A > 0
+  double sapo_tau_neg = 1.05; ///< sapo: temperature for A <= 0
   // --- KL to the reference policy
   double beta = 0.0;
   kl_estimator kl = kl_estimator::k3;

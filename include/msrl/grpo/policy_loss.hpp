@@ -174,13 +174,12 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   return res;
 }
 
-/// The loss under the built-in clipped-ratio form configured by the options (clip_low, clip_high,
-/// dual_clip, delta): every preset of presets.hpp.
+/// The loss under the built-in form the options name (loss_options::form: the clipped ratio,
+/// CISPO, SAPO, REINFORCE, with their parameters): every preset of presets.hpp.
 template <msrl::execution_backend Backend, class T, class M, class G = T>
 loss_result policy_loss(const Backend& exec, const loss_inputs<T, M>& in, const loss_options& opt,
                         const loss_normalizer& norm = {}, std::span<G> grad_logp = {}) {
-  const clipped_ratio form{{opt.clip_low, opt.clip_high, opt.dual_clip, opt.delta}};
-  return policy_loss(exec, form, in, opt, norm, grad_logp);
+  return with_loss_form(opt, [&](const auto& form) { return policy_loss(exec, form, in, opt, norm, grad_logp); });
 }
 
 /// The same with the gradient written to any writable contiguous range (std::vector<float>, ...).

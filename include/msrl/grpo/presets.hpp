@@ -103,8 +103,49 @@ inline constexpr preset verl_gspo{
      .beta = 0.0, .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = false,
      .guard = length_guard::add_eps, .length_eps = 1e-8}};
 
-inline constexpr std::array<const preset*, 9> all{&msrl_release, &msrl_paper, &ms_swift_default, &trl_default,
-                                                   &verl_default, &dr_grpo, &dapo, &gspo, &verl_gspo};
+/// TRL loss_type="cispo" (huggingface/trl@f2cd577, trl/trainer/grpo_trainer.py L3080-3082; ms-swift
+/// and Liger compute the same): -sg(min(rho, eps_max)) A logp with the absolute cap eps_max = 5 (TRL
+/// reads it from epsilon_high, whose fallback 0.2 would cap at 0.2; msrl keeps the cap in its own
+/// field and refuses a cap below 1), dapo aggregation (token mean over the step's global count).
+inline constexpr preset trl_cispo{
+    "trl_cispo",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
+    {.form = loss_form::cispo_absolute, .cispo_cap = 5.0, .beta = 0.0, .agg = aggregation::token_mean},
+    true};
+
+/// verl policy_loss.loss_mode=cispo (verl-project/verl@1dda039, verl/trainer/ppo/core_algos.py
+/// compute_policy_loss_cispo L2046-2104): -sg(clip(rho, 1-eps_lo, 1+eps_hi)) A logp, a relative
+/// two-sided clip of the ratio from the +-20-clamped log-ratio, token-mean over the global count.
+inline constexpr preset verl_cispo{
+    "verl_cispo",
+    {.scaling = std_scaling::group, .std_eps = 1e-6, .singleton = singleton_policy::raw_score, .nans = nan_policy::as_zero},
+    {.log_ratio_clamp = 20.0, .clip_low = 0.2, .clip_high = 0.2, .form = loss_form::cispo_relative, .beta = 0.0,
+     .agg = aggregation::token_mean, .count_empty_sequences = false, .guard = length_guard::add_eps, .length_eps = 1e-8},
+    true};
+
+/// TRL loss_type="sapo" (huggingface/trl@f2cd577, grpo_trainer.py L3087-3090; ms-swift and Liger
+/// alike): -(4/tau) sigmoid(tau (rho - 1)) A, tau_pos 1.0, tau_neg 1.05, no log-ratio clamp, the
+/// grpo normalisation (per-row mean over max(L, 1), empty rows counted).
+inline constexpr preset trl_sapo{
+    "trl_sapo",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
+    {.form = loss_form::sapo, .sapo_tau_pos = 1.0, .sapo_tau_neg = 1.05, .beta = 0.0,
+     .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = true, .guard = length_guard::clamp_one}};
+
+/// verl policy_loss.loss_mode=sapo (verl-project/verl@1dda039, core_algos.py compute_policy_loss_sapo
+/// L1621-1704): the same gate on the ratio from the +-20-clamped log-ratio, aggregation forced to
+/// seq-mean-token-mean with empty rows excluded and L + 1e-8.
+inline constexpr preset verl_sapo{
+    "verl_sapo",
+    {.scaling = std_scaling::group, .std_eps = 1e-6, .singleton = singleton_policy::raw_score, .nans = nan_policy::as_zero},
+    {.log_ratio_clamp = 20.0, .form = loss_form::sapo, .sapo_tau_pos = 1.0, .sapo_tau_neg = 1.05, .beta = 0.0,
+     .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = false, .guard = length_guard::add_eps,
+     .length_eps = 1e-8}};
+
+inline constexpr std::array<const preset*, 13> all{&msrl_release, &msrl_paper, &ms_swift_default, &trl_default,
+                                                    &verl_default, &dr_grpo,   &dapo,       &gspo,
+                                                    &verl_gspo,    &trl_cispo, &verl_cispo, &trl_sapo,
+                                                    &verl_sapo};
 
 } // namespace presets
 

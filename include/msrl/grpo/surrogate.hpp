@@ -25,6 +25,7 @@
 
 #include "../core/config.hpp"
 #include "../core/simd.hpp"
+#include "loss_types.hpp"
 #include "scalar_math.hpp"
 
 namespace msrl::grpo {
@@ -54,5 +55,76 @@ struct clipped_ratio {
   }
 };
 static_assert(surrogate_form<clipped_ratio>);
+
+/// CISPO (MiniMax-M1): the clipped IS weight as a stop-gradient coefficient of the log-prob,
+/// -sg(W) A logp with d/d logp = -W A. `relative` = verl's W = clip(rho, 1-eps_lo, 1+eps_hi)
+/// (metrics: rho outside the range); otherwise TRL/ms-swift/Liger's absolute cap W = min(rho, cap)
+/// (metric clipped_high: rho > cap and A > 0, TRL's cispo_clip_ratio).
+struct cispo {
+  double cap, lo, hi;
+  bool relative;
+  template <class V>
+  MSRL_HOST_DEVICE MSRL_FORCEINLINE math::surrogate<V> operator()(const token_args<V>& x) const {
+    using simd::select;
+    using simd::splat;
+    const V zero = splat<V>(0.0);
+    const V W = relative ? math::clamp(x.rho, lo, hi) : select(x.rho < splat<V>(cap), x.rho, splat<V>(cap));
+    math::surrogate<V> s;
+    s.value = -W * x.adv * x.logp;
+    s.dratio = zero;
+    s.dlogp = -W * x.adv;
+    s.clipped_low = relative ? x.rho < splat<V>(lo) : simd::mask_of<V>(false);
+    s.clipped_high = relative ? x.rho > splat<V>(hi) : simd::mand(x.rho > splat<V>(cap), x.adv > zero);
+    s.dual_clipped = simd::mask_of<V>(false);
+    return s;
+  }
+};
+
+/// SAPO's soft gate: -(4/tau) sigmoid(tau (rho - 1)) A with tau = tau_pos for A > 0, tau_neg
+/// otherwise; d/d rho = -4 sigma (1 - sigma) A (= -A at rho = 1, as PPO). No clip metrics.
+struct sapo {
+  double tau_pos, tau_neg;
+  template <class V>
+  MSRL_HOST_DEVICE MSRL_FORCEINLINE math::surrogate<V> operator()(const token_args<V>& x) const {
+    using simd::select;
+    using simd::splat;
+    const V zero = splat<V>(0.0), one = splat<V>(1.0);
+    const V tau = select(x.adv > zero, splat<V>(tau_pos), splat<V>(tau_neg));
+    const V sig = one / (one + math::exp(-tau * (x.rho - one)));
+    math::surrogate<V> s;
+    s.value = -4.0 * sig * x.adv / tau;
+    s.dratio = -4.0 * sig * (one - sig) * x.adv;
+    s.dlogp = zero;
+    s.clipped_low = s.clipped_high = s.dual_clipped = simd::mask_of<V>(false);
+    return s;
+  }
+};
+
+/// REINFORCE / verl's gpg loss: -A logp, d/d logp = -A (the ratio is not used).
+struct reinforce {
+  template <class V>
+  MSRL_HOST_DEVICE MSRL_FORCEINLINE math::surrogate<V> operator()(const token_args<V>& x) const {
+    math::surrogate<V> s;
+    s.value = -x.adv * x.logp;
+    s.dratio = simd::splat<V>(0.0);
+    s.dlogp = -x.adv;
+    s.clipped_low = s.clipped_high = s.dual_clipped = simd::mask_of<V>(false);
+    return s;
+  }
+};
+static_assert(surrogate_form<cispo> && surrogate_form<sapo> && surrogate_form<reinforce>);
+
+/// Calls f with the built-in form the options name (loss_options::form and its parameters).
+template <class F>
+decltype(auto) with_loss_form(const loss_options& opt, F&& f) {
+  switch (opt.form) {
+  case loss_form::cispo_absolute: return f(cispo{opt.cispo_cap, 1.0 - opt.clip_low, 1.0 + opt.clip_high, false});
+  case loss_form::cispo_relative: return f(cispo{opt.cispo_cap, 1.0 - opt.clip_low, 1.0 + opt.clip_high, true});
+  case loss_form::sapo: return f(sapo{opt.sapo_tau_pos, opt.sapo_tau_neg});
+  case loss_form::reinforce: return f(reinforce{});
+  case loss_form::clipped_ratio:
+  default: return f(clipped_ratio{{opt.clip_low, opt.clip_high, opt.dual_clip, opt.delta}});
+  }
+}
 
 } // namespace msrl::grpo
