@@ -89,6 +89,75 @@ BOOST_AUTO_TEST_CASE(config_rejects_bad_values) {
   BOOST_CHECK_THROW(mt::internvl_config::from_json(nlohmann::json::array()), msrl::parse_error);
 }
 
+BOOST_AUTO_TEST_CASE(config_ranges_are_checked_before_anything_is_built) {
+  const auto j = mt::config_json(tiny_config(), mt::weight_format::hf);
+  auto names = [](const std::string& key) {
+    return [key](const std::exception& e) { return std::string(e.what()).find(key) != std::string::npos; };
+  };
+  auto bad = j;
+  bad["text_config"]["num_attention_heads"] = 0; // divided by when head_dim is derived
+  bad["text_config"].erase("head_dim");
+  BOOST_CHECK_EXCEPTION(mt::internvl_config::from_json(bad), msrl::invalid_argument, names("text_config.num_attention_heads"));
+  bad = j;
+  bad["vision_config"]["num_attention_heads"] = 0;
+  BOOST_CHECK_EXCEPTION(mt::internvl_config::from_json(bad), msrl::invalid_argument, names("vision_config.num_attention_heads"));
+  bad = j;
+  bad["image_token_id"] = 256; // vocab_size is 256
+  BOOST_CHECK_EXCEPTION(mt::internvl_config::from_json(bad), msrl::invalid_argument, names("image_token_id"));
+  bad = j;
+  bad["text_config"]["hidden_size"] = 1 << 20; // about 4e12 parameters: refused, nothing allocated
+  bad["text_config"]["intermediate_size"] = 1 << 22;
+  bad["text_config"]["num_hidden_layers"] = 64;
+  bad["text_config"]["head_dim"] = 1 << 18;
+  BOOST_CHECK_EXCEPTION(mt::internvl_config::from_json(bad), msrl::invalid_argument, names("max_parameters"));
+  // the count itself: within 1 % of the parameters the model builds
+  const auto c = tiny_config();
+  mt::internvl m(c);
+  double n = 0;
+  for (const auto& p : m->parameters()) n += static_cast<double>(p.numel());
+  BOOST_TEST(std::abs(c.parameter_count() - n) <= 0.01 * n, c.parameter_count() << " vs " << n);
+}
+
+BOOST_AUTO_TEST_CASE(a_checkpoint_that_contradicts_its_config_is_refused) {
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  BOOST_REQUIRE(!m->cfg.text.tie_word_embeddings);
+  // an untied head that no shard holds
+  scratch s("nohead");
+  std::vector<std::pair<std::string, at::Tensor>> w;
+  for (auto& p : mt::named_weights(m, mt::weight_format::hf))
+    if (p.first != "lm_head.weight") w.push_back(p);
+  mt::save_checkpoint(s.dir, w);
+  write_bytes(s.dir / "config.json", read_bytes(fixtures / "tiny_internvl" / "config.json"));
+  BOOST_CHECK_EXCEPTION(mt::load_internvl(s.dir), msrl::invalid_argument, [](const std::exception& e) {
+    return std::string(e.what()).find("lm_head.weight") != std::string::npos &&
+           std::string(e.what()).find("tie_word_embeddings") != std::string::npos;
+  });
+  // a config that does not say: tied, as the tensors say
+  auto cj = nlohmann::json::parse(read_bytes(fixtures / "tiny_internvl" / "config.json"));
+  cj.erase("tie_word_embeddings");
+  cj["text_config"].erase("tie_word_embeddings");
+  write_bytes(s.dir / "config.json", cj.dump());
+  BOOST_CHECK(mt::load_internvl(s.dir)->cfg.text.tie_word_embeddings);
+  // head_dim left out: taken from q_norm (32 here, while hidden / heads = 16)
+  scratch s2("nohd");
+  mt::save_internvl(m, s2.dir);
+  cj = nlohmann::json::parse(read_bytes(s2.dir / "config.json"));
+  cj["text_config"].erase("head_dim");
+  write_bytes(s2.dir / "config.json", cj.dump());
+  auto m2 = mt::load_internvl(s2.dir);
+  BOOST_TEST(m2->cfg.text.head_dim == 32);
+  // neither the config nor a q_norm tensor: refused by name
+  std::vector<std::pair<std::string, at::Tensor>> w2;
+  for (auto& p : mt::named_weights(m, mt::weight_format::hf))
+    if (p.first.find("layers.0.self_attn.q_norm") == std::string::npos) w2.push_back(p);
+  scratch s3("noqn");
+  mt::save_checkpoint(s3.dir, w2);
+  write_bytes(s3.dir / "config.json", cj.dump());
+  BOOST_CHECK_EXCEPTION(mt::load_internvl(s3.dir), msrl::invalid_argument, [](const std::exception& e) {
+    return std::string(e.what()).find("text_config.head_dim") != std::string::npos;
+  });
+}
+
 BOOST_AUTO_TEST_CASE(pixel_shuffle_index_map) {
   // x[n, r*4 + c, ch] = 1000 r + 100 c + ch on a 4x4 grid, 2 channels.
   auto x = at::zeros({1, 16, 2});

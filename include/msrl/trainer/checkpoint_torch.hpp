@@ -205,12 +205,29 @@ inline nlohmann::json config_json(const internvl_config& c, weight_format f) {
   return j;
 }
 
-/// Reads `dir`/config.json, builds the model (lm_head tied unless the checkpoint stores one),
-/// loads the weights, casts to `dtype`.
+/// Reads `dir`/config.json, builds the model and loads the weights, cast to `dtype`. A checkpoint
+/// that contradicts its config is refused, never guessed: an untied lm_head the config asks for
+/// but no shard holds, a head_dim neither the config nor the q_norm tensors give. A config that
+/// leaves tie_word_embeddings out is tied exactly when the checkpoint has no lm_head; one without
+/// head_dim takes it from layer 0's q_norm.
 inline internvl load_internvl(const std::filesystem::path& dir, at::ScalarType dtype = at::kFloat, const load_options& opt = {}) {
+  constexpr const char* where = "load_internvl";
   auto cfg = internvl_config::from_file(dir / "config.json");
   checkpoint ck(dir);
-  cfg.text.tie_word_embeddings = !detail::has_any(ck, {"language_model.lm_head.weight", "lm_head.weight"});
+  const bool has_head = detail::has_any(ck, {"language_model.lm_head.weight", "lm_head.weight"});
+  if (cfg.text.tie_from_config && !cfg.text.tie_word_embeddings)
+    require(has_head, where, "language_model.lm_head.weight",
+            "is missing from '" + ck.describe() + "', but config.json says tie_word_embeddings: false (an untied head)");
+  cfg.text.tie_word_embeddings = !has_head;
+  if (!cfg.text.head_dim_from_config) {
+    std::int64_t hd = 0;
+    for (const char* n : {"language_model.model.layers.0.self_attn.q_norm.weight", "model.language_model.layers.0.self_attn.q_norm.weight"})
+      if (ck.contains(n) && ck.entry(n).shape.size() == 1) hd = ck.entry(n).shape[0];
+    require(hd > 0, where, "text_config.head_dim",
+            "is missing from config.json and no layers.0.self_attn.q_norm.weight in '" + ck.describe() + "' gives it");
+    cfg.text.head_dim = hd;
+    cfg.validate(where + std::string("(") + (dir / "config.json").string() + ")");
+  }
   require(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf || dtype == at::kDouble, "load_internvl", "dtype",
           "must be a floating type (float32, bfloat16, float16, float64)");
   // Build the modules directly in `dtype` (no transient fp32 copy: an 8B model needs 16 GB in

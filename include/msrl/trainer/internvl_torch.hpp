@@ -39,6 +39,9 @@ struct text_config {
   std::int64_t intermediate_size = 3072, vocab_size = 151936;
   double rms_norm_eps = 1e-6, rope_theta = 1e6;
   bool tie_word_embeddings = false;
+  /// Where config.json left them out: head_dim (the checkpoint's q_norm then says it) and
+  /// tie_word_embeddings (the checkpoint's lm_head then says it). Set by internvl_config::from_json.
+  bool head_dim_from_config = true, tie_from_config = true;
 };
 
 struct internvl_config {
@@ -48,6 +51,25 @@ struct internvl_config {
   double projector_ln_eps = 1e-5; ///< nn.LayerNorm default in both reference codes
   std::int64_t image_token_id = -1; ///< <IMG_CONTEXT>; -1 = not in config (take it from the tokenizer)
   bool hf_format = false;           ///< config.json was the transformers (-HF) flavour
+  /// The most parameters validate() accepts (a bound checked before any module is built; 100 B by
+  /// default, far above InternVL3.5-38B).
+  double max_parameters = 100e9;
+
+  /// The model's parameter count (to within the small norm and bias terms) from the sizes alone,
+  /// without allocating, in floating point so that absurd sizes cannot overflow.
+  double parameter_count() const {
+    const double vh = static_cast<double>(vision.hidden_size), vi = static_cast<double>(vision.intermediate_size);
+    const double p = static_cast<double>(vision.patch_size), g = static_cast<double>(vision.image_size) / p;
+    const double vit = 3 * p * p * vh + vh + (g * g + 1) * vh +
+                       static_cast<double>(vision.num_layers) * (4 * vh * vh + 4 * vh + 2 * vh * vi + vh + vi + 6 * vh);
+    const double th = static_cast<double>(text.hidden_size), ti = static_cast<double>(text.intermediate_size);
+    const double qd = static_cast<double>(text.num_heads) * static_cast<double>(text.head_dim);
+    const double kvd = static_cast<double>(text.num_kv_heads) * static_cast<double>(text.head_dim);
+    const double layer = th * qd + 2 * th * kvd + qd * th + 3 * th * ti + 2 * th + 2 * static_cast<double>(text.head_dim);
+    const double vocab = static_cast<double>(text.vocab_size) * th * (text.tie_word_embeddings ? 1 : 2);
+    const double proj = 8 * vh + 4 * vh * th + th + th * th + th;
+    return vit + static_cast<double>(text.num_layers) * layer + vocab + th + proj;
+  }
 
   /// Tokens per tile after pixel shuffle: (image/patch)^2 * ratio^2.
   std::int64_t tokens_per_tile() const {
@@ -80,6 +102,12 @@ struct internvl_config {
     const auto g = vision.image_size / vision.patch_size;
     require(g % 2 == 0, where, "vision_config.image_size", "must give an even patch grid for pixel shuffle 0.5");
     require(text.rms_norm_eps > 0 && vision.layer_norm_eps > 0, where, "rms_norm_eps/layer_norm_eps", "must be positive");
+    require(image_token_id < text.vocab_size, where, "image_token_id",
+            "must be below text_config.vocab_size (" + std::to_string(text.vocab_size) + "), got " + std::to_string(image_token_id));
+    const double n = parameter_count();
+    require(n <= max_parameters, where, "config",
+            "describes " + std::to_string(n) + " parameters, more than the bound of " + std::to_string(max_parameters) +
+                " (internvl_config::max_parameters); refused before building anything");
   }
 
   /// Parses config.json of either flavour: original (`model_type` internvl_chat, `llm_config`)
@@ -143,8 +171,11 @@ struct internvl_config {
     get_i(t, tkey, "num_attention_heads", c.text.num_heads, true);
     c.text.num_kv_heads = c.text.num_heads;
     get_i(t, tkey, "num_key_value_heads", c.text.num_kv_heads, false);
-    c.text.head_dim = c.text.hidden_size / c.text.num_heads;
-    if (t.contains("head_dim") && !t.at("head_dim").is_null()) get_i(t, tkey, "head_dim", c.text.head_dim, true);
+    // Without head_dim: hidden / heads here (num_heads > 0 is checked by validate); load_internvl
+    // takes it from the checkpoint's q_norm instead, as a dimension the tensors determine.
+    c.text.head_dim = c.text.num_heads > 0 ? c.text.hidden_size / c.text.num_heads : 0;
+    c.text.head_dim_from_config = t.contains("head_dim") && !t.at("head_dim").is_null();
+    if (c.text.head_dim_from_config) get_i(t, tkey, "head_dim", c.text.head_dim, true);
     get_i(t, tkey, "intermediate_size", c.text.intermediate_size, true);
     get_i(t, tkey, "vocab_size", c.text.vocab_size, true);
     get_d(t, tkey, "rms_norm_eps", c.text.rms_norm_eps);
@@ -155,8 +186,12 @@ struct internvl_config {
     require(tact.empty() || tact == "silu", where, std::string(tkey) + ".hidden_act", "must be silu (got '" + tact + "')");
     require(!(t.contains("attention_bias") && t.at("attention_bias").is_boolean() && t.at("attention_bias").get<bool>()), where,
             std::string(tkey) + ".attention_bias", "must be false (Qwen3)");
-    if (t.contains("tie_word_embeddings") && t.at("tie_word_embeddings").is_boolean()) c.text.tie_word_embeddings = t.at("tie_word_embeddings").get<bool>();
-    if (j.contains("tie_word_embeddings") && j.at("tie_word_embeddings").is_boolean()) c.text.tie_word_embeddings = j.at("tie_word_embeddings").get<bool>();
+    c.text.tie_from_config = false;
+    for (const json* o : {&t, &j})
+      if (o->contains("tie_word_embeddings") && o->at("tie_word_embeddings").is_boolean()) {
+        c.text.tie_word_embeddings = o->at("tie_word_embeddings").get<bool>();
+        c.text.tie_from_config = true;
+      }
     get_d(j, "config", "downsample_ratio", c.downsample_ratio);
     for (const char* k : {"image_token_id", "img_context_token_id", "image_token_index"})
       if (j.contains(k) && j.at(k).is_number_integer()) c.image_token_id = j.at(k).get<std::int64_t>();
