@@ -31,6 +31,14 @@ struct logits_loss_inputs {
   std::span<const float> ref_logp;       ///< [N]; required when beta != 0
   std::span<const float> advantages;     ///< [B] or [N]
   std::span<const M> mask;               ///< [N] 0/1 or empty
+
+  /// The checked span form of the pointer form the CUDA kernels and torch ops share.
+  static logits_loss_inputs of(matrix_view<const T> logits, const std::int64_t* targets,
+                               const grpo::loss_arrays<float, M>& a) {
+    const std::size_t n = a.layout.total_tokens;
+    const grpo::loss_inputs<float, M> s = a.inputs(nullptr);
+    return {a.layout, logits, {targets, n}, s.old_logp, s.ref_logp, s.advantages, s.mask};
+  }
 };
 
 /// Optional outputs besides the loss: the gradient (may alias the logits for in-place) and the

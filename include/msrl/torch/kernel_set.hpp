@@ -113,16 +113,9 @@ public:
                               const grpo::loss_arrays<float>& in, const grpo::loss_options& opt,
                               const grpo::loss_normalizer& norm, double temperature, void* grad) const override {
     const std::size_t n = x.rows;
-    auto span_of = [n](const float* p) { return p ? std::span<const float>(p, n) : std::span<const float>{}; };
     return detail::with_host_type(x.dtype, [&](auto tag) {
       using T = decltype(tag);
-      const kernels::logits_loss_inputs<T> li{in.layout,
-                                              view<T>(x),
-                                              {targets, n},
-                                              span_of(in.old_logp),
-                                              span_of(in.ref_logp),
-                                              {in.advantages, in.num_advantages},
-                                              in.mask ? std::span<const std::uint8_t>(in.mask, n) : std::span<const std::uint8_t>{}};
+      const auto li = kernels::logits_loss_inputs<T>::of(view<T>(x), targets, in);
       const kernels::logits_loss_outputs<T> out{{static_cast<T*>(grad), grad ? n : 0, grad ? x.cols : 0}};
       return kernels::grpo_loss_from_logits<T, std::uint8_t, T>(li, opt, norm, out, {.temperature = temperature, .threads = ctx.threads});
     });
