@@ -269,6 +269,17 @@ BOOST_AUTO_TEST_CASE(every_stage_runs_and_the_evaluation_is_reported) {
   BOOST_TEST(rep["rows"].get<int>() == 8);
   const double micro = rep["voting_at_k"]["micro"].get<double>();
   BOOST_TEST((micro >= 0.0 && micro <= 1.0));
+  // The final media report is mm_grpo's trajectory evaluation (same model, rows and seeds), copied,
+  // and equals a fresh evaluation of the mm_grpo checkpoint by the eval subcommand.
+  BOOST_TEST(contains(r.err, "eval: report = the media evaluation after mm_grpo"), r.err);
+  const auto traj = json::parse(slurp(dir / "out" / "eval" / "mm_grpo.json"))["families"]["media"];
+  BOOST_TEST(rep == traj);
+  BOOST_TEST(slurp(dir / "out" / "eval" / "report_completions.jsonl") == slurp(dir / "out" / "eval" / "mm_grpo_media_completions.jsonl"));
+  const auto fresh = run("eval --config '" + w.config() + "' --model '" + (dir / "out" / "checkpoints" / "mm_grpo").string() +
+                             "' --data '" + (w.root / "data" / "eval.jsonl").string() + "' --k 3 --max-items 8",
+                         dir);
+  BOOST_REQUIRE_MESSAGE(fresh.rc == 0, fresh.err);
+  BOOST_TEST(contains(fresh.out, slurp(dir / "out" / "eval" / "report.md")), fresh.out);
   for (const char* s : {"pretrain", "pretrain_media", "sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo"})
     BOOST_TEST(fs::exists(dir / "out" / "checkpoints" / s / "model.safetensors"), s);
   BOOST_TEST(fs::exists(dir / "out" / "cmkd" / "stats.json"));

@@ -800,18 +800,6 @@ inline std::optional<eval_result> read_eval_report(const run_context& ctx, const
   return std::nullopt;
 }
 
-/// The evaluation stage: eval.file ("report"), then eval.caption_file ("caption_report") when set.
-inline std::pair<eval_result, std::optional<eval_result>> run_eval_stage(run_context& ctx, internvl& m) {
-  auto e = evaluate_and_write(ctx, m, eval_rows(ctx), "report");
-  std::optional<eval_result> cap;
-  if (!ctx.cfg.eval.caption_file.empty()) {
-    const auto f = ctx.data_file(ctx.cfg.eval.caption_file);
-    msrl::require(fs::exists(f), "msrl-train config", "eval.caption_file", "must name an existing file or be empty ('" + f.string() + "')");
-    cap = evaluate_and_write(ctx, m, read_jsonl(f), "caption_report");
-  }
-  return {e, cap};
-}
-
 /// The completed evaluation stage read back from out/eval/ (see read_eval_report), or nullopt.
 inline std::optional<std::pair<eval_result, std::optional<eval_result>>> read_eval_stage(const run_context& ctx) {
   auto e = read_eval_report(ctx, "report", eval_rows(ctx).size());
@@ -819,7 +807,7 @@ inline std::optional<std::pair<eval_result, std::optional<eval_result>>> read_ev
   std::optional<eval_result> cap;
   if (!ctx.cfg.eval.caption_file.empty()) {
     const auto f = ctx.data_file(ctx.cfg.eval.caption_file);
-    if (!fs::exists(f)) return std::nullopt; // run_eval_stage names it
+    if (!fs::exists(f)) return std::nullopt; // final_evaluation names it
     if (!(cap = read_eval_report(ctx, "caption_report", read_jsonl(f).size()))) return std::nullopt;
   }
   return std::pair{*e, cap};
@@ -927,6 +915,40 @@ inline stage_evaluation evaluate_stage(run_context& ctx, const std::string& stag
   return se;
 }
 
+/// The final evaluation (eval.file as "report", eval.caption_file as "caption_report"). A family
+/// the stage trajectory already evaluated on the same model (`last`: the trajectory of the stage
+/// whose checkpoint the eval stage loads) is copied, not sampled again: the same rows, k and
+/// seeds give the same judgments.
+inline std::pair<eval_result, std::optional<eval_result>> final_evaluation(run_context& ctx, internvl& m,
+                                                                           const stage_evaluation* last) {
+  auto one = [&](const std::string& family, const std::string& name, const std::vector<record>& rows) {
+    if (last)
+      if (auto it = last->families.find(family); it != last->families.end()) {
+        const auto src = ctx.out / "eval" / (last->stage + "_" + family + "_completions.jsonl");
+        if (fs::exists(src)) {
+          ctx.say("eval: " + name + " = the " + family + " evaluation after " + last->stage + " (same model, rows and seeds)");
+          if (ctx.leader()) {
+            std::ifstream in(src, std::ios::binary);
+            write_file_atomic(ctx.out / "eval" / (name + "_completions.jsonl"),
+                              std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()));
+            write_file_atomic(ctx.out / "eval" / (name + ".json"), result_json(it->second).dump(2) + "\n");
+            write_file_atomic(ctx.out / "eval" / (name + ".md"), eval_table(it->second));
+          }
+          return it->second;
+        }
+      }
+    return evaluate_and_write(ctx, m, rows, name);
+  };
+  auto e = one("media", "report", eval_rows(ctx));
+  std::optional<eval_result> cap;
+  if (!ctx.cfg.eval.caption_file.empty()) {
+    const auto f = ctx.data_file(ctx.cfg.eval.caption_file);
+    msrl::require(fs::exists(f), "msrl-train config", "eval.caption_file", "must name an existing file or be empty ('" + f.string() + "')");
+    cap = one("caption", "caption_report", read_jsonl(f));
+  }
+  return {e, cap};
+}
+
 /// The trajectory as a Markdown table: one row per evaluated stage, per family acc@1 / voting@k /
 /// both orders@k in percent ("-" where the family was not evaluated after that stage).
 inline std::string trajectory_table(const std::vector<stage_evaluation>& t, int k) {
@@ -1003,7 +1025,12 @@ inline pipeline_outcome run_pipeline(run_context& ctx) {
     else if (stage == "cmkd") run_cmkd(ctx, m);
     else if (stage == "mm_grpo") run_grpo(ctx, stage, m, ctx.cfg.mm_grpo);
     else if (stage == "eval") {
-      auto [e, cap] = run_eval_stage(ctx, m);
+      // the stage the eval stage's model comes from: the one before it in the list
+      const auto at = std::find(ctx.cfg.stages.begin(), ctx.cfg.stages.end(), stage);
+      const stage_evaluation* last = nullptr;
+      if (at != ctx.cfg.stages.begin() && !out.trajectory.empty() && out.trajectory.back().stage == *(at - 1))
+        last = &out.trajectory.back();
+      auto [e, cap] = final_evaluation(ctx, m, last);
       result = pipeline_result{e, cap};
       mark_completed(ctx, stage);
       continue;
