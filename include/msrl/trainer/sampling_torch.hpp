@@ -87,7 +87,8 @@ inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, con
   auto h = model->language_model->hidden(e.expand({G, e.size(1), e.size(2)}).contiguous(), &cache);
   auto logits = model->language_model->logits(h.narrow(1, h.size(1) - 1, 1)).squeeze(1);
 
-  at::Tensor tokens = at::full({G, L}, opt.pad_id, at::kLong), logps = at::zeros({G, L}), mask = at::zeros({G, L}, at::kByte);
+  at::Tensor tokens = at::full({G, L}, opt.pad_id, at::kLong), logps = at::zeros({G, L}, at::kFloat),
+             mask = at::zeros({G, L}, at::kByte);
   std::vector<std::int64_t> lengths(static_cast<std::size_t>(G), 0);
   std::vector<bool> done(static_cast<std::size_t>(G), false);
   for (std::int64_t t = 0; t < L; ++t) {
@@ -108,23 +109,31 @@ inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, con
       next = at::multinomial(dev.is_cpu() ? probs : probs.to(at::kCPU), 1, false, gen).squeeze(1).to(dev);
       lp = (x / opt.temperature).log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1);
     }
+    // Bookkeeping through CPU accessors: one copy per token, not one tensor op per element.
+    at::Tensor next_cpu = next.to(at::kCPU).contiguous();
+    const at::Tensor lp_cpu = lp.to(at::kCPU, at::kFloat).contiguous();
+    auto nx = next_cpu.accessor<std::int64_t, 1>();
+    const auto lpa = lp_cpu.accessor<float, 1>();
+    auto tok = tokens.accessor<std::int64_t, 2>();
+    auto lpo = logps.accessor<float, 2>();
+    auto msk = mask.accessor<std::uint8_t, 2>();
     bool all_done = true;
     for (std::int64_t g = 0; g < G; ++g) {
       const auto gi = static_cast<std::size_t>(g);
       if (done[gi]) {
-        next[g] = opt.pad_id;
+        nx[g] = opt.pad_id;
         continue;
       }
-      const auto id = next[g].item<std::int64_t>();
-      tokens[g][t] = id;
-      logps[g][t] = lp[g];
-      mask[g][t] = 1;
+      const auto id = nx[g];
+      tok[g][t] = id;
+      lpo[g][t] = lpa[g];
+      msk[g][t] = 1;
       lengths[gi] = t + 1;
       if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), id) != opt.stop_ids.end()) done[gi] = true;
       all_done = all_done && done[gi];
     }
     if (all_done || t + 1 == L) break;
-    logits = model->forward(next.unsqueeze(1).to(dev), {}, &cache).squeeze(1);
+    logits = model->forward(next_cpu.unsqueeze(1).to(dev), {}, &cache).squeeze(1);
   }
   if (was_training) model->train();
   const auto used = *std::max_element(lengths.begin(), lengths.end());
