@@ -422,11 +422,12 @@ inline sampled_group sample_texts(const run_context& ctx, internvl& m, const enc
   g.s = msrl::trainer::sample(m, torch::tensor(p.ids, at::kLong), p.pixel_values,
                               {.num_samples = n, .max_new_tokens = max_new, .temperature = temperature, .top_p = top_p,
                                .top_k = top_k, .stop_ids = {ctx.im_end}, .pad_id = ctx.pad, .seed = seed});
+  const at::Tensor tokens = g.s.tokens.to(at::kCPU).contiguous();
+  const auto tok = tokens.accessor<std::int64_t, 2>();
   for (std::int64_t i = 0; i < n; ++i) {
     std::vector<std::int64_t> ids;
-    const auto row = g.s.tokens[i];
     for (std::int64_t k = 0; k < g.s.lengths[static_cast<std::size_t>(i)]; ++k) {
-      const auto id = row[k].item<std::int64_t>();
+      const auto id = tok[i][k];
       if (id == ctx.im_end) break;
       ids.push_back(id);
     }
