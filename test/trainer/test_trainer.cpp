@@ -621,6 +621,44 @@ BOOST_AUTO_TEST_CASE(grpo_step_raises_the_best_completion) {
   BOOST_TEST(std::abs(st.metrics.ratio_mean - 1.0) < 1e-4); // on-policy: old == new
 }
 
+BOOST_AUTO_TEST_CASE(skipping_flat_groups_leaves_the_step_unchanged) {
+  // A group whose rewards are all equal has advantages 0, loss 0 and gradient 0: skipping its
+  // forward and backward must give bit-identical parameters, loss and gradient norm over steps
+  // that mix flat and informative groups, and a step of flat groups only.
+  const auto in = tiny_prompt();
+  auto base = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto s1 = mt::sample(base, in.prompt, in.pixels, {.num_samples = 4, .max_new_tokens = 8, .temperature = 1.0, .seed = 5});
+  const auto s2 = mt::sample(base, in.prompt, in.pixels, {.num_samples = 4, .max_new_tokens = 6, .temperature = 1.0, .seed = 6});
+  const std::vector<mt::grpo_group> mixed{{in.prompt, in.pixels, s1.tokens, s1.mask, s1.logprobs, {0.0, 1.0, 1.0, 0.0}},
+                                          {in.prompt, in.pixels, s2.tokens, s2.mask, s2.logprobs, {1.0, 1.0, 1.0, 1.0}}};
+  const std::vector<mt::grpo_group> flat{{in.prompt, in.pixels, s2.tokens, s2.mask, s2.logprobs, {0.0, 0.0, 0.0, 0.0}}};
+  std::vector<std::vector<at::Tensor>> params;
+  std::vector<std::vector<double>> stats;
+  for (const bool skip : {false, true}) {
+    auto m = mt::load_internvl(fixtures / "tiny_internvl");
+    mt::trainer t(m, {.lr = 1e-3, .weight_decay = 0.01, .skip_flat_groups = skip});
+    std::vector<double> s;
+    for (const auto* groups : {&mixed, &flat, &mixed}) {
+      const auto st = t.grpo_step(*groups, msrl::grpo::presets::msrl_release); // beta 0: skipping allowed
+      s.insert(s.end(), {st.loss, st.grad_norm, st.advantages.zero_std_fraction, static_cast<double>(st.skipped_groups)});
+    }
+    stats.push_back(s);
+    std::vector<at::Tensor> p;
+    for (const auto& x : m->parameters()) p.push_back(x.detach().clone());
+    params.push_back(p);
+  }
+  for (std::size_t i = 0; i < params[0].size(); ++i) BOOST_TEST(at::equal(params[0][i], params[1][i]), "parameter " << i);
+  for (std::size_t k = 0; k < stats[0].size(); k += 4) {
+    BOOST_TEST(stats[0][k] == stats[1][k]);         // loss
+    BOOST_TEST(stats[0][k + 1] == stats[1][k + 1]); // gradient norm
+    BOOST_TEST(stats[0][k + 2] == stats[1][k + 2]); // zero-std fraction
+    BOOST_TEST(stats[0][k + 3] == 0.0);
+  }
+  BOOST_TEST(stats[1][3] == 1.0);  // step 1: the flat group of two
+  BOOST_TEST(stats[1][7] == 1.0);  // step 2: the only group
+  BOOST_TEST(stats[1][11] == 1.0); // step 3
+}
+
 BOOST_AUTO_TEST_CASE(grpo_step_metrics_cover_every_group) {
   // Independent route: the clip fractions, ratio mean and zero-variance count written out by hand
   // from the current log-probs over both groups (not the last group only).
@@ -654,7 +692,7 @@ BOOST_AUTO_TEST_CASE(grpo_step_metrics_cover_every_group) {
   };
   count(s1, old1, r1);
   count(s2, old2, r2);
-  mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0});
+  mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0, .skip_flat_groups = false}); // metrics over every group
   const auto st = t.grpo_step({{in.prompt, in.pixels, s1.tokens, s1.mask, old1, r1}, {in.prompt, in.pixels, s2.tokens, s2.mask, old2, r2}}, preset);
   BOOST_TEST_MESSAGE("step metrics: tokens " << st.metrics.tokens << ", clip low " << st.metrics.clip_fraction_low << ", high "
                                              << st.metrics.clip_fraction_high << ", ratio " << st.metrics.ratio_mean);

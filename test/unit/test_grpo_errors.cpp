@@ -81,6 +81,14 @@ BOOST_AUTO_TEST_CASE(loss_errors) {
     g::loss_inputs<double> i{msrl::token_layout::padded(2, 2), lp, {}, {}, a, m};
     expect_throw<msrl::invalid_argument>([&] { g::policy_loss(i, {.agg = g::aggregation::token_mean}); },
                                          "normalizer.global_tokens", "token count is zero");
+    // TRL's behaviour on request (and in the TRL presets): every row masked gives loss 0, gradient 0
+    for (const g::loss_normalizer& n : {g::loss_normalizer{}, g::loss_normalizer{.global_tokens = 0.0}}) {
+      vec grad(4, 7.0);
+      const auto r = g::policy_loss(i, g::presets::trl_default.loss, n, std::span<double>(grad));
+      BOOST_TEST(r.loss == 0.0);
+      BOOST_TEST(r.metrics.normalizer == 1.0);
+      for (double x : grad) BOOST_TEST(x == 0.0);
+    }
     std::vector<std::uint8_t> m2{1, 2, 1, 1};
     g::loss_inputs<double> j{msrl::token_layout::padded(2, 2), lp, {}, {}, a, m2};
     expect_throw<msrl::value_error>([&] { g::policy_loss(j, {}); }, "mask", "0 or 1");

@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -106,7 +107,12 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
   const double S = n.global_sequences.value_or(o.count_empty_sequences ? double(B) : nonempty);
   Tensor loss;
   switch (o.agg) {
-  case g::aggregation::token_mean: loss = s.sum() / n.global_tokens.value_or(m.sum().item<double>()); break;
+  case g::aggregation::token_mean: {
+    double N = n.global_tokens.value_or(m.sum().item<double>());
+    if (o.clamp_token_count) N = std::max(N, 1.0); // TRL: .clamp(min=1.0)
+    loss = s.sum() / N;
+    break;
+  }
   case g::aggregation::seq_mean_token_mean: {
     Tensor Lg = o.guard == g::length_guard::clamp_one ? L.clamp_min(1.0) : L + o.length_eps;
     loss = (s.sum(1) / Lg).sum() / S;

@@ -60,8 +60,10 @@ inline void check_aggregation(const loss_options& opt, const loss_normalizer& no
           where, "options.constant_normalizer", "must be finite and > 0 for seq_mean_token_sum_norm");
   require(std::isfinite(norm.scale), where, "normalizer.scale", "must be finite");
   if (norm.global_tokens)
-    require(*norm.global_tokens > 0.0 && std::isfinite(*norm.global_tokens), where, "normalizer.global_tokens",
-            "must be finite and > 0 (token count zero)");
+    require((*norm.global_tokens > 0.0 || (opt.clamp_token_count && *norm.global_tokens == 0.0)) &&
+                std::isfinite(*norm.global_tokens),
+            where, "normalizer.global_tokens",
+            "must be finite and > 0 (token count zero; options.clamp_token_count allows 0, as TRL)");
   if (norm.global_sequences)
     require(*norm.global_sequences > 0.0 && std::isfinite(*norm.global_sequences), where, "normalizer.global_sequences",
             "must be finite and > 0");
@@ -96,8 +98,9 @@ inline double denominator(const loss_options& opt, const loss_normalizer& norm, 
   switch (opt.agg) {
   case aggregation::token_mean:
     denom = norm.global_tokens.value_or(local_tokens);
+    if (opt.clamp_token_count && denom < 1.0) denom = 1.0; // TRL / Liger: clamp(min=1)
     require(denom > 0.0, where, "normalizer.global_tokens",
-            "token count is zero: no unmasked token and no global count");
+            "token count is zero: no unmasked token and no global count (options.clamp_token_count gives loss 0, as TRL)");
     break;
   case aggregation::seq_mean_token_mean:
   case aggregation::seq_mean_token_sum:

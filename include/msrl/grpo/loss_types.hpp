@@ -71,6 +71,9 @@ struct loss_options {
   length_guard guard = length_guard::clamp_one;
   double length_eps = 1e-8;         ///< for length_guard::add_eps
   double constant_normalizer = 0.0; ///< C for seq_mean_token_sum_norm (max_completion_length)
+  /// token_mean with a token count of 0 (every row masked, as mask_truncated_completions can make):
+  /// true divides by max(N, 1), so the loss and gradient are 0 (TRL, Liger); false refuses it.
+  bool clamp_token_count = false;
 };
 
 /// Normalisers that make gradient accumulation and data parallelism exact. Unset counts fall back

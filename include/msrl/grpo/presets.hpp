@@ -51,12 +51,14 @@ inline constexpr preset ms_swift_default{
      .guard = length_guard::clamp_one}};
 
 /// TRL GRPOTrainer defaults (trl/trainer/grpo_trainer.py `_compute_loss`, grpo_config.py):
-/// beta 0, epsilon 0.2, loss_type dapo (token sum / num_items_in_batch gathered over the step),
-/// scale_rewards group (std + 1e-4), unscorable rows excluded.
+/// beta 0, epsilon 0.2, loss_type dapo (token sum / num_items_in_batch gathered over the step,
+/// clamped to at least 1, so an all-masked batch gives loss 0), scale_rewards group (std + 1e-4),
+/// unscorable rows excluded.
 inline constexpr preset trl_default{
     "trl_default",
     {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
-    {.clip_low = 0.2, .clip_high = 0.2, .beta = 0.0, .kl = kl_estimator::k3, .agg = aggregation::token_mean},
+    {.clip_low = 0.2, .clip_high = 0.2, .beta = 0.0, .kl = kl_estimator::k3, .agg = aggregation::token_mean,
+     .clamp_token_count = true},
     true};
 
 /// verl actor.yaml + algorithm adv_estimator=grpo (core_algos.py compute_grpo_outcome_advantage,
@@ -110,7 +112,8 @@ inline constexpr preset verl_gspo{
 inline constexpr preset trl_cispo{
     "trl_cispo",
     {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
-    {.form = loss_form::cispo_absolute, .cispo_cap = 5.0, .beta = 0.0, .agg = aggregation::token_mean},
+    {.form = loss_form::cispo_absolute, .cispo_cap = 5.0, .beta = 0.0, .agg = aggregation::token_mean,
+     .clamp_token_count = true},
     true};
 
 /// verl policy_loss.loss_mode=cispo (verl-project/verl@1dda039, verl/trainer/ppo/core_algos.py

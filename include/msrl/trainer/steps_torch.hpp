@@ -69,6 +69,13 @@ struct train_options {
   /// then msrl::grpo::policy_loss on host copies and d loss / d logp back through autograd. The two
   /// routes agree to ~1e-7 (tested).
   bool fused_loss = true;
+  /// GRPO with beta = 0 and no entropy bonus: a group whose advantages are all exactly 0 (every
+  /// completion rewarded alike) has loss 0 and gradient 0 under every built-in loss form, so its
+  /// forward and backward are skipped (step_stats::skipped_groups). It still counts in the
+  /// normalisers; the ratio / clip / KL metrics then cover the computed groups. Parameters come
+  /// out the same as with the group computed (tested), except that on a run's first step a
+  /// parameter reached only by skipped groups has no gradient yet, so AdamW leaves it as it is.
+  bool skip_flat_groups = true;
   /// Data-parallel group; null (or one rank) trains this process alone. With more ranks the
   /// constructor broadcasts rank 0's weights, and every step sums counts and gradients.
   std::shared_ptr<communicator> comm = nullptr;
@@ -105,6 +112,7 @@ struct step_stats {
   /// scored completion's reward, unscorable rows summed.
   grpo::advantage_stats advantages;
   double entropy = 0;    ///< GRPO with entropy_coeff != 0: this rank's entropy, aggregated like the loss
+  std::size_t skipped_groups = 0; ///< GRPO: flat groups not computed (train_options::skip_flat_groups), all ranks
 
 };
 
@@ -278,7 +286,8 @@ public:
     st.tokens = tokens;
     grpo::loss_normalizer norm{.global_tokens = tokens, .global_sequences = seqs};
     // this rank's sums for the step-level metrics (all-reduced below)
-    enum : std::size_t { m_tokens, m_seqs, m_low, m_high, m_dual, m_ratio, m_kl, m_pg, m_klloss, m_groups, m_zero, m_rn, m_rsum, m_rsq, m_unscorable, m_n };
+    enum : std::size_t { m_tokens, m_seqs, m_low, m_high, m_dual, m_ratio, m_kl, m_pg, m_klloss, m_groups, m_zero, m_rn, m_rsum, m_rsq, m_unscorable, m_skipped, m_n };
+    const bool may_skip = opt_.skip_flat_groups && preset.loss.beta == 0.0 && entropy_coeff == 0.0;
     std::vector<double> sums(m_n, 0.0);
     double normalizer = 0;
     for (const auto& g : groups) {
@@ -294,6 +303,10 @@ public:
           sums[m_rsum] += r;
           sums[m_rsq] += r * r;
         }
+      if (may_skip && std::all_of(adv.begin(), adv.end(), [](double x) { return x == 0.0; })) {
+        sums[m_skipped] += 1; // loss 0, gradient 0: nothing to compute
+        continue;
+      }
       const at::Tensor m = g.mask.to(at::kCPU, at::kByte).contiguous();
       const at::Tensor a = at::tensor(adv, at::kFloat);
       at::Tensor ref;
@@ -345,6 +358,7 @@ public:
                      .zero_std_fraction = sums[m_groups] > 0 ? sums[m_zero] / sums[m_groups] : 0.0, .reward_mean = mean,
                      .reward_std = rn > 0 ? std::sqrt(std::max(0.0, sums[m_rsq] / rn - mean * mean)) : 0.0,
                      .unscorable_rows = static_cast<std::size_t>(sums[m_unscorable])};
+    st.skipped_groups = static_cast<std::size_t>(sums[m_skipped]);
     finish(st);
     return st;
   }

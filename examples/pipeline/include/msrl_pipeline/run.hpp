@@ -518,7 +518,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
                               {"kl", st.metrics.kl_mean}, {"clip_fraction", st.metrics.clip_fraction},
                               {"clip_fraction_low", st.metrics.clip_fraction_low}, {"clip_fraction_high", st.metrics.clip_fraction_high},
                               {"ratio_mean", st.metrics.ratio_mean}, {"reward_std", st.advantages.reward_std},
-                              {"zero_std_fraction", st.advantages.zero_std_fraction}, {"loss", st.loss}, {"grad_norm", st.grad_norm}, {"lr", lr},
+                              {"zero_std_fraction", st.advantages.zero_std_fraction}, {"skipped_groups", st.skipped_groups}, {"loss", st.loss}, {"grad_norm", st.grad_norm}, {"lr", lr},
                               {"sample_seconds", sample_s}, {"train_seconds", train_s}});
     bar.set_metrics(metrics_text({{"reward", reward}, {"acc", accuracy}, {"len", length}}));
     bar.update(static_cast<std::uint64_t>(step + 1));
