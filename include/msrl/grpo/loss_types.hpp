@@ -22,7 +22,7 @@ enum class ratio_level : std::uint8_t {
 
 /// The per-token surrogate (the built-in loss forms of surrogate.hpp; docs/grpo-math.md §3).
 enum class loss_form : std::uint8_t {
-  clipped_ratio, ///< -min(min(rho, delta) A, clip(rho, 1-eps_lo, 1+eps_hi) A), dual clip   (PPO/GRPO)
+  clipped_ratio,  ///< -min(min(rho, delta) A, clip(rho, 1-eps_lo, 1+eps_hi) A), dual clip   (PPO/GRPO)
   cispo_absolute, ///< -sg(min(rho, cispo_cap)) A logp                       (TRL, ms-swift, Liger cispo)
   cispo_relative, ///< -sg(clip(rho, 1-eps_lo, 1+eps_hi)) A logp                       (verl cispo)
   sapo,           ///< -(4/tau) sigmoid(tau (rho - 1)) A, tau = tau_pos if A > 0 else tau_neg (SAPO)
@@ -118,7 +118,7 @@ struct loss_result {
 /// The loss's per-token arrays as raw pointers, all in one memory space (the device's, for the
 /// CUDA kernels and the libtorch ops' kernel sets; the packed layout's offsets too). n =
 /// layout.total_tokens; null optional arrays are absent. `inputs(logp)` gives the span form the
-/// algorithm takes, once the log-probs exist.
+/// algorithm takes, once the log-probs exist (a null logp gives an empty span, as for the others).
 template <class T = float, class M = std::uint8_t>
 struct loss_arrays {
   token_layout layout;
@@ -131,7 +131,7 @@ struct loss_arrays {
   loss_inputs<T, M> inputs(const T* logp) const {
     const std::size_t n = layout.total_tokens;
     return {layout,
-            {logp, n},
+            {logp, logp ? n : 0},
             {old_logp, old_logp ? n : 0},
             {ref_logp, ref_logp ? n : 0},
             {advantages, num_advantages},

@@ -129,17 +129,16 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
            .has_kl = has_ref};
     tot = exec.reduce_n(nblocks, fn, sums<detail::s_count>{});
   };
-  auto with_mask = [&](auto level_c, auto apt_c) {
-    if (mask)
-      run(level_c, apt_c, std::true_type{});
+  // Calls f with std::true_type or std::false_type: the run-time flags become template arguments.
+  auto as_constant = [](bool b, auto&& f) {
+    if (b)
+      f(std::true_type{});
     else
-      run(level_c, apt_c, std::false_type{});
+      f(std::false_type{});
   };
   auto with_adv = [&](auto level_c) {
-    if (adv_per_token)
-      with_mask(level_c, std::true_type{});
-    else
-      with_mask(level_c, std::false_type{});
+    as_constant(adv_per_token,
+                [&](auto apt_c) { as_constant(mask != nullptr, [&](auto mask_c) { run(level_c, apt_c, mask_c); }); });
   };
   switch (opt.level) {
   case ratio_level::token:
