@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
     if (*eval) {
       auto ctx = make_context(cfg, comm);
       auto m = mp::initial_model(ctx, "eval");
-      auto e = mp::run_eval(ctx, m, mp::eval_rows(ctx));
+      auto e = mp::evaluate_and_write(ctx, m, mp::eval_rows(ctx), "eval");
       if (ctx.leader()) std::cout << mp::eval_table(e);
       return 0;
     }

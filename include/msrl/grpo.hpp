@@ -18,5 +18,6 @@
 #include "grpo/loss_types.hpp"
 #include "grpo/policy_loss.hpp"
 #include "grpo/presets.hpp"
+#include "grpo/rollout_correction.hpp"
 #include "grpo/scalar_math.hpp"
 #include "grpo/surrogate.hpp"

@@ -83,10 +83,13 @@ static data make(std::size_t B, std::size_t T, unsigned seed) {
 }
 
 template <class Exec>
-static void compare_loss(const Exec& ex, const data& d, const g::loss_options& o, bool per_token, g::loss_normalizer nm) {
+static void compare_loss(const Exec& ex, const data& d, const g::loss_options& o, bool per_token, g::loss_normalizer nm,
+                         int is_weights = 0) { // rollout IS weights: 0 none, 1 per sequence, 2 per token
   const auto layout = msrl::token_layout::padded(d.B, d.T);
   std::span<const float> adv = per_token ? std::span<const float>(d.adv_tok) : std::span<const float>(d.adv_seq);
-  g::loss_inputs<float> in{layout, d.lp, d.old, d.ref, adv, d.mask};
+  fvec w(is_weights == 0 ? 0 : is_weights == 1 ? d.B : d.B * d.T);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = 0.2f + 0.3f * static_cast<float>((i * 5) % 7);
+  g::loss_inputs<float> in{layout, d.lp, d.old, d.ref, adv, d.mask, w};
   fvec g_ref(d.B * d.T), g_b(d.B * d.T);
   auto r_ref = g::policy_loss(msrl::backend::reference{}, in, o, nm, std::span<float>(g_ref));
   auto r = g::policy_loss(ex, in, o, nm, std::span<float>(g_b));
@@ -99,7 +102,7 @@ static void compare_loss(const Exec& ex, const data& d, const g::loss_options& o
   for (std::size_t i = 0; i < g_b.size(); ++i) BOOST_TEST(g_b[i] == g_ref[i]); // per-token math is identical
 
   // Packed layout over the unmasked tokens gives the same numbers as the padded one.
-  fvec lp, old, ref, at;
+  fvec lp, old, ref, at, pw;
   for (std::size_t b = 0; b < d.B; ++b)
     for (std::size_t t = 0; t < d.T; ++t)
       if (d.mask[b * d.T + t]) {
@@ -107,9 +110,11 @@ static void compare_loss(const Exec& ex, const data& d, const g::loss_options& o
         old.push_back(d.old[b * d.T + t]);
         ref.push_back(d.ref[b * d.T + t]);
         at.push_back(d.adv_tok[b * d.T + t]);
+        if (is_weights == 2) pw.push_back(w[b * d.T + t]);
       }
+  if (is_weights == 1) pw = w;
   std::span<const float> padv = per_token ? std::span<const float>(at) : std::span<const float>(d.adv_seq);
-  g::loss_inputs<float> pin{msrl::token_layout::packed(d.offsets), lp, old, ref, padv, {}};
+  g::loss_inputs<float> pin{msrl::token_layout::packed(d.offsets), lp, old, ref, padv, {}, pw};
   fvec gp(lp.size());
   auto rp = g::policy_loss(ex, pin, o, nm, std::span<float>(gp));
   BOOST_TEST(close(rp.loss, r_ref.loss, 1e-9), rp.loss << " vs " << r_ref.loss);
@@ -138,6 +143,45 @@ BOOST_AUTO_TEST_CASE(policy_loss_every_preset_and_mode) {
           compare_loss(exec, d, o, level != g::ratio_level::sequence_token, {});
         }
       }
+}
+
+BOOST_AUTO_TEST_CASE(policy_loss_with_is_weights_and_corrected_kl) {
+  const data d = make(23, 41, 5);
+  int v = 0;
+  for (const g::preset* p : g::presets::all)
+    for (int isw = 1; isw <= 2; ++isw) {
+      g::loss_options o = p->loss;
+      o.beta = 0.04;
+      o.kl_is_corrected = o.level != g::ratio_level::sequence_token;
+      o.is_weight_kl = ++v % 2 == 0;
+      BOOST_TEST_CONTEXT("preset " << p->name << " weights " << isw) {
+        compare_loss(exec, d, o, isw == 2 && o.level != g::ratio_level::sequence_token, {}, isw);
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(rollout_correction_every_preset) {
+  const data d = make(23, 41, 6);
+  const auto layout = msrl::token_layout::padded(d.B, d.T);
+  for (const g::rollout_preset* p : g::rollout_presets::all)
+    for (bool norm : {false, true}) {
+      g::rollout_correction_options o = p->options;
+      o.batch_normalize = norm;
+      fvec w_ref(d.B * d.T), w(d.B * d.T);
+      const auto m_ref = g::rollout_correction(msrl::backend::reference{}, layout, std::span<const float>(d.old),
+                                               std::span<const float>(d.lp), std::span<const std::uint8_t>(d.mask), o, w_ref);
+      const auto m = g::rollout_correction(exec, layout, std::span<const float>(d.old), std::span<const float>(d.lp),
+                                           std::span<const std::uint8_t>(d.mask), o, w);
+      BOOST_TEST_CONTEXT("preset " << p->name << " normalised " << norm) {
+        for (std::size_t i = 0; i < w.size(); ++i) BOOST_TEST(close(w[i], w_ref[i], 1e-6));
+        BOOST_TEST(close(m.weight_mean, m_ref.weight_mean, 1e-10));
+        BOOST_TEST(close(m.effective_sample_size, m_ref.effective_sample_size, 1e-10));
+        BOOST_TEST(m.weight_min == m_ref.weight_min);
+        BOOST_TEST(m.weight_max == m_ref.weight_max);
+        BOOST_TEST(close(m.masked_fraction, m_ref.masked_fraction, 1e-12));
+        BOOST_TEST(close(m.mismatch_k3, m_ref.mismatch_k3, 1e-10));
+      }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(validation_runs_on_the_backend) {

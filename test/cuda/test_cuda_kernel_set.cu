@@ -125,8 +125,8 @@ void forward_backward_case(std::size_t N, std::size_t V, double temp, bool entro
 }
 
 template <class T>
-void grpo_case(const msrl::grpo::preset& p, unsigned seed) {
-  BOOST_TEST_INFO("preset " << p.name << " dtype " << static_cast<int>(dtype_v<T>));
+void grpo_case(const msrl::grpo::preset& p, unsigned seed, bool weighted = false) {
+  BOOST_TEST_INFO("preset " << p.name << " dtype " << static_cast<int>(dtype_v<T>) << " weighted " << weighted);
   const std::size_t V = 1001;
   const std::vector<std::int64_t> off{0, 5, 5, 12, 20}; // one empty sequence
   const std::size_t N = 20, B = 4;
@@ -141,9 +141,16 @@ void grpo_case(const msrl::grpo::preset& p, unsigned seed) {
   mask[N / 2] = 0; // the ignored target's row
   msrl::grpo::loss_options opt = p.loss;
   if (opt.beta == 0.0) opt.beta = 0.04;
+  // rollout IS weights per token, the IS-corrected KL (token and sequence levels), KL weighting
+  std::vector<float> isw(weighted ? N : 0);
+  for (std::size_t i = 0; i < isw.size(); ++i) isw[i] = 0.25f + 0.5f * static_cast<float>((i * 7) % 5);
+  opt.kl_is_corrected = weighted && opt.level != msrl::grpo::ratio_level::sequence_token;
+  opt.is_weight_kl = weighted && seed % 2 == 0;
 
   const to::host_kernel_set host;
-  const msrl::grpo::loss_arrays<float> hin{msrl::token_layout::packed(off, N), old.data(), ref.data(), adv.data(), B, mask.data()};
+  msrl::grpo::loss_arrays<float> hin{msrl::token_layout::packed(off, N), old.data(), ref.data(), adv.data(), B, mask.data()};
+  hin.is_weights = weighted ? isw.data() : nullptr;
+  hin.num_is_weights = isw.size();
   std::vector<T> hgrad(N * V);
   const auto hres = host.grpo_loss({-1, nullptr, 2}, c.host_ref(), c.y.data(), hin, opt, {}, 0.9, hgrad.data());
 
@@ -152,9 +159,12 @@ void grpo_case(const msrl::grpo::preset& p, unsigned seed) {
   auto doff = device_copy(off);
   auto dold = device_copy(old), dref = device_copy(ref), dadv = device_copy(adv);
   auto dmask = device_copy(mask);
+  auto disw = device_copy(weighted ? isw : std::vector<float>(1));
   mc::device_buffer<T> dgrad(N * V);
-  const msrl::grpo::loss_arrays<float> din{msrl::token_layout::packed({doff.data(), off.size()}, N), dold.data(), dref.data(),
-                                           dadv.data(), B, dmask.data()};
+  msrl::grpo::loss_arrays<float> din{msrl::token_layout::packed({doff.data(), off.size()}, N), dold.data(), dref.data(),
+                                     dadv.data(), B, dmask.data()};
+  din.is_weights = weighted ? disw.data() : nullptr;
+  din.num_is_weights = isw.size();
   const auto dres = to::cuda_kernels().grpo_loss({0, nullptr, 0}, {dx.data(), dtype_v<T>, N, V}, dy.data(), din, opt, {}, 0.9, dgrad.data());
 
   BOOST_TEST(std::abs(dres.loss - hres.loss) <= 1e-5 * std::max(1.0, std::abs(hres.loss)));
@@ -184,7 +194,10 @@ BOOST_AUTO_TEST_CASE(forward_and_backward_match_the_host_set) {
 
 BOOST_AUTO_TEST_CASE(grpo_loss_matches_the_host_set_for_every_preset) {
   unsigned seed = 11;
-  for (const auto* p : msrl::grpo::presets::all) grpo_case<float>(*p, seed++);
+  for (const auto* p : msrl::grpo::presets::all) {
+    grpo_case<float>(*p, seed++);
+    grpo_case<float>(*p, seed++, true);
+  }
   grpo_case<k::bf16>(msrl::grpo::presets::verl_default, 3);
   grpo_case<k::f16>(msrl::grpo::presets::dapo, 4);
 }

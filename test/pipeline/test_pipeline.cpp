@@ -276,10 +276,14 @@ BOOST_AUTO_TEST_CASE(every_stage_runs_and_the_evaluation_is_reported) {
   BOOST_TEST(rep == traj);
   BOOST_TEST(slurp(dir / "out" / "eval" / "report_completions.jsonl") == slurp(dir / "out" / "eval" / "mm_grpo_media_completions.jsonl"));
   const auto fresh = run("eval --config '" + w.config() + "' --model '" + (dir / "out" / "checkpoints" / "mm_grpo").string() +
-                             "' --data '" + (w.root / "data" / "eval.jsonl").string() + "' --k 3 --max-items 8",
+                             "' --data '" + (w.root / "data" / "eval.jsonl").string() + "' --k 3 --max-items 8 --out '" +
+                             (dir / "fresh").string() + "'",
                          dir);
   BOOST_REQUIRE_MESSAGE(fresh.rc == 0, fresh.err);
   BOOST_TEST(contains(fresh.out, slurp(dir / "out" / "eval" / "report.md")), fresh.out);
+  // ... and the eval subcommand leaves its report and judgments in --out
+  BOOST_TEST(slurp(dir / "fresh" / "eval" / "eval.md") == slurp(dir / "out" / "eval" / "report.md"));
+  BOOST_TEST(slurp(dir / "fresh" / "eval" / "eval_completions.jsonl") == slurp(dir / "out" / "eval" / "report_completions.jsonl"));
   for (const char* s : {"pretrain", "pretrain_media", "sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo"})
     BOOST_TEST(fs::exists(dir / "out" / "checkpoints" / s / "model.safetensors"), s);
   BOOST_TEST(fs::exists(dir / "out" / "cmkd" / "stats.json"));

@@ -118,7 +118,7 @@ BOOST_AUTO_TEST_CASE(selective_log_softmax_with_entropy_one_output_and_masked_ro
 
 // Eager libtorch GRPO loss: token ratio, clip, dual clip, k3 KL with clamps, masked aggregation.
 static at::Tensor torch_grpo(const at::Tensor& x, const at::Tensor& y, const at::Tensor& old, const at::Tensor& ref, const at::Tensor& adv,
-                             const at::Tensor& mask, const g::loss_options& o) {
+                             const at::Tensor& mask, const g::loss_options& o, const at::Tensor& isw = {}) {
   auto lp = torch::log_softmax(x, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1);
   auto ratio = torch::exp((lp - old).clamp(-o.log_ratio_clamp, o.log_ratio_clamp));
   auto a = adv.unsqueeze(-1).expand_as(lp);
@@ -126,6 +126,8 @@ static at::Tensor torch_grpo(const at::Tensor& x, const at::Tensor& y, const at:
   if (std::isfinite(o.dual_clip)) pg = torch::where(a < 0, torch::minimum(pg, -a * o.dual_clip), pg);
   auto d = (ref - lp).clamp(-o.kl_log_ratio_clamp, o.kl_log_ratio_clamp);
   auto kl = (torch::exp(d) - d - 1).clamp(-o.kl_value_clamp, o.kl_value_clamp);
+  if (o.kl_is_corrected) kl = kl * torch::exp(lp - old); // TRL use_bias_correction_kl: k3 * coef_1
+  if (isw.defined()) pg = pg * isw;                       // TRL: the IS weight before the KL is added
   auto per = (pg + o.beta * kl) * mask;
   if (o.agg == g::aggregation::token_mean) return per.sum() / mask.sum();
   return (per.sum(-1) / mask.sum(-1).clamp_min(1)).mean(); // seq_mean_token_mean, clamp_one, count empty
@@ -134,9 +136,12 @@ static at::Tensor torch_grpo(const at::Tensor& x, const at::Tensor& y, const at:
 BOOST_AUTO_TEST_CASE(grpo_loss_matches_torch_autograd) {
   torch::manual_seed(1);
   const long B = 4, T = 6, V = 517;
-  for (const g::preset* p : {&g::presets::trl_default, &g::presets::verl_default, &g::presets::dapo}) {
+  for (const g::preset* p : {&g::presets::trl_default, &g::presets::verl_default, &g::presets::dapo})
+   for (int weighted = 0; weighted < 2; ++weighted) {
     g::loss_options o = p->loss;
     o.beta = 0.05;
+    o.kl_is_corrected = weighted == 1;
+    o.is_weight_kl = false;
     o.kl = g::kl_estimator::k3;
     o.kl_straight_through = false;
     if (o.level != g::ratio_level::token) continue;
@@ -150,12 +155,14 @@ BOOST_AUTO_TEST_CASE(grpo_loss_matches_torch_autograd) {
     mask.index_put_({1, torch::indexing::Slice(3, torch::indexing::None)}, 0);
     auto xa = x0.to(at::kFloat).requires_grad_(true);
     g::loss_metrics met{};
-    auto la = to::grpo_loss(xa, y, old, ref, adv, mask, o, {}, 1.0, &met);
+    const auto isw = weighted ? (2.0 * torch::rand({B, T})).to(at::kFloat) : at::Tensor();
+    auto la = to::grpo_loss(xa, y, old, ref, adv, mask, o, {}, 1.0, &met, {}, isw);
     (2.0 * la).backward();
     auto xb = xa.detach().to(at::kDouble).requires_grad_(true);
-    auto lb = torch_grpo(xb, y, old.to(at::kDouble), ref.to(at::kDouble), adv.to(at::kDouble), mask.to(at::kDouble), o);
+    auto lb = torch_grpo(xb, y, old.to(at::kDouble), ref.to(at::kDouble), adv.to(at::kDouble), mask.to(at::kDouble), o,
+                         weighted ? isw.to(at::kDouble) : at::Tensor());
     (2.0 * lb).backward();
-    BOOST_TEST_INFO("preset " << p->name);
+    BOOST_TEST_INFO("preset " << p->name << " weighted " << weighted);
     BOOST_TEST(std::abs(la.item<double>() - lb.item<double>()) <= 1e-6 * std::max(1.0, std::abs(lb.item<double>())));
     BOOST_TEST(met.tokens == mask.sum().item<double>());
     BOOST_TEST(max_abs(xa.grad().to(at::kDouble) - xb.grad()) <= 1e-5 * max_abs(xb.grad()));

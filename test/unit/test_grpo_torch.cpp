@@ -19,6 +19,7 @@ using torch::Tensor;
 
 struct inputs {
   Tensor lp, old, ref, adv, mask; // [B, T] except adv: [B] or [B, T]
+  Tensor isw;                     // rollout IS weights: undefined, [B] or [B, T]
 };
 
 static inputs make(int64_t B, int64_t T, bool per_token, uint64_t seed) {
@@ -67,11 +68,13 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
   const auto B = lp.size(0);
   Tensor m = in.mask, L = m.sum(1);
   Tensor A = in.adv.dim() == 1 ? in.adv.unsqueeze(1).expand_as(lp) : in.adv;
-  Tensor coef1;
+  Tensor coef1, raw; // raw: the unclamped ratio TRL's use_bias_correction_kl multiplies the KL by
   if (o.level == g::ratio_level::token) {
     coef1 = torch::exp(clampt(lp - in.old, -o.log_ratio_clamp, o.log_ratio_clamp));
+    raw = torch::exp(lp - in.old);
   } else {
     Tensor log_s = ((lp - in.old) * m).sum(1) / L.clamp_min(1.0);
+    raw = torch::exp(log_s).unsqueeze(1).expand_as(lp);
     if (o.level == g::ratio_level::sequence) {
       coef1 = torch::exp(clampt(log_s, -INFINITY, o.sequence_log_ratio_max)).unsqueeze(1).expand_as(lp);
     } else {
@@ -101,7 +104,16 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
   }
   case g::loss_form::reinforce: per_tok = -A * lp; break;
   }
-  if (o.beta != 0.0) per_tok = per_tok + o.beta * kl_torch(lp, in.ref, o);
+  // TRL / verl / Liger: the IS weight multiplies the surrogate, then the KL is added; ms-swift
+  // weights the sum (is_weight_kl).
+  Tensor w = !in.isw.defined() ? torch::ones_like(lp) : (in.isw.dim() == 1 ? in.isw.unsqueeze(1).expand_as(lp) : in.isw);
+  if (!o.is_weight_kl) per_tok = per_tok * w;
+  if (o.beta != 0.0) {
+    Tensor kl = kl_torch(lp, in.ref, o);
+    if (o.kl_is_corrected) kl = kl * raw; // TRL: per_token_kl * coef_1 (not detached)
+    per_tok = per_tok + o.beta * kl;
+  }
+  if (o.is_weight_kl) per_tok = per_tok * w;
   Tensor s = per_tok * m;
   const double nonempty = (L > 0).sum().item<double>();
   const double S = n.global_sequences.value_or(o.count_empty_sequences ? double(B) : nonempty);
@@ -125,9 +137,13 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
   return loss * n.scale;
 }
 
-static void check(const g::loss_options& o, bool per_token, uint64_t seed, g::loss_normalizer n = {}) {
+// isw: 0 none, 1 per sequence, 2 per token
+static void check(const g::loss_options& o, bool per_token, uint64_t seed, g::loss_normalizer n = {}, int isw = 0) {
   const int64_t B = 6, T = 9;
   inputs in = make(B, T, per_token, seed);
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  if (isw == 1) in.isw = 2.5 * torch::rand({B}, f64);
+  if (isw == 2) in.isw = 2.5 * torch::rand({B, T}, f64);
   Tensor lp = in.lp.clone().requires_grad_(true);
   Tensor lt = loss_torch(in, lp, o, n);
   lt.backward();
@@ -139,7 +155,8 @@ static void check(const g::loss_options& o, bool per_token, uint64_t seed, g::lo
   };
   auto vlp = vecof(in.lp), vold = vecof(in.old), vref = vecof(in.ref), vadv = vecof(in.adv), vm = vecof(in.mask);
   std::vector<double> grad(vlp.size());
-  g::loss_inputs<double, double> msrl_in{msrl::token_layout::padded(B, T), vlp, vold, vref, vadv, vm};
+  std::vector<double> vw = in.isw.defined() ? vecof(in.isw) : std::vector<double>{};
+  g::loss_inputs<double, double> msrl_in{msrl::token_layout::padded(B, T), vlp, vold, vref, vadv, vm, vw};
   auto r = g::policy_loss(msrl_in, o, n, std::span<double>(grad));
   const double tl = lt.item<double>();
   BOOST_TEST(std::abs(r.loss - tl) <= 1e-12 * std::max(1.0, std::abs(tl)), "loss " << r.loss << " vs torch " << tl);
@@ -181,6 +198,24 @@ BOOST_AUTO_TEST_CASE(every_mode) {
             check(o, per_token, seed++);
           }
         }
+}
+
+// Rollout IS weights (per sequence and per token) and the IS-corrected KL, in each peer's order
+// of application, for every preset at both ratio levels that define the corrected KL.
+BOOST_AUTO_TEST_CASE(is_weights_and_corrected_kl) {
+  uint64_t seed = 5000;
+  for (const g::preset* p : g::presets::all)
+    for (int isw = 0; isw < 3; ++isw)
+      for (int v = 0; v < 4; ++v) {
+        g::loss_options o = p->loss;
+        o.beta = 0.07;
+        o.is_weight_kl = v % 2 == 1;
+        o.kl_is_corrected = v >= 2 && o.level != g::ratio_level::sequence_token;
+        BOOST_TEST_CONTEXT("preset " << p->name << " isw " << isw << " v " << v) {
+          check(o, false, seed++, {}, isw);
+          if (o.level != g::ratio_level::sequence_token) check(o, true, seed++, {.global_tokens = 40.0, .scale = 0.5}, isw);
+        }
+      }
 }
 
 // Edge cases: log-ratios of +-30 with and without clamps, -inf at masked positions.

@@ -88,6 +88,8 @@ inline void check_loss_options(const loss_options& opt, const loss_normalizer& n
           "options.sapo_tau_pos", "must be finite and > 0");
   require(opt.form != loss_form::sapo || (opt.sapo_tau_neg > 0.0 && std::isfinite(opt.sapo_tau_neg)), where,
           "options.sapo_tau_neg", "must be finite and > 0");
+  require(!opt.kl_is_corrected || opt.level != ratio_level::sequence_token, where, "options.kl_is_corrected",
+          "is defined for the token and sequence ratio levels only (no peer corrects the GSPO-token KL)");
   check_aggregation(opt, norm, where);
 }
 

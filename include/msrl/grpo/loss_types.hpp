@@ -65,6 +65,15 @@ struct loss_options {
   bool kl_straight_through = false;
   double kl_log_ratio_clamp = math::inf; ///< verl/ms-swift k3: 20
   double kl_value_clamp = math::inf;     ///< verl/ms-swift k3: 10; OpenRLHF: 10 for every estimator
+  /// The KL term times the importance ratio, not detached: rho_t at token level, s_i at sequence
+  /// level, both raw (before the delta cap and any log-ratio clamp); the KL clamps apply to the
+  /// estimate first (DeepSeek-V3.2's unbiased KL; TRL >= 1.10 use_bias_correction_kl, Liger).
+  /// Not defined for ratio_level::sequence_token.
+  bool kl_is_corrected = false;
+  // --- rollout importance-sampling weights (loss_inputs::is_weights; rollout_correction.hpp)
+  /// true: the weights multiply the KL term as well (ms-swift); false: the surrogate only (TRL,
+  /// verl, OpenRLHF, Liger).
+  bool is_weight_kl = false;
   // --- aggregation
   aggregation agg = aggregation::seq_mean_token_mean;
   bool count_empty_sequences = true; ///< fully masked rows count in S (TRL) or are excluded (verl, OpenRLHF)
@@ -94,6 +103,11 @@ struct loss_inputs {
   std::span<const T> ref_logp;   ///< log pi_ref; required when beta != 0
   std::span<const T> advantages; ///< one per sequence [B] or one per token (read per sequence when B == N)
   std::span<const M> mask;       ///< 0/1 per token; empty = all tokens count
+  /// Detached per-token loss weights, >= 0: the rollout/training mismatch correction
+  /// (rollout_correction.hpp), one per sequence [B] or per token [N] (read per sequence when
+  /// B == N); empty = none. They multiply the surrogate (and the KL when options.is_weight_kl);
+  /// the normaliser does not change.
+  std::span<const T> is_weights = {};
 };
 
 struct loss_metrics {
@@ -126,7 +140,9 @@ struct loss_arrays {
   const T* ref_logp = nullptr;   ///< required when beta != 0
   const T* advantages = nullptr; ///< num_advantages entries: B (per sequence) or N (per token)
   std::size_t num_advantages = 0;
-  const M* mask = nullptr; ///< null = every token counts
+  const M* mask = nullptr;       ///< null = every token counts
+  const T* is_weights = nullptr; ///< num_is_weights entries: B or N (loss_inputs::is_weights); null = none
+  std::size_t num_is_weights = 0;
 
   loss_inputs<T, M> inputs(const T* logp) const {
     const std::size_t n = layout.total_tokens;
@@ -135,7 +151,8 @@ struct loss_arrays {
             {old_logp, old_logp ? n : 0},
             {ref_logp, ref_logp ? n : 0},
             {advantages, num_advantages},
-            {mask, mask ? n : 0}};
+            {mask, mask ? n : 0},
+            {is_weights, is_weights ? num_is_weights : 0}};
   }
 };
 

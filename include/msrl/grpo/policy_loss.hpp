@@ -50,6 +50,10 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   require<shape_error>(in.advantages.size() == B || in.advantages.size() == N, where, "advantages",
                        "must have one element per sequence (" + std::to_string(B) + ") or per token (" +
                            std::to_string(N) + ")");
+  require<shape_error>(in.is_weights.empty() || in.is_weights.size() == B || in.is_weights.size() == N, where,
+                       "is_weights",
+                       "must be empty or have one element per sequence (" + std::to_string(B) + ") or per token (" +
+                           std::to_string(N) + ")");
   require<shape_error>(grad_logp.empty() || grad_logp.size() == N, where, "grad_logp", "must be empty or match logp");
   detail::check_loss_options(opt, norm, where);
   require(opt.beta == 0.0 || !in.ref_logp.empty(), where, "ref_logp", "is required when options.beta != 0");
@@ -62,6 +66,8 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   const T* adv = in.advantages.data();
   const bool adv_per_token = in.advantages.size() != B; // when B == N both readings agree for padded rows of length 1
   const M* mask = in.mask.empty() ? nullptr : in.mask.data();
+  const T* isw = in.is_weights.empty() ? nullptr : in.is_weights.data();
+  const bool isw_per_token = isw && in.is_weights.size() != B;
 
   // ---- packed offsets: 0 = o_0 <= o_1 <= ... <= o_B = N (they may live on the device)
   if (lay.is_packed()) {
@@ -78,15 +84,18 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   }
 
   // ---- pass 1, per row: token count, mean log-ratio (GSPO), input validation
-  typename Backend::template buffer<double> seq_len_buf(B), seq_lr_buf(B), seq_coef_buf(B);
+  typename Backend::template buffer<double> seq_len_buf(B), seq_lr_buf(B), seq_coef_buf(B), seq_klc_buf(B);
   double* seq_len = seq_len_buf.data();
   double* seq_lr = seq_lr_buf.data();
   double* seq_coef = seq_coef_buf.data();
-  auto p1 =
-      exec.reduce_n(B, detail::seq_pass<T, M>{lay, lp, old, ref, adv, mask, adv_per_token, seq_len, seq_lr}, sums<4>{});
+  double* seq_klc = seq_klc_buf.data();
+  auto p1 = exec.reduce_n(
+      B, detail::seq_pass<T, M>{lay, lp, old, ref, adv, mask, adv_per_token, seq_len, seq_lr, isw, isw_per_token},
+      sums<5>{});
   require<value_error>(p1[2] == 0.0, where, "mask", "values must be 0 or 1");
   require<value_error>(p1[3] == 0.0, where, "logp/old_logp/ref_logp/advantages",
                        "must be finite (not NaN or +-inf) at unmasked positions");
+  require<value_error>(p1[4] == 0.0, where, "is_weights", "must be finite and >= 0 at unmasked positions");
   const double local_tokens = p1[0], nonempty = p1[1];
 
   // ---- the weights
@@ -97,8 +106,25 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
 
   // ---- pass 2 (GSPO sequence level only): c_i = sum_t w_t * d surrogate / d s_i
   if (opt.level == ratio_level::sequence)
-    exec.for_each_n(B, detail::seq_coef_pass<T, M, Form>{lay, lp, adv, mask, adv_per_token, seq_len, seq_lr, seq_coef,
-                                                         weight, form, smax});
+    exec.for_each_n(B, detail::seq_coef_pass<T, M, Form>{.lay = lay,
+                                                         .lp = lp,
+                                                         .ref = ref,
+                                                         .adv = adv,
+                                                         .mask = mask,
+                                                         .adv_per_token = adv_per_token,
+                                                         .seq_len = seq_len,
+                                                         .seq_lr = seq_lr,
+                                                         .seq_coef = seq_coef,
+                                                         .seq_klc = seq_klc,
+                                                         .weight = weight,
+                                                         .form = form,
+                                                         .smax = smax,
+                                                         .isw = isw,
+                                                         .isw_per_token = isw_per_token,
+                                                         .is_weight_kl = opt.is_weight_kl,
+                                                         .kl_corrected = opt.kl_is_corrected && has_ref,
+                                                         .kp = kp,
+                                                         .beta = opt.beta});
 
   // ---- pass 3, per token: loss, metrics and gradient in one sweep over token blocks
   const std::size_t blk = detail::token_block<Backend>();
@@ -118,6 +144,7 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
            .seq_len = seq_len,
            .seq_lr = seq_lr,
            .seq_coef = seq_coef,
+           .seq_klc = seq_klc,
            .weight = weight,
            .form = form,
            .kp = kp,
@@ -126,7 +153,11 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
            .smax = smax,
            .n = N,
            .blk = blk,
-           .has_kl = has_ref};
+           .has_kl = has_ref,
+           .isw = isw,
+           .isw_per_token = isw_per_token,
+           .is_weight_kl = opt.is_weight_kl,
+           .kl_corrected = opt.kl_is_corrected && has_ref};
     tot = exec.reduce_n(nblocks, fn, sums<detail::s_count>{});
   };
   // Calls f with std::true_type or std::false_type: the run-time flags become template arguments.

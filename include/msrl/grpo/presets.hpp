@@ -29,35 +29,59 @@ namespace presets {
 inline constexpr preset msrl_release{
     "msrl_release",
     {.scaling = std_scaling::none, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::as_zero},
-    {.clip_low = 0.2, .clip_high = 0.28, .beta = 0.0, .kl = kl_estimator::k3,
-     .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = true, .guard = length_guard::clamp_one}};
+    {.clip_low = 0.2,
+     .clip_high = 0.28,
+     .beta = 0.0,
+     .kl = kl_estimator::k3,
+     .agg = aggregation::seq_mean_token_mean,
+     .count_empty_sequences = true,
+     .guard = length_guard::clamp_one}};
 
 /// The paper's description ("ms-swift defaults"): beta 0.04, epsilon 0.2, group-std advantages,
 /// with the k3 KL of the MSRL fork (no clamps).
 inline constexpr preset msrl_paper{
     "msrl_paper",
     {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::as_zero},
-    {.clip_low = 0.2, .clip_high = 0.2, .beta = 0.04, .kl = kl_estimator::k3,
-     .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = true, .guard = length_guard::clamp_one}};
+    {.clip_low = 0.2,
+     .clip_high = 0.2,
+     .beta = 0.04,
+     .kl = kl_estimator::k3,
+     .agg = aggregation::seq_mean_token_mean,
+     .count_empty_sequences = true,
+     .guard = length_guard::clamp_one}};
 
 /// ms-swift GRPOTrainer defaults (swift/rlhf_trainers/grpo_trainer.py, swift/rl_core/advantage.py):
 /// beta 0.04, epsilon 0.2, loss_type grpo, scale_rewards group (std + 1e-4), k3 with the +-20 / +-10
-/// clamps added in PR #8464.
+/// clamps added in PR #8464; rollout IS weights, when given, multiply the KL term too (L1078-1083).
 inline constexpr preset ms_swift_default{
     "ms_swift_default",
     {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::as_zero},
-    {.clip_low = 0.2, .clip_high = 0.2, .beta = 0.04, .kl = kl_estimator::k3, .kl_log_ratio_clamp = 20.0,
-     .kl_value_clamp = 10.0, .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = true,
+    {.clip_low = 0.2,
+     .clip_high = 0.2,
+     .beta = 0.04,
+     .kl = kl_estimator::k3,
+     .kl_log_ratio_clamp = 20.0,
+     .kl_value_clamp = 10.0,
+     .is_weight_kl = true,
+     .agg = aggregation::seq_mean_token_mean,
+     .count_empty_sequences = true,
      .guard = length_guard::clamp_one}};
 
 /// TRL GRPOTrainer defaults (trl/trainer/grpo_trainer.py `_compute_loss`, grpo_config.py):
 /// beta 0, epsilon 0.2, loss_type dapo (token sum / num_items_in_batch gathered over the step,
 /// clamped to at least 1, so an all-masked batch gives loss 0), scale_rewards group (std + 1e-4),
-/// unscorable rows excluded.
+/// unscorable rows excluded; with beta > 0 the k3 KL times the ratio (use_bias_correction_kl, on by
+/// default since TRL 1.10; the TRL presets follow TRL 1.16). TRL's default rollout correction with
+/// vLLM is rollout_presets::trl_sequence_mask.
 inline constexpr preset trl_default{
     "trl_default",
     {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
-    {.clip_low = 0.2, .clip_high = 0.2, .beta = 0.0, .kl = kl_estimator::k3, .agg = aggregation::token_mean,
+    {.clip_low = 0.2,
+     .clip_high = 0.2,
+     .beta = 0.0,
+     .kl = kl_estimator::k3,
+     .kl_is_corrected = true,
+     .agg = aggregation::token_mean,
      .clamp_token_count = true},
     true};
 
@@ -65,21 +89,37 @@ inline constexpr preset trl_default{
 /// compute_policy_loss_vanilla, agg_loss, kl_penalty): std + 1e-6, singleton = raw score,
 /// log-ratio clamp +-20, dual clip c = 3, token-mean over the global token count; the KL loss
 /// (off by default) is low_var_kl with +-20 / +-10 clamps and coefficient 0.001 when enabled.
-inline constexpr preset verl_default{
-    "verl_default",
-    {.scaling = std_scaling::group, .std_eps = 1e-6, .singleton = singleton_policy::raw_score, .nans = nan_policy::as_zero},
-    {.log_ratio_clamp = 20.0, .clip_low = 0.2, .clip_high = 0.2, .dual_clip = 3.0, .beta = 0.0, .kl = kl_estimator::k3,
-     .kl_log_ratio_clamp = 20.0, .kl_value_clamp = 10.0, .agg = aggregation::token_mean,
-     .count_empty_sequences = false, .guard = length_guard::add_eps, .length_eps = 1e-8},
-    true};
+inline constexpr preset verl_default{"verl_default",
+                                     {.scaling = std_scaling::group,
+                                      .std_eps = 1e-6,
+                                      .singleton = singleton_policy::raw_score,
+                                      .nans = nan_policy::as_zero},
+                                     {.log_ratio_clamp = 20.0,
+                                      .clip_low = 0.2,
+                                      .clip_high = 0.2,
+                                      .dual_clip = 3.0,
+                                      .beta = 0.0,
+                                      .kl = kl_estimator::k3,
+                                      .kl_log_ratio_clamp = 20.0,
+                                      .kl_value_clamp = 10.0,
+                                      .agg = aggregation::token_mean,
+                                      .count_empty_sequences = false,
+                                      .guard = length_guard::add_eps,
+                                      .length_eps = 1e-8},
+                                     true};
 
 /// Dr.GRPO (Liu et al. 2025) as TRL loss_type="dr_grpo" with scale_rewards="none": no std
 /// division, sum over tokens / (B * max_completion_length). C defaults to TRL's 512.
 inline constexpr preset dr_grpo{
     "dr_grpo",
     {.scaling = std_scaling::none, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
-    {.clip_low = 0.2, .clip_high = 0.2, .beta = 0.0, .agg = aggregation::seq_mean_token_sum_norm,
-     .count_empty_sequences = true, .constant_normalizer = 512.0}};
+    {.clip_low = 0.2,
+     .clip_high = 0.2,
+     .beta = 0.0,
+     .kl_is_corrected = true,
+     .agg = aggregation::seq_mean_token_sum_norm,
+     .count_empty_sequences = true,
+     .constant_normalizer = 512.0}};
 
 /// DAPO recipe: clip-higher 0.2/0.28, token-mean over the global count, no KL.
 inline constexpr preset dapo{
@@ -93,17 +133,31 @@ inline constexpr preset dapo{
 inline constexpr preset gspo{
     "gspo",
     {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
-    {.level = ratio_level::sequence, .clip_low = 3e-4, .clip_high = 4e-4, .beta = 0.0,
-     .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = true, .guard = length_guard::clamp_one}};
+    {.level = ratio_level::sequence,
+     .clip_low = 3e-4,
+     .clip_high = 4e-4,
+     .beta = 0.0,
+     .kl_is_corrected = true,
+     .agg = aggregation::seq_mean_token_mean,
+     .count_empty_sequences = true,
+     .guard = length_guard::clamp_one}};
 
 /// verl policy_loss.loss_mode=gspo: the stop-gradient token form with log s capped at 10, forced
 /// seq-mean-token-mean with empty rows excluded.
-inline constexpr preset verl_gspo{
-    "verl_gspo",
-    {.scaling = std_scaling::group, .std_eps = 1e-6, .singleton = singleton_policy::raw_score, .nans = nan_policy::as_zero},
-    {.level = ratio_level::sequence_token, .sequence_log_ratio_max = 10.0, .clip_low = 3e-4, .clip_high = 4e-4,
-     .beta = 0.0, .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = false,
-     .guard = length_guard::add_eps, .length_eps = 1e-8}};
+inline constexpr preset verl_gspo{"verl_gspo",
+                                  {.scaling = std_scaling::group,
+                                   .std_eps = 1e-6,
+                                   .singleton = singleton_policy::raw_score,
+                                   .nans = nan_policy::as_zero},
+                                  {.level = ratio_level::sequence_token,
+                                   .sequence_log_ratio_max = 10.0,
+                                   .clip_low = 3e-4,
+                                   .clip_high = 4e-4,
+                                   .beta = 0.0,
+                                   .agg = aggregation::seq_mean_token_mean,
+                                   .count_empty_sequences = false,
+                                   .guard = length_guard::add_eps,
+                                   .length_eps = 1e-8}};
 
 /// TRL loss_type="cispo" (huggingface/trl@f2cd577, trl/trainer/grpo_trainer.py L3080-3082; ms-swift
 /// and Liger compute the same): -sg(min(rho, eps_max)) A logp with the absolute cap eps_max = 5 (TRL
@@ -112,19 +166,32 @@ inline constexpr preset verl_gspo{
 inline constexpr preset trl_cispo{
     "trl_cispo",
     {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
-    {.form = loss_form::cispo_absolute, .cispo_cap = 5.0, .beta = 0.0, .agg = aggregation::token_mean,
+    {.form = loss_form::cispo_absolute,
+     .cispo_cap = 5.0,
+     .beta = 0.0,
+     .kl_is_corrected = true,
+     .agg = aggregation::token_mean,
      .clamp_token_count = true},
     true};
 
 /// verl policy_loss.loss_mode=cispo (verl-project/verl@1dda039, verl/trainer/ppo/core_algos.py
 /// compute_policy_loss_cispo L2046-2104): -sg(clip(rho, 1-eps_lo, 1+eps_hi)) A logp, a relative
 /// two-sided clip of the ratio from the +-20-clamped log-ratio, token-mean over the global count.
-inline constexpr preset verl_cispo{
-    "verl_cispo",
-    {.scaling = std_scaling::group, .std_eps = 1e-6, .singleton = singleton_policy::raw_score, .nans = nan_policy::as_zero},
-    {.log_ratio_clamp = 20.0, .clip_low = 0.2, .clip_high = 0.2, .form = loss_form::cispo_relative, .beta = 0.0,
-     .agg = aggregation::token_mean, .count_empty_sequences = false, .guard = length_guard::add_eps, .length_eps = 1e-8},
-    true};
+inline constexpr preset verl_cispo{"verl_cispo",
+                                   {.scaling = std_scaling::group,
+                                    .std_eps = 1e-6,
+                                    .singleton = singleton_policy::raw_score,
+                                    .nans = nan_policy::as_zero},
+                                   {.log_ratio_clamp = 20.0,
+                                    .clip_low = 0.2,
+                                    .clip_high = 0.2,
+                                    .form = loss_form::cispo_relative,
+                                    .beta = 0.0,
+                                    .agg = aggregation::token_mean,
+                                    .count_empty_sequences = false,
+                                    .guard = length_guard::add_eps,
+                                    .length_eps = 1e-8},
+                                   true};
 
 /// TRL loss_type="sapo" (huggingface/trl@f2cd577, grpo_trainer.py L3087-3090; ms-swift and Liger
 /// alike): -(4/tau) sigmoid(tau (rho - 1)) A, tau_pos 1.0, tau_neg 1.05, no log-ratio clamp, the
@@ -132,23 +199,36 @@ inline constexpr preset verl_cispo{
 inline constexpr preset trl_sapo{
     "trl_sapo",
     {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
-    {.form = loss_form::sapo, .sapo_tau_pos = 1.0, .sapo_tau_neg = 1.05, .beta = 0.0,
-     .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = true, .guard = length_guard::clamp_one}};
+    {.form = loss_form::sapo,
+     .sapo_tau_pos = 1.0,
+     .sapo_tau_neg = 1.05,
+     .beta = 0.0,
+     .kl_is_corrected = true,
+     .agg = aggregation::seq_mean_token_mean,
+     .count_empty_sequences = true,
+     .guard = length_guard::clamp_one}};
 
 /// verl policy_loss.loss_mode=sapo (verl-project/verl@1dda039, core_algos.py compute_policy_loss_sapo
 /// L1621-1704): the same gate on the ratio from the +-20-clamped log-ratio, aggregation forced to
 /// seq-mean-token-mean with empty rows excluded and L + 1e-8.
-inline constexpr preset verl_sapo{
-    "verl_sapo",
-    {.scaling = std_scaling::group, .std_eps = 1e-6, .singleton = singleton_policy::raw_score, .nans = nan_policy::as_zero},
-    {.log_ratio_clamp = 20.0, .form = loss_form::sapo, .sapo_tau_pos = 1.0, .sapo_tau_neg = 1.05, .beta = 0.0,
-     .agg = aggregation::seq_mean_token_mean, .count_empty_sequences = false, .guard = length_guard::add_eps,
-     .length_eps = 1e-8}};
+inline constexpr preset verl_sapo{"verl_sapo",
+                                  {.scaling = std_scaling::group,
+                                   .std_eps = 1e-6,
+                                   .singleton = singleton_policy::raw_score,
+                                   .nans = nan_policy::as_zero},
+                                  {.log_ratio_clamp = 20.0,
+                                   .form = loss_form::sapo,
+                                   .sapo_tau_pos = 1.0,
+                                   .sapo_tau_neg = 1.05,
+                                   .beta = 0.0,
+                                   .agg = aggregation::seq_mean_token_mean,
+                                   .count_empty_sequences = false,
+                                   .guard = length_guard::add_eps,
+                                   .length_eps = 1e-8}};
 
-inline constexpr std::array<const preset*, 13> all{&msrl_release, &msrl_paper, &ms_swift_default, &trl_default,
-                                                    &verl_default, &dr_grpo,   &dapo,       &gspo,
-                                                    &verl_gspo,    &trl_cispo, &verl_cispo, &trl_sapo,
-                                                    &verl_sapo};
+inline constexpr std::array<const preset*, 13> all{
+    &msrl_release, &msrl_paper, &ms_swift_default, &trl_default, &verl_default, &dr_grpo,  &dapo,
+    &gspo,         &verl_gspo,  &trl_cispo,        &verl_cispo,  &trl_sapo,     &verl_sapo};
 
 } // namespace presets
 

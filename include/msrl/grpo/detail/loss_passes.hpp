@@ -33,12 +33,12 @@ MSRL_HOST_DEVICE inline bool finite(double x) { return x == x && x != HUGE_VAL &
 // Accumulators of the row pass, one lane each.
 template <class V>
 struct seq_acc {
-  V len{}, slr{}, bad_mask{}, bad_val{};
-  auto fields() { return std::tie(len, slr, bad_mask, bad_val); }
+  V len{}, slr{}, bad_mask{}, bad_val{}, bad_w{};
+  auto fields() { return std::tie(len, slr, bad_mask, bad_val, bad_w); }
 };
 
 // Pass 1, one task per row: L_i, mean log-ratio (GSPO) and validation counts. Absent old / ref
-// arrays alias logp (validated once more, harmlessly).
+// arrays alias logp (validated once more, harmlessly); isw (the IS weights) may be null.
 template <class T, class M>
 struct seq_pass {
   token_layout lay;
@@ -46,8 +46,10 @@ struct seq_pass {
   const M* mask;
   bool adv_per_token;
   double *seq_len, *seq_lr;
+  const T* isw = nullptr;
+  bool isw_per_token = false;
 
-  MSRL_HOST_DEVICE sums<4> operator()(std::size_t i) const {
+  MSRL_HOST_DEVICE sums<5> operator()(std::size_t i) const {
     seq_acc<double> acc;
     simd::for_lanes(lay.begin(i), lay.end(i), acc, [&](std::size_t t, auto& a) {
       using V = std::remove_reference_t<decltype(a.len)>;
@@ -66,43 +68,69 @@ struct seq_pass {
       a.bad_val = a.bad_val + select(mand(on, simd::mnot(fin)), one, zero);
       a.len = a.len + select(on, one, zero);
       a.slr = a.slr + select(on, l - o, zero);
+      if (isw && isw_per_token) { // a weight must be finite and >= 0 (NaN fails w >= 0)
+        const V wt = simd::load_as<V>(isw + t);
+        a.bad_w = a.bad_w + select(mand(on, simd::mnot(mand(wt >= zero, wt - wt == zero))), one, zero);
+      }
     });
     if (!adv_per_token && acc.len > 0.0 && !finite(static_cast<double>(adv[i]))) acc.bad_val += 1.0;
+    if (isw && !isw_per_token && acc.len > 0.0) {
+      const double wi = static_cast<double>(isw[i]);
+      if (!(wi >= 0.0) || !finite(wi)) acc.bad_w += 1.0;
+    }
     seq_len[i] = acc.len;
     seq_lr[i] = acc.slr / (acc.len > 1.0 ? acc.len : 1.0);
-    sums<4> s{};
+    sums<5> s{};
     s[0] = acc.len;
     s[1] = acc.len > 0.0 ? 1.0 : 0.0;
     s[2] = acc.bad_mask;
     s[3] = acc.bad_val;
+    s[4] = acc.bad_w;
     return s;
   }
 };
 
-// Pass 2 (GSPO sequence level only), one task per row: c_i = sum_t w_t d surrogate / d s_i.
+// The IS weight of token t of row i (1 without weights).
+template <class T>
+MSRL_HOST_DEVICE inline double weight_at(const T* isw, bool per_token, std::size_t i, std::size_t t) {
+  return isw ? static_cast<double>(isw[per_token ? t : i]) : 1.0;
+}
+
+// Pass 2 (GSPO sequence level only), one task per row: c_i = sum_t w_t v_t d surrogate / d s_i
+// (v: the IS weight) and, with the corrected KL, k_i = sum_t w_t beta KL_t (times v_t when the
+// weights cover the KL), the row sum the ratio's gradient carries to every token.
 template <class T, class M, class Form>
 struct seq_coef_pass {
   token_layout lay;
-  const T *lp, *adv;
+  const T *lp, *ref, *adv;
   const M* mask;
   bool adv_per_token;
   const double *seq_len, *seq_lr;
-  double* seq_coef;
+  double *seq_coef, *seq_klc;
   weight_fn weight;
   Form form;
   double smax;
+  const T* isw;
+  bool isw_per_token, is_weight_kl, kl_corrected;
+  math::kl_params kp;
+  double beta;
 
   MSRL_HOST_DEVICE void operator()(std::size_t i) const {
     const double lr = seq_lr[i];
     const double s = math::exp(lr < smax ? lr : smax);
     const double w = weight(seq_len[i]);
-    double c = 0.0;
+    double c = 0.0, k = 0.0;
     for (std::size_t t = lay.begin(i), e = lay.end(i); t < e; ++t) {
       if (mask_at(mask, t) == 0.0) continue;
+      const double v = weight_at(isw, isw_per_token, i, t);
       const token_args<double> x{s, lr, static_cast<double>(lp[t]), static_cast<double>(adv[adv_per_token ? t : i])};
-      c += w * form(x).dratio;
+      c += w * v * form(x).dratio;
+      if (kl_corrected)
+        k += w * beta * (is_weight_kl ? v : 1.0) *
+             math::kl_penalty(static_cast<double>(lp[t]), static_cast<double>(ref[t]), kp).value;
     }
     seq_coef[i] = c;
+    seq_klc[i] = k;
   }
 };
 
@@ -123,13 +151,15 @@ struct token_pass {
   const T *lp, *old, *ref, *adv;
   const M* mask;
   G* grad;
-  const double *seq_len, *seq_lr, *seq_coef;
+  const double *seq_len, *seq_lr, *seq_coef, *seq_klc;
   weight_fn weight;
   Form form;
   math::kl_params kp;
   double beta, log_ratio_clamp, smax;
   std::size_t n, blk;
   bool has_kl;
+  const T* isw = nullptr; ///< IS weights (null = none), per token or per row
+  bool isw_per_token = false, is_weight_kl = false, kl_corrected = false;
 
   MSRL_HOST_DEVICE sums<s_count> operator()(std::size_t bi) const {
     token_acc<double> acc;
@@ -147,6 +177,11 @@ struct token_pass {
       const double srho = Level == ratio_level::token ? 1.0 : math::exp(lr < smax ? lr : smax);
       const double sdrho = lr <= smax ? srho : 0.0;
       const double gseq = Level == ratio_level::sequence ? (lr <= smax ? srho / len1 : 0.0) * seq_coef[i] : 0.0;
+      // The corrected KL at sequence level: KL_t s_i with the raw s_i, whose gradient adds
+      // s_i / L_i * k_i to every token of the row.
+      const double kc_seq = Level == ratio_level::sequence && kl_corrected ? math::exp(lr) : 1.0;
+      const double gkl_seq = Level == ratio_level::sequence && kl_corrected ? kc_seq / len1 * seq_klc[i] : 0.0;
+      const double isw_seq = isw && !isw_per_token ? static_cast<double>(isw[i]) : 1.0;
       simd::for_lanes(ta, tb, acc, [&](std::size_t t, auto& a) {
         using V = std::remove_reference_t<decltype(a.pg)>;
         using simd::select;
@@ -165,16 +200,28 @@ struct token_pass {
           lrho = l - o;
         }
         const V wv = splat<V>(w);
+        const V v = isw && isw_per_token ? select(on, simd::load_as<V>(isw + t), zero) : splat<V>(isw_seq);
+        const V wp = wv * v;                 // the surrogate's weight
+        const V wk = is_weight_kl ? wp : wv; // the KL's
         const math::surrogate<V> sur = form(token_args<V>{rho, lrho, l, av});
         // Without ref_logp there is no KL term at all (skips an exp per token).
-        const math::value_grad<V> k = has_kl ? math::kl_penalty(l, r, kp) : math::value_grad<V>{zero, zero};
-        V g = Level == ratio_level::sequence ? splat<V>(gseq) : wv * sur.dratio * drho;
-        g = g + wv * sur.dlogp + wv * beta * k.grad;
-        a.pg = a.pg + select(on, wv * sur.value, zero);
-        a.kl = a.kl + select(on, wv * beta * k.value, zero);
+        math::value_grad<V> k = has_kl ? math::kl_penalty(l, r, kp) : math::value_grad<V>{zero, zero};
+        const V kraw = k.value; // the estimate itself, for the kl_mean metric
+        if (kl_corrected) {
+          if constexpr (Level == ratio_level::token) { // d(rho k)/dl = rho (k' + k), rho raw
+            const V c = math::exp(l - o);
+            k = {c * k.value, c * (k.grad + k.value)};
+          } else if constexpr (Level == ratio_level::sequence) { // the row-sum part is gkl_seq
+            k = {kc_seq * k.value, kc_seq * k.grad};
+          }
+        }
+        V g = Level == ratio_level::sequence ? splat<V>(gseq) : wp * sur.dratio * drho;
+        g = g + wp * sur.dlogp + wk * beta * k.grad + splat<V>(gkl_seq);
+        a.pg = a.pg + select(on, wp * sur.value, zero);
+        a.kl = a.kl + select(on, wk * beta * k.value, zero);
         a.tok = a.tok + select(on, one, zero);
         a.rsum = a.rsum + select(on, rho, zero);
-        a.klsum = a.klsum + select(on, k.value, zero);
+        a.klsum = a.klsum + select(on, kraw, zero);
         a.low = a.low + select(simd::mand(on, sur.clipped_low), one, zero);
         a.high = a.high + select(simd::mand(on, sur.clipped_high), one, zero);
         a.dual = a.dual + select(simd::mand(on, sur.dual_clipped), one, zero);
