@@ -63,11 +63,12 @@ static void check_fd(const g::loss_options& o, unsigned seed, bool per_token_adv
 }
 
 // Some modes are *defined* by a gradient that is not the derivative of the value: the GSPO-token
-// form (stop-gradient trick), straight-through KL and CISPO (-sg(W) A logp). They get their own
+// form (stop-gradient trick), straight-through KL, CISPO and DPPO (-sg(W) A logp). They get their own
 // oracles (below, and the autograd transcriptions of test_grpo_torch).
 static bool fd_applies(const g::loss_options& o) {
   return o.level != g::ratio_level::sequence_token && !o.kl_straight_through &&
-         o.form != g::loss_form::cispo_absolute && o.form != g::loss_form::cispo_relative;
+         o.form != g::loss_form::cispo_absolute && o.form != g::loss_form::cispo_relative &&
+         o.form != g::loss_form::dppo_tv && o.form != g::loss_form::dppo_kl;
 }
 
 BOOST_AUTO_TEST_CASE(every_preset) {
@@ -80,6 +81,14 @@ BOOST_AUTO_TEST_CASE(every_preset) {
       check_fd(o, seed++);
       check_fd(o, seed++, true);
     }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(dro_form) {
+  for (double b : {0.2, 2.0}) {
+    g::loss_options o{.form = g::loss_form::dro, .dro_beta = b, .beta = 0.1, .agg = g::aggregation::seq_mean_token_mean};
+    check_fd(o, 40, false);
+    check_fd(o, 41, true);
   }
 }
 

@@ -183,3 +183,31 @@ BOOST_AUTO_TEST_CASE(form_clip_metrics_are_counted_over_unmasked_tokens) {
   BOOST_TEST(r.metrics.clip_fraction_low == low / n, boost::test_tools::tolerance(1e-15));
   BOOST_TEST(r.metrics.clip_fraction_high == high / n, boost::test_tools::tolerance(1e-15));
 }
+
+// DPPO-TV and DRO on two tokens worked by hand. Token 0: p = 0.5, p_old = 0.2 (rho = 2.5), so
+// p - p_old = 0.3 is outside the TV region for A > 0 (0.3 > 0.2: loss and gradient 0) and inside
+// for A < 0 (0.3 >= -0.2): loss -A min(2.5, 20) ln 0.5, gradient -A 2.5.
+BOOST_AUTO_TEST_CASE(dppo_tv_and_dro_match_hand_worked_values) {
+  const double lp0 = std::log(0.5), old0 = std::log(0.2);
+  const vec lp{lp0, lp0}, old{old0, old0};
+  for (double A : {1.0, -1.0}) {
+    const vec adv{A, A};
+    g::loss_options o{.form = g::loss_form::dppo_tv, .agg = g::aggregation::token_sum};
+    vec grad(2);
+    const auto r = g::policy_loss(g::loss_inputs<double>{msrl::token_layout::padded(2, 1), lp, old, {}, adv, {}}, o, {}, grad);
+    const double want = A > 0 ? 0.0 : -A * 2.5 * lp0;
+    BOOST_TEST(r.loss == 2 * want, boost::test_tools::tolerance(1e-14));
+    BOOST_TEST(grad[0] == (A > 0 ? 0.0 : -A * 2.5), boost::test_tools::tolerance(1e-14));
+    BOOST_TEST(r.metrics.clip_fraction_high == (A > 0 ? 1.0 : 0.0));
+    // DRO, beta 0.4: -(A lp - 0.2 (lp - old)^2), gradient -A + 0.4 (lp - old)
+    o = {.form = g::loss_form::dro, .dro_beta = 0.4, .agg = g::aggregation::token_sum};
+    const auto d = g::policy_loss(g::loss_inputs<double>{msrl::token_layout::padded(2, 1), lp, old, {}, adv, {}}, o, {}, grad);
+    const double x = lp0 - old0;
+    BOOST_TEST(d.loss == 2 * -(A * lp0 - 0.2 * x * x), boost::test_tools::tolerance(1e-14));
+    BOOST_TEST(grad[1] == -A + 0.4 * x, boost::test_tools::tolerance(1e-14));
+  }
+  // DPPO and DRO need the token ratio level
+  g::loss_options bad{.level = g::ratio_level::sequence, .form = g::loss_form::dro};
+  BOOST_CHECK_THROW(g::policy_loss(g::loss_inputs<double>{msrl::token_layout::padded(2, 1), lp, old, {}, vec{1, 1}, {}}, bad),
+                    msrl::invalid_argument);
+}

@@ -103,6 +103,23 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
     break;
   }
   case g::loss_form::reinforce: per_tok = -A * lp; break;
+  case g::loss_form::dppo_tv:
+  case g::loss_form::dppo_kl: { // verl compute_policy_loss_dppo_tv / _kl
+    Tensor truncated = torch::clamp(coef1, c10::nullopt, o.dppo_ratio_cap).detach();
+    Tensor prob = torch::exp(lp), old_prob = torch::exp(in.old), pos, neg;
+    if (o.form == g::loss_form::dppo_tv) {
+      pos = (prob - old_prob) <= o.clip_high;
+      neg = (prob - old_prob) >= -o.clip_low;
+    } else {
+      Tensor bkl = old_prob * (in.old - lp) + (1 - old_prob) * torch::log((1.0 - old_prob + 1e-8) / (1.0 - prob + 1e-8));
+      pos = (bkl <= o.clip_high).logical_or(prob <= old_prob);
+      neg = (bkl <= o.clip_low).logical_or(prob >= old_prob);
+    }
+    Tensor valid = torch::where(A > 0, pos, neg).detach().to(torch::kFloat64);
+    per_tok = -A * truncated * lp * valid;
+    break;
+  }
+  case g::loss_form::dro: per_tok = -(A * lp - 0.5 * o.dro_beta * (lp - in.old).pow(2)); break; // verl dro
   }
   // TRL / verl / Liger: the IS weight multiplies the surrogate, then the KL is added; ms-swift
   // weights the sum (is_weight_kl).
@@ -198,6 +215,19 @@ BOOST_AUTO_TEST_CASE(every_mode) {
             check(o, per_token, seed++);
           }
         }
+}
+
+// DRO (no preset: verl requires dro_beta) at several coefficients, with the KL and both advantages.
+BOOST_AUTO_TEST_CASE(dro_form) {
+  uint64_t seed = 7000;
+  for (double b : {0.0, 0.1, 1.5})
+    for (auto agg : {g::aggregation::token_mean, g::aggregation::seq_mean_token_mean}) {
+      g::loss_options o{.form = g::loss_form::dro, .dro_beta = b, .beta = 0.05, .agg = agg};
+      BOOST_TEST_CONTEXT("dro_beta " << b) {
+        check(o, false, seed++);
+        check(o, true, seed++);
+      }
+    }
 }
 
 // Rollout IS weights (per sequence and per token) and the IS-corrected KL, in each peer's order

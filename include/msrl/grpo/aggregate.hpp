@@ -88,6 +88,13 @@ inline void check_loss_options(const loss_options& opt, const loss_normalizer& n
           "options.sapo_tau_pos", "must be finite and > 0");
   require(opt.form != loss_form::sapo || (opt.sapo_tau_neg > 0.0 && std::isfinite(opt.sapo_tau_neg)), where,
           "options.sapo_tau_neg", "must be finite and > 0");
+  const bool token_only =
+      opt.form == loss_form::dppo_tv || opt.form == loss_form::dppo_kl || opt.form == loss_form::dro;
+  require(!token_only || opt.level == ratio_level::token, where, "options.form",
+          "dppo_tv, dppo_kl and dro are defined at the token ratio level only (options.level = token)");
+  require(!token_only || opt.dppo_ratio_cap > 0.0, where, "options.dppo_ratio_cap", "must be > 0 (inf disables it)");
+  require(opt.form != loss_form::dro || (opt.dro_beta >= 0.0 && std::isfinite(opt.dro_beta)), where, "options.dro_beta",
+          "must be finite and >= 0");
   require(!opt.kl_is_corrected || opt.level != ratio_level::sequence_token, where, "options.kl_is_corrected",
           "is defined for the token and sequence ratio levels only (no peer corrects the GSPO-token KL)");
   check_aggregation(opt, norm, where);
@@ -101,8 +108,9 @@ inline double denominator(const loss_options& opt, const loss_normalizer& norm, 
   case aggregation::token_mean:
     denom = norm.global_tokens.value_or(local_tokens);
     if (opt.clamp_token_count && denom < 1.0) denom = 1.0; // TRL / Liger: clamp(min=1)
-    require(denom > 0.0, where, "normalizer.global_tokens",
-            "token count is zero: no unmasked token and no global count (options.clamp_token_count gives loss 0, as TRL)");
+    require(
+        denom > 0.0, where, "normalizer.global_tokens",
+        "token count is zero: no unmasked token and no global count (options.clamp_token_count gives loss 0, as TRL)");
     break;
   case aggregation::seq_mean_token_mean:
   case aggregation::seq_mean_token_sum:

@@ -27,6 +27,9 @@ enum class loss_form : std::uint8_t {
   cispo_relative, ///< -sg(clip(rho, 1-eps_lo, 1+eps_hi)) A logp                       (verl cispo)
   sapo,           ///< -(4/tau) sigmoid(tau (rho - 1)) A, tau = tau_pos if A > 0 else tau_neg (SAPO)
   reinforce,      ///< -A logp                                                     (verl gpg; REINFORCE)
+  dppo_tv,        ///< -A sg(min(rho, cap)) logp v, v: |p - p_old| trust region (verl dppo_tv); token level
+  dppo_kl,        ///< the same with v from the binary KL of (p_old, p)                (verl dppo_kl); token level
+  dro,            ///< -(A logp - beta_dro/2 (logp - old)^2)                             (verl dro); token level
 };
 
 /// How per-token losses become one number.  m = mask, L_i = tokens of row i, S = sequence count.
@@ -56,9 +59,12 @@ struct loss_options {
   double delta = math::inf;     ///< two-sided clip delta > 1; inf disables
   // --- the loss form (clipped_ratio uses the clip fields above)
   loss_form form = loss_form::clipped_ratio;
-  double cispo_cap = 5.0;     ///< cispo_absolute: the cap on the IS weight (>= 1; TRL's epsilon_high, docs: 5)
-  double sapo_tau_pos = 1.0;  ///< sapo: temperature for A > 0
-  double sapo_tau_neg = 1.05; ///< sapo: temperature for A <= 0
+  double cispo_cap = 5.0;       ///< cispo_absolute: the cap on the IS weight (>= 1; TRL's epsilon_high, docs: 5)
+  double sapo_tau_pos = 1.0;    ///< sapo: temperature for A > 0
+  double sapo_tau_neg = 1.05;   ///< sapo: temperature for A <= 0
+  double dppo_ratio_cap = 20.0; ///< dppo_tv / dppo_kl: the cap c on the detached ratio (verl clip_ratio_c, 20 there);
+                                ///< the trust region's bounds are clip_low / clip_high
+  double dro_beta = 0.0;        ///< dro: the quadratic penalty's coefficient (verl dro_beta, required there)
   // --- KL to the reference policy
   double beta = 0.0;
   kl_estimator kl = kl_estimator::k3;

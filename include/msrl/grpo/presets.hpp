@@ -226,9 +226,65 @@ inline constexpr preset verl_sapo{"verl_sapo",
                                    .guard = length_guard::add_eps,
                                    .length_eps = 1e-8}};
 
-inline constexpr std::array<const preset*, 13> all{
-    &msrl_release, &msrl_paper, &ms_swift_default, &trl_default, &verl_default, &dr_grpo,  &dapo,
-    &gspo,         &verl_gspo,  &trl_cispo,        &verl_cispo,  &trl_sapo,     &verl_sapo};
+/// verl policy_loss.loss_mode=dppo_tv (verl-project/verl@1dda039, core_algos.py
+/// compute_policy_loss_dppo_tv L1379-1460; DPPO, arXiv 2602.04879): -A sg(min(rho, 20)) logp v with
+/// the TV trust region |p - p_old| bounded by clip_ratio_low / _high (0.2), the log-ratio clamped to
+/// +-20, token-mean over the global count.
+inline constexpr preset verl_dppo_tv{"verl_dppo_tv",
+                                     {.scaling = std_scaling::group,
+                                      .std_eps = 1e-6,
+                                      .singleton = singleton_policy::raw_score,
+                                      .nans = nan_policy::as_zero},
+                                     {.log_ratio_clamp = 20.0,
+                                      .clip_low = 0.2,
+                                      .clip_high = 0.2,
+                                      .form = loss_form::dppo_tv,
+                                      .dppo_ratio_cap = 20.0,
+                                      .beta = 0.0,
+                                      .agg = aggregation::token_mean,
+                                      .count_empty_sequences = false,
+                                      .guard = length_guard::add_eps,
+                                      .length_eps = 1e-8},
+                                     true};
+
+/// verl policy_loss.loss_mode=dppo_kl (same file, compute_policy_loss_dppo_kl L1462-1543): the trust
+/// region from the binary KL of (p_old, p), moves in the safe direction always allowed.
+inline constexpr preset verl_dppo_kl{"verl_dppo_kl",
+                                     {.scaling = std_scaling::group,
+                                      .std_eps = 1e-6,
+                                      .singleton = singleton_policy::raw_score,
+                                      .nans = nan_policy::as_zero},
+                                     {.log_ratio_clamp = 20.0,
+                                      .clip_low = 0.2,
+                                      .clip_high = 0.2,
+                                      .form = loss_form::dppo_kl,
+                                      .dppo_ratio_cap = 20.0,
+                                      .beta = 0.0,
+                                      .agg = aggregation::token_mean,
+                                      .count_empty_sequences = false,
+                                      .guard = length_guard::add_eps,
+                                      .length_eps = 1e-8},
+                                     true};
+
+/// TRL loss_type="luspo" (grpo_trainer.py L3143-3147; LUSPO, arXiv 2602.05261): the GSPO sequence
+/// ratio, each row's loss times its length, mean over all rows: seq_mean_token_sum with empty rows
+/// counted. TRL's luspo with beta != 0 broadcasts the per-row loss over [B, T] and averages without
+/// the mask; msrl adds the KL per masked token instead (docs/presets.md).
+inline constexpr preset trl_luspo{
+    "trl_luspo",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
+    {.level = ratio_level::sequence,
+     .clip_low = 0.2,
+     .clip_high = 0.2,
+     .beta = 0.0,
+     .kl_is_corrected = true,
+     .agg = aggregation::seq_mean_token_sum,
+     .count_empty_sequences = true}};
+
+inline constexpr std::array<const preset*, 16> all{
+    &msrl_release, &msrl_paper,   &ms_swift_default, &trl_default, &verl_default, &dr_grpo,
+    &dapo,         &gspo,         &verl_gspo,        &trl_cispo,   &verl_cispo,   &trl_sapo,
+    &verl_sapo,    &verl_dppo_tv, &verl_dppo_kl,     &trl_luspo};
 
 } // namespace presets
 

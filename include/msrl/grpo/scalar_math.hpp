@@ -47,6 +47,23 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE mask_t<V> inside(V x, double lo, double hi) {
   return mand(splat<V>(lo) <= x, x <= splat<V>(hi));
 }
 
+/// The natural logarithm lane by lane (libm on the host, CUDA's log on the device): for the rare
+/// forms that need it (DPPO-KL), not for the hot path.
+template <class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE V log(V x) {
+  if constexpr (simd::lane_traits<V>::width == 1) {
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+    return ::log(x);
+#else
+    return std::log(x);
+#endif
+  } else {
+    V r = x;
+    for (int j = 0; j < simd::lane_traits<V>::width; ++j) r[j] = std::log(x[j]);
+    return r;
+  }
+}
+
 /// e^x in double precision (max error ~1 ulp on the host; CUDA's exp on the device). The host
 /// version is straight-line code (no libm call), so it runs in every lane of a vector; builds
 /// without vector lanes use libm. Within one build every lane and tail uses the same exp. Exact

@@ -112,18 +112,87 @@ struct reinforce {
     return s;
   }
 };
-static_assert(surrogate_form<cispo> && surrogate_form<sapo> && surrogate_form<reinforce>);
+/// DPPO (verl-project/verl@1dda039 core_algos.py compute_policy_loss_dppo_tv / _dppo_kl,
+/// L1379-1543): -A sg(min(rho, cap)) logp v with d/d logp = -A min(rho, cap) v. The trust-region
+/// indicator v uses p = e^logp and p_old = e^(logp - log_rho): TV, v = [p - p_old <= hi] for
+/// A > 0 and [p - p_old >= -lo] otherwise; KL, with D = p_old (log p_old - log p) + (1 - p_old)
+/// log((1 - p_old + 1e-8) / (1 - p + 1e-8)), v = [D <= hi or p <= p_old] for A > 0 and
+/// [D <= lo or p >= p_old] otherwise. Metrics: tokens outside the region (clipped_high for A > 0,
+/// clipped_low otherwise; verl's pg_clipfrac is their sum). Token ratio level only.
+struct dppo {
+  double cap, lo, hi;
+  bool kl;
+  template <class V>
+  MSRL_HOST_DEVICE MSRL_FORCEINLINE math::surrogate<V> operator()(const token_args<V>& x) const {
+    using simd::mand;
+    using simd::mnot;
+    using simd::mor;
+    using simd::select;
+    using simd::splat;
+    const V zero = splat<V>(0.0), one = splat<V>(1.0);
+    const V W = select(x.rho < splat<V>(cap), x.rho, splat<V>(cap));
+    const V p = math::exp(x.logp), pold = math::exp(x.logp - x.log_rho);
+    simd::mask_t<V> pos, neg;
+    if (kl) {
+      const V d = -pold * x.log_rho + (one - pold) * math::log((one - pold + 1e-8) / (one - p + 1e-8));
+      pos = mor(d <= splat<V>(hi), p <= pold);
+      neg = mor(d <= splat<V>(lo), p >= pold);
+    } else {
+      pos = p - pold <= splat<V>(hi);
+      neg = p - pold >= splat<V>(-lo);
+    }
+    const auto apos = x.adv > zero;
+    const auto valid = mor(mand(apos, pos), mand(mnot(apos), neg));
+    const V v = select(valid, one, zero);
+    math::surrogate<V> s;
+    s.value = -x.adv * W * x.logp * v;
+    s.dratio = zero;
+    s.dlogp = -x.adv * W * v;
+    s.clipped_high = mand(apos, mnot(valid));
+    s.clipped_low = mand(mnot(apos), mnot(valid));
+    s.dual_clipped = simd::mask_of<V>(false);
+    return s;
+  }
+};
+
+/// DRO (verl core_algos.py compute_policy_loss_dro, L2013-2044): -(A logp - beta/2 (logp - old)^2),
+/// d/d logp = -A + beta (logp - old), with log_rho = logp - old (token ratio level only).
+struct dro {
+  double beta;
+  template <class V>
+  MSRL_HOST_DEVICE MSRL_FORCEINLINE math::surrogate<V> operator()(const token_args<V>& x) const {
+    math::surrogate<V> s;
+    s.value = -(x.adv * x.logp - 0.5 * beta * x.log_rho * x.log_rho);
+    s.dratio = simd::splat<V>(0.0);
+    s.dlogp = -x.adv + beta * x.log_rho;
+    s.clipped_low = s.clipped_high = s.dual_clipped = simd::mask_of<V>(false);
+    return s;
+  }
+};
+static_assert(surrogate_form<cispo> && surrogate_form<sapo> && surrogate_form<reinforce> && surrogate_form<dppo> &&
+              surrogate_form<dro>);
 
 /// Calls f with the built-in form the options name (loss_options::form and its parameters).
 template <class F>
 decltype(auto) with_loss_form(const loss_options& opt, F&& f) {
   switch (opt.form) {
-  case loss_form::cispo_absolute: return f(cispo{opt.cispo_cap, 1.0 - opt.clip_low, 1.0 + opt.clip_high, false});
-  case loss_form::cispo_relative: return f(cispo{opt.cispo_cap, 1.0 - opt.clip_low, 1.0 + opt.clip_high, true});
-  case loss_form::sapo: return f(sapo{opt.sapo_tau_pos, opt.sapo_tau_neg});
-  case loss_form::reinforce: return f(reinforce{});
+  case loss_form::cispo_absolute:
+    return f(cispo{opt.cispo_cap, 1.0 - opt.clip_low, 1.0 + opt.clip_high, false});
+  case loss_form::cispo_relative:
+    return f(cispo{opt.cispo_cap, 1.0 - opt.clip_low, 1.0 + opt.clip_high, true});
+  case loss_form::sapo:
+    return f(sapo{opt.sapo_tau_pos, opt.sapo_tau_neg});
+  case loss_form::reinforce:
+    return f(reinforce{});
+  case loss_form::dppo_tv:
+    return f(dppo{opt.dppo_ratio_cap, opt.clip_low, opt.clip_high, false});
+  case loss_form::dppo_kl:
+    return f(dppo{opt.dppo_ratio_cap, opt.clip_low, opt.clip_high, true});
+  case loss_form::dro:
+    return f(dro{opt.dro_beta});
   case loss_form::clipped_ratio:
-  default: return f(clipped_ratio{{opt.clip_low, opt.clip_high, opt.dual_clip, opt.delta}});
+  default:
+    return f(clipped_ratio{{opt.clip_low, opt.clip_high, opt.dual_clip, opt.delta}});
   }
 }
 
