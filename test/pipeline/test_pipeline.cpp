@@ -59,6 +59,9 @@ struct world {
     c["data_dir"] = (root / "data").string();
     c["threads"] = 1;
     c["progress"] = false;
+    // Random weights and both pretraining stages (the bundled run starts from the shipped foundation)
+    c["model"]["init"] = "tiny";
+    c["stages"] = {"pretrain", "pretrain_media", "sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo", "eval"};
     c["model"]["tiny"]["text"] = {{"hidden_size", 32}, {"num_layers", 1}, {"num_heads", 2}, {"num_kv_heads", 1}, {"head_dim", 16}, {"intermediate_size", 64}};
     c["model"]["tiny"]["vision"] = {{"hidden_size", 16}, {"num_layers", 1}, {"num_heads", 2}, {"intermediate_size", 32}, {"image_size", 56}, {"patch_size", 14}};
     for (const char* s : {"pretrain", "pretrain_media", "sft"}) c[s]["max_steps"] = 3;
@@ -360,6 +363,24 @@ BOOST_AUTO_TEST_CASE(eval_subcommand_reads_a_checkpoint) {
   r = run("eval --model '" + (dir / "nowhere").string() + "' --data '" + (w.root / "data" / "eval.jsonl").string() + "'", dir);
   BOOST_TEST(r.rc == 1);
   BOOST_TEST(contains(r.err, "model.init"), r.err);
+}
+
+// The bundled run starts from the shipped foundation checkpoint (model.init of tiny.json): it loads,
+// its provenance says how to make it again, and it judges (in the caption-first format it never saw).
+BOOST_AUTO_TEST_CASE(shipped_foundation_loads_and_says_where_it_came_from) {
+  auto& w = shared();
+  const fs::path foundation = fs::path(tiny_config()).parent_path().parent_path() / "foundation";
+  for (const char* f : {"model.safetensors", "config.json", "tokenizer.json", "provenance.json"})
+    BOOST_TEST(fs::exists(foundation / f), f);
+  BOOST_TEST(fs::file_size(foundation / "model.safetensors") <= 10u * 1000 * 1000);
+  const auto prov = json::parse(slurp(foundation / "provenance.json"));
+  for (const char* k : {"command", "commit", "data_seed", "wall_time_s", "machine"}) BOOST_TEST(prov.contains(k), k);
+  const auto dir = w.root / "foundation";
+  const auto r = run("eval --config '" + w.config() + "' --model '" + fs::absolute(foundation).string() + "' --data '" +
+                         (w.root / "data" / "eval.jsonl").string() + "' --k 1 --max-items 2 --out '" + (dir / "out").string() + "'",
+                     dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  BOOST_TEST(fs::exists(dir / "out" / "eval" / "eval_completions.jsonl"));
 }
 
 BOOST_AUTO_TEST_CASE(ablation_resume_reads_completed_evaluations_back) {

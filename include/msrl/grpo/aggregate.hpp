@@ -13,9 +13,11 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
+#include "../backend/concept.hpp"
 #include "../core/config.hpp"
 #include "../core/error.hpp"
 #include "../core/token_layout.hpp"
@@ -49,6 +51,34 @@ MSRL_HOST_DEVICE inline bool offset_ok(const std::int64_t* off, std::size_t i, s
 inline void require_offsets(bool ok, std::size_t N, const char* where) {
   require<shape_error>(ok, where, "layout.offsets",
                        "must start at 0, be non-decreasing and end at the token count (" + std::to_string(N) + ")");
+}
+
+// A packed layout's offsets, checked on the backend that holds them (they may live on the device).
+template <class Backend>
+void require_packed_offsets(const Backend& exec, const token_layout& lay, const char* where) {
+  if (!lay.is_packed()) return;
+  const std::int64_t* off = lay.offsets;
+  const std::size_t B = lay.num_sequences, N = lay.total_tokens;
+  auto bad = exec.reduce_n(
+      B + 1,
+      [=] MSRL_HOST_DEVICE(std::size_t i) {
+        sums<1> s{};
+        s[0] = offset_ok(off, i, B, N) ? 0.0 : 1.0;
+        return s;
+      },
+      sums<1>{});
+  require_offsets(bad[0] == 0.0, N, where);
+}
+
+// Looks a named setting up in `all` (presets, rollout presets); the error lists the names.
+template <class Range>
+const auto& find_named(const Range& all, std::string_view name, const char* where) {
+  for (const auto* p : all)
+    if (p->name == name) return *p;
+  std::string known;
+  for (const auto* p : all) known.append(known.empty() ? "" : ", ").append(p->name);
+  throw invalid_argument(std::string(where) + ": argument 'name' must be one of: " + known + " (got '" +
+                         std::string(name) + "')");
 }
 
 // The options of the aggregation and the normaliser (every algorithm that weighs tokens).

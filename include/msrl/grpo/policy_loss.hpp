@@ -70,18 +70,7 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   const bool isw_per_token = isw && in.is_weights.size() != B;
 
   // ---- packed offsets: 0 = o_0 <= o_1 <= ... <= o_B = N (they may live on the device)
-  if (lay.is_packed()) {
-    const std::int64_t* off = lay.offsets;
-    auto bad = exec.reduce_n(
-        B + 1,
-        [=] MSRL_HOST_DEVICE(std::size_t i) {
-          sums<1> s{};
-          s[0] = detail::offset_ok(off, i, B, N) ? 0.0 : 1.0;
-          return s;
-        },
-        sums<1>{});
-    detail::require_offsets(bad[0] == 0.0, N, where);
-  }
+  detail::require_packed_offsets(exec, lay, where);
 
   // ---- pass 1, per row: token count, mean log-ratio (GSPO), input validation
   typename Backend::template buffer<double> seq_len_buf(B), seq_lr_buf(B), seq_coef_buf(B), seq_klc_buf(B);

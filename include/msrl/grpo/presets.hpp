@@ -290,12 +290,7 @@ inline constexpr std::array<const preset*, 16> all{
 
 /// Looks a preset up by name; throws msrl::invalid_argument listing the known names otherwise.
 inline const preset& find_preset(std::string_view name) {
-  for (const preset* p : presets::all)
-    if (p->name == name) return *p;
-  std::string known;
-  for (const preset* p : presets::all) known.append(known.empty() ? "" : ", ").append(p->name);
-  throw invalid_argument("msrl::grpo::find_preset: argument 'name' must be one of: " + known + " (got '" +
-                         std::string(name) + "')");
+  return detail::find_named(presets::all, name, "msrl::grpo::find_preset");
 }
 
 } // namespace msrl::grpo

@@ -195,18 +195,7 @@ rollout_correction_metrics rollout_correction(const Backend& exec, const token_l
   require<shape_error>(mask.empty() || mask.size() == N, where, "mask", "must be empty or match old_logp");
   require<shape_error>(weights.size() == N, where, "weights",
                        "must have one element per token (" + std::to_string(N) + ")");
-  if (lay.is_packed()) {
-    const std::int64_t* off = lay.offsets;
-    auto bad = exec.reduce_n(
-        B + 1,
-        [=] MSRL_HOST_DEVICE(std::size_t i) {
-          sums<1> s{};
-          s[0] = detail::offset_ok(off, i, B, N) ? 0.0 : 1.0;
-          return s;
-        },
-        sums<1>{});
-    detail::require_offsets(bad[0] == 0.0, N, where);
-  }
+  detail::require_packed_offsets(exec, lay, where);
   typename Backend::template buffer<double> rmin(B), rmax(B);
   using detail::rc_stat;
   const auto s = exec.reduce_n(B,
@@ -326,12 +315,7 @@ inline constexpr std::array<const rollout_preset*, 13> all{
 
 /// Looks a rollout-correction preset up by name; throws msrl::invalid_argument listing the names.
 inline const rollout_preset& find_rollout_preset(std::string_view name) {
-  for (const rollout_preset* p : rollout_presets::all)
-    if (p->name == name) return *p;
-  std::string known;
-  for (const rollout_preset* p : rollout_presets::all) known.append(known.empty() ? "" : ", ").append(p->name);
-  throw invalid_argument("msrl::grpo::find_rollout_preset: argument 'name' must be one of: " + known + " (got '" +
-                         std::string(name) + "')");
+  return detail::find_named(rollout_presets::all, name, "msrl::grpo::find_rollout_preset");
 }
 
 } // namespace msrl::grpo
