@@ -19,5 +19,6 @@
 #include "grpo/policy_loss.hpp"
 #include "grpo/presets.hpp"
 #include "grpo/rollout_correction.hpp"
+#include "grpo/token_masks.hpp"
 #include "grpo/scalar_math.hpp"
 #include "grpo/surrogate.hpp"

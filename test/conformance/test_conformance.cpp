@@ -84,12 +84,15 @@ static data make(std::size_t B, std::size_t T, unsigned seed) {
 
 template <class Exec>
 static void compare_loss(const Exec& ex, const data& d, const g::loss_options& o, bool per_token, g::loss_normalizer nm,
-                         int is_weights = 0) { // rollout IS weights: 0 none, 1 per sequence, 2 per token
+                         int is_weights = 0, // rollout IS weights: 0 none, 1 per sequence, 2 per token
+                         bool policy_mask = false) {
   const auto layout = msrl::token_layout::padded(d.B, d.T);
   std::span<const float> adv = per_token ? std::span<const float>(d.adv_tok) : std::span<const float>(d.adv_seq);
   fvec w(is_weights == 0 ? 0 : is_weights == 1 ? d.B : d.B * d.T);
   for (std::size_t i = 0; i < w.size(); ++i) w[i] = 0.2f + 0.3f * static_cast<float>((i * 5) % 7);
-  g::loss_inputs<float> in{layout, d.lp, d.old, d.ref, adv, d.mask, w};
+  std::vector<std::uint8_t> pm(policy_mask ? d.B * d.T : 0);
+  for (std::size_t i = 0; i < pm.size(); ++i) pm[i] = (i * 3) % 5 != 0;
+  g::loss_inputs<float> in{layout, d.lp, d.old, d.ref, adv, d.mask, w, pm};
   fvec g_ref(d.B * d.T), g_b(d.B * d.T);
   auto r_ref = g::policy_loss(msrl::backend::reference{}, in, o, nm, std::span<float>(g_ref));
   auto r = g::policy_loss(ex, in, o, nm, std::span<float>(g_b));
@@ -103,6 +106,7 @@ static void compare_loss(const Exec& ex, const data& d, const g::loss_options& o
 
   // Packed layout over the unmasked tokens gives the same numbers as the padded one.
   fvec lp, old, ref, at, pw;
+  std::vector<std::uint8_t> ppm;
   for (std::size_t b = 0; b < d.B; ++b)
     for (std::size_t t = 0; t < d.T; ++t)
       if (d.mask[b * d.T + t]) {
@@ -111,10 +115,11 @@ static void compare_loss(const Exec& ex, const data& d, const g::loss_options& o
         ref.push_back(d.ref[b * d.T + t]);
         at.push_back(d.adv_tok[b * d.T + t]);
         if (is_weights == 2) pw.push_back(w[b * d.T + t]);
+        if (policy_mask) ppm.push_back(pm[b * d.T + t]);
       }
   if (is_weights == 1) pw = w;
   std::span<const float> padv = per_token ? std::span<const float>(at) : std::span<const float>(d.adv_seq);
-  g::loss_inputs<float> pin{msrl::token_layout::packed(d.offsets), lp, old, ref, padv, {}, pw};
+  g::loss_inputs<float> pin{msrl::token_layout::packed(d.offsets), lp, old, ref, padv, {}, pw, ppm};
   fvec gp(lp.size());
   auto rp = g::policy_loss(ex, pin, o, nm, std::span<float>(gp));
   BOOST_TEST(close(rp.loss, r_ref.loss, 1e-9), rp.loss << " vs " << r_ref.loss);
@@ -155,7 +160,7 @@ BOOST_AUTO_TEST_CASE(policy_loss_with_is_weights_and_corrected_kl) {
       o.kl_is_corrected = o.level != g::ratio_level::sequence_token;
       o.is_weight_kl = ++v % 2 == 0;
       BOOST_TEST_CONTEXT("preset " << p->name << " weights " << isw) {
-        compare_loss(exec, d, o, isw == 2 && o.level != g::ratio_level::sequence_token, {}, isw);
+        compare_loss(exec, d, o, isw == 2 && o.level != g::ratio_level::sequence_token, {}, isw, isw == 2);
       }
     }
 }

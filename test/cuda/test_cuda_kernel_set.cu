@@ -151,6 +151,9 @@ void grpo_case(const msrl::grpo::preset& p, unsigned seed, bool weighted = false
   msrl::grpo::loss_arrays<float> hin{msrl::token_layout::packed(off, N), old.data(), ref.data(), adv.data(), B, mask.data()};
   hin.is_weights = weighted ? isw.data() : nullptr;
   hin.num_is_weights = isw.size();
+  std::vector<std::uint8_t> pmask(N);
+  for (std::size_t i = 0; i < N; ++i) pmask[i] = i % 4 != 2;
+  hin.policy_mask = weighted ? pmask.data() : nullptr;
   std::vector<T> hgrad(N * V);
   const auto hres = host.grpo_loss({-1, nullptr, 2}, c.host_ref(), c.y.data(), hin, opt, {}, 0.9, hgrad.data());
 
@@ -165,6 +168,8 @@ void grpo_case(const msrl::grpo::preset& p, unsigned seed, bool weighted = false
                                      dadv.data(), B, dmask.data()};
   din.is_weights = weighted ? disw.data() : nullptr;
   din.num_is_weights = isw.size();
+  auto dpmask = device_copy(pmask);
+  din.policy_mask = weighted ? dpmask.data() : nullptr;
   const auto dres = to::cuda_kernels().grpo_loss({0, nullptr, 0}, {dx.data(), dtype_v<T>, N, V}, dy.data(), din, opt, {}, 0.9, dgrad.data());
 
   BOOST_TEST(std::abs(dres.loss - hres.loss) <= 1e-5 * std::max(1.0, std::abs(hres.loss)));

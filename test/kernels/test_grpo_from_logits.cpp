@@ -58,13 +58,14 @@ static batch make(unsigned seed, std::size_t B, std::size_t T, std::size_t V) {
 
 // The core's path in double: reference log-probs -> policy_loss -> d logits by the chain rule.
 static g::loss_result core_path(const batch& b, const std::vector<double>& xd, msrl::token_layout lay, const g::loss_options& o,
-                                double temp, std::vector<double>* dx, const std::vector<float>& isw = {}) {
+                                double temp, std::vector<double>* dx, const std::vector<float>& isw = {},
+                                const std::vector<std::uint8_t>& pmask = {}) {
   const std::size_t N = b.B * b.T, V = b.V;
   std::vector<double> lp(N), old(b.old.begin(), b.old.end()), ref(b.ref.begin(), b.ref.end()), adv(b.adv.begin(), b.adv.end()),
       dlp(N);
   for (std::size_t i = 0; i < N; ++i) lp[i] = b.mask[i] ? msrl::lab::ref_forward(xd.data() + i * V, V, b.y[i], temp).logp : 0.0;
   const std::vector<double> w(isw.begin(), isw.end());
-  const g::loss_inputs<double> in{lay, lp, old, ref, adv, b.mask, w};
+  const g::loss_inputs<double> in{lay, lp, old, ref, adv, b.mask, w, pmask};
   auto r = g::policy_loss(in, o, {}, std::span<double>(dlp));
   if (dx) {
     dx->assign(N * V, 0.0);
@@ -91,10 +92,12 @@ BOOST_AUTO_TEST_CASE(every_preset_matches_the_core_path) {
       for (std::size_t i = 0; i < isw.size(); ++i) isw[i] = 0.25f + 0.5f * static_cast<float>((i * 7) % 5);
       o.kl_is_corrected = variant == 3 && o.level != g::ratio_level::sequence_token;
       o.is_weight_kl = variant == 4;
+      std::vector<std::uint8_t> pmask(variant == 4 ? N : 0); // TRL's surrogate-only mask
+      for (std::size_t i = 0; i < pmask.size(); ++i) pmask[i] = i % 4 != 2;
       std::vector<double> dref;
-      const auto want = core_path(b, b.xd, lay, o, temp, &dref, isw);
+      const auto want = core_path(b, b.xd, lay, o, temp, &dref, isw, pmask);
       std::vector<float> dx(N * V, 99.f), lp(N);
-      const k::logits_loss_inputs<float> in{lay, {b.x.data(), N, V}, b.y, b.old, b.ref, b.adv, b.mask, isw};
+      const k::logits_loss_inputs<float> in{lay, {b.x.data(), N, V}, b.y, b.old, b.ref, b.adv, b.mask, isw, pmask};
       const auto got = k::grpo_loss_from_logits(in, o, {}, k::logits_loss_outputs<float>{{dx.data(), N, V}, lp},
                                                 {.temperature = temp, .threads = 2});
       BOOST_TEST_INFO("preset " << p->name << " variant " << variant);

@@ -20,6 +20,7 @@ using torch::Tensor;
 struct inputs {
   Tensor lp, old, ref, adv, mask; // [B, T] except adv: [B] or [B, T]
   Tensor isw;                     // rollout IS weights: undefined, [B] or [B, T]
+  Tensor pmask;                   // the surrogate-only mask: undefined or [B, T] 0/1
 };
 
 static inputs make(int64_t B, int64_t T, bool per_token, uint64_t seed) {
@@ -121,6 +122,7 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
   }
   case g::loss_form::dro: per_tok = -(A * lp - 0.5 * o.dro_beta * (lp - in.old).pow(2)); break; // verl dro
   }
+  if (in.pmask.defined()) per_tok = per_tok * in.pmask; // TRL: entropy / off-policy masks on the policy loss only
   // TRL / verl / Liger: the IS weight multiplies the surrogate, then the KL is added; ms-swift
   // weights the sum (is_weight_kl).
   Tensor w = !in.isw.defined() ? torch::ones_like(lp) : (in.isw.dim() == 1 ? in.isw.unsqueeze(1).expand_as(lp) : in.isw);
@@ -155,12 +157,14 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
 }
 
 // isw: 0 none, 1 per sequence, 2 per token
-static void check(const g::loss_options& o, bool per_token, uint64_t seed, g::loss_normalizer n = {}, int isw = 0) {
+static void check(const g::loss_options& o, bool per_token, uint64_t seed, g::loss_normalizer n = {}, int isw = 0,
+                  bool policy_mask = false) {
   const int64_t B = 6, T = 9;
   inputs in = make(B, T, per_token, seed);
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   if (isw == 1) in.isw = 2.5 * torch::rand({B}, f64);
   if (isw == 2) in.isw = 2.5 * torch::rand({B, T}, f64);
+  if (policy_mask) in.pmask = (torch::rand({B, T}, f64) < 0.6).to(torch::kFloat64);
   Tensor lp = in.lp.clone().requires_grad_(true);
   Tensor lt = loss_torch(in, lp, o, n);
   lt.backward();
@@ -173,7 +177,8 @@ static void check(const g::loss_options& o, bool per_token, uint64_t seed, g::lo
   auto vlp = vecof(in.lp), vold = vecof(in.old), vref = vecof(in.ref), vadv = vecof(in.adv), vm = vecof(in.mask);
   std::vector<double> grad(vlp.size());
   std::vector<double> vw = in.isw.defined() ? vecof(in.isw) : std::vector<double>{};
-  g::loss_inputs<double, double> msrl_in{msrl::token_layout::padded(B, T), vlp, vold, vref, vadv, vm, vw};
+  std::vector<double> vpm = in.pmask.defined() ? vecof(in.pmask) : std::vector<double>{};
+  g::loss_inputs<double, double> msrl_in{msrl::token_layout::padded(B, T), vlp, vold, vref, vadv, vm, vw, vpm};
   auto r = g::policy_loss(msrl_in, o, n, std::span<double>(grad));
   const double tl = lt.item<double>();
   BOOST_TEST(std::abs(r.loss - tl) <= 1e-12 * std::max(1.0, std::abs(tl)), "loss " << r.loss << " vs torch " << tl);
@@ -246,6 +251,33 @@ BOOST_AUTO_TEST_CASE(is_weights_and_corrected_kl) {
           if (o.level != g::ratio_level::sequence_token) check(o, true, seed++, {.global_tokens = 40.0, .scale = 0.5}, isw);
         }
       }
+}
+
+// The surrogate-only mask (TRL's entropy and off-policy masks) with and without IS weights, in
+// TRL's order (KL unmasked) and ms-swift's (KL weighted by the IS weight only).
+BOOST_AUTO_TEST_CASE(policy_mask_on_the_surrogate_only) {
+  uint64_t seed = 9000;
+  for (const g::preset* p : g::presets::all)
+    for (int isw = 0; isw < 3; isw += 2) {
+      g::loss_options o = p->loss;
+      o.beta = 0.07;
+      BOOST_TEST_CONTEXT("preset " << p->name << " isw " << isw) { check(o, false, seed++, {}, isw, true); }
+    }
+}
+
+// entropy_quantile_threshold is torch.quantile (linear interpolation) over the unmasked values.
+BOOST_AUTO_TEST_CASE(entropy_threshold_is_torch_quantile) {
+  torch::manual_seed(3);
+  for (int64_t n : {1, 2, 7, 50})
+    for (double q : {1.0, 0.8, 0.5, 0.2, 0.01}) {
+      Tensor h = torch::rand({n}, torch::kFloat64) * 3, m = (torch::rand({n}, torch::kFloat64) < 0.7).to(torch::kFloat64);
+      m[0] = 1.0;
+      Tensor valid = h.masked_select(m.to(torch::kBool));
+      const double want = torch::quantile(valid, 1.0 - q).item<double>();
+      std::vector<double> vh(h.data_ptr<double>(), h.data_ptr<double>() + n), vm(m.data_ptr<double>(), m.data_ptr<double>() + n);
+      const double got = g::entropy_quantile_threshold(std::span<const double>(vh), std::span<const double>(vm), q);
+      BOOST_TEST(got == want, boost::test_tools::tolerance(1e-14));
+    }
 }
 
 // Edge cases: log-ratios of +-30 with and without clamps, -inf at masked positions.

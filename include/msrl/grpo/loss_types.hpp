@@ -114,6 +114,10 @@ struct loss_inputs {
   /// B == N); empty = none. They multiply the surrogate (and the KL when options.is_weight_kl);
   /// the normaliser does not change.
   std::span<const T> is_weights = {};
+  /// 0/1 per token [N] multiplying the surrogate only (the KL and the normaliser keep the mask):
+  /// TRL's high-entropy token mask (token_masks.hpp high_entropy_mask) and its off-policy sequence
+  /// mask (off_policy_sequence_mask); empty = none.
+  std::span<const M> policy_mask = {};
 };
 
 struct loss_metrics {
@@ -149,6 +153,7 @@ struct loss_arrays {
   const M* mask = nullptr;       ///< null = every token counts
   const T* is_weights = nullptr; ///< num_is_weights entries: B or N (loss_inputs::is_weights); null = none
   std::size_t num_is_weights = 0;
+  const M* policy_mask = nullptr; ///< N entries or null (loss_inputs::policy_mask)
 
   loss_inputs<T, M> inputs(const T* logp) const {
     const std::size_t n = layout.total_tokens;
@@ -158,7 +163,8 @@ struct loss_arrays {
             {ref_logp, ref_logp ? n : 0},
             {advantages, num_advantages},
             {mask, mask ? n : 0},
-            {is_weights, is_weights ? num_is_weights : 0}};
+            {is_weights, is_weights ? num_is_weights : 0},
+            {policy_mask, policy_mask ? n : 0}};
   }
 };
 

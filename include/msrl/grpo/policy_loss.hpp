@@ -54,6 +54,8 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
                        "is_weights",
                        "must be empty or have one element per sequence (" + std::to_string(B) + ") or per token (" +
                            std::to_string(N) + ")");
+  require<shape_error>(in.policy_mask.empty() || in.policy_mask.size() == N, where, "policy_mask",
+                       "must be empty or match logp");
   require<shape_error>(grad_logp.empty() || grad_logp.size() == N, where, "grad_logp", "must be empty or match logp");
   detail::check_loss_options(opt, norm, where);
   require(opt.beta == 0.0 || !in.ref_logp.empty(), where, "ref_logp", "is required when options.beta != 0");
@@ -68,6 +70,7 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   const M* mask = in.mask.empty() ? nullptr : in.mask.data();
   const T* isw = in.is_weights.empty() ? nullptr : in.is_weights.data();
   const bool isw_per_token = isw && in.is_weights.size() != B;
+  const M* pmask = in.policy_mask.empty() ? nullptr : in.policy_mask.data();
 
   // ---- packed offsets: 0 = o_0 <= o_1 <= ... <= o_B = N (they may live on the device)
   detail::require_packed_offsets(exec, lay, where);
@@ -79,9 +82,11 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   double* seq_coef = seq_coef_buf.data();
   double* seq_klc = seq_klc_buf.data();
   auto p1 = exec.reduce_n(
-      B, detail::seq_pass<T, M>{lay, lp, old, ref, adv, mask, adv_per_token, seq_len, seq_lr, isw, isw_per_token},
-      sums<5>{});
+      B,
+      detail::seq_pass<T, M>{lay, lp, old, ref, adv, mask, adv_per_token, seq_len, seq_lr, isw, isw_per_token, pmask},
+      sums<6>{});
   require<value_error>(p1[2] == 0.0, where, "mask", "values must be 0 or 1");
+  require<value_error>(p1[5] == 0.0, where, "policy_mask", "values must be 0 or 1");
   require<value_error>(p1[3] == 0.0, where, "logp/old_logp/ref_logp/advantages",
                        "must be finite (not NaN or +-inf) at unmasked positions");
   require<value_error>(p1[4] == 0.0, where, "is_weights", "must be finite and >= 0 at unmasked positions");
@@ -113,7 +118,8 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
                                                          .is_weight_kl = opt.is_weight_kl,
                                                          .kl_corrected = opt.kl_is_corrected && has_ref,
                                                          .kp = kp,
-                                                         .beta = opt.beta});
+                                                         .beta = opt.beta,
+                                                         .pmask = pmask});
 
   // ---- pass 3, per token: loss, metrics and gradient in one sweep over token blocks
   const std::size_t blk = detail::token_block<Backend>();
@@ -146,7 +152,8 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
            .isw = isw,
            .isw_per_token = isw_per_token,
            .is_weight_kl = opt.is_weight_kl,
-           .kl_corrected = opt.kl_is_corrected && has_ref};
+           .kl_corrected = opt.kl_is_corrected && has_ref,
+           .pmask = pmask};
     tot = exec.reduce_n(nblocks, fn, sums<detail::s_count>{});
   };
   // Calls f with std::true_type or std::false_type: the run-time flags become template arguments.

@@ -32,13 +32,14 @@ struct logits_loss_inputs {
   std::span<const float> advantages;     ///< [B] or [N]
   std::span<const M> mask;               ///< [N] 0/1 or empty
   std::span<const float> is_weights = {}; ///< [B] or [N] rollout IS weights, or empty (grpo::loss_inputs)
+  std::span<const M> policy_mask = {};    ///< [N] 0/1 on the surrogate only, or empty (grpo::loss_inputs)
 
   /// The checked span form of the pointer form the CUDA kernels and torch ops share.
   static logits_loss_inputs of(matrix_view<const T> logits, const std::int64_t* targets,
                                const grpo::loss_arrays<float, M>& a) {
     const std::size_t n = a.layout.total_tokens;
     const grpo::loss_inputs<float, M> s = a.inputs(nullptr);
-    return {a.layout, logits, {targets, n}, s.old_logp, s.ref_logp, s.advantages, s.mask, s.is_weights};
+    return {a.layout, logits, {targets, n}, s.old_logp, s.ref_logp, s.advantages, s.mask, s.is_weights, s.policy_mask};
   }
 };
 
@@ -88,7 +89,8 @@ grpo::loss_result grpo_loss_from_logits(const logits_loss_inputs<T, M>& in, cons
                              in.mask.empty() ? nullptr : in.mask.data());
 
   // the core's loss, metrics and d loss / d logp
-  const grpo::loss_inputs<float, M> li{in.layout, logp, in.old_logp, in.ref_logp, in.advantages, in.mask, in.is_weights};
+  const grpo::loss_inputs<float, M> li{in.layout, logp, in.old_logp, in.ref_logp, in.advantages, in.mask, in.is_weights,
+                                       in.policy_mask};
   const backend::host_threads exec{lopt.threads, 4096};
   const grpo::loss_result res = grpo::policy_loss(exec, li, opt, norm, std::span<float>(dlogp));
 

@@ -172,7 +172,8 @@ struct logprob_entropy_fn : public torch::autograd::Function<logprob_entropy_fn>
 struct grpo_fn : public torch::autograd::Function<grpo_fn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets,
                             const at::Tensor& old_logp, const at::Tensor& ref_logp, const at::Tensor& advantages, const at::Tensor& mask,
-                            const at::Tensor& offsets, const at::Tensor& is_weights, const grpo::loss_options& opt,
+                            const at::Tensor& offsets, const at::Tensor& is_weights, const at::Tensor& policy_mask,
+                            const grpo::loss_options& opt,
                             const grpo::loss_normalizer& norm, double temperature, grpo::loss_metrics* metrics) {
     constexpr const char* where = "msrl::torch_ops::grpo_loss";
     const at::Tensor x = logits.reshape({-1, logits.size(-1)}).contiguous();
@@ -214,6 +215,13 @@ struct grpo_fn : public torch::autograd::Function<grpo_fn> {
     in.mask = m.defined() ? m.data_ptr<std::uint8_t>() : nullptr;
     in.is_weights = f32_or_null(isw);
     in.num_is_weights = isw.defined() ? static_cast<std::size_t>(isw.numel()) : 0;
+    at::Tensor pm;
+    if (policy_mask.defined() && policy_mask.numel()) {
+      require_same_device(policy_mask, x, where, "policy_mask");
+      pm = policy_mask.detach().reshape({-1}).to(at::kByte).contiguous();
+      require<shape_error>(static_cast<std::size_t>(pm.numel()) == N, where, "policy_mask", "must have one entry per token");
+    }
+    in.policy_mask = pm.defined() ? pm.data_ptr<std::uint8_t>() : nullptr;
     at::Tensor gx = at::empty_like(x);
     const route r = route_for(x, where, "logits");
     const grpo::loss_result res = r.kernels->grpo_loss(r.ctx, ref_of(x), y.data_ptr<std::int64_t>(), in, opt, norm, temperature, gx.data_ptr());
@@ -226,7 +234,7 @@ struct grpo_fn : public torch::autograd::Function<grpo_fn> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list go) {
     const at::Tensor gx = ctx->get_saved_variables()[0];
     at::Tensor g = gx.mul(go[0].to(gx.scalar_type())).reshape(ctx->saved_data["shape"].toIntVector());
-    torch::autograd::variable_list out(12);
+    torch::autograd::variable_list out(13);
     out[0] = g;
     return out;
   }
@@ -336,19 +344,20 @@ inline std::tuple<at::Tensor, at::Tensor> selective_log_softmax_with_entropy(con
 /// respect to the logits. targets [B, T] (padded) or [N] with `offsets` (packed, B + 1 int64);
 /// old_logp / ref_logp / mask optional (undefined tensors), advantages [B] or per token;
 /// is_weights: the rollout correction's detached weights (grpo/rollout_correction.hpp), [B] or
-/// per token, optional.
+/// per token, optional; policy_mask: 0/1 per token on the surrogate only (grpo/token_masks.hpp),
+/// optional.
 inline at::Tensor grpo_loss(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& old_logp, const at::Tensor& ref_logp,
                             const at::Tensor& advantages, const at::Tensor& mask, const grpo::loss_options& options,
                             const grpo::loss_normalizer& normalizer = {}, double temperature = 1.0,
                             grpo::loss_metrics* metrics = nullptr, const at::Tensor& offsets = {},
-                            const at::Tensor& is_weights = {}) {
+                            const at::Tensor& is_weights = {}, const at::Tensor& policy_mask = {}) {
   constexpr const char* where = "msrl::torch_ops::grpo_loss";
   detail::check_logits(logits, targets, where);
   require(std::isfinite(temperature) && temperature > 0.0, where, "temperature", "must be finite and > 0");
   // optional tensors travel through autograd as empty (defined) tensors
   auto opt_t = [](const at::Tensor& t) { return t.defined() ? t : at::empty({0}); };
   return detail::grpo_fn::apply(logits, targets, opt_t(old_logp), opt_t(ref_logp), opt_t(advantages), opt_t(mask), opt_t(offsets),
-                                opt_t(is_weights), options, normalizer, temperature, metrics);
+                                opt_t(is_weights), opt_t(policy_mask), options, normalizer, temperature, metrics);
 }
 
 } // namespace msrl::torch_ops

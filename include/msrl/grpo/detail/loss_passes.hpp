@@ -33,8 +33,8 @@ MSRL_HOST_DEVICE inline bool finite(double x) { return x == x && x != HUGE_VAL &
 // Accumulators of the row pass, one lane each.
 template <class V>
 struct seq_acc {
-  V len{}, slr{}, bad_mask{}, bad_val{}, bad_w{};
-  auto fields() { return std::tie(len, slr, bad_mask, bad_val, bad_w); }
+  V len{}, slr{}, bad_mask{}, bad_val{}, bad_w{}, bad_pm{};
+  auto fields() { return std::tie(len, slr, bad_mask, bad_val, bad_w, bad_pm); }
 };
 
 // Pass 1, one task per row: L_i, mean log-ratio (GSPO) and validation counts. Absent old / ref
@@ -48,8 +48,9 @@ struct seq_pass {
   double *seq_len, *seq_lr;
   const T* isw = nullptr;
   bool isw_per_token = false;
+  const M* pmask = nullptr;
 
-  MSRL_HOST_DEVICE sums<5> operator()(std::size_t i) const {
+  MSRL_HOST_DEVICE sums<6> operator()(std::size_t i) const {
     seq_acc<double> acc;
     simd::for_lanes(lay.begin(i), lay.end(i), acc, [&](std::size_t t, auto& a) {
       using V = std::remove_reference_t<decltype(a.len)>;
@@ -65,6 +66,10 @@ struct seq_pass {
       // x - x == 0 exactly when x is finite (inf - inf and NaN - NaN are NaN).
       const auto fin = mand(mand(l - l == zero, o - o == zero), mand(r - r == zero, av - av == zero));
       a.bad_mask = a.bad_mask + select(valid, zero, one);
+      if (pmask) {
+        const V pm = simd::load_as<V>(pmask + t);
+        a.bad_pm = a.bad_pm + select(simd::mor(pm == zero, pm == one), zero, one);
+      }
       a.bad_val = a.bad_val + select(mand(on, simd::mnot(fin)), one, zero);
       a.len = a.len + select(on, one, zero);
       a.slr = a.slr + select(on, l - o, zero);
@@ -80,12 +85,13 @@ struct seq_pass {
     }
     seq_len[i] = acc.len;
     seq_lr[i] = acc.slr / (acc.len > 1.0 ? acc.len : 1.0);
-    sums<5> s{};
+    sums<6> s{};
     s[0] = acc.len;
     s[1] = acc.len > 0.0 ? 1.0 : 0.0;
     s[2] = acc.bad_mask;
     s[3] = acc.bad_val;
     s[4] = acc.bad_w;
+    s[5] = acc.bad_pm;
     return s;
   }
 };
@@ -114,6 +120,7 @@ struct seq_coef_pass {
   bool isw_per_token, is_weight_kl, kl_corrected;
   math::kl_params kp;
   double beta;
+  const M* pmask;
 
   MSRL_HOST_DEVICE void operator()(std::size_t i) const {
     const double lr = seq_lr[i];
@@ -124,7 +131,7 @@ struct seq_coef_pass {
       if (mask_at(mask, t) == 0.0) continue;
       const double v = weight_at(isw, isw_per_token, i, t);
       const token_args<double> x{s, lr, static_cast<double>(lp[t]), static_cast<double>(adv[adv_per_token ? t : i])};
-      c += w * v * form(x).dratio;
+      c += w * v * mask_at(pmask, t) * form(x).dratio;
       if (kl_corrected)
         k += w * beta * (is_weight_kl ? v : 1.0) *
              math::kl_penalty(static_cast<double>(lp[t]), static_cast<double>(ref[t]), kp).value;
@@ -160,6 +167,7 @@ struct token_pass {
   bool has_kl;
   const T* isw = nullptr; ///< IS weights (null = none), per token or per row
   bool isw_per_token = false, is_weight_kl = false, kl_corrected = false;
+  const M* pmask = nullptr; ///< the surrogate-only mask (null = none)
 
   MSRL_HOST_DEVICE sums<s_count> operator()(std::size_t bi) const {
     token_acc<double> acc;
@@ -201,8 +209,8 @@ struct token_pass {
         }
         const V wv = splat<V>(w);
         const V v = isw && isw_per_token ? select(on, simd::load_as<V>(isw + t), zero) : splat<V>(isw_seq);
-        const V wp = wv * v;                 // the surrogate's weight
-        const V wk = is_weight_kl ? wp : wv; // the KL's
+        const V wk = is_weight_kl ? wv * v : wv;                                              // the KL's weight
+        const V wp = pmask ? wv * v * select(on, simd::load_as<V>(pmask + t), zero) : wv * v; // the surrogate's
         const math::surrogate<V> sur = form(token_args<V>{rho, lrho, l, av});
         // Without ref_logp there is no KL term at all (skips an exp per token).
         math::value_grad<V> k = has_kl ? math::kl_penalty(l, r, kp) : math::value_grad<V>{zero, zero};
