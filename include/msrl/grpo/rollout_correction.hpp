@@ -106,6 +106,11 @@ struct rollout_row_pass {
 
   MSRL_HOST_DEVICE static double clamped(double x, double c) { return x < -c ? -c : (x > c ? c : x); }
   MSRL_HOST_DEVICE bool inside(double u) const { return u >= o.lower && u <= o.upper; }
+  // The rule on weight u whose bounds test `gate` (u itself, or the row's weight for row_gated).
+  MSRL_HOST_DEVICE double rule(double u, double gate) const {
+    if (o.mode == is_mode::truncate) return u < o.lower ? o.lower : (u > o.upper ? o.upper : u);
+    return inside(gate) ? u : 0.0;
+  }
 
   MSRL_HOST_DEVICE sums<rc_count> operator()(std::size_t i) const {
     sums<rc_count> s{};
@@ -134,11 +139,7 @@ struct rollout_row_pass {
           math::exp(clamped(static_cast<double>(old[t]) - static_cast<double>(roll[t]), o.log_ratio_clamp));
       const double u = seq && o.mode != is_mode::row_gated ? U : ut;
       const double gate = seq ? U : u; // what the bounds test
-      double w = u;
-      if (o.mode == is_mode::truncate)
-        w = u < o.lower ? o.lower : (u > o.upper ? o.upper : u);
-      else
-        w = inside(gate) ? u : 0.0;
+      const double w = rule(u, gate);
       s[rc_tok] += 1.0;
       s[rc_w] += w;
       s[rc_w2] += w * w;
@@ -151,8 +152,7 @@ struct rollout_row_pass {
     }
     if (L > 0.0) {
       s[rc_rows] += 1.0;
-      s[rc_wrow] +=
-          o.mode == is_mode::truncate ? (U < o.lower ? o.lower : (U > o.upper ? o.upper : U)) : (inside(U) ? U : 0.0);
+      s[rc_wrow] += rule(U, U);
     }
     row_min[i] = lo;
     row_max[i] = hi;
