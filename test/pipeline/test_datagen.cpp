@@ -453,6 +453,52 @@ BOOST_AUTO_TEST_CASE(pretrain_media_rows_cover_pairs_videos_and_video_pairs) {
     BOOST_CHECK_EQUAL(tasks.count(t) ? tasks.at(t) : 0u, d.pretrain_media / 4);
 }
 
+// Half of the second phase's rows ask for the caption after a judging context (the question or
+// prompt and both candidates): the caption must come from the media, and the candidate it matches
+// sits in either slot, so copying one slot is right only half the time.
+BOOST_AUTO_TEST_CASE(pretrain_media_rows_ask_for_captions_after_a_judging_context) {
+  auto& b = bundled::get();
+  const mp::datagen_options d{};
+  std::size_t context = 0, match_a = 0, match_b = 0;
+  for (const auto& row : read_jsonl(b.dir / std::string(mp::datagen_pretrain_media_file))) {
+    const std::string task = row["task_type"], user = row["messages"][0]["content"], said = row["messages"][1]["content"];
+    const bool pair = task.ends_with("generation");
+    const bool has = user.find(pair ? "Prompt: " : "Response A: ") != std::string::npos;
+    if (!has) continue;
+    ++context;
+    BOOST_TEST_CONTEXT(row["id"] << ": " << user) {
+      BOOST_CHECK(user.ends_with(pair ? (task == "image_generation" ? "\nDescribe both images." : "\nDescribe both videos.")
+                                      : (task == "image_understanding" ? "\nDescribe the image." : "\nDescribe the video.")));
+      std::string a, bb, truth = line_after(user, pair ? "Prompt: " : "Response A: ");
+      if (pair) { // the caption describes both media; the prompt is one of them, the other differs
+        const std::string noun = task == "image_generation" ? "Image" : "Video";
+        a = said.substr(said.find(noun + " A: ") + noun.size() + 4);
+        a = a.substr(0, a.find(". " + noun + " B: "));
+        bb = said.substr(said.find(noun + " B: ") + noun.size() + 4);
+        if (!bb.empty() && bb.back() == '.') bb.pop_back();
+      } else { // the caption is one of the two responses
+        a = line_after(user, "Response A: ");
+        bb = line_after(user, "Response B: ");
+        truth = said.substr(0, said.size() - 1);
+      }
+      BOOST_CHECK_NE(a, bb);
+      BOOST_CHECK((a == truth) != (bb == truth));
+      match_a += a == truth;
+      match_b += bb == truth;
+    }
+  }
+  // pretrain.jsonl (phase 1) has none
+  for (const auto& row : read_jsonl(b.dir / std::string(mp::datagen_pretrain_file)))
+    BOOST_CHECK_EQUAL(row["messages"][0]["content"], "<image>\nDescribe the image.");
+  // 50 % of 600 rows: binomial sd 12, so 300 +- 60 is a 5-sigma band; likewise each slot of the
+  // context rows
+  BOOST_CHECK_EQUAL(d.caption_context_percent, 50u);
+  BOOST_CHECK_GT(context, 240u);
+  BOOST_CHECK_LT(context, 360u);
+  BOOST_CHECK_GT(match_a, context / 2 - 45);
+  BOOST_CHECK_GT(match_b, context / 2 - 45);
+}
+
 BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
   auto& b = bundled::get();
   for (const std::string name : {"stage1_sft.jsonl", "stage1_rl.jsonl", "stage2_caption_rl.jsonl", "eval_caption.jsonl", "eval_text.jsonl"}) {
@@ -729,6 +775,7 @@ BOOST_AUTO_TEST_CASE(bad_options_and_output_folders_are_refused) {
   expect({.mm_rl = 2000000}, "options.mm_rl");
   expect({.text_prompt_percent = 101}, "options.text_prompt_percent");
   expect({.text_phrase_percent = 200}, "options.text_phrase_percent");
+  expect({.caption_context_percent = 101}, "options.caption_context_percent");
   BOOST_CHECK_THROW(mp::make_bundled_data("", {}), msrl::invalid_argument);
 
   const mp::datagen_options small{.sft = 4, .text_rl = 4, .caption_rl = 4, .cmkd = 4, .mm_rl = 4, .eval = 2};

@@ -76,6 +76,13 @@ struct datagen_options {
   /// Default 50: the caption-based judging of the stage 2 model rose from 57.0 to 64.5 voting@16
   /// (docs/pipeline.md).
   unsigned text_phrase_percent = 50;
+  /// Share of pretrain_media.jsonl rows, in percent, that ask for the caption after a judging
+  /// context: the media and the question/prompt and both candidates of a task about them (in the
+  /// multimodal layout, with the correct slot drawn), then the describe request. Default 50: a
+  /// captioner trained without such rows copies a candidate instead of reading the media once the
+  /// candidates are in its context (exact captions of the held-out media 97 % bare, 6.5 % after
+  /// the judging context; docs/pipeline.md).
+  unsigned caption_context_percent = 50;
   int image_size = 56;          ///< image side in pixels (one InternVL tile of the tiny model)
   int video_frames = 4;         ///< frames per video
 };
@@ -338,13 +345,23 @@ inline std::string user_text(const datagen_item& it, bool media) {
   return u;
 }
 
+/// The describe request of a captioning row ("Describe both images.").
+inline std::string caption_request_words(task_type t) {
+  switch (t) {
+  case task_type::image_generation: return "Describe both images.";
+  case task_type::video_generation: return "Describe both videos.";
+  case task_type::video_understanding: return "Describe the video.";
+  default: return "Describe the image.";
+  }
+}
+
 /// The user turn of a captioning (pretraining) row: the media markers, then the request.
 inline std::string caption_request(task_type t) {
   switch (t) {
-  case task_type::image_generation: return "Image A: <image>\nImage B: <image>\nDescribe both images.";
-  case task_type::video_generation: return "Video A: <video>\nVideo B: <video>\nDescribe both videos.";
-  case task_type::video_understanding: return "<video>\nDescribe the video.";
-  default: return "<image>\nDescribe the image.";
+  case task_type::image_generation: return "Image A: <image>\nImage B: <image>\n" + caption_request_words(t);
+  case task_type::video_generation: return "Video A: <video>\nVideo B: <video>\n" + caption_request_words(t);
+  case task_type::video_understanding: return "<video>\n" + caption_request_words(t);
+  default: return "<image>\n" + caption_request_words(t);
   }
 }
 
@@ -474,6 +491,8 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
                 "must be in [0, 100] (got " + std::to_string(opt.text_prompt_percent) + ")");
   msrl::require(opt.text_phrase_percent <= 100, where, "options.text_phrase_percent",
                 "must be in [0, 100] (got " + std::to_string(opt.text_phrase_percent) + ")");
+  msrl::require(opt.caption_context_percent <= 100, where, "options.caption_context_percent",
+                "must be in [0, 100] (got " + std::to_string(opt.caption_context_percent) + ")");
   const std::array<std::pair<const char*, std::size_t>, 8> counts = {
       {{"pretrain", opt.pretrain}, {"pretrain_media", opt.pretrain_media}, {"sft", opt.sft}, {"text_rl", opt.text_rl}, {"caption_rl", opt.caption_rl}, {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl}, {"eval", opt.eval}}};
   for (const auto& [name, n] : counts)
@@ -525,18 +544,23 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
     // (pretrain_media.jsonl) then captions image pairs, videos and video pairs, with single images
     // kept in every fourth row.
     const auto write_captions = [&](std::string_view file, std::uint64_t stream_id, std::string_view prefix, std::size_t n,
-                                    std::span<const task_type> cycle) {
+                                    std::span<const task_type> cycle, unsigned context_percent) {
       auto rng = rng_for(stream_id);
       detail_datagen::jsonl_file out(tmp, file);
       for (std::size_t i = 0; i < n; ++i) {
         const task_type task = cycle[i % cycle.size()];
-        // which slot holds the prompt's match only matters for pairs (single media: 'A', no draw)
+        // a judging context before the request (one draw per row when the share is not 0)
+        const bool context = context_percent > 0 && rng.next() % 100 < context_percent;
+        // which slot holds the prompt's match only matters for pairs, and for a single medium only
+        // when the candidates are shown (otherwise 'A', no draw)
         const bool pair = task == task_type::image_generation || task == task_type::video_generation;
-        const auto it = detail_datagen::draw_item(rng, task, pair && (rng.next() & 1) ? 'B' : 'A');
+        const auto it = detail_datagen::draw_item(rng, task, (pair || context) && (rng.next() & 1) ? 'B' : 'A');
         ojson row;
         row["id"] = detail_datagen::row_id(prefix, i);
         ojson m = ojson::array();
-        m.push_back(detail_datagen::message("user", detail_datagen::caption_request(task)));
+        m.push_back(detail_datagen::message(
+            "user", context ? detail_datagen::user_text(it, true) + "\n" + detail_datagen::caption_request_words(task)
+                            : detail_datagen::caption_request(task)));
         m.push_back(detail_datagen::message("assistant", it.generation() ? it.caption() : it.truth_phrase() + "."));
         row["messages"] = m;
         detail_datagen::add_media(row, it, store);
@@ -548,10 +572,11 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
     };
     {
       constexpr std::array singles{task_type::image_understanding};
-      sum.pretrain_rows = write_captions(datagen_pretrain_file, 0x70726574ull, "pre", opt.pretrain, singles);
+      sum.pretrain_rows = write_captions(datagen_pretrain_file, 0x70726574ull, "pre", opt.pretrain, singles, 0);
       constexpr std::array all{task_type::image_generation, task_type::video_understanding, task_type::video_generation,
                                task_type::image_understanding};
-      sum.pretrain_media_rows = write_captions(datagen_pretrain_media_file, 0x70726d64ull, "prm", opt.pretrain_media, all);
+      sum.pretrain_media_rows = write_captions(datagen_pretrain_media_file, 0x70726d64ull, "prm", opt.pretrain_media, all,
+                                                opt.caption_context_percent);
     }
 
     // stage 2: caption-based RL (media replaced by captions)
@@ -662,7 +687,8 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
     manifest["options"] = {{"sft", opt.sft},   {"text_rl", opt.text_rl},       {"caption_rl", opt.caption_rl},
                            {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl},           {"eval", opt.eval},
                            {"image_size", opt.image_size}, {"video_frames", opt.video_frames},
-                           {"text_prompt_percent", opt.text_prompt_percent}, {"text_phrase_percent", opt.text_phrase_percent}};
+                           {"text_prompt_percent", opt.text_prompt_percent}, {"text_phrase_percent", opt.text_phrase_percent},
+                           {"caption_context_percent", opt.caption_context_percent}};
     ojson files = ojson::object();
     for (const auto& f : sum.files) {
       ojson tt = ojson::object();
