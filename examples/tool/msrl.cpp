@@ -193,6 +193,7 @@ void run_score(const score_args& a) {
 
 struct cmkd_args {
   std::string input, output, stats, confidence = "mean", labels = "msrl", format = "msrl", tie = "abstain";
+  double min_agreement = 0.0;
 };
 
 rw::format_style format_from_name(const std::string& n) {
@@ -206,7 +207,8 @@ rw::format_style format_from_name(const std::string& n) {
 void run_cmkd(const cmkd_args& a) {
   const vt::cmkd_options opt{.labels = with_option("--labels", [&] { return rw::label_format_from_name(a.labels); }),
                              .format = format_from_name(a.format),
-                             .tie = with_option("--tie", [&] { return vt::tie_policy_from_name(a.tie); })};
+                             .tie = with_option("--tie", [&] { return vt::tie_policy_from_name(a.tie); }),
+                             .min_agreement = a.min_agreement};
   if (a.confidence != "mean" && a.confidence != "sequence" && a.confidence != "answer-prob" && a.confidence != "first")
     throw tool_error("option --confidence: must be one of mean, sequence, answer-prob, first (got '" + a.confidence + "')");
   jsonl_reader in(a.input);
@@ -272,7 +274,8 @@ void run_cmkd(const cmkd_args& a) {
                    {"kept", counts.kept},
                    {"dropped", {{"no_votes", counts.dropped_no_votes},
                                 {"tie", counts.dropped_tie},
-                                {"none_eligible", counts.dropped_none_eligible}}},
+                                {"none_eligible", counts.dropped_none_eligible},
+                                {"low_agreement", counts.dropped_low_agreement}}},
                    {"candidates", {{"total", counts.candidates},
                                    {"eligible", counts.eligible},
                                    {"unparsable", counts.unparsable},
@@ -508,6 +511,10 @@ int main(int argc, char** argv) {
   cmkd->add_option("--labels", ca.labels, "label format: msrl | bracket | phrase | numeric | any")->capture_default_str();
   cmkd->add_option("--format", ca.format, "format check: msrl | swift | unifiedreward | r1reward")->capture_default_str();
   cmkd->add_option("--tie", ca.tie, "tie policy of the pseudo-label vote: abstain | first | a | b")->capture_default_str();
+  cmkd->add_option("--min-agreement", ca.min_agreement,
+                   "smallest share of the parsable votes the pseudo-label must hold to keep the sample (0: any majority)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   cmkd->add_option("--stats", ca.stats, "also write the counts by reason to this JSON file");
 
   vote_args va;

@@ -165,6 +165,19 @@ BOOST_AUTO_TEST_CASE(cmkd_selects_and_counts) {
   BOOST_TEST(st["candidates"]["total"] == 5);
   BOOST_TEST(st["candidates"]["disagree"] == 1 + 2);
   BOOST_TEST(st["candidates"]["eligible"] == 2);
+  BOOST_TEST(st["dropped"]["low_agreement"] == 0);
+  // --min-agreement 0.7: sample 1's A holds 2 of 3 votes (0.67) and is dropped too; 0.6 keeps it
+  r = s.run("cmkd --min-agreement 0.7 " + s.path("in.jsonl") + " -o " + s.path("sft7.jsonl") + " --stats " + s.path("stats7.json"));
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  BOOST_TEST(s.rows("sft7.jsonl").empty());
+  BOOST_TEST(json::parse(s.read("stats7.json"))["dropped"]["low_agreement"] == 1);
+  r = s.run("cmkd --min-agreement 0.6 " + s.path("in.jsonl") + " -o " + s.path("sft6.jsonl"));
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  BOOST_TEST(s.rows("sft6.jsonl").size() == 1u);
+  r = s.run("cmkd --min-agreement 1.5 " + s.path("in.jsonl") + " -o " + s.path("bad.jsonl"));
+  BOOST_TEST(r.rc != 0);
+  BOOST_TEST(r.err.find("--min-agreement") != std::string::npos, r.err);
+  BOOST_TEST(!fs::exists(s.path("bad.jsonl")));
   // --confidence first picks candidate 0; an assistant turn is appended when there is none
   s.write("one.jsonl", R"({"messages":[{"role":"user","content":"q"}],"caption":"c","completions":["<think>a</think><answer>B</answer>","<think>b</think><answer>B</answer>"]})" "\n");
   r = s.run("cmkd --confidence first " + s.path("one.jsonl") + " -o " + s.path("one_out.jsonl"));

@@ -3,6 +3,7 @@
 #define BOOST_TEST_MODULE voting_cmkd
 #include <boost/test/unit_test.hpp>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,35 @@ BOOST_AUTO_TEST_CASE(drops_and_counts) {
   // the strict R1-Reward format still accepts these compact candidates, so the choice is unchanged
   const auto sw = v::cmkd_select(cands, caption, {.format = msrl::reward::format_style::r1reward});
   BOOST_TEST(sw.chosen == 1u);
+}
+
+// min_agreement: the winner's share of the parsable votes (unparsable ones do not count). `cands`
+// votes A, A, A, B, -, a: 4 of 5 = 0.8.
+BOOST_AUTO_TEST_CASE(min_agreement_drops_split_votes) {
+  BOOST_TEST(v::cmkd_select(cands, caption, {.min_agreement = 0.8}).status == v::sample_status::kept);
+  const auto low = v::cmkd_select(cands, caption, {.min_agreement = 0.81});
+  BOOST_TEST(low.status == v::sample_status::low_agreement);
+  BOOST_TEST(low.target.empty());
+  BOOST_TEST(low.pseudo_label == label::a); // the vote is reported, the sample is not kept
+  BOOST_TEST(low.votes.a == 4u);
+  BOOST_TEST(low.votes.b == 1u);
+  // 6 of 8 at 0.75 is kept, 5 of 8 is not (exact at the boundary)
+  std::vector<v::cmkd_candidate> eight;
+  for (int i = 0; i < 8; ++i) eight.push_back({i < 6 ? "<think>x</think><answer>A</answer>" : "<think>y</think><answer>B</answer>", lp1});
+  BOOST_TEST(v::cmkd_select(eight, caption, {.min_agreement = 0.75}).status == v::sample_status::kept);
+  eight[5].text = "<think>y</think><answer>B</answer>";
+  BOOST_TEST(v::cmkd_select(eight, caption, {.min_agreement = 0.75}).status == v::sample_status::low_agreement);
+  BOOST_TEST(v::cmkd_select(eight, caption, {.min_agreement = 0.625}).status == v::sample_status::kept);
+  BOOST_TEST(v::cmkd_select(eight, caption, {.min_agreement = 1.0}).status == v::sample_status::low_agreement);
+  v::cmkd_counts counts;
+  counts.add(v::cmkd_select(eight, caption, {.min_agreement = 0.75}));
+  BOOST_TEST(counts.dropped_low_agreement == 1u);
+  BOOST_TEST(counts.kept == 0u);
+  // a tie stays a tie whatever the threshold
+  const std::vector<v::cmkd_candidate> tie{{"<think>x</think><answer>A</answer>", lp0}, {"<think>y</think><answer>B</answer>", lp1}};
+  BOOST_TEST(v::cmkd_select(tie, caption, {.min_agreement = 0.9}).status == v::sample_status::tie);
+  for (double bad : {-0.1, 1.5, std::numeric_limits<double>::quiet_NaN()})
+    BOOST_CHECK_THROW(v::cmkd_select(cands, caption, {.min_agreement = bad}), msrl::invalid_argument);
 }
 
 BOOST_AUTO_TEST_CASE(target_errors) {

@@ -3,7 +3,9 @@
 /// caption-trained reward model for one caption-based sample, pick one SFT target.
 ///
 ///   1. parse each rationale's label (label_format, default msrl A/B); majority vote -> pseudo-label
-///      (tie_policy, default abstain: a tie drops the sample);
+///      (tie_policy, default abstain: a tie drops the sample); optionally drop the sample when the
+///      winner holds less than `min_agreement` of the parsable votes (default 0: never, the paper's
+///      rule);
 ///   2. drop rationales whose label differs (or does not parse);
 ///   3. drop rationales that fail the format check (format_style, default msrl) or have an empty
 ///      `<think>`;
@@ -82,13 +84,18 @@ enum class sample_status : std::uint8_t {
   kept,
   no_votes,     ///< no candidate had a parsable label
   tie,          ///< the vote tied and the tie policy abstained
-  none_eligible ///< every candidate was dropped
+  none_eligible, ///< every candidate was dropped
+  low_agreement  ///< the winner held less than cmkd_options::min_agreement of the parsable votes
 };
 
 struct cmkd_options {
   reward::label_format labels = reward::label_format::msrl;
   reward::format_style format = reward::format_style::msrl;
   tie_policy tie = tie_policy::abstain;
+  /// Smallest share of the parsable votes the pseudo-label must hold to keep the sample, in [0, 1]
+  /// (0: any majority, the paper's rule; 0.75 with K = 8: at least 6 of 8). A vote the caption model
+  /// splits is a weak pseudo-label; this drops it instead of distilling it.
+  double min_agreement = 0.0;
 };
 
 struct cmkd_selection {
@@ -144,6 +151,8 @@ template <confidence_scorer Confidence = mean_token_logprob>
 cmkd_selection cmkd_select(std::span<const cmkd_candidate> candidates, std::string_view caption,
                            const cmkd_options& opt = {}, Confidence confidence = {}) {
   constexpr const char* where = "msrl::voting::cmkd_select";
+  require(opt.min_agreement >= 0.0 && opt.min_agreement <= 1.0, where, "opt.min_agreement",
+          "must be in [0, 1] (got " + std::to_string(opt.min_agreement) + ")");
   require(!reward::trim(caption).empty(), where, "caption", "must not be empty");
   require<value_error>(detail_cmkd::caption_usable(caption), where, "caption",
                        "must not contain '</caption>' or '<answer>' (the target would not parse back)");
@@ -164,6 +173,14 @@ cmkd_selection cmkd_select(std::span<const cmkd_candidate> candidates, std::stri
   if (s.pseudo_label == label::none) {
     s.status = sample_status::tie;
     return s;
+  }
+  if (opt.min_agreement > 0.0) {
+    const std::size_t won = s.pseudo_label == label::a ? s.votes.a : s.votes.b;
+    // integer form of won / (a + b) < min_agreement, exact for shares such as 0.75
+    if (static_cast<double>(won) < opt.min_agreement * static_cast<double>(s.votes.a + s.votes.b)) {
+      s.status = sample_status::low_agreement;
+      return s;
+    }
   }
   std::string_view best_think;
   for (std::size_t i = 0; i < candidates.size(); ++i) {
@@ -196,7 +213,7 @@ cmkd_selection cmkd_select(std::span<const cmkd_candidate> candidates, std::stri
 
 /// Counts of samples and candidates by outcome, summed over many selections.
 struct cmkd_counts {
-  std::size_t samples = 0, kept = 0, dropped_no_votes = 0, dropped_tie = 0, dropped_none_eligible = 0;
+  std::size_t samples = 0, kept = 0, dropped_no_votes = 0, dropped_tie = 0, dropped_none_eligible = 0, dropped_low_agreement = 0;
   std::size_t candidates = 0, eligible = 0, unparsable = 0, disagree = 0, malformed = 0, no_confidence = 0;
 
   void add(const cmkd_selection& s) noexcept {
@@ -206,6 +223,7 @@ struct cmkd_counts {
     case sample_status::no_votes: ++dropped_no_votes; break;
     case sample_status::tie: ++dropped_tie; break;
     case sample_status::none_eligible: ++dropped_none_eligible; break;
+    case sample_status::low_agreement: ++dropped_low_agreement; break;
     }
     for (candidate_status c : s.candidates) {
       ++candidates;

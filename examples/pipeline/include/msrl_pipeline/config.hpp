@@ -92,6 +92,9 @@ struct cmkd_config {
   int max_completion = 1024;
   std::string confidence = "mean"; ///< mean | sequence | first
   std::string tie = "abstain";
+  /// Smallest share of the K votes (parsable ones) the pseudo-label must hold; below it the sample
+  /// is dropped (msrl::voting::cmkd_options::min_agreement; 0: any majority, the paper's rule).
+  double min_agreement = 0.0;
   sft_config sft;            ///< the SFT on the selected targets (lr 2e-6, 1 epoch, vision unfrozen)
 };
 
@@ -324,7 +327,7 @@ inline pipeline_config parse_config(const json& doc) {
   r.nested("cmkd", [&](detail::object_reader& m) {
     m.get("file", c.cmkd.file).get("k", c.cmkd.k).get("temperature", c.cmkd.temperature).get("top_p", c.cmkd.top_p)
         .get("top_k", c.cmkd.top_k).get("max_completion", c.cmkd.max_completion).get("confidence", c.cmkd.confidence)
-        .get("tie", c.cmkd.tie);
+        .get("tie", c.cmkd.tie).get("min_agreement", c.cmkd.min_agreement);
     m.nested("sft", [&](detail::object_reader& s) { detail::read_sft(s, c.cmkd.sft); });
   });
   r.nested("eval", [&](detail::object_reader& m) {
@@ -378,6 +381,7 @@ inline pipeline_config parse_config(const json& doc) {
     if (!g->replay_file.empty()) (void)parse_ratio(g->replay_ratio, P + ".replay_ratio");
   }
   check(c.cmkd.k >= 1, "cmkd.k", "must be at least 1");
+  check(c.cmkd.min_agreement >= 0.0 && c.cmkd.min_agreement <= 1.0, "cmkd.min_agreement", "must be in [0, 1]");
   detail::validate_sampling(c.cmkd.temperature, c.cmkd.top_p, c.cmkd.top_k, c.cmkd.max_completion, "cmkd");
   check(c.cmkd.confidence == "mean" || c.cmkd.confidence == "sequence" || c.cmkd.confidence == "first",
         "cmkd.confidence", "must be mean, sequence or first");

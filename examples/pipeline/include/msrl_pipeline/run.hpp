@@ -536,7 +536,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
 inline std::pair<std::vector<record>, std::vector<std::string>> cmkd_select_rows(run_context& ctx, internvl& m) {
   const auto& c = ctx.cfg.cmkd;
   const auto rows = read_jsonl(ctx.data_file(c.file));
-  msrl::voting::cmkd_options opt{.tie = msrl::voting::tie_policy_from_name(c.tie)};
+  msrl::voting::cmkd_options opt{.tie = msrl::voting::tie_policy_from_name(c.tie), .min_agreement = c.min_agreement};
   msrl::voting::cmkd_counts counts;
   std::vector<record> kept;
   std::vector<std::string> targets;
@@ -569,7 +569,8 @@ inline std::pair<std::vector<record>, std::vector<std::string>> cmkd_select_rows
       sel.target = (words.empty() ? std::string() : "<type>" + words + "</type>") + sel.target;
       kept.push_back(r);
       targets.push_back(sel.target);
-      json row{{"id", r.id}, {"task_type", r.task_type}, {"solution", r.solution}, {"pseudo_label", std::string(1, msrl::reward::to_char(sel.pseudo_label))}};
+      json row{{"id", r.id}, {"task_type", r.task_type}, {"solution", r.solution}, {"pseudo_label", std::string(1, msrl::reward::to_char(sel.pseudo_label))},
+               {"votes", {{"A", sel.votes.a}, {"B", sel.votes.b}, {"invalid", sel.votes.invalid}}}};
       json msgs = json::array();
       for (const auto& mm : r.messages)
         if (mm.role != "assistant") msgs.push_back({{"role", mm.role}, {"content", mm.content}});
@@ -591,7 +592,8 @@ inline std::pair<std::vector<record>, std::vector<std::string>> cmkd_select_rows
     if (msrl::reward::parse_label(kept[i].solution, msrl::reward::label_format::any) == l) ++pseudo_right;
   }
   const json stats{{"samples", counts.samples}, {"kept", counts.kept},
-                   {"dropped", {{"no_votes", counts.dropped_no_votes}, {"tie", counts.dropped_tie}, {"none_eligible", counts.dropped_none_eligible}}},
+                   {"dropped", {{"no_votes", counts.dropped_no_votes}, {"tie", counts.dropped_tie}, {"none_eligible", counts.dropped_none_eligible},
+                                {"low_agreement", counts.dropped_low_agreement}}},
                    {"candidates", {{"total", counts.candidates}, {"eligible", counts.eligible}, {"unparsable", counts.unparsable},
                                    {"disagree", counts.disagree}, {"malformed", counts.malformed}, {"no_confidence", counts.no_confidence}}},
                    {"pseudo_label_accuracy", kept.empty() ? 0.0 : static_cast<double>(pseudo_right) / static_cast<double>(kept.size())}};
