@@ -142,8 +142,6 @@ int main(int argc, char** argv) {
                  "share of the other stage 1 text rows whose context is a bare phrase (caption style), in percent")
       ->capture_default_str()
       ->check(CLI::Range(0u, 100u));
-  mk->add_flag("--whole-phrase-rationale", data_opt.whole_phrase_rationale,
-              "prompt-form text rationales quote whole phrases instead of the differing attribute's value");
   mk->add_option("--caption-context-percent", data_opt.caption_context_percent,
                  "share of pretrain_media rows that ask for the caption after a judging context (question and candidates), in percent")
       ->capture_default_str()

@@ -754,33 +754,6 @@ BOOST_AUTO_TEST_CASE(text_forms_set_the_share_of_prompt_and_phrase_rows) {
   // the prompt form only changes the stage 1 files
   for (const char* f : {"stage2_caption_rl.jsonl", "stage2_cmkd.jsonl", "eval.jsonl", "pretrain.jsonl"})
     BOOST_CHECK_MESSAGE(slurp(s.dir / "0" / f) == slurp(s.dir / "100" / f), f);
-  // whole-phrase rationales: the prompt-form rows quote the prompt and both responses in full;
-  // the other rows, and every file without reference rationales, keep their bytes
-  mp::make_bundled_data(s.dir / "whole", {.sft = 40, .text_rl = 40, .caption_rl = 4, .cmkd = 4, .mm_rl = 4, .eval = 2,
-                                          .text_prompt_percent = 50, .text_phrase_percent = 100, .whole_phrase_rationale = true});
-  const auto plain = read_jsonl(s.dir / "phrase" / "stage1_sft.jsonl"), whole = read_jsonl(s.dir / "whole" / "stage1_sft.jsonl");
-  BOOST_REQUIRE_EQUAL(plain.size(), whole.size());
-  std::size_t quoted = 0;
-  for (std::size_t i = 0; i < whole.size(); ++i) {
-    const std::string user = whole[i]["messages"][1]["content"], completion = whole[i]["messages"][2]["content"];
-    BOOST_CHECK_EQUAL(user, plain[i]["messages"][1]["content"].get<std::string>());
-    BOOST_TEST_CONTEXT(user) {
-      if (!user.starts_with("Prompt: ")) {
-        BOOST_CHECK_EQUAL(completion, plain[i]["messages"][2]["content"].get<std::string>());
-        continue;
-      }
-      ++quoted;
-      const std::string p = line_after(user, "Prompt: "), ra = line_after(user, "Response A: "), rb = line_after(user, "Response B: ");
-      const char sol = whole[i]["solution"].get<std::string>()[0];
-      const std::string want = "<think>The prompt says " + p + ". Response A says " + ra + (sol == 'A' ? ", which matches. " : ", which differs. ") +
-                               "Response B says " + rb + (sol == 'B' ? ", which matches. " : ", which differs. ") + "Response " + sol +
-                               " is correct.</think><answer>" + sol + "</answer>";
-      BOOST_CHECK_EQUAL(completion, want);
-    }
-  }
-  BOOST_CHECK_GT(quoted, 10u);
-  for (const char* f : {"stage2_caption_rl.jsonl", "stage2_cmkd.jsonl", "eval.jsonl", "eval_text.jsonl", "stage1_rl.jsonl"})
-    BOOST_CHECK_MESSAGE(slurp(s.dir / "phrase" / f) == slurp(s.dir / "whole" / f), f);
 }
 
 BOOST_AUTO_TEST_CASE(bad_options_and_output_folders_are_refused) {

@@ -83,10 +83,6 @@ struct datagen_options {
   /// candidates are in its context (exact captions of the held-out media 97 % bare, 6.5 % after
   /// the judging context; docs/pipeline.md).
   unsigned caption_context_percent = 50;
-  /// The rationale of prompt-form text items (and of generation items, wherever a reference
-  /// rationale is written) quotes the whole phrases instead of the value of the attribute the
-  /// candidates differ in (datagen_item::whole_phrases). Default false.
-  bool whole_phrase_rationale = false;
   int image_size = 56;          ///< image side in pixels (one InternVL tile of the tiny model)
   int video_frames = 4;         ///< frames per video
 };
@@ -138,10 +134,6 @@ struct datagen_item {
   /// Text items only: the context as a bare phrase ("Text: two green triangles on the left.", the
   /// style of the captions) instead of a sentence ("Text: There are two green triangles on the left.").
   bool phrase_text = false;
-  /// Prompt-form text and generation items: the rationale quotes whole phrases ("The prompt says
-  /// two red circles on the left. Response A says two red circles on the right, which differs. ...")
-  /// instead of the value of the attribute the candidates differ in.
-  bool whole_phrases = false;
   world::attribute asked = world::attribute::colour;
   world::still still_true, still_wrong;
   world::motion motion_true, motion_wrong;
@@ -157,8 +149,7 @@ struct datagen_item {
 
   /// The reasoning inside <think> (write_rationale with this item's values).
   std::string think() const {
-    const bool phrases = whole_phrases && (prompt_form || generation());
-    const std::string t = phrases ? truth_phrase() : truth_value(), w = phrases ? wrong_phrase() : wrong_value();
+    const std::string t = truth_value(), w = wrong_value();
     return write_rationale(task, t, label == 'A' ? t : w, label == 'A' ? w : t, prompt_form);
   }
   /// The caption text: the scene phrase (understanding) or "Image A: pa. Image B: pb." (generation).
@@ -244,14 +235,12 @@ inline world::motion change(msrl::data::splitmix64& rng, world::motion m, world:
 struct text_forms {
   unsigned prompt_percent = 0; ///< "which response matches the prompt" instead of "text + question"
   unsigned phrase_percent = 0; ///< of the text + question items: the context as a bare phrase
-  bool whole_phrases = false;  ///< datagen_item::whole_phrases (no draw)
 };
 
 inline datagen_item draw_item(msrl::data::splitmix64& rng, task_type task, char label, text_forms forms = {}) {
   datagen_item it;
   it.task = task;
   it.label = label;
-  it.whole_phrases = forms.whole_phrases;
   it.is_motion = task == task_type::video_understanding || task == task_type::video_generation ||
                  (task == task_type::text && rng.below(7) >= 4); // text: 4 still + 3 motion attribute kinds, uniform
   // text: some items compare the responses with a prompt, as the generation tasks do with media
@@ -538,7 +527,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
       detail_datagen::jsonl_file out(tmp, file);
       const auto p = detail_datagen::plan(n, false, rng.next());
       for (std::size_t i = 0; i < n; ++i) {
-        const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second, {opt.text_prompt_percent, opt.text_phrase_percent, opt.whole_phrase_rationale});
+        const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second, {opt.text_prompt_percent, opt.text_phrase_percent});
         ojson row;
         row["id"] = detail_datagen::row_id(prefix, i);
         row["messages"] = detail_datagen::messages(it, prompt_style::text, with_answer);
@@ -669,7 +658,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
       detail_datagen::jsonl_file out(tmp, "eval_text.jsonl");
       const auto p = detail_datagen::plan(opt.eval, false, rng.next());
       for (std::size_t i = 0; i < opt.eval; ++i) {
-        const auto base = detail_datagen::draw_item(rng, p[i].first, 'A', {opt.text_prompt_percent, opt.text_phrase_percent, opt.whole_phrase_rationale});
+        const auto base = detail_datagen::draw_item(rng, p[i].first, 'A', {opt.text_prompt_percent, opt.text_phrase_percent});
         for (const char order : {'A', 'B'}) {
           const auto it = order == 'A' ? base : base.swapped();
           ojson row;
@@ -699,8 +688,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
                            {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl},           {"eval", opt.eval},
                            {"image_size", opt.image_size}, {"video_frames", opt.video_frames},
                            {"text_prompt_percent", opt.text_prompt_percent}, {"text_phrase_percent", opt.text_phrase_percent},
-                           {"caption_context_percent", opt.caption_context_percent},
-                           {"whole_phrase_rationale", opt.whole_phrase_rationale}};
+                           {"caption_context_percent", opt.caption_context_percent}};
     ojson files = ojson::object();
     for (const auto& f : sum.files) {
       ojson tt = ojson::object();
