@@ -270,18 +270,9 @@ void run_cmkd(const cmkd_args& a) {
       msgs.push_back(json{{"role", "assistant"}, {"content", s.target}});
     put_line(out, dump(sft));
   }
-  const json stats{{"samples", counts.samples},
-                   {"kept", counts.kept},
-                   {"dropped", {{"no_votes", counts.dropped_no_votes},
-                                {"tie", counts.dropped_tie},
-                                {"none_eligible", counts.dropped_none_eligible},
-                                {"low_agreement", counts.dropped_low_agreement}}},
-                   {"candidates", {{"total", counts.candidates},
-                                   {"eligible", counts.eligible},
-                                   {"unparsable", counts.unparsable},
-                                   {"disagree", counts.disagree},
-                                   {"malformed", counts.malformed},
-                                   {"no_confidence", counts.no_confidence}}}};
+  json stats{{"samples", counts.samples}, {"kept", counts.kept}, {"dropped", json::object()}, {"candidates", json::object()}};
+  for (const auto& [name, n] : counts.dropped_by_reason()) stats["dropped"][std::string(name)] = n;
+  for (const auto& [name, n] : counts.candidates_by_outcome()) stats["candidates"][std::string(name)] = n;
   if (!a.stats.empty()) {
     msrl::atomic_file st(a.stats);
     put_line(st, stats.dump(2));

@@ -469,13 +469,14 @@ BOOST_AUTO_TEST_CASE(pretrain_media_rows_ask_for_captions_after_a_judging_contex
     BOOST_TEST_CONTEXT(row["id"] << ": " << user) {
       BOOST_CHECK(user.ends_with(pair ? (task == "image_generation" ? "\nDescribe both images." : "\nDescribe both videos.")
                                       : (task == "image_understanding" ? "\nDescribe the image." : "\nDescribe the video.")));
-      std::string a, bb, truth = line_after(user, pair ? "Prompt: " : "Response A: ");
+      std::string a, bb, truth;
       if (pair) { // the caption describes both media; the prompt is one of them, the other differs
         const std::string noun = task == "image_generation" ? "Image" : "Video";
         a = said.substr(said.find(noun + " A: ") + noun.size() + 4);
         a = a.substr(0, a.find(". " + noun + " B: "));
         bb = said.substr(said.find(noun + " B: ") + noun.size() + 4);
         if (!bb.empty() && bb.back() == '.') bb.pop_back();
+        truth = line_after(user, "Prompt: ");
       } else { // the caption is one of the two responses
         a = line_after(user, "Response A: ");
         bb = line_after(user, "Response B: ");

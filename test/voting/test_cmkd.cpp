@@ -127,6 +127,18 @@ BOOST_AUTO_TEST_CASE(min_agreement_drops_split_votes) {
   counts.add(v::cmkd_select(eight, caption, {.min_agreement = 0.75}));
   BOOST_TEST(counts.dropped_low_agreement == 1u);
   BOOST_TEST(counts.kept == 0u);
+  // the report lists: every drop reason and candidate outcome by name, in a fixed order
+  const auto dropped = counts.dropped_by_reason();
+  BOOST_TEST(dropped[3].first == "low_agreement");
+  BOOST_TEST(dropped[3].second == 1u);
+  BOOST_TEST(dropped[0].first == "no_votes");
+  const auto outcomes = counts.candidates_by_outcome();
+  BOOST_TEST(outcomes[0].first == "total");
+  BOOST_TEST(outcomes[0].second == 8u);
+  BOOST_TEST(outcomes[1].first == "eligible");
+  BOOST_TEST(outcomes[1].second == 5u); // the 5 A votes; the 3 B votes disagree with the pseudo-label
+  BOOST_TEST(outcomes[3].first == "disagree");
+  BOOST_TEST(outcomes[3].second == 3u);
   // a tie stays a tie whatever the threshold
   const std::vector<v::cmkd_candidate> tie{{"<think>x</think><answer>A</answer>", lp0}, {"<think>y</think><answer>B</answer>", lp1}};
   BOOST_TEST(v::cmkd_select(tie, caption, {.min_agreement = 0.9}).status == v::sample_status::tie);

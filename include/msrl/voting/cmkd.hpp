@@ -13,6 +13,7 @@
 ///      ties -> lowest index; a non-finite confidence drops the rationale);
 ///   5. emit `<caption>C</caption><think>T</think><answer>X</answer>`, to be paired with the
 ///      original multimodal sample (MSRL paper, Stage 2 CMKD).
+#include <array>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -22,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -176,7 +178,7 @@ cmkd_selection cmkd_select(std::span<const cmkd_candidate> candidates, std::stri
   }
   if (opt.min_agreement > 0.0) {
     const std::size_t won = s.pseudo_label == label::a ? s.votes.a : s.votes.b;
-    // integer form of won / (a + b) < min_agreement, exact for shares such as 0.75
+    // won / (a + b) < min_agreement without the division: exact at shares such as 6 of 8 = 0.75
     if (static_cast<double>(won) < opt.min_agreement * static_cast<double>(s.votes.a + s.votes.b)) {
       s.status = sample_status::low_agreement;
       return s;
@@ -215,6 +217,18 @@ cmkd_selection cmkd_select(std::span<const cmkd_candidate> candidates, std::stri
 struct cmkd_counts {
   std::size_t samples = 0, kept = 0, dropped_no_votes = 0, dropped_tie = 0, dropped_none_eligible = 0, dropped_low_agreement = 0;
   std::size_t candidates = 0, eligible = 0, unparsable = 0, disagree = 0, malformed = 0, no_confidence = 0;
+
+  /// The drop reasons by report name, in a fixed order ("no_votes", "tie", "none_eligible",
+  /// "low_agreement"): what the `dropped` object of a stats report lists.
+  std::array<std::pair<std::string_view, std::size_t>, 4> dropped_by_reason() const noexcept {
+    return {{{"no_votes", dropped_no_votes}, {"tie", dropped_tie}, {"none_eligible", dropped_none_eligible},
+             {"low_agreement", dropped_low_agreement}}};
+  }
+  /// The candidate outcomes by report name, in a fixed order ("total" first, then by status).
+  std::array<std::pair<std::string_view, std::size_t>, 6> candidates_by_outcome() const noexcept {
+    return {{{"total", candidates}, {"eligible", eligible}, {"unparsable", unparsable}, {"disagree", disagree},
+             {"malformed", malformed}, {"no_confidence", no_confidence}}};
+  }
 
   void add(const cmkd_selection& s) noexcept {
     ++samples;

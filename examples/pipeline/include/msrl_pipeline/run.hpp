@@ -591,12 +591,10 @@ inline std::pair<std::vector<record>, std::vector<std::string>> cmkd_select_rows
     const auto l = msrl::reward::parse_label(targets[i]);
     if (msrl::reward::parse_label(kept[i].solution, msrl::reward::label_format::any) == l) ++pseudo_right;
   }
-  const json stats{{"samples", counts.samples}, {"kept", counts.kept},
-                   {"dropped", {{"no_votes", counts.dropped_no_votes}, {"tie", counts.dropped_tie}, {"none_eligible", counts.dropped_none_eligible},
-                                {"low_agreement", counts.dropped_low_agreement}}},
-                   {"candidates", {{"total", counts.candidates}, {"eligible", counts.eligible}, {"unparsable", counts.unparsable},
-                                   {"disagree", counts.disagree}, {"malformed", counts.malformed}, {"no_confidence", counts.no_confidence}}},
-                   {"pseudo_label_accuracy", kept.empty() ? 0.0 : static_cast<double>(pseudo_right) / static_cast<double>(kept.size())}};
+  json stats{{"samples", counts.samples}, {"kept", counts.kept}, {"dropped", json::object()}, {"candidates", json::object()},
+             {"pseudo_label_accuracy", kept.empty() ? 0.0 : static_cast<double>(pseudo_right) / static_cast<double>(kept.size())}};
+  for (const auto& [name, n] : counts.dropped_by_reason()) stats["dropped"][std::string(name)] = n;
+  for (const auto& [name, n] : counts.candidates_by_outcome()) stats["candidates"][std::string(name)] = n;
   if (ctx.leader()) {
     fs::create_directories(ctx.out / "cmkd");
     write_file_atomic(ctx.out / "cmkd" / "cmkd_sft.jsonl", jsonl);
