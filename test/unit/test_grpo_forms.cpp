@@ -211,3 +211,71 @@ BOOST_AUTO_TEST_CASE(dppo_tv_and_dro_match_hand_worked_values) {
   BOOST_CHECK_THROW(g::policy_loss(g::loss_inputs<double>{msrl::token_layout::padded(2, 1), lp, old, {}, vec{1, 1}, {}}, bad),
                     msrl::invalid_argument);
 }
+
+// VESPO by hand: one row of two tokens. The row's summed log-ratio is ln w; phi(w) = e^lambda w^k
+// e^(-lambda w) with (k, lambda) = (2, 3) for A >= 0 and (3, 2) for A < 0, so phi(1) = 1, phi(2)
+// = 4 e^-3 (A > 0) and 8 e^-2 (A < 0). The loss is -phi A (lp_0 + lp_1), the gradient -phi A.
+BOOST_AUTO_TEST_CASE(vespo_matches_hand_worked_values) {
+  const vec lp{-1.0, -2.0};
+  const double l2 = std::log(2.0);
+  for (double A : {2.0, -1.0})
+    for (double lw : {0.0, l2}) {
+      const vec old{-1.0 - lw + 0.3, -2.0 - 0.3}; // log-ratios lw - 0.3 and 0.3: sum lw
+      const double phi = lw == 0.0 ? 1.0 : (A > 0 ? 4.0 * std::exp(-3.0) : 8.0 * std::exp(-2.0));
+      g::loss_options o{.form = g::loss_form::vespo, .agg = g::aggregation::token_sum};
+      vec grad(2);
+      const auto r = g::policy_loss(g::loss_inputs<double>{msrl::token_layout::padded(1, 2), lp, old, {}, vec{A}, {}}, o, {}, grad);
+      BOOST_TEST(r.loss == -phi * A * (-3.0), boost::test_tools::tolerance(1e-13));
+      BOOST_TEST(grad[0] == -phi * A, boost::test_tools::tolerance(1e-13));
+      BOOST_TEST(grad[1] == -phi * A, boost::test_tools::tolerance(1e-13));
+      // A per-token IS weight of 2 on the first token is folded into w (ln w + ln 2), not multiplied:
+      // at lw = 0 that is phi(2).
+      if (lw == 0.0) {
+        const auto rw = g::policy_loss(
+            g::loss_inputs<double>{msrl::token_layout::padded(1, 2), lp, old, {}, vec{A}, {}, vec{2.0, 1.0}}, o, {}, grad);
+        const double phi2 = A > 0 ? 4.0 * std::exp(-3.0) : 8.0 * std::exp(-2.0);
+        BOOST_TEST(rw.loss == -phi2 * A * (-3.0), boost::test_tools::tolerance(1e-13));
+      }
+    }
+  // one advantage per row, token ratio level
+  g::loss_options o{.form = g::loss_form::vespo};
+  BOOST_CHECK_THROW(g::policy_loss(g::loss_inputs<double>{msrl::token_layout::padded(1, 2), lp, lp, {}, vec{1, 1}, {}}, o),
+                    msrl::invalid_argument);
+  o.level = g::ratio_level::sequence;
+  BOOST_CHECK_THROW(g::policy_loss(g::loss_inputs<double>{msrl::token_layout::padded(1, 2), lp, lp, {}, vec{1}, {}}, o),
+                    msrl::invalid_argument);
+  o = {.form = g::loss_form::vespo, .vespo_lambda_neg = NAN};
+  BOOST_CHECK_THROW(g::policy_loss(g::loss_inputs<double>{msrl::token_layout::padded(1, 2), lp, lp, {}, vec{1}, {}}, o),
+                    msrl::invalid_argument);
+}
+
+// GMPO by hand, clip 0.2 in log space, one row of two tokens (seq_mean_token_mean over one row =
+// the row loss). A = 1, log-ratios (0.1, 0.5): clipped (0.1, 0.2), s = e^0.15, loss -e^0.15,
+// gradient (-s/2, 0) (the second token is clipped). A = -1, log-ratios (-0.5, 0.1): clipped
+// (-0.2, 0.1), s = e^-0.05, loss e^-0.05, gradient (0, s/2).
+BOOST_AUTO_TEST_CASE(gmpo_matches_hand_worked_values) {
+  const vec lp{-1.0, -2.0};
+  struct item {
+    double A, lr0, lr1, s, g0, g1;
+  };
+  for (const item c : {item{1.0, 0.1, 0.5, std::exp(0.15), -0.5 * std::exp(0.15), 0.0},
+                       item{-1.0, -0.5, 0.1, std::exp(-0.05), 0.0, 0.5 * std::exp(-0.05)}}) {
+    const vec old{lp[0] - c.lr0, lp[1] - c.lr1};
+    g::loss_options o{.clip_low = 0.2, .clip_high = 0.2, .form = g::loss_form::gmpo};
+    vec grad(2);
+    const auto r = g::policy_loss(g::loss_inputs<double>{msrl::token_layout::padded(1, 2), lp, old, {}, vec{c.A}, {}}, o, {}, grad);
+    BOOST_TEST(r.loss == -c.A * c.s, boost::test_tools::tolerance(1e-13));
+    BOOST_TEST(grad[0] == c.g0, boost::test_tools::tolerance(1e-13));
+    BOOST_TEST(grad[1] == c.g1, boost::test_tools::tolerance(1e-13));
+    BOOST_TEST(r.metrics.clip_fraction == 0.5);
+  }
+  // An empty row (second) adds -A / B under TRL's rule and 0 under verl's.
+  const vec lp2{-1.0, -2.0, -1.0, -1.0}, old2{-1.1, -2.0, -1.0, -1.0};
+  const std::vector<std::uint8_t> mask{1, 1, 0, 0};
+  for (bool trl : {false, true}) {
+    g::loss_options o{.clip_low = 0.4, .clip_high = 0.4, .form = g::loss_form::gmpo, .gmpo_empty_rows_minus_adv = trl};
+    const auto r = g::policy_loss(
+        g::loss_inputs<double>{msrl::token_layout::padded(2, 2), lp2, old2, {}, vec{1.0, 3.0}, mask}, o);
+    BOOST_TEST(r.loss == (-std::exp(0.05) + (trl ? -3.0 : 0.0)) / 2, boost::test_tools::tolerance(1e-13));
+  }
+}

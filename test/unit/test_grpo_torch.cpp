@@ -69,6 +69,30 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
   const auto B = lp.size(0);
   Tensor m = in.mask, L = m.sum(1);
   Tensor A = in.adv.dim() == 1 ? in.adv.unsqueeze(1).expand_as(lp) : in.adv;
+  Tensor w = !in.isw.defined() ? torch::ones_like(lp) : (in.isw.dim() == 1 ? in.isw.unsqueeze(1).expand_as(lp) : in.isw);
+  auto guard = [&](const Tensor& x) { return o.guard == g::length_guard::clamp_one ? x.clamp_min(1.0) : x + o.length_eps; };
+  if (o.form == g::loss_form::gmpo) {
+    // TRL GMPOTrainer._compute_loss (max(n, 1); the entropy mask inside the mean) and verl
+    // compute_policy_loss_geo_mean (n + 1e-8; A as the masked row mean; IS weights by their
+    // geometric mean): sign-aware log-space clip, geometric mean, plain mean over rows.
+    Tensor lr = lp - in.old;
+    Tensor cl = torch::clamp(lr, -o.clip_low, o.clip_high);
+    Tensor c = torch::where(A > 0, torch::minimum(lr, cl), torch::maximum(lr, cl));
+    Tensor sm = in.pmask.defined() ? m * in.pmask : m;
+    Tensor coef = torch::exp((c * sm).sum(1) / guard(sm.sum(1)));
+    if (in.isw.defined() && in.isw.dim() == 2) coef = coef * torch::exp((torch::log(in.isw + 1e-10) * m).sum(1) / guard(L));
+    if (in.isw.defined() && in.isw.dim() == 1) coef = coef * in.isw; // msrl: a per-row weight multiplies s_i
+    Tensor Arow = o.gmpo_empty_rows_minus_adv ? in.adv : (A * m).sum(1) / guard(L);
+    Tensor row = -coef * Arow;
+    if (o.beta != 0.0) {
+      Tensor kl = kl_torch(lp, in.ref, o);
+      if (o.kl_is_corrected) kl = kl * torch::exp(lp - in.old);
+      if (o.is_weight_kl) kl = kl * w;
+      row = row + o.beta * (kl * m).sum(1) / guard(L);
+    }
+    const double S = n.global_sequences.value_or(double(B));
+    return row.sum() / S * n.scale;
+  }
   Tensor coef1, raw; // raw: the unclamped ratio TRL's use_bias_correction_kl multiplies the KL by
   if (o.level == g::ratio_level::token) {
     coef1 = torch::exp(clampt(lp - in.old, -o.log_ratio_clamp, o.log_ratio_clamp));
@@ -121,18 +145,38 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
     break;
   }
   case g::loss_form::dro: per_tok = -(A * lp - 0.5 * o.dro_beta * (lp - in.old).pow(2)); break; // verl dro
+  case g::loss_form::vespo: { // Liger get_gamma_weights (= TRL's): the IS weights are folded into phi
+    const double lower = std::log(1e-8);
+    Tensor slr = (torch::clamp(lp - in.old, -20.0, 20.0) * m).sum(1, true);
+    if (in.isw.defined()) {
+      Tensor iw = in.isw.dim() == 1 ? in.isw.unsqueeze(1) : in.isw;
+      slr = slr + torch::clamp(torch::log(iw), lower, 20.0).sum(-1, true);
+    }
+    Tensor lw = torch::clamp(slr, lower, 20.0).detach();
+    Tensor nonneg = A.select(1, 0).unsqueeze(1) >= 0;
+    Tensor k = torch::where(nonneg, torch::full_like(lw, o.vespo_k_pos), torch::full_like(lw, o.vespo_k_neg));
+    Tensor lam = torch::where(nonneg, torch::full_like(lw, o.vespo_lambda_pos), torch::full_like(lw, o.vespo_lambda_neg))
+                     .clamp_min(1e-4);
+    Tensor phi = torch::nan_to_num(torch::exp(lam + k * lw - lam * torch::exp(lw)), 0.0, 0.0, 0.0);
+    per_tok = -phi * A * lp;
+    break;
+  }
+  case g::loss_form::gmpo: break; // above
   }
   if (in.pmask.defined()) per_tok = per_tok * in.pmask; // TRL: entropy / off-policy masks on the policy loss only
   // TRL / verl / Liger: the IS weight multiplies the surrogate, then the KL is added; ms-swift
   // weights the sum (is_weight_kl).
-  Tensor w = !in.isw.defined() ? torch::ones_like(lp) : (in.isw.dim() == 1 ? in.isw.unsqueeze(1).expand_as(lp) : in.isw);
-  if (!o.is_weight_kl) per_tok = per_tok * w;
+  // VESPO folds the weights into phi: they weight only its KL, and that under is_weight_kl.
+  const bool folded = o.form == g::loss_form::vespo;
+  Tensor kl = torch::zeros_like(lp);
   if (o.beta != 0.0) {
-    Tensor kl = kl_torch(lp, in.ref, o);
+    kl = o.beta * kl_torch(lp, in.ref, o);
     if (o.kl_is_corrected) kl = kl * raw; // TRL: per_token_kl * coef_1 (not detached)
-    per_tok = per_tok + o.beta * kl;
   }
-  if (o.is_weight_kl) per_tok = per_tok * w;
+  if (folded)
+    per_tok = per_tok + (o.is_weight_kl ? kl * w : kl);
+  else
+    per_tok = o.is_weight_kl ? (per_tok + kl) * w : per_tok * w + kl;
   Tensor s = per_tok * m;
   const double nonempty = (L > 0).sum().item<double>();
   const double S = n.global_sequences.value_or(o.count_empty_sequences ? double(B) : nonempty);
@@ -156,6 +200,9 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
   return loss * n.scale;
 }
 
+// Row forms take one advantage per sequence.
+static bool row_form(const g::loss_options& o) { return o.form == g::loss_form::vespo || o.form == g::loss_form::gmpo; }
+
 // isw: 0 none, 1 per sequence, 2 per token
 static void check(const g::loss_options& o, bool per_token, uint64_t seed, g::loss_normalizer n = {}, int isw = 0,
                   bool policy_mask = false) {
@@ -163,7 +210,7 @@ static void check(const g::loss_options& o, bool per_token, uint64_t seed, g::lo
   inputs in = make(B, T, per_token, seed);
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   if (isw == 1) in.isw = 2.5 * torch::rand({B}, f64);
-  if (isw == 2) in.isw = 2.5 * torch::rand({B, T}, f64);
+  if (isw == 2) in.isw = torch::where(in.mask > 0, 2.5 * torch::rand({B, T}, f64), 1.0); // TRL: padding weighs 1
   if (policy_mask) in.pmask = (torch::rand({B, T}, f64) < 0.6).to(torch::kFloat64);
   Tensor lp = in.lp.clone().requires_grad_(true);
   Tensor lt = loss_torch(in, lp, o, n);
@@ -196,7 +243,7 @@ BOOST_AUTO_TEST_CASE(every_preset) {
       check(o, false, seed++);
       o.beta = 0.07;
       check(o, false, seed++);
-      check(o, true, seed++, {.global_tokens = 40.0, .global_sequences = 9.0, .scale = 0.5});
+      check(o, !row_form(o), seed++, {.global_tokens = 40.0, .global_sequences = 9.0, .scale = 0.5});
     }
   }
 }
@@ -248,7 +295,8 @@ BOOST_AUTO_TEST_CASE(is_weights_and_corrected_kl) {
         o.kl_is_corrected = v >= 2 && o.level != g::ratio_level::sequence_token;
         BOOST_TEST_CONTEXT("preset " << p->name << " isw " << isw << " v " << v) {
           check(o, false, seed++, {}, isw);
-          if (o.level != g::ratio_level::sequence_token) check(o, true, seed++, {.global_tokens = 40.0, .scale = 0.5}, isw);
+          if (o.level != g::ratio_level::sequence_token)
+            check(o, !row_form(o), seed++, {.global_tokens = 40.0, .global_sequences = 9.0, .scale = 0.5}, isw);
         }
       }
 }

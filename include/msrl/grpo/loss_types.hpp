@@ -30,6 +30,8 @@ enum class loss_form : std::uint8_t {
   dppo_tv,        ///< -A sg(min(rho, cap)) logp v, v: |p - p_old| trust region (verl dppo_tv); token level
   dppo_kl,        ///< the same with v from the binary KL of (p_old, p)                (verl dppo_kl); token level
   dro,            ///< -(A logp - beta_dro/2 (logp - old)^2)                             (verl dro); token level
+  vespo,          ///< -sg(phi_i) A logp, phi_i the gamma weight of the row's ratio     (TRL, Liger vespo); token level
+  gmpo,           ///< -A_i exp(mean_t sign-aware clipped log-ratio), per row   (verl geo_mean, TRL GMPO); token level
 };
 
 /// How per-token losses become one number.  m = mask, L_i = tokens of row i, S = sequence count.
@@ -59,12 +61,19 @@ struct loss_options {
   double delta = math::inf;     ///< two-sided clip delta > 1; inf disables
   // --- the loss form (clipped_ratio uses the clip fields above)
   loss_form form = loss_form::clipped_ratio;
-  double cispo_cap = 5.0;       ///< cispo_absolute: the cap on the IS weight (>= 1; TRL's epsilon_high, docs: 5)
-  double sapo_tau_pos = 1.0;    ///< sapo: temperature for A > 0
-  double sapo_tau_neg = 1.05;   ///< sapo: temperature for A <= 0
-  double dppo_ratio_cap = 20.0; ///< dppo_tv / dppo_kl: the cap c on the detached ratio (verl clip_ratio_c, 20 there);
-                                ///< the trust region's bounds are clip_low / clip_high
-  double dro_beta = 0.0;        ///< dro: the quadratic penalty's coefficient (verl dro_beta, required there)
+  double cispo_cap = 5.0;        ///< cispo_absolute: the cap on the IS weight (>= 1; TRL's epsilon_high, docs: 5)
+  double sapo_tau_pos = 1.0;     ///< sapo: temperature for A > 0
+  double sapo_tau_neg = 1.05;    ///< sapo: temperature for A <= 0
+  double dppo_ratio_cap = 20.0;  ///< dppo_tv / dppo_kl: the cap c on the detached ratio (verl clip_ratio_c, 20 there);
+                                 ///< the trust region's bounds are clip_low / clip_high
+  double dro_beta = 0.0;         ///< dro: the quadratic penalty's coefficient (verl dro_beta, required there)
+  double vespo_k_pos = 2.0;      ///< vespo: gamma shape k for A >= 0 (TRL / Liger defaults)
+  double vespo_lambda_pos = 3.0; ///< vespo: gamma rate lambda for A >= 0 (clamped to >= 1e-4)
+  double vespo_k_neg = 3.0;      ///< vespo: k for A < 0
+  double vespo_lambda_neg = 2.0; ///< vespo: lambda for A < 0
+  /// gmpo (log-space clip bounds: clip_low / clip_high): a row without unmasked tokens adds -A_i
+  /// to the row sum (TRL: its ratio is exp(0 / max(0, 1)) = 1) instead of 0 (verl).
+  bool gmpo_empty_rows_minus_adv = false;
   // --- KL to the reference policy
   double beta = 0.0;
   kl_estimator kl = kl_estimator::k3;

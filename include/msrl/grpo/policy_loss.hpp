@@ -121,6 +121,30 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
                                                          .beta = opt.beta,
                                                          .pmask = pmask});
 
+  // ---- row forms (VESPO, GMPO): each row's coefficients and what empty rows add
+  double empty_rows = 0.0;
+  typename Backend::template buffer<double> seq_row_buf(row_form<Form> ? B : 0),
+      seq_row_grad_buf(row_form<Form> ? B : 0);
+  if constexpr (row_form<Form>) {
+    require(!adv_per_token, where, "advantages",
+            "must have one element per sequence for a row loss form (vespo, gmpo)");
+    empty_rows = exec.reduce_n(B,
+                               detail::row_pass<T, M, Form>{.lay = lay,
+                                                            .lp = lp,
+                                                            .old = old,
+                                                            .adv = adv,
+                                                            .mask = mask,
+                                                            .seq_len = seq_len,
+                                                            .seq_row = seq_row_buf.data(),
+                                                            .seq_row_grad = seq_row_grad_buf.data(),
+                                                            .weight = weight,
+                                                            .form = form,
+                                                            .isw = isw,
+                                                            .isw_per_token = isw_per_token,
+                                                            .pmask = pmask},
+                               sums<1>{})[0];
+  }
+
   // ---- pass 3, per token: loss, metrics and gradient in one sweep over token blocks
   const std::size_t blk = detail::token_block<Backend>();
   const std::size_t nblocks = (N + blk - 1) / blk;
@@ -153,7 +177,9 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
            .isw_per_token = isw_per_token,
            .is_weight_kl = opt.is_weight_kl,
            .kl_corrected = opt.kl_is_corrected && has_ref,
-           .pmask = pmask};
+           .pmask = pmask,
+           .seq_row = seq_row_buf.data(),
+           .seq_row_grad = seq_row_grad_buf.data()};
     tot = exec.reduce_n(nblocks, fn, sums<detail::s_count>{});
   };
   // Calls f with std::true_type or std::false_type: the run-time flags become template arguments.
@@ -181,13 +207,13 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
 
   using detail::stat;
   loss_result res;
-  res.loss = tot[stat::s_loss];
+  res.loss = tot[stat::s_loss] + empty_rows;
   loss_metrics& mt = res.metrics;
   const double n = tot[stat::s_tok];
   mt.tokens = n;
   mt.sequences = nonempty;
   mt.normalizer = denom;
-  mt.policy_loss = tot[stat::s_pg];
+  mt.policy_loss = tot[stat::s_pg] + empty_rows;
   mt.kl_loss = tot[stat::s_kl];
   if (n > 0) {
     mt.clip_fraction_low = tot[stat::s_low] / n;

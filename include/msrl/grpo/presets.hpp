@@ -281,10 +281,57 @@ inline constexpr preset trl_luspo{
      .agg = aggregation::seq_mean_token_sum,
      .count_empty_sequences = true}};
 
-inline constexpr std::array<const preset*, 16> all{
-    &msrl_release, &msrl_paper,   &ms_swift_default, &trl_default, &verl_default, &dr_grpo,
-    &dapo,         &gspo,         &verl_gspo,        &trl_cispo,   &verl_cispo,   &trl_sapo,
-    &verl_sapo,    &verl_dppo_tv, &verl_dppo_kl,     &trl_luspo};
+/// TRL loss_type="vespo" (grpo_trainer.py get_gamma_weights L2943-2989; Liger-Kernel v0.8.2
+/// chunked_loss/grpo_loss.py get_gamma_weights; VESPO, arXiv 2602.10693): -sg(phi_i) A logp with
+/// the gamma weight of the row's summed, clamped log-ratio, (k, lambda) = (2, 3) for A >= 0 and
+/// (3, 2) otherwise; vLLM IS weights folded into phi, not multiplied; dapo aggregation.
+inline constexpr preset trl_vespo{
+    "trl_vespo",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
+    {.form = loss_form::vespo,
+     .beta = 0.0,
+     .kl_is_corrected = true,
+     .agg = aggregation::token_mean,
+     .clamp_token_count = true},
+    true};
+/// TRL experimental GMPOTrainer._compute_loss (trl/experimental/gmpo/gmpo_trainer.py L80-122; GMPO,
+/// arXiv 2507.20673): -A_i exp(sum_t m c_t / max(L, 1)) with the sign-aware log-space clip at
+/// GMPOConfig's +-0.4, plain mean over all rows (an empty row adds -A_i: its ratio is 1), the KL
+/// as a per-row token mean (no ratio correction).
+inline constexpr preset trl_gmpo{
+    "trl_gmpo",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::exclude},
+    {.clip_low = 0.4,
+     .clip_high = 0.4,
+     .form = loss_form::gmpo,
+     .gmpo_empty_rows_minus_adv = true,
+     .beta = 0.0,
+     .agg = aggregation::seq_mean_token_mean,
+     .count_empty_sequences = true,
+     .guard = length_guard::clamp_one}};
+/// verl policy_loss.loss_mode=geo_mean (verl-project/verl@1dda039, core_algos.py
+/// compute_policy_loss_geo_mean L1927-2011): the same row loss with L + 1e-8 in both means (so the
+/// advantage is A L / (L + 1e-8)), clip_ratio_low / _high 0.2 as log-space bounds, rollout IS
+/// weights by their per-row geometric mean, torch.mean over all rows (empty rows add 0; no global
+/// count). verl adds its KL loss with loss_agg_mode; msrl aggregates it like the surrogate.
+inline constexpr preset verl_gmpo{"verl_gmpo",
+                                  {.scaling = std_scaling::group,
+                                   .std_eps = 1e-6,
+                                   .singleton = singleton_policy::raw_score,
+                                   .nans = nan_policy::as_zero},
+                                  {.clip_low = 0.2,
+                                   .clip_high = 0.2,
+                                   .form = loss_form::gmpo,
+                                   .beta = 0.0,
+                                   .agg = aggregation::seq_mean_token_mean,
+                                   .count_empty_sequences = true,
+                                   .guard = length_guard::add_eps,
+                                   .length_eps = 1e-8}};
+
+inline constexpr std::array<const preset*, 19> all{
+    &msrl_release, &msrl_paper, &ms_swift_default, &trl_default, &verl_default, &dr_grpo,   &dapo,
+    &gspo,         &verl_gspo,  &trl_cispo,        &verl_cispo,  &trl_sapo,     &verl_sapo, &verl_dppo_tv,
+    &verl_dppo_kl, &trl_luspo,  &trl_vespo,        &trl_gmpo,    &verl_gmpo};
 
 } // namespace presets
 

@@ -33,16 +33,45 @@ namespace msrl::grpo {
 /// What a loss form sees of one token (one lane each).
 template <class V = double>
 struct token_args {
-  V rho;     ///< importance ratio (token, or GSPO sequence ratio constant over the row)
-  V log_rho; ///< its logarithm before any clamp (logp - old_logp, or the row's mean log-ratio)
-  V logp;    ///< log pi_theta(y_t)
-  V adv;     ///< the token's advantage
+  V rho;      ///< importance ratio (token, or GSPO sequence ratio constant over the row)
+  V log_rho;  ///< its logarithm before any clamp (logp - old_logp, or the row's mean log-ratio)
+  V logp;     ///< log pi_theta(y_t)
+  V adv;      ///< the token's advantage
+  V row;      ///< row forms: the row's value coefficient (row_coefs::value); 1 otherwise
+  V row_grad; ///< row forms: the row's gradient coefficient (row_coefs::grad); 1 otherwise
+  V pm;       ///< the token's policy mask (1 without one); read by forms that consume it
 };
 
 /// A per-token surrogate (see the file comment for the semantics each member must have).
 template <class F>
 concept surrogate_form = std::is_trivially_copyable_v<F> && requires(const F& f, const token_args<double>& a) {
   { f(a) } -> std::same_as<math::surrogate<double>>;
+};
+
+/// Row forms (VESPO, GMPO) need a statistic of their whole row before the token pass: the row
+/// pass feeds every position of the row to `row_token` (and, with per-token IS weights, to
+/// `row_is_weight`), then `row_weight` turns the sums into the two coefficients the token pass
+/// hands the form in token_args::row and ::row_grad. Their contract, beyond surrogate_form:
+///   - the rollout IS weights are folded into the row statistic: they do not multiply the
+///     surrogate (they still weight the KL under options.is_weight_kl);
+///   - `consumes_policy_mask`: the policy mask enters the row statistic and the form's own
+///     gradient (token_args::pm) instead of multiplying the surrogate;
+///   - `empty_row_value(adv, w)`: what a row without unmasked tokens adds to the row sum (it has
+///     no gradient; the aggregation weights it like a row of one token).
+/// Row forms take one advantage per sequence and the token ratio level.
+struct row_sums {
+  double a = 0.0, b = 0.0, n = 0.0;
+};
+struct row_coefs {
+  double value = 1.0, grad = 1.0;
+};
+template <class F>
+concept row_form = surrogate_form<F> && requires(const F& f, row_sums& s, double d) {
+  { F::consumes_policy_mask } -> std::convertible_to<bool>;
+  f.row_token(s, d, d, d, d); // (sums, mask, policy mask, log-ratio (0 where masked), advantage)
+  f.row_is_weight(s, d, d);   // (sums, mask, the token's IS weight)
+  { f.row_weight(s, d, d, d) } -> std::same_as<row_coefs>; // (sums, L_i, the row's IS weight or 1, advantage)
+  { f.empty_row_value(d, d) } -> std::same_as<double>;     // (advantage, the row's IS weight or 1)
 };
 
 /// The PPO/GRPO clipped ratio  -min(min(rho, delta) A, clip(rho, 1 - eps_lo, 1 + eps_hi) A), with
@@ -169,8 +198,108 @@ struct dro {
     return s;
   }
 };
+/// VESPO (arXiv 2602.10693; TRL GRPOTrainer.get_gamma_weights, Liger-Kernel
+/// chunked_loss/grpo_loss.py get_gamma_weights): -sg(phi_i) A logp, d/d logp = -phi_i A, with the
+/// row's gamma weight phi_i = exp(lambda + k log w - lambda w) (phi(1) = 1; non-finite -> 0),
+/// log w = clamp(sum_t m clamp(lr_t, +-20) + sum_t m clamp(log v_t, ln 1e-8, 20), ln 1e-8, 20) (v:
+/// the rollout IS weights, folded in here as TRL and Liger do; they sum over every position, where
+/// TRL's padding has weight 1, so the masked sum is the same and holds in the packed layout too; a
+/// per-row weight counts once), (k, lambda) = (k_pos, lambda_pos) for A >= 0, else (k_neg, lambda_neg), lambda >=
+/// 1e-4. No clip metrics.
+struct vespo {
+  double k_pos, lambda_pos, k_neg, lambda_neg;
+  static constexpr bool consumes_policy_mask = false;
+  static constexpr double log_floor = -18.420680743952367; // ln 1e-8
+  MSRL_HOST_DEVICE static double clamp(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
+  MSRL_HOST_DEVICE void row_token(row_sums& s, double m, double, double lr, double) const {
+    s.a += m * clamp(lr, -20.0, 20.0);
+  }
+  MSRL_HOST_DEVICE void row_is_weight(row_sums& s, double m, double v) const {
+    if (m != 0.0) s.b += clamp(math::log(v), log_floor, 20.0);
+  }
+  MSRL_HOST_DEVICE row_coefs row_weight(const row_sums& s, double, double seq_w, double adv) const {
+    const double lw = clamp(s.a + s.b + clamp(math::log(seq_w), log_floor, 20.0), log_floor, 20.0);
+    const double k = adv >= 0.0 ? k_pos : k_neg;
+    double lam = adv >= 0.0 ? lambda_pos : lambda_neg;
+    lam = lam < 1e-4 ? 1e-4 : lam;
+    double phi = math::exp(lam + k * lw - lam * math::exp(lw));
+    if (!(phi - phi == 0.0)) phi = 0.0; // nan_to_num(nan=0, posinf=0, neginf=0)
+    return {phi, phi};
+  }
+  MSRL_HOST_DEVICE double empty_row_value(double, double) const { return 0.0; }
+  template <class V>
+  MSRL_HOST_DEVICE MSRL_FORCEINLINE math::surrogate<V> operator()(const token_args<V>& x) const {
+    math::surrogate<V> s;
+    s.value = -x.row * x.adv * x.logp;
+    s.dratio = simd::splat<V>(0.0);
+    s.dlogp = -x.row * x.adv;
+    s.clipped_low = s.clipped_high = s.dual_clipped = simd::mask_of<V>(false);
+    return s;
+  }
+};
+
+/// GMPO (arXiv 2507.20673; verl core_algos.py compute_policy_loss_geo_mean, TRL experimental
+/// GMPOTrainer._compute_loss): the row loss -A_i s_i with the geometric mean of sign-aware clipped
+/// token ratios, s_i = exp(sum_t m pm c_t / G(n_i)), c_t = min(lr_t, eps_hi) for A > 0 and
+/// max(lr_t, -eps_lo) otherwise (log-space bounds: clip_low / clip_high), n_i = sum_t m pm (pm: the
+/// policy mask, TRL's entropy mask inside the mean), G the options' length guard (TRL max(n, 1),
+/// verl n + 1e-8). Per-token IS weights enter as their geometric mean exp(sum_t m log(v_t + 1e-10) /
+/// G(L_i)) (verl); a per-row weight multiplies s_i. Every token carries the row value -A s_i, so
+/// seq_mean_token_mean over all rows gives the plain mean over rows both peers take (verl's A L/(L +
+/// 1e-8) included); d/d logp_t = -A s_i pm_t g_t L_i / G(n_i) before the aggregation weight, g_t the
+/// clip gate ([lr_t <= eps_hi] for A > 0, [lr_t >= -eps_lo] otherwise). An empty row adds -A (TRL:
+/// exp(0 / 1) = 1; times a per-row IS weight) when `empty_rows_minus_adv`, else 0 (verl). Metrics: TRL's clip regions.
+struct gmpo {
+  double eps_lo, eps_hi;
+  bool clamp_one;
+  double length_eps;
+  bool empty_rows_minus_adv;
+  static constexpr bool consumes_policy_mask = true;
+  MSRL_HOST_DEVICE double guard(double n) const { return clamp_one ? (n > 1.0 ? n : 1.0) : n + length_eps; }
+  MSRL_HOST_DEVICE void row_token(row_sums& s, double m, double pm, double lr, double adv) const {
+    const double c = adv > 0.0 ? (lr < eps_hi ? lr : eps_hi) : (lr > -eps_lo ? lr : -eps_lo);
+    s.a += m * pm * c;
+    s.n += m * pm;
+  }
+  MSRL_HOST_DEVICE void row_is_weight(row_sums& s, double m, double v) const {
+    if (m != 0.0) s.b += m * math::log(v + 1e-10);
+  }
+  MSRL_HOST_DEVICE row_coefs row_weight(const row_sums& s, double len, double seq_w, double) const {
+    const double r = math::exp(s.a / guard(s.n)) * math::exp(s.b / guard(len)) * seq_w;
+    return {r, r * len / guard(s.n)};
+  }
+  MSRL_HOST_DEVICE double empty_row_value(double adv, double seq_w) const {
+    return empty_rows_minus_adv ? -adv * seq_w : 0.0;
+  }
+  template <class V>
+  MSRL_HOST_DEVICE MSRL_FORCEINLINE math::surrogate<V> operator()(const token_args<V>& x) const {
+    using simd::mand;
+    using simd::select;
+    using simd::splat;
+    const V zero = splat<V>(0.0), one = splat<V>(1.0);
+    const auto pos = x.adv > zero;
+    const V gate = select(pos, select(x.log_rho <= splat<V>(eps_hi), one, zero),
+                          select(x.log_rho >= splat<V>(-eps_lo), one, zero));
+    math::surrogate<V> s;
+    s.value = -x.adv * x.row;
+    s.dratio = zero;
+    s.dlogp = -x.adv * x.row_grad * x.pm * gate;
+    s.clipped_low = mand(x.adv < zero, x.log_rho < splat<V>(-eps_lo));
+    s.clipped_high = mand(pos, x.log_rho > splat<V>(eps_hi));
+    s.dual_clipped = simd::mask_of<V>(false);
+    return s;
+  }
+};
 static_assert(surrogate_form<cispo> && surrogate_form<sapo> && surrogate_form<reinforce> && surrogate_form<dppo> &&
-              surrogate_form<dro>);
+              surrogate_form<dro> && row_form<vespo> && row_form<gmpo>);
+
+/// Whether a form takes the policy mask into its row statistic (row_form::consumes_policy_mask).
+template <class F>
+struct consumes_policy_mask : std::false_type {};
+template <row_form F>
+struct consumes_policy_mask<F> : std::bool_constant<F::consumes_policy_mask> {};
+template <class F>
+inline constexpr bool consumes_policy_mask_v = consumes_policy_mask<F>::value;
 
 /// Calls f with the built-in form the options name (loss_options::form and its parameters).
 template <class F>
@@ -190,6 +319,11 @@ decltype(auto) with_loss_form(const loss_options& opt, F&& f) {
     return f(dppo{opt.dppo_ratio_cap, opt.clip_low, opt.clip_high, true});
   case loss_form::dro:
     return f(dro{opt.dro_beta});
+  case loss_form::vespo:
+    return f(vespo{opt.vespo_k_pos, opt.vespo_lambda_pos, opt.vespo_k_neg, opt.vespo_lambda_neg});
+  case loss_form::gmpo:
+    return f(gmpo{opt.clip_low, opt.clip_high, opt.guard == length_guard::clamp_one, opt.length_eps,
+                  opt.gmpo_empty_rows_minus_adv});
   case loss_form::clipped_ratio:
   default:
     return f(clipped_ratio{{opt.clip_low, opt.clip_high, opt.dual_clip, opt.delta}});

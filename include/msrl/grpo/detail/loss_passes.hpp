@@ -6,6 +6,7 @@
 ///
 ///   seq_pass     one task per row: L_i, the mean log-ratio (GSPO) and input validation counts
 ///   seq_coef     GSPO sequence level only: c_i = sum_t w_t d surrogate / d s_i
+///   row_pass     row forms only (VESPO, GMPO): the row's coefficients and empty-row values
 ///   token_pass   one task per token block: loss terms, metrics and d loss / d logp
 #include <cstddef>
 #include <tuple>
@@ -130,7 +131,8 @@ struct seq_coef_pass {
     for (std::size_t t = lay.begin(i), e = lay.end(i); t < e; ++t) {
       if (mask_at(mask, t) == 0.0) continue;
       const double v = weight_at(isw, isw_per_token, i, t);
-      const token_args<double> x{s, lr, static_cast<double>(lp[t]), static_cast<double>(adv[adv_per_token ? t : i])};
+      const token_args<double> x{
+          s, lr, static_cast<double>(lp[t]), static_cast<double>(adv[adv_per_token ? t : i]), 1.0, 1.0, 1.0};
       c += w * v * mask_at(pmask, t) * form(x).dratio;
       if (kl_corrected)
         k += w * beta * (is_weight_kl ? v : 1.0) *
@@ -138,6 +140,42 @@ struct seq_coef_pass {
     }
     seq_coef[i] = c;
     seq_klc[i] = k;
+  }
+};
+
+// Row forms only, one task per row: the row's coefficients (surrogate.hpp row_form) into
+// seq_row / seq_row_grad, and the weighted value of an empty row (its only contribution).
+// Advantages are per sequence (checked by the caller).
+template <class T, class M, class Form>
+struct row_pass {
+  token_layout lay;
+  const T *lp, *old, *adv;
+  const M* mask;
+  const double* seq_len;
+  double *seq_row, *seq_row_grad;
+  weight_fn weight;
+  Form form;
+  const T* isw;
+  bool isw_per_token;
+  const M* pmask;
+
+  MSRL_HOST_DEVICE sums<1> operator()(std::size_t i) const {
+    const double a = static_cast<double>(adv[i]);
+    row_sums s;
+    for (std::size_t t = lay.begin(i), e = lay.end(i); t < e; ++t) {
+      const double m = mask_at(mask, t);
+      const double lr = m != 0.0 ? static_cast<double>(lp[t]) - static_cast<double>(old[t]) : 0.0;
+      form.row_token(s, m, mask_at(pmask, t), lr, a);
+      if (isw && isw_per_token) form.row_is_weight(s, m, static_cast<double>(isw[t]));
+    }
+    const double L = seq_len[i];
+    const double seq_w = isw && !isw_per_token ? static_cast<double>(isw[i]) : 1.0;
+    const row_coefs c = form.row_weight(s, L, seq_w, a);
+    seq_row[i] = c.value;
+    seq_row_grad[i] = c.grad;
+    sums<1> r{};
+    r[0] = L > 0.0 ? 0.0 : weight(1.0) * form.empty_row_value(a, seq_w);
+    return r;
   }
 };
 
@@ -167,7 +205,8 @@ struct token_pass {
   bool has_kl;
   const T* isw = nullptr; ///< IS weights (null = none), per token or per row
   bool isw_per_token = false, is_weight_kl = false, kl_corrected = false;
-  const M* pmask = nullptr; ///< the surrogate-only mask (null = none)
+  const M* pmask = nullptr;                                 ///< the surrogate-only mask (null = none)
+  const double *seq_row = nullptr, *seq_row_grad = nullptr; ///< row forms: row_pass's coefficients
 
   MSRL_HOST_DEVICE sums<s_count> operator()(std::size_t bi) const {
     token_acc<double> acc;
@@ -190,6 +229,10 @@ struct token_pass {
       const double kc_seq = Level == ratio_level::sequence && kl_corrected ? math::exp(lr) : 1.0;
       const double gkl_seq = Level == ratio_level::sequence && kl_corrected ? kc_seq / len1 * seq_klc[i] : 0.0;
       const double isw_seq = isw && !isw_per_token ? static_cast<double>(isw[i]) : 1.0;
+      // Row forms fold the IS weights (and, if they say so, the policy mask) into their row.
+      constexpr bool folds = row_form<Form>;
+      constexpr bool eats_pm = consumes_policy_mask_v<Form>;
+      const double row = folds ? seq_row[i] : 1.0, row_grad = folds ? seq_row_grad[i] : 1.0;
       simd::for_lanes(ta, tb, acc, [&](std::size_t t, auto& a) {
         using V = std::remove_reference_t<decltype(a.pg)>;
         using simd::select;
@@ -209,9 +252,11 @@ struct token_pass {
         }
         const V wv = splat<V>(w);
         const V v = isw && isw_per_token ? select(on, simd::load_as<V>(isw + t), zero) : splat<V>(isw_seq);
-        const V wk = is_weight_kl ? wv * v : wv;                                              // the KL's weight
-        const V wp = pmask ? wv * v * select(on, simd::load_as<V>(pmask + t), zero) : wv * v; // the surrogate's
-        const math::surrogate<V> sur = form(token_args<V>{rho, lrho, l, av});
+        const V wk = is_weight_kl ? wv * v : wv; // the KL's weight
+        const V pm = pmask ? select(on, simd::load_as<V>(pmask + t), zero) : one;
+        const V vs = folds ? one : v;                  // the surrogate's IS weight
+        const V wp = eats_pm ? wv * vs : wv * vs * pm; // the surrogate's weight
+        const math::surrogate<V> sur = form(token_args<V>{rho, lrho, l, av, splat<V>(row), splat<V>(row_grad), pm});
         // Without ref_logp there is no KL term at all (skips an exp per token).
         math::value_grad<V> k = has_kl ? math::kl_penalty(l, r, kp) : math::value_grad<V>{zero, zero};
         const V kraw = k.value; // the estimate itself, for the kl_mean metric
