@@ -5,6 +5,7 @@
 ///   msrl::grpo::policy_loss(exec, inputs, options, normalizer, grad)     -> loss_result
 ///   msrl::grpo::policy_loss(exec, form, inputs, options, normalizer, grad) (any surrogate_form)
 ///   msrl::grpo::aggregate_tokens(layout, x, mask, options, normalizer, grad)
+///   msrl::grpo::rollout_correction(...), rollout_rejection_mask(...)      (rollout/training mismatch)
 ///   msrl::grpo::presets::{msrl_release, ms_swift_default, trl_default, verl_default, dr_grpo, ...}
 ///
 /// `exec` is any msrl::execution_backend (backend/concept.hpp); omit it to use the reference backend.
@@ -18,6 +19,7 @@
 #include "grpo/loss_types.hpp"
 #include "grpo/policy_loss.hpp"
 #include "grpo/presets.hpp"
+#include "grpo/rejection_mask.hpp"
 #include "grpo/rollout_correction.hpp"
 #include "grpo/token_masks.hpp"
 #include "grpo/scalar_math.hpp"

@@ -192,6 +192,31 @@ BOOST_AUTO_TEST_CASE(rollout_correction_every_preset) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(rejection_masks_every_option) {
+  const data d = make(23, 41, 7);
+  const auto layout = msrl::token_layout::padded(d.B, d.T);
+  for (const char* rs : {"token_k1", "token_k2", "token_k3", "seq_sum_k1", "seq_sum_k2", "seq_sum_k3", "seq_mean_k1",
+                         "seq_mean_k2", "seq_mean_k3", "seq_max_k2", "seq_max_k3", "token_k1,seq_mean_k3,seq_max_k2"}) {
+    const auto crit = g::parse_rollout_rs(rs, std::string_view(rs).find("k1") != std::string_view::npos &&
+                                                      std::string_view(rs).find(',') == std::string_view::npos
+                                                  ? "0.97_1.03"
+                                                  : (std::string_view(rs).find(',') != std::string_view::npos ? "1.2,0.002,0.01" : "0.001"));
+    std::vector<std::uint8_t> k_ref(d.B * d.T), k(d.B * d.T);
+    const auto m_ref = g::rollout_rejection_mask(msrl::backend::reference{}, layout, std::span<const float>(d.old),
+                                                 std::span<const float>(d.lp), std::span<const std::uint8_t>(d.mask),
+                                                 std::span<const g::rejection_criterion>(crit), k_ref);
+    const auto m = g::rollout_rejection_mask(exec, layout, std::span<const float>(d.old), std::span<const float>(d.lp),
+                                             std::span<const std::uint8_t>(d.mask),
+                                             std::span<const g::rejection_criterion>(crit), k);
+    BOOST_TEST_CONTEXT("rollout_rs " << rs) {
+      BOOST_TEST(k == k_ref, boost::test_tools::per_element());
+      BOOST_TEST(m.masked_fraction == m_ref.masked_fraction);
+      BOOST_TEST(m.seq_masked_fraction == m_ref.seq_masked_fraction);
+      BOOST_TEST(m_ref.masked_fraction > 0.0);
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(validation_runs_on_the_backend) {
   data d = make(4, 5, 9);
   d.mask[0] = 1;

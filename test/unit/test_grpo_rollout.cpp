@@ -249,3 +249,81 @@ BOOST_AUTO_TEST_CASE(loss_refuses_bad_weights) {
   g::loss_options o{.level = g::ratio_level::sequence_token, .kl_is_corrected = true};
   BOOST_CHECK_THROW(g::policy_loss(g::loss_inputs<double>{lay, lp, {}, {}, adv}, o), msrl::invalid_argument);
 }
+
+// Rejection masks (grpo/rejection_mask.hpp) by hand: one row, r = (0, ln 3, -ln 3), k1 = -r.
+// token_k1 with ratio bounds [0.5, 2] keeps only the first token; seq_sum_k1 (sum 0) keeps the
+// row; seq_max_k2 at 0.5 drops it (max k2 = ln^2 3 / 2 = 0.603); the second row (all r = 0) stays.
+BOOST_AUTO_TEST_CASE(rejection_masks_by_hand) {
+  const double l3 = std::log(3.0);
+  const vec old{-1.0, -1.0, -1.0, -2.0, -2.0, -2.0}, roll{-1.0, -1.0 - l3, -1.0 + l3, -2.0, -2.0, -2.0};
+  const std::vector<std::uint8_t> mask{1, 1, 1, 1, 1, 0};
+  const auto lay = msrl::token_layout::padded(2, 3);
+  auto run = [&](std::string_view rs, std::string_view th) {
+    const auto crit = g::parse_rollout_rs(rs, th);
+    std::vector<std::uint8_t> kept(6, 7);
+    const auto mt = g::rollout_rejection_mask(lay, std::span<const double>(old), std::span<const double>(roll),
+                                              std::span<const std::uint8_t>(mask),
+                                              std::span<const g::rejection_criterion>(crit), kept);
+    return std::pair{kept, mt};
+  };
+  {
+    const auto [kept, mt] = run("token_k1", "0.5_2");
+    BOOST_TEST(kept == (std::vector<std::uint8_t>{1, 0, 0, 1, 1, 0}), boost::test_tools::per_element());
+    BOOST_TEST(mt.tokens == 5.0);
+    BOOST_TEST(mt.masked_fraction == 2.0 / 5.0, boost::test_tools::tolerance(1e-15));
+    BOOST_TEST(mt.seq_masked_fraction == 0.5);
+  }
+  {
+    const auto [kept, mt] = run("seq_sum_k1", "0.5_2");
+    BOOST_TEST(kept == (std::vector<std::uint8_t>{1, 1, 1, 1, 1, 0}), boost::test_tools::per_element());
+  }
+  {
+    const auto [kept, mt] = run("seq_max_k2,token_k3", "0.5,100");
+    BOOST_TEST(kept == (std::vector<std::uint8_t>{0, 0, 0, 1, 1, 0}), boost::test_tools::per_element());
+    BOOST_TEST(mt.criterion_masked_fraction[0] == 3.0 / 5.0, boost::test_tools::tolerance(1e-15));
+    BOOST_TEST(mt.criterion_masked_fraction[1] == 0.0);
+  }
+  // "2" for a k1 option means [1/2, 2]
+  const auto c = g::parse_rollout_rs("token_k1 , token_k1", "2");
+  BOOST_TEST(c.size() == 1u);
+  BOOST_TEST(c[0].lower == 0.5);
+  BOOST_TEST(c[0].upper == 2.0);
+}
+
+BOOST_AUTO_TEST_CASE(rejection_mask_errors_name_the_argument) {
+  auto fails = [](std::string_view rs, std::string_view th, const std::string& what) {
+    try {
+      (void)g::parse_rollout_rs(rs, th);
+      BOOST_ERROR("no exception for " << rs << " / " << th);
+    } catch (const msrl::invalid_argument& e) {
+      BOOST_TEST(std::string(e.what()).find(what) != std::string::npos, e.what());
+    }
+  };
+  fails("token_k4", "1", "rollout_rs");
+  fails("seq_max_k1", "1", "rollout_rs");
+  fails("", "1", "rollout_rs");
+  fails("token_k1,token_k2,token_k3", "1,2", "rollout_rs_threshold");
+  fails("token_k1", "0.5_x", "rollout_rs_threshold");
+  fails("token_k1", "2_1", "rollout_rs_threshold");
+  fails("token_k3", "0.1_0.2", "rollout_rs_threshold");
+  fails("token_k2", "-1", "rollout_rs_threshold");
+  fails("token_k2", "nan", "rollout_rs_threshold");
+  const vec x{-1.0, -1.0};
+  std::vector<std::uint8_t> kept(2);
+  const std::vector<g::rejection_criterion> none;
+  BOOST_CHECK_THROW(g::rollout_rejection_mask(msrl::token_layout::padded(1, 2), std::span<const double>(x),
+                                              std::span<const double>(x), std::span<const std::uint8_t>{},
+                                              std::span<const g::rejection_criterion>(none), kept),
+                    msrl::invalid_argument);
+  const std::vector<g::rejection_criterion> bad{{.scope = g::rejection_scope::token, .est = g::divergence::k1, .lower = 3.0, .upper = 2.0}};
+  BOOST_CHECK_THROW(g::rollout_rejection_mask(msrl::token_layout::padded(1, 2), std::span<const double>(x),
+                                              std::span<const double>(x), std::span<const std::uint8_t>{},
+                                              std::span<const g::rejection_criterion>(bad), kept),
+                    msrl::invalid_argument);
+  const vec nan_roll{-1.0, NAN};
+  const auto ok = g::parse_rollout_rs("token_k2", "1");
+  BOOST_CHECK_THROW(g::rollout_rejection_mask(msrl::token_layout::padded(1, 2), std::span<const double>(x),
+                                              std::span<const double>(nan_roll), std::span<const std::uint8_t>{},
+                                              std::span<const g::rejection_criterion>(ok), kept),
+                    msrl::invalid_argument);
+}

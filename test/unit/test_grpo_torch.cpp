@@ -355,3 +355,65 @@ BOOST_AUTO_TEST_CASE(extreme_log_ratios) {
     BOOST_TEST(grad[5] == 0.0);
   }
 }
+
+// verl's rejection masks, transcribed from rollout_corr_helper.py compute_rollout_rejection_mask
+// (verl_F.masked_sum / masked_mean with + 1e-8, seq_max with -inf fill and 0 for empty rows),
+// every option alone and chained, on random log-ratios spread across the thresholds.
+BOOST_AUTO_TEST_CASE(rejection_masks_match_verl) {
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const int64_t B = 12, T = 10;
+  torch::manual_seed(11);
+  Tensor old = -1.0 + 0.5 * torch::randn({B, T}, f64);
+  Tensor roll = old - 0.6 * torch::randn({B, T}, f64);
+  auto len = torch::randint(0, T + 1, {B, 1});
+  len[2][0] = 0;
+  Tensor mask = (torch::arange(T).unsqueeze(0) < len).to(torch::kFloat64);
+  Tensor lr = torch::clamp(old - roll, -20.0, 20.0);
+  Tensor k1 = -lr, k2 = 0.5 * lr.pow(2), k3 = torch::exp(lr) - 1.0 - lr;
+  auto keep_of = [&](const g::rejection_criterion& c) {
+    Tensor k = c.est == g::divergence::k1 ? k1 : (c.est == g::divergence::k2 ? k2 : k3);
+    auto test = [&](const Tensor& s) {
+      return c.est == g::divergence::k1 ? (s >= std::log(c.lower)).logical_and(s <= std::log(c.upper)) : s <= c.upper;
+    };
+    switch (c.scope) {
+    case g::rejection_scope::token: return test(k);
+    case g::rejection_scope::seq_sum: return test(torch::where(mask.to(torch::kBool), k, 0.0).sum(-1)).unsqueeze(-1).expand_as(k);
+    case g::rejection_scope::seq_mean:
+      return test(torch::where(mask.to(torch::kBool), k, 0.0).sum(-1) / (mask.sum(-1) + 1e-8)).unsqueeze(-1).expand_as(k);
+    case g::rejection_scope::seq_max: {
+      Tensor mx = k.masked_fill(mask.logical_not(), -INFINITY).amax(-1);
+      mx = torch::where(mx == -INFINITY, torch::zeros_like(mx), mx);
+      return test(mx).unsqueeze(-1).expand_as(k);
+    }
+    }
+    return test(k);
+  };
+  auto vecof = [](const Tensor& t) {
+    Tensor c = t.contiguous();
+    return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  };
+  const auto vold = vecof(old), vroll = vecof(roll), vm = vecof(mask);
+  const std::vector<std::pair<std::string, std::string>> configs = {
+      {"token_k1", "0.6_1.5"}, {"token_k2", "0.1"},  {"token_k3", "0.08"},   {"seq_sum_k1", "0.3_2.5"},
+      {"seq_sum_k2", "0.6"},   {"seq_sum_k3", "0.5"}, {"seq_mean_k1", "1.3"}, {"seq_mean_k2", "0.09"},
+      {"seq_mean_k3", "0.08"}, {"seq_max_k2", "0.3"}, {"seq_max_k3", "0.25"}, {"token_k1,seq_mean_k3", "0.5_1.8,0.1"}};
+  for (const auto& [rs, th] : configs) {
+    BOOST_TEST_CONTEXT("rollout_rs " << rs << " threshold " << th) {
+      const auto crit = g::parse_rollout_rs(rs, th);
+      Tensor keep = torch::ones_like(mask, torch::kBool);
+      for (const auto& c : crit) keep = keep.logical_and(keep_of(c));
+      Tensor want = mask * keep.to(torch::kFloat64);
+      std::vector<double> got(B * T);
+      const auto mt = g::rollout_rejection_mask(msrl::token_layout::padded(B, T), std::span<const double>(vold),
+                                                std::span<const double>(vroll), std::span<const double>(vm),
+                                                std::span<const g::rejection_criterion>(crit), got);
+      BOOST_TEST(got == vecof(want), boost::test_tools::per_element());
+      const double masked = ((1 - keep.to(torch::kFloat64)) * mask).sum().item<double>() / mask.sum().item<double>();
+      BOOST_TEST(mt.masked_fraction == masked, boost::test_tools::tolerance(1e-14));
+      const double seq = (keep.logical_not().logical_and(mask.to(torch::kBool))).any(-1).to(torch::kFloat64).mean().item<double>();
+      BOOST_TEST(mt.seq_masked_fraction == seq, boost::test_tools::tolerance(1e-14));
+      BOOST_TEST(masked > 0.0); // each threshold was chosen to reject some tokens
+      BOOST_TEST(masked < 1.0);
+    }
+  }
+}
