@@ -97,3 +97,25 @@ BOOST_AUTO_TEST_CASE(policy_mask_equals_zeroed_advantages) {
   BOOST_CHECK_THROW(g::policy_loss(g::loss_inputs<double>{lay, lp, old, ref, adv, mask, {}, bad}, g::loss_options{}),
                     msrl::value_error);
 }
+
+// TRL's mask_truncated_completions by hand: EOS 2 (and 9), pad 0. Padded rows: [5 6 2 0] ends in
+// pad (kept), [5 6 7 8] ran out (dropped), [5 6 7 2] ends in EOS (kept), [4 9 0 0] ends in pad.
+BOOST_AUTO_TEST_CASE(truncated_completions_leave_the_mask) {
+  const std::vector<int> ids{5, 6, 2, 0, 5, 6, 7, 8, 5, 6, 7, 2, 4, 9, 0, 0}, eos{2, 9};
+  const bytes mask{1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+  bytes out(16, 7);
+  const auto n = g::truncated_completion_mask(msrl::token_layout::padded(4, 4), std::span<const int>(ids),
+                                              std::span<const std::uint8_t>(mask), std::span<const int>(eos), 0, out);
+  BOOST_TEST(n == 1u);
+  BOOST_TEST(out == (bytes{1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0}), boost::test_tools::per_element());
+  // packed: rows [5 6 2], [5 6 7], [] -> the second is truncated, the empty one is not
+  const std::vector<std::int64_t> off{0, 3, 6, 6};
+  const std::vector<int> pids{5, 6, 2, 5, 6, 7};
+  bytes pout(6);
+  BOOST_TEST(g::truncated_completion_mask(msrl::token_layout::packed(off), std::span<const int>(pids),
+                                          std::span<const std::uint8_t>{}, std::span<const int>(eos), 0, pout) == 1u);
+  BOOST_TEST(pout == (bytes{1, 1, 1, 0, 0, 0}), boost::test_tools::per_element());
+  BOOST_CHECK_THROW(g::truncated_completion_mask(msrl::token_layout::padded(4, 4), std::span<const int>(ids),
+                                                 std::span<const std::uint8_t>(mask), std::span<const int>{}, 0, out),
+                    msrl::invalid_argument);
+}

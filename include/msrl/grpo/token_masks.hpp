@@ -12,6 +12,9 @@
 ///                            delta_i = mean_t m_t (sampling_logp - logp) > delta. TRL multiplies the
 ///                            surrogate (pass it as policy_mask); ms-swift removes the rows from the
 ///                            mask (AND it into the mask; its dapo normaliser, counted before, stays).
+///   truncated_completion_mask TRL mask_truncated_completions: a row whose last id is neither an EOS
+///                            id nor the pad id ran out of tokens; its tokens leave the mask (before
+///                            the normaliser is counted).
 ///
 /// Host arrays; the log-probs are those of the current forward (the decision is not
 /// differentiated), so a trainer computes them before the loss call. Multi-rank runs that gather
@@ -115,6 +118,38 @@ std::size_t off_policy_sequence_mask(const token_layout& layout, std::span<const
       o[t] = keep && (mask.empty() || mask[t] != M(0)) ? 1 : 0;
   }
   return dropped;
+}
+
+/// Writes m_t [row i not truncated] per token (0/1) and returns the number of truncated rows. A row
+/// is truncated when its last id (position T - 1 of the padded row; the row's last token when
+/// packed) is neither in `eos_ids` nor `pad_id` (TRL grpo_trainer.py, mask_truncated_completions).
+/// A packed row without tokens is not truncated.
+template <class I, class M, msrl::output_range R>
+std::size_t truncated_completion_mask(const token_layout& layout, std::span<const I> ids, std::span<const M> mask,
+                                      std::span<const I> eos_ids, I pad_id, R&& out) {
+  constexpr const char* where = "msrl::grpo::truncated_completion_mask";
+  auto o = msrl::as_span(out);
+  const std::size_t B = layout.num_sequences, N = layout.total_tokens;
+  require<shape_error>(ids.size() == N, where, "ids", "must have one element per token (" + std::to_string(N) + ")");
+  require<shape_error>(mask.empty() || mask.size() == N, where, "mask", "must be empty or match ids");
+  require<shape_error>(o.size() == N, where, "out", "must have one element per token");
+  require(!eos_ids.empty(), where, "eos_ids", "must name at least one end-of-sequence id");
+  std::size_t truncated = 0;
+  for (std::size_t i = 0; i < B; ++i) {
+    const std::size_t b = layout.begin(i), e = layout.end(i);
+    bool cut = false;
+    if (e > b) {
+      const I last = ids[e - 1];
+      cut = last != pad_id && std::find(eos_ids.begin(), eos_ids.end(), last) == eos_ids.end();
+    }
+    truncated += cut ? 1 : 0;
+    for (std::size_t t = b; t < e; ++t) {
+      const double m = mask.empty() ? 1.0 : static_cast<double>(mask[t]);
+      require<value_error>(m == 0.0 || m == 1.0, where, "mask", "values must be 0 or 1");
+      o[t] = !cut && m != 0.0 ? 1 : 0;
+    }
+  }
+  return truncated;
 }
 
 } // namespace msrl::grpo
