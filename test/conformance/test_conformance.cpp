@@ -105,6 +105,7 @@ static void compare_loss(const Exec& ex, const data& d, const g::loss_options& o
   BOOST_TEST(close(r.metrics.dual_clip_fraction, r_ref.metrics.dual_clip_fraction, 1e-12), r.metrics.dual_clip_fraction << " vs " << r_ref.metrics.dual_clip_fraction);
   BOOST_TEST(close(r.metrics.ratio_mean, r_ref.metrics.ratio_mean, 1e-10), r.metrics.ratio_mean << " vs " << r_ref.metrics.ratio_mean);
   BOOST_TEST(close(r.metrics.kl_mean, r_ref.metrics.kl_mean, 1e-10), r.metrics.kl_mean << " vs " << r_ref.metrics.kl_mean);
+  BOOST_TEST(close(r.metrics.log_ratio_mean, r_ref.metrics.log_ratio_mean, 1e-10));
   for (std::size_t i = 0; i < g_b.size(); ++i) BOOST_TEST(g_b[i] == g_ref[i]); // per-token math is identical
 
   // Packed layout over the unmasked tokens gives the same numbers as the padded one.

@@ -229,6 +229,9 @@ static void check(const g::loss_options& o, bool per_token, uint64_t seed, g::lo
   auto r = g::policy_loss(msrl_in, o, n, std::span<double>(grad));
   const double tl = lt.item<double>();
   BOOST_TEST(std::abs(r.loss - tl) <= 1e-12 * std::max(1.0, std::abs(tl)), "loss " << r.loss << " vs torch " << tl);
+  // verl's ppo_kl = masked_mean(-(logp - old)): msrl reports its negative, log_ratio_mean
+  const double ppo_kl = ((in.old - in.lp) * in.mask).sum().item<double>() / in.mask.sum().item<double>();
+  BOOST_TEST(std::abs(-r.metrics.log_ratio_mean - ppo_kl) <= 1e-13, "log_ratio_mean " << r.metrics.log_ratio_mean);
   auto vg = vecof(gt);
   for (std::size_t i = 0; i < grad.size(); ++i)
     BOOST_TEST(std::abs(grad[i] - vg[i]) <= 1e-12 * std::max(1.0, std::abs(vg[i])),

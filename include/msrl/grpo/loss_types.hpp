@@ -138,6 +138,7 @@ struct loss_metrics {
   double dual_clip_fraction = 0; ///< A < 0 and the dual-clip bound active
   double ratio_mean = 0;         ///< mean ratio over masked tokens
   double kl_mean = 0;            ///< mean KL estimate over masked tokens (0 when beta == 0 and no ref)
+  double log_ratio_mean = 0;     ///< mean of logp - old_logp over masked tokens (verl's ppo_kl is its negative)
   double policy_loss = 0;        ///< the surrogate part of the loss (aggregated, scaled)
   double kl_loss = 0;            ///< beta * KL part of the loss (aggregated, scaled)
   double normalizer = 0;         ///< the N, S or S*C the aggregation divided by

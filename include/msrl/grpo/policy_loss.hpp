@@ -222,6 +222,7 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
     mt.dual_clip_fraction = tot[stat::s_dual] / n;
     mt.ratio_mean = tot[stat::s_ratio] / n;
     mt.kl_mean = tot[stat::s_klsum] / n;
+    mt.log_ratio_mean = tot[stat::s_lr] / n;
   }
   return res;
 }

@@ -22,7 +22,7 @@
 
 namespace msrl::grpo::detail {
 
-enum stat : int { s_loss, s_pg, s_kl, s_tok, s_ratio, s_klsum, s_low, s_high, s_dual, s_count };
+enum stat : int { s_loss, s_pg, s_kl, s_tok, s_ratio, s_klsum, s_low, s_high, s_dual, s_lr, s_count };
 
 template <class M>
 MSRL_HOST_DEVICE inline double mask_at(const M* mask, std::size_t t) {
@@ -182,8 +182,8 @@ struct row_pass {
 // Accumulators of the token pass, one lane each.
 template <class V>
 struct token_acc {
-  V pg{}, kl{}, tok{}, rsum{}, klsum{}, low{}, high{}, dual{};
-  auto fields() { return std::tie(pg, kl, tok, rsum, klsum, low, high, dual); }
+  V pg{}, kl{}, tok{}, rsum{}, klsum{}, low{}, high{}, dual{}, lr{};
+  auto fields() { return std::tie(pg, kl, tok, rsum, klsum, low, high, dual, lr); }
 };
 
 // The token pass over one block of tokens [bi*blk, min(N, (bi+1)*blk)), split at row boundaries.
@@ -275,6 +275,7 @@ struct token_pass {
         a.tok = a.tok + select(on, one, zero);
         a.rsum = a.rsum + select(on, rho, zero);
         a.klsum = a.klsum + select(on, kraw, zero);
+        a.lr = a.lr + (l - o); // masked tokens' inputs are 0 here
         a.low = a.low + select(simd::mand(on, sur.clipped_low), one, zero);
         a.high = a.high + select(simd::mand(on, sur.clipped_high), one, zero);
         a.dual = a.dual + select(simd::mand(on, sur.dual_clipped), one, zero);
@@ -292,6 +293,7 @@ struct token_pass {
     s[s_low] = acc.low;
     s[s_high] = acc.high;
     s[s_dual] = acc.dual;
+    s[s_lr] = acc.lr;
     return s;
   }
 };
