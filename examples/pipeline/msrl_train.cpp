@@ -142,6 +142,14 @@ int main(int argc, char** argv) {
                  "share of the other stage 1 text rows whose context is a bare phrase (caption style), in percent")
       ->capture_default_str()
       ->check(CLI::Range(0u, 100u));
+  mk->add_option_function<std::string>(
+        "--layout",
+        [&data_opt](const std::string& v) {
+          data_opt.layout = v == "plain" ? mp::judge_layout::plain : v == "multimodal" ? mp::judge_layout::multimodal : mp::judge_layout::typed;
+        },
+        "layout of the judging rows without media: plain (stage 1 its own prompt), typed (stage 1 in the stage 2 layout, "
+        "the default) or multimodal (every judging row in the multimodal layout, the text copied into <caption>)")
+      ->check(CLI::IsMember({"plain", "typed", "multimodal"}));
   mk->add_option("--caption-context-percent", data_opt.caption_context_percent,
                  "share of pretrain_media rows that ask for the caption after a judging context (question and candidates), in percent")
       ->capture_default_str()

@@ -293,7 +293,8 @@ BOOST_AUTO_TEST_CASE(every_row_follows_the_schema) {
     const bool text = name.starts_with("stage1") || name == "eval_text.jsonl", sft = name == "stage1_sft.jsonl", media = name == "stage2_cmkd.jsonl" ||
                                                                                              name == "stage3_multimodal_rl.jsonl" || name == "eval.jsonl";
     const bool eval = name.starts_with("eval");
-    const std::string system = mp::system_prompt(text ? mp::prompt_style::text : media ? mp::prompt_style::multimodal : mp::prompt_style::caption);
+    // stage 1 text rows share the stage 2 (caption) system prompt (judge_layout::typed, the default)
+    const std::string system = mp::system_prompt(media ? mp::prompt_style::multimodal : mp::prompt_style::caption);
     std::map<std::string, std::vector<json>> by_id;
     for (const auto& row : read_jsonl(b.dir / name)) {
       BOOST_TEST_CONTEXT(name << " " << row.dump()) {
@@ -586,9 +587,15 @@ BOOST_AUTO_TEST_CASE(reference_rationales_earn_full_rewards) {
     const std::string completion = row["messages"][2]["content"], solution = row["solution"], task = row["task_type"];
     const msrl::reward::sample smp{completion, solution, task};
     BOOST_TEST_CONTEXT(completion) {
+      // the stage 2 layout: the task type first, then the plain <think><answer> of the other styles
+      const std::string type = "<type>text</type>";
+      BOOST_REQUIRE(completion.starts_with(type));
+      const std::string rest = completion.substr(type.size());
+      const msrl::reward::sample plain{rest, solution, task};
       BOOST_CHECK_EQUAL(msrl::reward::format_reward{}(smp), 1.0);
-      BOOST_CHECK_EQUAL((msrl::reward::format_reward{.style = msrl::reward::format_style::swift}(smp)), 1.0);
-      BOOST_CHECK_EQUAL((msrl::reward::format_reward{.style = msrl::reward::format_style::r1reward}(smp)), 1.0);
+      BOOST_CHECK_EQUAL((msrl::reward::format_reward{.style = msrl::reward::format_style::swift}(plain)), 1.0);
+      BOOST_CHECK_EQUAL((msrl::reward::format_reward{.style = msrl::reward::format_style::r1reward}(plain)), 1.0);
+      BOOST_CHECK_EQUAL(msrl::reward::task_reward{}(smp), msrl::reward::task_reward{}.value);
       BOOST_CHECK_EQUAL(msrl::reward::accuracy_reward{}(smp), 1.0);
       BOOST_CHECK_CLOSE(stage1(smp), 1.2, 1e-9);
       // the wrong label scores no accuracy
@@ -810,4 +817,54 @@ BOOST_AUTO_TEST_CASE(bad_options_and_output_folders_are_refused) {
   // no temporary folders are left behind by any of the above
   for (const auto& e : fs::directory_iterator(s.dir))
     BOOST_CHECK_MESSAGE(e.path().filename().string()[0] != '.', "left behind: " << e.path());
+}
+
+// judge_layout::plain writes the earlier stage 1 layout: its own system prompt, no <type>; the
+// other files and the stage 1 contents are the same.
+BOOST_AUTO_TEST_CASE(plain_text_layout_on_request) {
+  auto& b = bundled::get();
+  scratch s("datagen_plain");
+  mp::datagen_options o;
+  o.layout = mp::judge_layout::plain;
+  mp::make_bundled_data(s.dir / "plain", o);
+  for (const char* f : {"stage1_sft.jsonl", "stage1_rl.jsonl", "eval_text.jsonl"}) {
+    const auto typed = read_jsonl(b.dir / f), plain = read_jsonl(s.dir / "plain" / f);
+    BOOST_REQUIRE_EQUAL(typed.size(), plain.size());
+    for (std::size_t i = 0; i < typed.size(); ++i) {
+      BOOST_CHECK_EQUAL(plain[i]["messages"][0]["content"].get<std::string>(), mp::system_prompt(mp::prompt_style::text));
+      BOOST_CHECK_EQUAL(plain[i]["messages"][1], typed[i]["messages"][1]);
+      if (plain[i]["messages"].size() == 3)
+        BOOST_CHECK_EQUAL("<type>text</type>" + plain[i]["messages"][2]["content"].get<std::string>(),
+                          typed[i]["messages"][2]["content"].get<std::string>());
+    }
+  }
+  BOOST_CHECK(slurp(s.dir / "plain" / "pretrain_media.jsonl") == slurp(b.dir / "pretrain_media.jsonl"));
+  BOOST_CHECK(slurp(s.dir / "plain" / "stage2_caption_rl.jsonl") == slurp(b.dir / "stage2_caption_rl.jsonl"));
+}
+
+// judge_layout::multimodal: every judging row without media takes the multimodal prompt (and keeps
+// its text); the stage 1 targets copy the context into <caption> after <type>text</type>.
+BOOST_AUTO_TEST_CASE(multimodal_layout_copies_the_text_into_the_caption) {
+  scratch s("datagen_mm");
+  mp::datagen_options o;
+  o.layout = mp::judge_layout::multimodal;
+  mp::make_bundled_data(s.dir / "mm", o);
+  const std::string mm = mp::system_prompt(mp::prompt_style::multimodal);
+  for (const char* f : {"stage1_sft.jsonl", "stage1_rl.jsonl", "eval_text.jsonl", "stage2_caption_rl.jsonl", "eval_caption.jsonl"})
+    for (const auto& row : read_jsonl(s.dir / "mm" / f)) {
+      BOOST_CHECK_EQUAL(row["messages"][0]["content"].get<std::string>(), mm);
+      const std::string user = row["messages"][1]["content"];
+      BOOST_CHECK(user.find("<image>") == std::string::npos && user.find("<video>") == std::string::npos);
+    }
+  for (const auto& row : read_jsonl(s.dir / "mm" / "stage2_cmkd.jsonl"))
+    BOOST_CHECK_EQUAL(row["caption_messages"][0]["content"].get<std::string>(), mm);
+  std::size_t n = 0;
+  for (const auto& row : read_jsonl(s.dir / "mm" / "stage1_sft.jsonl")) {
+    const std::string user = row["messages"][1]["content"], done = row["messages"][2]["content"];
+    // "Text: <context>.\n..." -> "<type>text</type><caption><context></caption><think>..."
+    const std::string context = user.substr(6, user.find('\n') - 7);
+    BOOST_CHECK_EQUAL(done.substr(0, done.find("<think>")), "<type>text</type><caption>" + context + "</caption>");
+    ++n;
+  }
+  BOOST_CHECK_EQUAL(n, o.sft);
 }

@@ -83,6 +83,9 @@ struct datagen_options {
   /// candidates are in its context (exact captions of the held-out media 97 % bare, 6.5 % after
   /// the judging context; docs/pipeline.md).
   unsigned caption_context_percent = 50;
+  /// The layout of the judging rows without media (stage 1 text, stage 2 captions, CMKD's caption
+  /// prompts, eval_text, eval_caption): judge_layout (task_format.hpp). Default `typed`.
+  judge_layout layout = judge_layout::typed;
   int image_size = 56;          ///< image side in pixels (one InternVL tile of the tiny model)
   int video_frames = 4;         ///< frames per video
 };
@@ -152,8 +155,14 @@ struct datagen_item {
     const std::string t = truth_value(), w = wrong_value();
     return write_rationale(task, t, label == 'A' ? t : w, label == 'A' ? w : t, prompt_form);
   }
-  /// The caption text: the scene phrase (understanding) or "Image A: pa. Image B: pb." (generation).
+  /// The caption text: the scene phrase (understanding) or "Image A: pa. Image B: pb." (generation);
+  /// for text items the context as shown, without its final full stop.
   std::string caption() const {
+    if (task == task_type::text && !phrase_text && !prompt_form) {
+      std::string s = is_motion ? world::sentence(motion_true) : world::sentence(still_true);
+      if (!s.empty() && s.back() == '.') s.pop_back();
+      return s;
+    }
     if (!generation()) return truth_phrase();
     const std::string noun = task == task_type::image_generation ? "Image" : "Video";
     return noun + " A: " + phrase_a() + ". " + noun + " B: " + phrase_b() + ".";
@@ -365,11 +374,13 @@ inline std::string caption_request(task_type t) {
   }
 }
 
-/// messages for `style` (system + user, plus the reference assistant turn when asked).
-inline ojson messages(const datagen_item& it, prompt_style style, bool with_answer) {
+/// messages for `style` (system + user, plus the reference assistant turn when asked); `media`:
+/// the media markers in place of the captions (the judge_layout::multimodal rows without media
+/// share the multimodal style and keep their text).
+inline ojson messages(const datagen_item& it, prompt_style style, bool with_answer, bool media = false) {
   ojson m = ojson::array();
   m.push_back(message("system", system_prompt(style)));
-  m.push_back(message("user", user_text(it, style == prompt_style::multimodal)));
+  m.push_back(message("user", user_text(it, media)));
   if (with_answer) m.push_back(message("assistant", it.completion(style)));
   return m;
 }
@@ -519,7 +530,8 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
     std::uint64_t stream = 0;
     auto rng_for = [&](std::uint64_t k) { return msrl::data::splitmix64(msrl::data::splitmix64(opt.seed ^ (0x5851f42d4c957f2dull * (k + 1))).next()); };
 
-    // stage 1: text (SFT with the rationale, RL without)
+    // stage 1: text (SFT with the rationale, RL without); the styles of the rows without media
+    const prompt_style text_style = text_style_of(opt.layout), caption_style = caption_style_of(opt.layout);
     for (const auto& [file, n, prefix, with_answer] :
          {std::tuple<std::string_view, std::size_t, std::string_view, bool>{"stage1_sft.jsonl", opt.sft, "sft", true},
           std::tuple<std::string_view, std::size_t, std::string_view, bool>{"stage1_rl.jsonl", opt.text_rl, "rl", false}}) {
@@ -530,7 +542,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
         const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second, {opt.text_prompt_percent, opt.text_phrase_percent});
         ojson row;
         row["id"] = detail_datagen::row_id(prefix, i);
-        row["messages"] = detail_datagen::messages(it, prompt_style::text, with_answer);
+        row["messages"] = detail_datagen::messages(it, text_style, with_answer);
         row["solution"] = std::string(1, it.label);
         row["task_type"] = task_type_name(it.task);
         out.add(row);
@@ -588,7 +600,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
         const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second);
         ojson row;
         row["id"] = detail_datagen::row_id("cap", i);
-        row["messages"] = detail_datagen::messages(it, prompt_style::caption, false);
+        row["messages"] = detail_datagen::messages(it, caption_style, false);
         row["solution"] = std::string(1, it.label);
         row["task_type"] = task_type_name(it.task);
         row["caption"] = it.caption();
@@ -608,12 +620,12 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
         const auto it = detail_datagen::draw_item(rng, p[i].first, p[i].second);
         ojson row;
         row["id"] = detail_datagen::row_id(prefix, i);
-        row["messages"] = detail_datagen::messages(it, prompt_style::multimodal, false);
+        row["messages"] = detail_datagen::messages(it, prompt_style::multimodal, false, true);
         detail_datagen::add_media(row, it, store);
         row["solution"] = std::string(1, it.label);
         row["task_type"] = task_type_name(it.task);
         row["caption"] = it.caption();
-        if (cmkd) row["caption_messages"] = detail_datagen::messages(it, prompt_style::caption, false);
+        if (cmkd) row["caption_messages"] = detail_datagen::messages(it, caption_style, false);
         out.add(row);
       }
       sum.files.push_back(out.close());
@@ -630,7 +642,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
           const auto it = order == 'A' ? base : base.swapped();
           ojson row;
           row["id"] = detail_datagen::row_id("eval", i);
-          row["messages"] = detail_datagen::messages(it, prompt_style::multimodal, false);
+          row["messages"] = detail_datagen::messages(it, prompt_style::multimodal, false, true);
           detail_datagen::add_media(row, it, store);
           row["solution"] = std::string(1, it.label);
           row["task_type"] = task_type_name(it.task);
@@ -639,7 +651,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
           out.add(row);
           ojson cap;
           cap["id"] = row["id"];
-          cap["messages"] = detail_datagen::messages(it, prompt_style::caption, false);
+          cap["messages"] = detail_datagen::messages(it, caption_style, false);
           cap["solution"] = row["solution"];
           cap["task_type"] = row["task_type"];
           cap["caption"] = row["caption"];
@@ -663,7 +675,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
           const auto it = order == 'A' ? base : base.swapped();
           ojson row;
           row["id"] = detail_datagen::row_id("evtext", i);
-          row["messages"] = detail_datagen::messages(it, prompt_style::text, false);
+          row["messages"] = detail_datagen::messages(it, text_style, false);
           row["solution"] = std::string(1, it.label);
           row["task_type"] = task_type_name(it.task);
           row["order"] = order == 'A' ? "AB" : "BA";
@@ -688,7 +700,8 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
                            {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl},           {"eval", opt.eval},
                            {"image_size", opt.image_size}, {"video_frames", opt.video_frames},
                            {"text_prompt_percent", opt.text_prompt_percent}, {"text_phrase_percent", opt.text_phrase_percent},
-                           {"caption_context_percent", opt.caption_context_percent}};
+                           {"caption_context_percent", opt.caption_context_percent},
+                           {"layout", std::string(judge_layout_name(opt.layout))}};
     ojson files = ojson::object();
     for (const auto& f : sum.files) {
       ojson tt = ojson::object();

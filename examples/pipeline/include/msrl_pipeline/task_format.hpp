@@ -39,6 +39,26 @@ enum class prompt_style : std::uint8_t {
   multimodal ///< stage 3, CMKD pool, eval: <type>...</type><caption>...</caption><think>...</think><answer>A</answer>
 };
 
+/// The layout of the judging rows without media (stage 1 text, stage 2 captions, CMKD's caption
+/// prompts, eval_text, eval_caption); the media rows always take the multimodal one.
+///   plain       stage 1 its own (text) prompt, stage 2 the caption prompt: three prompts in all
+///   typed       stage 1 in the stage 2 layout (caption prompt; <type>text</type> in the targets)
+///   multimodal  every judging row in the multimodal layout: its prompt, and in the stage 1 targets
+///               <type>text</type><caption>the text</caption> before the reasoning
+enum class judge_layout : std::uint8_t { plain, typed, multimodal };
+
+inline std::string_view judge_layout_name(judge_layout l) noexcept {
+  constexpr std::array<std::string_view, 3> n = {"plain", "typed", "multimodal"};
+  return n[static_cast<std::size_t>(l)];
+}
+/// The style of the stage 1 text rows and of the caption-based rows under a layout.
+inline prompt_style text_style_of(judge_layout l) noexcept {
+  return l == judge_layout::plain ? prompt_style::text : l == judge_layout::typed ? prompt_style::caption : prompt_style::multimodal;
+}
+inline prompt_style caption_style_of(judge_layout l) noexcept {
+  return l == judge_layout::multimodal ? prompt_style::multimodal : prompt_style::caption;
+}
+
 /// The system prompt of each stage (short: a tiny model reads it in every prompt).
 inline std::string system_prompt(prompt_style s) {
   switch (s) {
