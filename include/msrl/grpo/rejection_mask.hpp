@@ -32,6 +32,7 @@
 #include "../core/ranges.hpp"
 #include "../core/token_layout.hpp"
 #include "aggregate.hpp"
+#include "rollout_correction.hpp"
 #include "scalar_math.hpp"
 
 namespace msrl::grpo {
@@ -184,15 +185,10 @@ rejection_metrics rollout_rejection_mask(const Backend& exec, const token_layout
                                          std::span<const T> rollout_logp, std::span<const M> mask,
                                          std::span<const rejection_criterion> criteria, std::span<MO> kept_mask) {
   constexpr const char* where = "msrl::grpo::rollout_rejection_mask";
-  const std::size_t B = lay.num_sequences, N = lay.total_tokens;
+  const std::size_t B = lay.num_sequences;
   detail::check_rejection_criteria(criteria, where);
-  require<shape_error>(old_logp.size() == N, where, "old_logp",
-                       "must have one element per token (" + std::to_string(N) + ")");
-  require<shape_error>(rollout_logp.size() == N, where, "rollout_logp", "must match old_logp");
-  require<shape_error>(mask.empty() || mask.size() == N, where, "mask", "must be empty or match old_logp");
-  require<shape_error>(kept_mask.size() == N, where, "kept_mask",
-                       "must have one element per token (" + std::to_string(N) + ")");
-  detail::require_packed_offsets(exec, lay, where);
+  detail::check_mismatch_inputs(exec, lay, old_logp.size(), rollout_logp.size(), mask.size(), kept_mask.size(),
+                                "kept_mask", where);
   detail::rejection_set set;
   std::copy(criteria.begin(), criteria.end(), set.c);
   set.n = criteria.size();

@@ -177,6 +177,19 @@ inline void check_rollout_options(const rollout_correction_options& o, const cha
           "row_gated gates rows by their sequence weight: it needs options.level = sequence");
 }
 
+// The shapes of the mismatch helpers' inputs (rollout_correction, rollout_rejection_mask): old and
+// rollout log-probs per token, an optional mask, and the per-token output named `out`.
+template <msrl::execution_backend Backend>
+void check_mismatch_inputs(const Backend& exec, const token_layout& lay, std::size_t n_old, std::size_t n_roll,
+                           std::size_t n_mask, std::size_t n_out, const char* out, const char* where) {
+  const std::size_t N = lay.total_tokens;
+  require<shape_error>(n_old == N, where, "old_logp", "must have one element per token (" + std::to_string(N) + ")");
+  require<shape_error>(n_roll == N, where, "rollout_logp", "must match old_logp");
+  require<shape_error>(n_mask == 0 || n_mask == N, where, "mask", "must be empty or match old_logp");
+  require<shape_error>(n_out == N, where, out, "must have one element per token (" + std::to_string(N) + ")");
+  require_packed_offsets(exec, lay, where);
+}
+
 } // namespace detail
 
 /// Writes the per-token IS weights of the rollout correction to `weights` ([N], masked tokens 0)
@@ -189,13 +202,8 @@ rollout_correction_metrics rollout_correction(const Backend& exec, const token_l
   constexpr const char* where = "msrl::grpo::rollout_correction";
   const std::size_t B = lay.num_sequences, N = lay.total_tokens;
   detail::check_rollout_options(opt, where);
-  require<shape_error>(old_logp.size() == N, where, "old_logp",
-                       "must have one element per token (" + std::to_string(N) + ")");
-  require<shape_error>(rollout_logp.size() == N, where, "rollout_logp", "must match old_logp");
-  require<shape_error>(mask.empty() || mask.size() == N, where, "mask", "must be empty or match old_logp");
-  require<shape_error>(weights.size() == N, where, "weights",
-                       "must have one element per token (" + std::to_string(N) + ")");
-  detail::require_packed_offsets(exec, lay, where);
+  detail::check_mismatch_inputs(exec, lay, old_logp.size(), rollout_logp.size(), mask.size(), weights.size(), "weights",
+                                where);
   typename Backend::template buffer<double> rmin(B), rmax(B);
   using detail::rc_stat;
   const auto s = exec.reduce_n(B,
