@@ -22,5 +22,7 @@
 #include "grpo/rejection_mask.hpp"
 #include "grpo/rollout_correction.hpp"
 #include "grpo/token_masks.hpp"
+#include "grpo/cov_selection.hpp"
+#include "grpo/fipo.hpp"
 #include "grpo/scalar_math.hpp"
 #include "grpo/surrogate.hpp"

@@ -139,7 +139,7 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"stages='[\"warmup\"]'", "stages[0]"},
       {"caption_grpo.replay_ratio=5-1", "caption_grpo.replay_ratio"},
       {"sft.replay_file=pretrain.jsonl --set sft.replay_ratio=4", "sft.replay_ratio"},
-      {"cmkd.sft.replay_file=pretrain.jsonl", "cmkd.sft.replay_file"},
+      {"cmkd.sft.replay_file=pretrain.jsonl --set cmkd.sft.replay_ratio=4", "cmkd.sft.replay_ratio"},
       {"model.init_std=2", "model.init_std"},
       {"mm_grpo.num_generations=1", "mm_grpo.num_generations"},
       {"eval.layout=csv", "eval.layout"},

@@ -6,6 +6,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -278,4 +280,141 @@ BOOST_AUTO_TEST_CASE(gmpo_matches_hand_worked_values) {
         g::loss_inputs<double>{msrl::token_layout::padded(2, 2), lp2, old2, {}, vec{1.0, 3.0}, mask}, o);
     BOOST_TEST(r.loss == (-std::exp(0.05) + (trl ? -3.0 : 0.0)) / 2, boost::test_tools::tolerance(1e-13));
   }
+}
+
+// KL-Cov by hand: token 0 selected (lr = 0.5), token 1 not (lr = -0.3); A = 2, coef 0.1, token_sum.
+// Selected: -A e^lr + 0.1 |lr|, gradient -A e^lr + 0.1 sign(lr); otherwise -A e^lr and -A e^lr.
+BOOST_AUTO_TEST_CASE(kl_cov_matches_hand_worked_values) {
+  const vec lp{-1.0, -2.0}, old{-1.5, -1.7}, adv{2.0};
+  const std::vector<std::uint8_t> sel{1, 0};
+  g::loss_options o{.form = g::loss_form::kl_cov, .kl_cov_coef = 0.1, .agg = g::aggregation::token_sum};
+  vec grad(2);
+  g::loss_inputs<double> in{msrl::token_layout::padded(1, 2), lp, old, {}, adv, {}, {}, sel};
+  const auto r = g::policy_loss(in, o, {}, grad);
+  const double e0 = std::exp(0.5), e1 = std::exp(-0.3);
+  BOOST_TEST(r.loss == -2 * e0 + 0.05 - 2 * e1, boost::test_tools::tolerance(1e-14));
+  BOOST_TEST(grad[0] == -2 * e0 + 0.1, boost::test_tools::tolerance(1e-14));
+  BOOST_TEST(grad[1] == -2 * e1, boost::test_tools::tolerance(1e-14));
+  // the form is token level only; the coefficient must be finite and >= 0
+  o.level = g::ratio_level::sequence;
+  BOOST_CHECK_THROW(g::policy_loss(in, o, {}, grad), msrl::invalid_argument);
+  o = {.form = g::loss_form::kl_cov, .kl_cov_coef = -1.0};
+  BOOST_CHECK_THROW(g::policy_loss(in, o, {}, grad), msrl::invalid_argument);
+}
+
+// The covariance selections on one row of four tokens. Advantages 2, 0, -1, 3 (mean 1), log-probs
+// -1, -2, -0.5, -3 (mean -1.625): cov = 0.625, 0.375, -2.25, -2.75.
+BOOST_AUTO_TEST_CASE(covariance_selections_match_hand_worked_values) {
+  const auto lay = msrl::token_layout::padded(1, 4);
+  const vec lp{-1.0, -2.0, -0.5, -3.0}, adv{2.0, 0.0, -1.0, 3.0};
+  const std::vector<std::uint8_t> all;
+  std::vector<std::uint8_t> out(4);
+  auto kl = g::kl_cov_mask(lay, std::span<const double>(lp), std::span<const double>(adv),
+                           std::span<const std::uint8_t>(all), {.ratio = 0.25}, out);
+  BOOST_TEST(out == (std::vector<std::uint8_t>{1, 0, 0, 0}), boost::test_tools::per_element());
+  BOOST_TEST(kl.selected == 1u);
+  kl = g::kl_cov_mask(lay, std::span<const double>(lp), std::span<const double>(adv),
+                      std::span<const std::uint8_t>(all), {.ratio = 0.5}, out);
+  BOOST_TEST(out == (std::vector<std::uint8_t>{1, 1, 0, 0}), boost::test_tools::per_element());
+  // a masked token leaves the statistic: tokens 1, 2, 3 (A mean 2/3, logp mean -11/6):
+  // cov = 0.111, -2.222, -2.722 -> the top one is token 1
+  const std::vector<std::uint8_t> m{0, 1, 1, 1};
+  kl = g::kl_cov_mask(lay, std::span<const double>(lp), std::span<const double>(adv), std::span<const std::uint8_t>(m),
+                      {.ratio = 0.25}, out);
+  BOOST_TEST(out == (std::vector<std::uint8_t>{0, 1, 0, 0}), boost::test_tools::per_element());
+  BOOST_TEST(kl.unmasked == 3u);
+
+  // Clip-Cov with lb 0.3, ub 1: candidates tokens 0 and 1 (ratio 1: nothing clipped); k = 1; the
+  // permutation {1, 0} takes candidate 1 = token 1.
+  const vec same = lp;
+  const std::vector<std::int64_t> perm{1, 0};
+  auto cc = g::clip_cov_mask(lay, std::span<const double>(lp), std::span<const double>(same),
+                             std::span<const double>(adv), std::span<const std::uint8_t>(all),
+                             {.ratio = 0.25, .lower = 0.3, .upper = 1.0, .permutation = perm}, out);
+  BOOST_TEST(out == (std::vector<std::uint8_t>{1, 0, 1, 1}), boost::test_tools::per_element());
+  BOOST_TEST(cc.candidates == 2u);
+  BOOST_TEST(cc.selected == 1u);
+  // token 0 with rho = e^0.5 > 1.2 and A = 2 > 0: the clipped branch wins, it is no candidate
+  const vec old{-1.5, -2.0, -0.5, -3.0};
+  cc = g::clip_cov_mask(lay, std::span<const double>(lp), std::span<const double>(old), std::span<const double>(adv),
+                        std::span<const std::uint8_t>(all), {.ratio = 0.25, .lower = 0.3, .upper = 1.0}, out);
+  BOOST_TEST(out == (std::vector<std::uint8_t>{1, 0, 1, 1}), boost::test_tools::per_element());
+  BOOST_TEST(cc.candidates == 1u);
+  // bad input
+  const std::vector<std::int64_t> dup{0, 0};
+  BOOST_CHECK_THROW(g::clip_cov_mask(lay, std::span<const double>(lp), std::span<const double>(same),
+                                     std::span<const double>(adv), std::span<const std::uint8_t>(all),
+                                     {.ratio = 0.25, .lower = 0.3, .upper = 1.0, .permutation = dup}, out),
+                    msrl::value_error);
+  BOOST_CHECK_THROW(g::clip_cov_mask(lay, std::span<const double>(lp), std::span<const double>(same),
+                                     std::span<const double>(adv), std::span<const std::uint8_t>(all),
+                                     {.ratio = 0.25, .lower = 0.3, .upper = 1.0, .permutation = std::span<const std::int64_t>(perm).subspan(0, 1)},
+                                     out),
+                    msrl::shape_error);
+  BOOST_CHECK_THROW(g::kl_cov_mask(lay, std::span<const double>(lp), std::span<const double>(adv),
+                                   std::span<const std::uint8_t>(all), {.ratio = 0.0}, out),
+                    msrl::invalid_argument);
+  BOOST_CHECK_THROW(g::kl_cov_mask(lay, std::span<const double>(lp), std::span<const double>(vec{1.0, 2.0}),
+                                   std::span<const std::uint8_t>(all), {}, out),
+                    msrl::shape_error);
+}
+
+// msrl's seeded Clip-Cov draw: the same seed gives the same subset, and over many seeds every
+// candidate is chosen k / n of the time (10 candidates, k = 2: 1,000 of 5,000 each; sd 28).
+BOOST_AUTO_TEST_CASE(clip_cov_seeded_draw_is_uniform) {
+  const auto lay = msrl::token_layout::padded(1, 10);
+  vec lp(10), adv(10);
+  for (int t = 0; t < 10; ++t) {
+    lp[t] = -0.1 * t;
+    adv[t] = t % 2 ? 1.0 : -1.0;
+  }
+  const std::vector<std::uint8_t> all;
+  std::vector<std::uint8_t> out(10), again(10);
+  std::vector<int> hits(10, 0);
+  const double inf = std::numeric_limits<double>::infinity();
+  for (std::uint64_t seed = 0; seed < 5000; ++seed) {
+    const g::clip_cov_options o{.ratio = 0.2, .lower = -inf, .upper = inf, .seed = seed};
+    const auto s = g::clip_cov_mask(lay, std::span<const double>(lp), std::span<const double>(lp),
+                                    std::span<const double>(adv), std::span<const std::uint8_t>(all), o, out);
+    BOOST_REQUIRE(s.selected == 2u);
+    for (int t = 0; t < 10; ++t) hits[t] += out[t] == 0;
+    if (seed < 3) {
+      g::clip_cov_mask(lay, std::span<const double>(lp), std::span<const double>(lp), std::span<const double>(adv),
+                       std::span<const std::uint8_t>(all), o, again);
+      BOOST_TEST(out == again, boost::test_tools::per_element());
+    }
+  }
+  for (int t = 0; t < 10; ++t) BOOST_TEST(std::abs(hits[t] - 1000) < 150, "token " << t << ": " << hits[t]);
+}
+
+// FIPO's weights by hand: one row, log-ratios 0.1, -0.2, 0.3, decay rate 1 (gamma = 1/2): future
+// KL F = 0.075, -0.05, 0.3; w = exp(F) clipped to [1, 1.2] (high only) or [0.8, 1.2]; with A < 0
+// and the safety threshold 1.2 the last token (rho = e^0.3) is clamped to [0.8, 1].
+BOOST_AUTO_TEST_CASE(fipo_weights_match_hand_worked_values) {
+  const auto lay = msrl::token_layout::padded(1, 3);
+  const vec lp{-1.0, -1.0, -1.0}, old{-1.1, -0.8, -1.3};
+  const std::vector<std::uint8_t> all;
+  vec w(3);
+  auto run = [&](double A, const g::fipo_options& o) {
+    return g::fipo_weights(lay, std::span<const double>(lp), std::span<const double>(old),
+                           std::span<const double>(vec{A}), std::span<const std::uint8_t>(all), o, w);
+  };
+  auto st = run(1.0, {.decay_rate = 1.0});
+  BOOST_TEST(w[0] == std::exp(0.075), boost::test_tools::tolerance(1e-14));
+  BOOST_TEST(w[1] == 1.0);
+  BOOST_TEST(w[2] == 1.2);
+  BOOST_TEST(st.future_kl_mean == (0.075 - 0.05 + 0.3) / 3, boost::test_tools::tolerance(1e-14));
+  BOOST_TEST(st.safety_keep_ratio == 1.0);
+  run(1.0, {.decay_rate = 1.0, .clip_high_only = false});
+  BOOST_TEST(w[1] == std::exp(-0.05), boost::test_tools::tolerance(1e-14));
+  st = run(-1.0, {.decay_rate = 1.0, .safety_threshold = 1.2});
+  BOOST_TEST(w[2] == 1.0);
+  BOOST_TEST(st.safety_keep_ratio == 2.0 / 3, boost::test_tools::tolerance(1e-14));
+  // delta: the last token (rho = e^0.3 > 1.3) leaves the future KL: F = 0.1 - 0.1 = 0, -0.2, 0
+  run(1.0, {.decay_rate = 1.0, .clip_range = 0.0, .delta = 1.3});
+  BOOST_TEST(w[0] == 1.0, boost::test_tools::tolerance(1e-14));
+  BOOST_TEST(w[1] == std::exp(-0.2), boost::test_tools::tolerance(1e-14));
+  BOOST_TEST(w[2] == 1.0);
+  BOOST_CHECK_THROW(run(1.0, {.decay_rate = 0.0}), msrl::invalid_argument);
+  BOOST_CHECK_THROW(run(1.0, {.clip_range = 1.0}), msrl::invalid_argument);
 }

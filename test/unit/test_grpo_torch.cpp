@@ -161,9 +161,15 @@ static Tensor loss_torch(const inputs& in, const Tensor& lp, const g::loss_optio
     per_tok = -phi * A * lp;
     break;
   }
+  case g::loss_form::kl_cov: { // verl kl_cov: -A ratio, + ppo_kl_coef |lr| on the selected tokens (the policy mask)
+    Tensor sel = in.pmask.defined() ? in.pmask : torch::ones_like(lp);
+    per_tok = -A * coef1 + o.kl_cov_coef * sel * (lp - in.old).abs();
+    break;
+  }
   case g::loss_form::gmpo: break; // above
   }
-  if (in.pmask.defined()) per_tok = per_tok * in.pmask; // TRL: entropy / off-policy masks on the policy loss only
+  // TRL: entropy / off-policy masks on the policy loss only; kl_cov reads the mask as its selection
+  if (in.pmask.defined() && o.form != g::loss_form::kl_cov) per_tok = per_tok * in.pmask;
   // TRL / verl / Liger: the IS weight multiplies the surrogate, then the KL is added; ms-swift
   // weights the sum (is_weight_kl).
   // VESPO folds the weights into phi: they weight only its KL, and that under is_weight_kl.
@@ -419,4 +425,175 @@ BOOST_AUTO_TEST_CASE(rejection_masks_match_verl) {
       BOOST_TEST(masked < 1.0);
     }
   }
+}
+
+// Clip-Cov and KL-Cov end to end: verl's compute_policy_loss_clip_cov / _kl_cov
+// (verl-project/verl@1dda039 core_algos.py L1742-1925) transcribed with their selection (the
+// covariance, torch.randperm over the candidates, torch.topk), against clip_cov_mask / kl_cov_mask
+// writing the policy mask and policy_loss with the verl_clip_cov / verl_kl_cov presets.
+static double masked_mean(const Tensor& x, const Tensor& m) { return (x * m).sum().item<double>() / m.sum().item<double>(); }
+
+BOOST_AUTO_TEST_CASE(clip_cov_and_kl_cov_match_verl) {
+  const int64_t B = 8, T = 40;
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto vecof = [](const Tensor& t) {
+    Tensor c = t.contiguous().to(torch::kFloat64);
+    return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  };
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    torch::manual_seed(100 + seed);
+    const double ratio = seed < 3 ? 0.03 : 2e-4;
+    Tensor lp = -1.3 + 1.5 * torch::randn({B, T}, f64);
+    Tensor old = lp + 0.4 * torch::randn({B, T}, f64);
+    Tensor adv = 2.0 * torch::randn({B}, f64);
+    Tensor mask = (torch::arange(T).unsqueeze(0) < torch::randint(0, T + 1, {B, 1})).to(torch::kFloat64);
+    Tensor A = adv.unsqueeze(1).expand({B, T});
+    const double ntok = mask.sum().item<double>();
+    auto vlp = vecof(lp), vold = vecof(old), vadv = vecof(adv), vm = vecof(mask);
+    const auto lay = msrl::token_layout::padded(B, T);
+    g::loss_normalizer n{.global_tokens = ntok};
+
+    BOOST_TEST_CONTEXT("seed " << seed) {
+      // --- Clip-Cov (clip_ratio_low / _high 0.2, lb 1, ub 5)
+      {
+        Tensor x = lp.clone().requires_grad_(true);
+        Tensor ratio_t = torch::exp(x - old);
+        Tensor pg1 = -A * ratio_t, pg2 = -A * torch::clamp(ratio_t, 0.8, 1.2);
+        Tensor by_origin = (pg2 > pg1).logical_and(mask > 0);
+        Tensor cov = ((A - masked_mean(A, mask)) * (x - masked_mean(x.detach(), mask))).detach().clone();
+        cov.masked_fill_(mask == 0, -INFINITY);
+        cov.masked_fill_(by_origin, -INFINITY);
+        const auto clip_num = std::max<int64_t>(static_cast<int64_t>(ratio * ntok), 1);
+        Tensor idx = torch::nonzero((cov < 5.0).logical_and(cov > 1.0).logical_and(mask > 0));
+        Tensor perm = torch::randperm(idx.size(0), torch::TensorOptions().dtype(torch::kInt64));
+        Tensor corr = torch::ones_like(A);
+        const int64_t k = std::min<int64_t>(clip_num, idx.size(0));
+        if (idx.size(0) > 0) {
+          Tensor pick = idx.index_select(0, perm.slice(0, 0, k));
+          for (int64_t j = 0; j < k; ++j) corr[pick[j][0].item<int64_t>()][pick[j][1].item<int64_t>()] = 0.0;
+        }
+        Tensor loss = (torch::maximum(pg1, pg2) * corr * mask).sum() / ntok;
+        loss.backward();
+
+        std::vector<std::int64_t> vperm(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + perm.numel());
+        std::vector<double> pm(vlp.size());
+        const auto sel = g::clip_cov_mask(lay, std::span<const double>(vlp), std::span<const double>(vold),
+                                          std::span<const double>(vadv), std::span<const double>(vm),
+                                          {.ratio = ratio, .permutation = vperm}, pm);
+        BOOST_TEST(sel.candidates == static_cast<std::size_t>(idx.size(0)));
+        BOOST_TEST(sel.candidates > sel.selected); // a real draw among several candidates
+        BOOST_TEST(sel.selected >= 1u);
+        BOOST_TEST(sel.selected == static_cast<std::size_t>(k));
+        BOOST_TEST(pm == vecof(corr), boost::test_tools::per_element());
+        g::loss_options o = g::presets::verl_clip_cov.loss;
+        std::vector<double> grad(vlp.size()), none;
+        g::loss_inputs<double, double> in{lay, vlp, vold, none, vadv, vm, {}, pm};
+        const auto r = g::policy_loss(in, o, n, std::span<double>(grad));
+        BOOST_TEST(std::abs(r.loss - loss.item<double>()) <= 1e-12, r.loss << " vs verl " << loss.item<double>());
+        auto vg = vecof(x.grad());
+        for (std::size_t i = 0; i < grad.size(); ++i) BOOST_TEST(std::abs(grad[i] - vg[i]) <= 1e-12, "token " << i);
+      }
+      // --- KL-Cov (ppo_kl_coef 0.1)
+      {
+        Tensor x = lp.clone().requires_grad_(true);
+        Tensor nakl = x - old;
+        Tensor pg = -A * torch::exp(nakl);
+        Tensor pg_kl = -A * torch::exp(nakl) + 0.1 * nakl.abs();
+        Tensor valid = mask > 0;
+        Tensor vidx = torch::nonzero(valid.reshape(-1)).squeeze(1);
+        Tensor va = A.masked_select(valid), vl = x.detach().masked_select(valid);
+        Tensor covl = (va - va.mean()) * (vl - vl.mean());
+        const auto kk = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(covl.numel()) * ratio));
+        Tensor top = vidx.index_select(0, std::get<1>(torch::topk(covl, kk)));
+        Tensor sel_t = torch::zeros({B * T}, f64).index_fill_(0, top, 1.0).reshape({B, T});
+        Tensor loss = (torch::where(sel_t > 0, pg_kl, pg) * mask).sum() / ntok;
+        loss.backward();
+
+        std::vector<double> pm(vlp.size());
+        const auto sel = g::kl_cov_mask(lay, std::span<const double>(vlp), std::span<const double>(vadv),
+                                        std::span<const double>(vm), {.ratio = ratio}, pm);
+        BOOST_TEST(sel.selected == static_cast<std::size_t>(kk));
+        BOOST_TEST(pm == vecof(sel_t), boost::test_tools::per_element());
+        std::vector<double> grad(vlp.size()), none;
+        g::loss_inputs<double, double> in{lay, vlp, vold, none, vadv, vm, {}, pm};
+        const auto r = g::policy_loss(in, g::presets::verl_kl_cov.loss, n, std::span<double>(grad));
+        BOOST_TEST(std::abs(r.loss - loss.item<double>()) <= 1e-12, r.loss << " vs verl " << loss.item<double>());
+        auto vg = vecof(x.grad());
+        for (std::size_t i = 0; i < grad.size(); ++i) BOOST_TEST(std::abs(grad[i] - vg[i]) <= 1e-12, "token " << i);
+      }
+    }
+  }
+}
+
+// FIPO: ms-swift's _compute_fipo_influence (the future KL as a matmul with the decay matrix, the
+// weight clip, the safety clamp) and its fipo loss (clipped ratio with the two-sided delta, times
+// the detached weight, + beta k3, dapo normaliser), against fipo_weights passed as is_weights
+// with the ms_swift_fipo preset.
+BOOST_AUTO_TEST_CASE(fipo_matches_ms_swift) {
+  const int64_t B = 6, T = 30;
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto vecof = [](const Tensor& t) {
+    Tensor c = t.contiguous().to(torch::kFloat64);
+    return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  };
+  int variant = 0;
+  for (bool high_only : {true, false})
+    for (double delta : {std::numeric_limits<double>::infinity(), 1.3})
+      for (double safety : {4.0, 1.2}) {
+        torch::manual_seed(300 + variant++);
+        Tensor lp = -1.2 + 0.8 * torch::randn({B, T}, f64);
+        Tensor old = lp + 0.3 * torch::randn({B, T}, f64);
+        Tensor ref = lp + 0.5 * torch::randn({B, T}, f64);
+        Tensor adv = torch::randn({B}, f64);
+        Tensor mask = (torch::arange(T).unsqueeze(0) < torch::randint(0, T + 1, {B, 1})).to(torch::kFloat64);
+        Tensor A = adv.unsqueeze(1).expand({B, T});
+        Tensor cm = mask > 0;
+        g::fipo_options fo{.clip_high_only = high_only, .safety_threshold = safety, .delta = delta};
+        g::loss_options o = g::presets::ms_swift_fipo.loss;
+        if (std::isfinite(delta)) o.delta = delta;
+
+        Tensor x = lp.clone().requires_grad_(true);
+        Tensor log_ratio = x - old;
+        Tensor coef1 = torch::exp(log_ratio);
+        // _compute_fipo_influence
+        Tensor fkd = log_ratio.masked_fill(~cm, 0.0);
+        if (std::isfinite(delta)) fkd = torch::where(coef1 > delta, torch::zeros_like(fkd), fkd);
+        const double gamma = std::pow(2.0, -1.0 / fo.decay_rate);
+        Tensor pos = torch::arange(T).unsqueeze(1), cpos = torch::arange(T).unsqueeze(0);
+        Tensor dist = cpos - pos;
+        Tensor decay = torch::pow(torch::full({}, gamma, f64), dist.clamp_min(0).to(torch::kFloat64)) * (dist >= 0).to(torch::kFloat64);
+        Tensor fkl = torch::matmul(fkd, decay.t()).masked_fill(~cm, 0.0);
+        Tensor w = torch::exp(fkl);
+        w = torch::clamp(w, high_only ? 1.0 : 0.8, 1.2).detach();
+        Tensor safe = ~((A < 0).logical_and(coef1 > safety));
+        w = torch::where(safe, w, torch::clamp(w, 0.8, 1.0)).detach();
+        // the loss
+        Tensor c2 = torch::clamp(coef1, 0.8, 1.2);
+        Tensor c1 = std::isfinite(delta) ? torch::clamp(coef1, c10::nullopt, delta) : coef1;
+        Tensor per_tok = -torch::min(c1 * A, c2 * A) * w;
+        Tensor sr = torch::clamp(ref - x, -20.0, 20.0);
+        per_tok = per_tok + 0.04 * torch::clamp(torch::exp(sr) - sr - 1, -10.0, 10.0);
+        const double ntok = mask.sum().item<double>();
+        Tensor loss = (per_tok * mask).sum() / ntok;
+        loss.backward();
+
+        auto vlp = vecof(lp), vold = vecof(old), vref = vecof(ref), vadv = vecof(adv), vm = vecof(mask);
+        std::vector<double> vw(vlp.size()), grad(vlp.size());
+        const auto lay = msrl::token_layout::padded(B, T);
+        const auto st = g::fipo_weights(lay, std::span<const double>(vlp), std::span<const double>(vold),
+                                        std::span<const double>(vadv), std::span<const double>(vm), fo, vw);
+        BOOST_TEST_CONTEXT("variant " << variant) {
+          auto want_w = vecof(w);
+          for (std::size_t i = 0; i < vw.size(); ++i)
+            if (vm[i] != 0.0) BOOST_TEST(std::abs(vw[i] - want_w[i]) <= 1e-13, "weight " << i);
+          BOOST_TEST(std::abs(st.future_kl_mean - masked_mean(fkl, mask)) <= 1e-13);
+          BOOST_TEST(std::abs(st.weight_mean - masked_mean(w, mask)) <= 1e-13);
+          BOOST_TEST(std::abs(st.safety_keep_ratio - masked_mean(safe.to(torch::kFloat64), mask)) <= 1e-13);
+          g::loss_inputs<double, double> in{lay, vlp, vold, vref, vadv, vm, vw};
+          const auto r = g::policy_loss(in, o, {.global_tokens = ntok}, std::span<double>(grad));
+          BOOST_TEST(std::abs(r.loss - loss.item<double>()) <= 1e-12, r.loss << " vs ms-swift " << loss.item<double>());
+          auto vg = vecof(x.grad());
+          for (std::size_t i = 0; i < grad.size(); ++i) BOOST_TEST(std::abs(grad[i] - vg[i]) <= 1e-12, "token " << i);
+        }
+      }
 }

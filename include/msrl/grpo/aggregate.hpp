@@ -120,10 +120,11 @@ inline void check_loss_options(const loss_options& opt, const loss_normalizer& n
   require(opt.form != loss_form::sapo || (opt.sapo_tau_neg > 0.0 && std::isfinite(opt.sapo_tau_neg)), where,
           "options.sapo_tau_neg", "must be finite and > 0");
   const bool row = opt.form == loss_form::vespo || opt.form == loss_form::gmpo;
-  const bool token_only =
-      opt.form == loss_form::dppo_tv || opt.form == loss_form::dppo_kl || opt.form == loss_form::dro || row;
+  const bool token_only = opt.form == loss_form::dppo_tv || opt.form == loss_form::dppo_kl ||
+                          opt.form == loss_form::dro || opt.form == loss_form::kl_cov || row;
   require(!token_only || opt.level == ratio_level::token, where, "options.form",
-          "dppo_tv, dppo_kl, dro, vespo and gmpo are defined at the token ratio level only (options.level = token)");
+          "dppo_tv, dppo_kl, dro, kl_cov, vespo and gmpo are defined at the token ratio level only (options.level = "
+          "token)");
   for (const auto& [v, name] : {std::pair{opt.vespo_k_pos, "options.vespo_k_pos"},
                                 {opt.vespo_k_neg, "options.vespo_k_neg"},
                                 {opt.vespo_lambda_pos, "options.vespo_lambda_pos"},
@@ -133,6 +134,8 @@ inline void check_loss_options(const loss_options& opt, const loss_normalizer& n
   require(!dppo || opt.dppo_ratio_cap > 0.0, where, "options.dppo_ratio_cap", "must be > 0 (inf disables it)");
   require(opt.form != loss_form::dro || (opt.dro_beta >= 0.0 && std::isfinite(opt.dro_beta)), where, "options.dro_beta",
           "must be finite and >= 0");
+  require(opt.form != loss_form::kl_cov || (opt.kl_cov_coef >= 0.0 && std::isfinite(opt.kl_cov_coef)), where,
+          "options.kl_cov_coef", "must be finite and >= 0");
   require(!opt.kl_is_corrected || opt.level != ratio_level::sequence_token, where, "options.kl_is_corrected",
           "is defined for the token and sequence ratio levels only (no peer corrects the GSPO-token KL)");
   check_aggregation(opt, norm, where);

@@ -32,6 +32,7 @@ enum class loss_form : std::uint8_t {
   dro,            ///< -(A logp - beta_dro/2 (logp - old)^2)                             (verl dro); token level
   vespo,          ///< -sg(phi_i) A logp, phi_i the gamma weight of the row's ratio     (TRL, Liger vespo); token level
   gmpo,           ///< -A_i exp(mean_t sign-aware clipped log-ratio), per row   (verl geo_mean, TRL GMPO); token level
+  kl_cov,         ///< -A rho + kl_cov_coef pm |logp - old|, pm the KL-Cov selection (verl kl_cov); token level
 };
 
 /// How per-token losses become one number.  m = mask, L_i = tokens of row i, S = sequence count.
@@ -74,6 +75,9 @@ struct loss_options {
   /// gmpo (log-space clip bounds: clip_low / clip_high): a row without unmasked tokens adds -A_i
   /// to the row sum (TRL: its ratio is exp(0 / max(0, 1)) = 1) instead of 0 (verl).
   bool gmpo_empty_rows_minus_adv = false;
+  /// kl_cov: the coefficient of |logp - old| on the selected tokens (verl ppo_kl_coef: 0.1 in its
+  /// yaml, 1.0 when unset in code)
+  double kl_cov_coef = 0.1;
   // --- KL to the reference policy
   double beta = 0.0;
   kl_estimator kl = kl_estimator::k3;
@@ -124,8 +128,10 @@ struct loss_inputs {
   /// the normaliser does not change.
   std::span<const T> is_weights = {};
   /// 0/1 per token [N] multiplying the surrogate only (the KL and the normaliser keep the mask):
-  /// TRL's high-entropy token mask (token_masks.hpp high_entropy_mask) and its off-policy sequence
-  /// mask (off_policy_sequence_mask); empty = none.
+  /// TRL's high-entropy token mask (token_masks.hpp high_entropy_mask), its off-policy sequence
+  /// mask (off_policy_sequence_mask), verl's Clip-Cov keep mask (cov_selection.hpp clip_cov_mask);
+  /// empty = none. Forms that consume it read it themselves (surrogate.hpp): gmpo inside its
+  /// geometric mean, kl_cov as the tokens its penalty selects (kl_cov_mask).
   std::span<const M> policy_mask = {};
 };
 

@@ -328,10 +328,66 @@ inline constexpr preset verl_gmpo{"verl_gmpo",
                                    .guard = length_guard::add_eps,
                                    .length_eps = 1e-8}};
 
-inline constexpr std::array<const preset*, 19> all{
-    &msrl_release, &msrl_paper, &ms_swift_default, &trl_default, &verl_default, &dr_grpo,   &dapo,
-    &gspo,         &verl_gspo,  &trl_cispo,        &verl_cispo,  &trl_sapo,     &verl_sapo, &verl_dppo_tv,
-    &verl_dppo_kl, &trl_luspo,  &trl_vespo,        &trl_gmpo,    &verl_gmpo};
+/// verl policy_loss.loss_mode=clip_cov (verl-project/verl@1dda039, core_algos.py
+/// compute_policy_loss_clip_cov L1742-1845; arXiv 2505.22617): PPO-clip with clip_ratio_low / _high
+/// 0.2, no log-ratio clamp and no dual clip, token-mean over the global count; pass the keep mask of
+/// clip_cov_mask (cov_selection.hpp) as the policy mask. Without it this is plain PPO-clip.
+inline constexpr preset verl_clip_cov{"verl_clip_cov",
+                                      {.scaling = std_scaling::group,
+                                       .std_eps = 1e-6,
+                                       .singleton = singleton_policy::raw_score,
+                                       .nans = nan_policy::as_zero},
+                                      {.clip_low = 0.2,
+                                       .clip_high = 0.2,
+                                       .beta = 0.0,
+                                       .agg = aggregation::token_mean,
+                                       .count_empty_sequences = false,
+                                       .guard = length_guard::add_eps,
+                                       .length_eps = 1e-8},
+                                      true};
+
+/// verl policy_loss.loss_mode=kl_cov (same file, compute_policy_loss_kl_cov L1847-1925): the
+/// unclipped -A rho (no log-ratio clamp), plus ppo_kl_coef |logp - old| (0.1, verl's yaml) on the
+/// tokens kl_cov_mask selects, passed as the policy mask; token-mean over the global count.
+inline constexpr preset verl_kl_cov{"verl_kl_cov",
+                                    {.scaling = std_scaling::group,
+                                     .std_eps = 1e-6,
+                                     .singleton = singleton_policy::raw_score,
+                                     .nans = nan_policy::as_zero},
+                                    {.form = loss_form::kl_cov,
+                                     .kl_cov_coef = 0.1,
+                                     .beta = 0.0,
+                                     .agg = aggregation::token_mean,
+                                     .count_empty_sequences = false,
+                                     .guard = length_guard::add_eps,
+                                     .length_eps = 1e-8},
+                                    true};
+
+/// ms-swift loss_type "fipo" (rlhf_trainers/grpo_trainer.py _compute_loss_and_metrics and
+/// _compute_fipo_influence; FIPO, arXiv 2603.19835): ms-swift's defaults (group std + 1e-4, epsilon
+/// 0.2, beta 0.04 with the clamped k3) with the clipped-ratio surrogate times the detached influence
+/// weight of fipo_weights (fipo.hpp), passed as is_weights; the KL is not weighted; token sum over
+/// the global token count (ms-swift's dapo normaliser).
+inline constexpr preset ms_swift_fipo{
+    "ms_swift_fipo",
+    {.scaling = std_scaling::group, .std_eps = 1e-4, .singleton = singleton_policy::zero, .nans = nan_policy::as_zero},
+    {.clip_low = 0.2,
+     .clip_high = 0.2,
+     .beta = 0.04,
+     .kl = kl_estimator::k3,
+     .kl_log_ratio_clamp = 20.0,
+     .kl_value_clamp = 10.0,
+     .is_weight_kl = false,
+     .agg = aggregation::token_mean,
+     .count_empty_sequences = true,
+     .guard = length_guard::clamp_one},
+    true};
+
+inline constexpr std::array<const preset*, 22> all{
+    &msrl_release, &msrl_paper,   &ms_swift_default, &trl_default,   &verl_default, &dr_grpo,     &dapo,
+    &gspo,         &verl_gspo,    &trl_cispo,        &verl_cispo,    &trl_sapo,     &verl_sapo,   &verl_dppo_tv,
+    &verl_dppo_kl, &trl_luspo,    &trl_vespo,        &trl_gmpo,      &verl_gmpo,    &verl_clip_cov, &verl_kl_cov,
+    &ms_swift_fipo};
 
 } // namespace presets
 

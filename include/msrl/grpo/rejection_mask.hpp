@@ -99,8 +99,7 @@ struct rejection_row_pass {
   rejection_set set;
 
   MSRL_HOST_DEVICE static double r_at(const T* old, const T* roll, std::size_t t) {
-    const double r = static_cast<double>(old[t]) - static_cast<double>(roll[t]);
-    return r < -20.0 ? -20.0 : (r > 20.0 ? 20.0 : r);
+    return math::clamp(static_cast<double>(old[t]) - static_cast<double>(roll[t]), -20.0, 20.0);
   }
 
   MSRL_HOST_DEVICE sums<rj_slots> operator()(std::size_t i) const {

@@ -104,11 +104,10 @@ struct rollout_row_pass {
   double *row_min, *row_max;
   rollout_correction_options o;
 
-  MSRL_HOST_DEVICE static double clamped(double x, double c) { return x < -c ? -c : (x > c ? c : x); }
   MSRL_HOST_DEVICE bool inside(double u) const { return u >= o.lower && u <= o.upper; }
   // The rule on weight u whose bounds test `gate` (u itself, or the row's weight for row_gated).
   MSRL_HOST_DEVICE double rule(double u, double gate) const {
-    if (o.mode == is_mode::truncate) return u < o.lower ? o.lower : (u > o.upper ? o.upper : u);
+    if (o.mode == is_mode::truncate) return math::clamp(u, o.lower, o.upper);
     return inside(gate) ? u : 0.0;
   }
 
@@ -122,12 +121,12 @@ struct rollout_row_pass {
       const double r = static_cast<double>(old[t]) - static_cast<double>(roll[t]);
       if (!(r - r == 0.0)) s[rc_bad] += 1.0; // NaN or inf input
       L += 1.0;
-      sr += clamped(r, o.log_ratio_clamp);
+      sr += math::clamp(r, -o.log_ratio_clamp, o.log_ratio_clamp);
       s[rc_k1] += -r;
       s[rc_k3] += math::exp(r) - 1.0 - r;
     }
     const double S = o.seq == sequence_ratio::product ? sr : sr / (L > 1.0 ? L : 1.0);
-    const double U = math::exp(clamped(S, o.sequence_log_ratio_clamp));
+    const double U = math::exp(math::clamp(S, -o.sequence_log_ratio_clamp, o.sequence_log_ratio_clamp));
     const bool seq = o.level == is_level::sequence;
     double lo = HUGE_VAL, hi = -HUGE_VAL;
     for (std::size_t t = lay.begin(i), e = lay.end(i); t < e; ++t) {
@@ -136,7 +135,7 @@ struct rollout_row_pass {
         continue;
       }
       const double ut =
-          math::exp(clamped(static_cast<double>(old[t]) - static_cast<double>(roll[t]), o.log_ratio_clamp));
+          math::exp(math::clamp(static_cast<double>(old[t]) - static_cast<double>(roll[t]), -o.log_ratio_clamp, o.log_ratio_clamp));
       const double u = seq && o.mode != is_mode::row_gated ? U : ut;
       const double gate = seq ? U : u; // what the bounds test
       const double w = rule(u, gate);

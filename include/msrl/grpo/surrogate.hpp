@@ -198,6 +198,29 @@ struct dro {
     return s;
   }
 };
+/// KL-Cov (arXiv 2505.22617; verl core_algos.py compute_policy_loss_kl_cov, L1847-1925): the
+/// unclipped -A rho, plus coef |log_rho| on the tokens the policy mask selects (kl_cov_mask in
+/// cov_selection.hpp writes it: 1 = selected); d/d rho = -A, d/d logp = coef pm sign(log_rho)
+/// (0 at log_rho = 0, as torch.abs). It reads the policy mask as that selection instead of
+/// multiplying the surrogate by it; without one every token carries the penalty. No clip metrics.
+struct kl_cov {
+  double coef;
+  static constexpr bool consumes_policy_mask = true;
+  template <class V>
+  MSRL_HOST_DEVICE MSRL_FORCEINLINE math::surrogate<V> operator()(const token_args<V>& x) const {
+    using simd::select;
+    using simd::splat;
+    const V zero = splat<V>(0.0), one = splat<V>(1.0);
+    const V sgn = select(x.log_rho > zero, one, select(x.log_rho < zero, -one, zero));
+    math::surrogate<V> s;
+    s.value = -x.adv * x.rho + coef * x.pm * sgn * x.log_rho;
+    s.dratio = -x.adv;
+    s.dlogp = coef * x.pm * sgn;
+    s.clipped_low = s.clipped_high = s.dual_clipped = simd::mask_of<V>(false);
+    return s;
+  }
+};
+
 /// VESPO (arXiv 2602.10693; TRL GRPOTrainer.get_gamma_weights, Liger-Kernel
 /// chunked_loss/grpo_loss.py get_gamma_weights): -sg(phi_i) A logp, d/d logp = -phi_i A, with the
 /// row's gamma weight phi_i = exp(lambda + k log w - lambda w) (phi(1) = 1; non-finite -> 0),
@@ -210,15 +233,14 @@ struct vespo {
   double k_pos, lambda_pos, k_neg, lambda_neg;
   static constexpr bool consumes_policy_mask = false;
   static constexpr double log_floor = -18.420680743952367; // ln 1e-8
-  MSRL_HOST_DEVICE static double clamp(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
   MSRL_HOST_DEVICE void row_token(row_sums& s, double m, double, double lr, double) const {
-    s.a += m * clamp(lr, -20.0, 20.0);
+    s.a += m * math::clamp(lr, -20.0, 20.0);
   }
   MSRL_HOST_DEVICE void row_is_weight(row_sums& s, double m, double v) const {
-    if (m != 0.0) s.b += clamp(math::log(v), log_floor, 20.0);
+    if (m != 0.0) s.b += math::clamp(math::log(v), log_floor, 20.0);
   }
   MSRL_HOST_DEVICE row_coefs row_weight(const row_sums& s, double, double seq_w, double adv) const {
-    const double lw = clamp(s.a + s.b + clamp(math::log(seq_w), log_floor, 20.0), log_floor, 20.0);
+    const double lw = math::clamp(s.a + s.b + math::clamp(math::log(seq_w), log_floor, 20.0), log_floor, 20.0);
     const double k = adv >= 0.0 ? k_pos : k_neg;
     double lam = adv >= 0.0 ? lambda_pos : lambda_neg;
     lam = lam < 1e-4 ? 1e-4 : lam;
@@ -291,12 +313,15 @@ struct gmpo {
   }
 };
 static_assert(surrogate_form<cispo> && surrogate_form<sapo> && surrogate_form<reinforce> && surrogate_form<dppo> &&
-              surrogate_form<dro> && row_form<vespo> && row_form<gmpo>);
+              surrogate_form<dro> && surrogate_form<kl_cov> && row_form<vespo> && row_form<gmpo>);
 
-/// Whether a form takes the policy mask into its row statistic (row_form::consumes_policy_mask).
+/// Whether a form reads the policy mask itself (token_args::pm) instead of having the surrogate
+/// multiplied by it: a form says so with `static constexpr bool consumes_policy_mask = true` (gmpo:
+/// inside its row statistic; kl_cov: the tokens its penalty selects).
 template <class F>
 struct consumes_policy_mask : std::false_type {};
-template <row_form F>
+template <class F>
+  requires requires { F::consumes_policy_mask; }
 struct consumes_policy_mask<F> : std::bool_constant<F::consumes_policy_mask> {};
 template <class F>
 inline constexpr bool consumes_policy_mask_v = consumes_policy_mask<F>::value;
@@ -324,6 +349,8 @@ decltype(auto) with_loss_form(const loss_options& opt, F&& f) {
   case loss_form::gmpo:
     return f(gmpo{opt.clip_low, opt.clip_high, opt.guard == length_guard::clamp_one, opt.length_eps,
                   opt.gmpo_empty_rows_minus_adv});
+  case loss_form::kl_cov:
+    return f(kl_cov{opt.kl_cov_coef});
   case loss_form::clipped_ratio:
   default:
     return f(clipped_ratio{{opt.clip_low, opt.clip_high, opt.dual_clip, opt.delta}});

@@ -363,8 +363,8 @@ inline pipeline_config parse_config(const json& doc) {
   detail::validate_sft(c.pretrain_media, "pretrain_media");
   detail::validate_sft(c.sft, "sft");
   detail::validate_sft(c.cmkd.sft, "cmkd.sft", false); // its rows come from the CMKD selection
-  check(c.cmkd.sft.replay_file.empty(), "cmkd.sft.replay_file", "is not supported (the CMKD SFT trains on the selected targets only)");
-  for (const auto& [x, name] : {std::pair{&c.pretrain, "pretrain"}, std::pair{&c.pretrain_media, "pretrain_media"}, std::pair{&c.sft, "sft"}})
+  for (const auto& [x, name] : {std::pair{&c.pretrain, "pretrain"}, std::pair{&c.pretrain_media, "pretrain_media"},
+                                std::pair{&c.sft, "sft"}, std::pair{&c.cmkd.sft, "cmkd.sft"}})
     if (!x->replay_file.empty()) (void)parse_ratio(x->replay_ratio, std::string(name) + ".replay_ratio");
   for (auto [g, p] : {std::pair{&c.text_grpo, "text_grpo"}, std::pair{&c.caption_grpo, "caption_grpo"}, std::pair{&c.mm_grpo, "mm_grpo"}}) {
     const std::string P = p;
