@@ -24,5 +24,6 @@
 #include "grpo/token_masks.hpp"
 #include "grpo/cov_selection.hpp"
 #include "grpo/fipo.hpp"
+#include "grpo/estimators.hpp"
 #include "grpo/scalar_math.hpp"
 #include "grpo/surrogate.hpp"

@@ -228,3 +228,48 @@ BOOST_AUTO_TEST_CASE(validation_runs_on_the_backend) {
   g::loss_inputs<float> pin{msrl::token_layout::packed(bad, 20), fvec(20), {}, {}, d.adv_seq, {}};
   BOOST_CHECK_THROW(g::policy_loss(exec, pin, g::loss_options{}), msrl::shape_error);
 }
+
+// The estimators of estimators.hpp on this backend against the reference backend.
+BOOST_AUTO_TEST_CASE(estimators_match_reference) {
+  std::mt19937 rng(23);
+  std::normal_distribution<double> n(0.0, 1.0);
+  std::uniform_int_distribution<int> coin(0, 2);
+  const std::size_t G = 4, groups = 9, B = G * groups, T = 13;
+  vec scores(B), lengths(B), base(B), tokr(B * T);
+  std::vector<std::uint8_t> mask(B * T);
+  for (std::size_t i = 0; i < B; ++i) {
+    scores[i] = coin(rng) * 0.5;
+    base[i] = n(rng);
+    const std::size_t L = 1 + (i * 7) % T;
+    lengths[i] = static_cast<double>(L);
+    for (std::size_t t = 0; t < T; ++t) {
+      mask[i * T + t] = t < L;
+      tokr[i * T + t] = t + 1 == L ? scores[i] : 0.1 * n(rng);
+    }
+  }
+  const auto lay = msrl::token_layout::padded(B, T);
+  const msrl::backend::reference ref;
+  auto same = [](const vec& a, const vec& b) {
+    for (std::size_t i = 0; i < a.size(); ++i) BOOST_TEST(close(a[i], b[i], 1e-12), i << ": " << a[i] << " vs " << b[i]);
+  };
+  const std::span<const double> sc(scores), ln(lengths), bl(base), tr(tokr);
+  const std::span<const std::uint8_t> mk(mask);
+  vec a(B), b(B), ta(B * T), tb(B * T);
+  g::opo_advantages(exec, sc, ln, G, std::span<double>(a));
+  g::opo_advantages(ref, sc, ln, G, std::span<double>(b));
+  same(a, b);
+  g::passk_advantages(exec, sc, G, std::span<double>(a));
+  g::passk_advantages(ref, sc, G, std::span<double>(b));
+  same(a, b);
+  BOOST_TEST(g::gpg_advantages(exec, sc, G, std::span<double>(a)) == g::gpg_advantages(ref, sc, G, std::span<double>(b)));
+  same(a, b);
+  g::reinforce_pp_baseline(exec, lay, sc, G, mk, std::span<double>(ta));
+  g::reinforce_pp_baseline(ref, lay, sc, G, mk, std::span<double>(tb));
+  same(ta, tb);
+  g::reinforce_pp(exec, lay, tr, mk, 0.9, std::span<double>(ta), {.unbiased = false, .floor_eps = true});
+  g::reinforce_pp(ref, lay, tr, mk, 0.9, std::span<double>(tb), {.unbiased = false, .floor_eps = true});
+  same(ta, tb);
+  g::remax_advantages(exec, lay, tr, bl, mk, std::span<double>(ta));
+  g::remax_advantages(ref, lay, tr, bl, mk, std::span<double>(tb));
+  same(ta, tb);
+}

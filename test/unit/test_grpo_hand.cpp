@@ -306,3 +306,41 @@ BOOST_AUTO_TEST_CASE(packed_equals_padded) {
   BOOST_TEST(gp[2] == gq[2], boost::test_tools::tolerance(1e-14));
   BOOST_TEST(gq[3] == 0.0);
 }
+
+// Estimators by hand. One group of three: scores 1, 0, 2 with lengths 2, 1, 1.
+//   OPO: b = (2 + 0 + 2) / 4 = 1 -> 0, -1, 1.
+//   pass@k: best row 2 (2), second 1: 1 / (std 1 + 1e-6) on row 2, 0 elsewhere.
+//   GPG: two non-zero scores of three -> alpha 1.5; mean 1 -> 0, -1.5, 1.5.
+BOOST_AUTO_TEST_CASE(estimators_match_hand_worked_values) {
+  const std::vector<double> s{1.0, 0.0, 2.0}, len{2.0, 1.0, 1.0};
+  std::vector<double> a(3);
+  g::opo_advantages(msrl::backend::reference{}, std::span<const double>(s), std::span<const double>(len), 3,
+                    std::span<double>(a));
+  BOOST_TEST(a == (std::vector<double>{0.0, -1.0, 1.0}), boost::test_tools::per_element());
+  g::passk_advantages(msrl::backend::reference{}, std::span<const double>(s), 3, std::span<double>(a));
+  BOOST_TEST(a[0] == 0.0);
+  BOOST_TEST(a[1] == 0.0);
+  BOOST_TEST(a[2] == 1.0 / (1.0 + 1e-6), boost::test_tools::tolerance(1e-15));
+  BOOST_TEST(g::gpg_advantages(msrl::backend::reference{}, std::span<const double>(s), 3, std::span<double>(a)) == 1.5);
+  BOOST_TEST(a == (std::vector<double>{0.0, -1.5, 1.5}), boost::test_tools::per_element());
+  // token whitening of 1, 2, 3 (and a masked 100): mean 2, unbiased var 1 -> -1, 0, 1 (eps 1e-8)
+  const std::vector<double> v{1.0, 2.0, 3.0, 100.0};
+  const std::vector<std::uint8_t> m{1, 1, 1, 0};
+  std::vector<double> w(4);
+  g::token_whiten(msrl::backend::reference{}, msrl::token_layout::padded(1, 4), std::span<const double>(v),
+                  std::span<const std::uint8_t>(m), std::span<double>(w));
+  BOOST_TEST(w[0] == -1.0 / std::sqrt(1.0 + 1e-8), boost::test_tools::tolerance(1e-15));
+  BOOST_TEST(w[2] == 1.0 / std::sqrt(1.0 + 1e-8), boost::test_tools::tolerance(1e-15));
+  BOOST_TEST(w[3] == 0.0);
+  // bad input names the argument
+  BOOST_CHECK_THROW(g::passk_advantages(msrl::backend::reference{}, std::span<const double>(s), 1, std::span<double>(a)),
+                    msrl::invalid_argument);
+  const std::vector<double> neg{1.0, -1.0, 1.0};
+  BOOST_CHECK_THROW(g::opo_advantages(msrl::backend::reference{}, std::span<const double>(s),
+                                      std::span<const double>(neg), 3, std::span<double>(a)),
+                    msrl::value_error);
+  const std::vector<std::uint8_t> one{1, 0, 0, 0};
+  BOOST_CHECK_THROW(g::token_whiten(msrl::backend::reference{}, msrl::token_layout::padded(1, 4),
+                                    std::span<const double>(v), std::span<const std::uint8_t>(one), std::span<double>(w)),
+                    msrl::value_error);
+}

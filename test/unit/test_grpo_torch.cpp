@@ -597,3 +597,87 @@ BOOST_AUTO_TEST_CASE(fipo_matches_ms_swift) {
         }
       }
 }
+
+// The estimators of estimators.hpp against verl's functions (verl-project/verl@1dda039
+// core_algos.py compute_opo_outcome_advantage, compute_grpo_passk_outcome_advantage,
+// compute_gpg_outcome_advantage, compute_reinforce_plus_plus_baseline_outcome_advantage,
+// compute_reinforce_plus_plus_outcome_advantage, compute_remax_outcome_advantage, and
+// torch_functional.py masked_whiten) transcribed in libtorch: outcome rewards on the last token.
+static Tensor masked_whiten_verl(const Tensor& v, const Tensor& m) {
+  Tensor mean = (v * m).sum() / m.sum();
+  Tensor var = (((v - mean).pow(2)) * m).sum() / m.sum();
+  var = var * (m.sum() / (m.sum() - 1));
+  return (v - mean) * torch::rsqrt(var + 1e-8);
+}
+
+BOOST_AUTO_TEST_CASE(estimators_match_verl) {
+  const int64_t G = 4, groups = 5, B = G * groups, T = 9;
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto vecof = [](const Tensor& t) {
+    Tensor c = t.contiguous().to(torch::kFloat64);
+    return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  };
+  auto near = [](const std::vector<double>& a, const std::vector<double>& b, const char* what) {
+    BOOST_REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) BOOST_TEST(std::abs(a[i] - b[i]) <= 1e-12 * std::max(1.0, std::abs(b[i])), what << " " << i << ": " << a[i] << " vs " << b[i]);
+  };
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    torch::manual_seed(900 + seed);
+    // binary and continuous scores; one group all equal
+    Tensor scores = seed % 2 ? torch::randint(0, 2, {B}, f64) : torch::randn({B}, f64);
+    scores.slice(0, 0, G).fill_(0.5);
+    Tensor len = torch::randint(1, T + 1, {B, 1});
+    Tensor mask = (torch::arange(T).unsqueeze(0) < len).to(torch::kFloat64);
+    Tensor last = (torch::arange(T).unsqueeze(0) == len - 1).to(torch::kFloat64);
+    Tensor tok = last * scores.unsqueeze(1) + (seed > 1 ? 0.05 * torch::randn({B, T}, f64) * mask : torch::zeros({B, T}, f64));
+    Tensor greedy = torch::randn({B}, f64);
+    auto vs = vecof(scores), vl = vecof(len.squeeze(1)), vm = vecof(mask), vt = vecof(tok), vg = vecof(greedy);
+    const std::span<const double> sc(vs), ln(vl), mk(vm), tr(vt), gr(vg);
+    const auto lay = msrl::token_layout::padded(B, T);
+    std::vector<double> a(B), ta(B * T);
+    BOOST_TEST_CONTEXT("seed " << seed) {
+      Tensor sg = scores.view({groups, G}), lg = len.view({groups, G}).to(torch::kFloat64);
+      // OPO: length-weighted group baseline
+      Tensor opo = (sg - (lg * sg).sum(1, true) / lg.sum(1, true)).reshape({B});
+      g::opo_advantages(msrl::backend::reference{}, sc, ln, G, std::span<double>(a));
+      near(a, vecof(opo), "opo");
+      // pass@k with std normalisation (torch.topk over each group)
+      Tensor pk = torch::zeros({B}, f64);
+      for (int64_t q = 0; q < groups; ++q) {
+        auto [top, idx] = torch::topk(sg[q], 2);
+        Tensor adv = (top[0] - top[1]) / (torch::std(sg[q]) + 1e-6);
+        pk[q * G + idx[0].item<int64_t>()] = adv;
+      }
+      g::passk_advantages(msrl::backend::reference{}, sc, G, std::span<double>(a));
+      near(a, vecof(pk), "passk");
+      // GPG: alpha = B / max(nnz, 1)
+      const double alpha = double(B) / std::max<double>(1.0, torch::count_nonzero(scores).item<double>());
+      Tensor gpg = (alpha * (sg - sg.mean(1, true))).reshape({B});
+      BOOST_TEST(g::gpg_advantages(msrl::backend::reference{}, sc, G, std::span<double>(a)) == alpha);
+      near(a, vecof(gpg), "gpg");
+      // REINFORCE++-baseline
+      Tensor x = (sg - sg.mean(1, true)).reshape({B, 1}).expand({B, T}) * mask;
+      Tensor rb = masked_whiten_verl(x, mask) * mask;
+      g::reinforce_pp_baseline(msrl::backend::reference{}, lay, sc, G, mk, std::span<double>(ta));
+      near(ta, vecof(rb), "reinforce_pp_baseline");
+      // REINFORCE++ (gamma 0.95): verl's reversed loop, then whitening
+      Tensor ret = torch::zeros_like(tok);
+      Tensor run = torch::zeros({B}, f64);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        run = tok.select(1, t) + 0.95 * run;
+        ret.select(1, t).copy_(run);
+        run = run * mask.select(1, t);
+      }
+      Tensor rpp = masked_whiten_verl(ret, mask) * mask;
+      g::reinforce_pp(msrl::backend::reference{}, lay, tr, mk, 0.95, std::span<double>(ta));
+      near(ta, vecof(rpp), "reinforce_pp");
+      g::discounted_returns(msrl::backend::reference{}, lay, tr, mk, 0.95, std::span<double>(ta));
+      near(ta, vecof(ret), "returns");
+      // ReMax
+      Tensor rr = (tok * mask).flip({-1}).cumsum(-1).flip({-1});
+      Tensor remax = rr - greedy.unsqueeze(-1) * mask;
+      g::remax_advantages(msrl::backend::reference{}, lay, tr, gr, mk, std::span<double>(ta));
+      near(ta, vecof(remax), "remax");
+    }
+  }
+}
