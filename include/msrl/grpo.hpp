@@ -25,5 +25,6 @@
 #include "grpo/cov_selection.hpp"
 #include "grpo/fipo.hpp"
 #include "grpo/estimators.hpp"
+#include "grpo/group_filter.hpp"
 #include "grpo/scalar_math.hpp"
 #include "grpo/surrogate.hpp"

@@ -54,3 +54,56 @@ BOOST_AUTO_TEST_CASE(loss_and_advantages_match_reference) {
     for (std::size_t i = 0; i < B * T; i += 7) BOOST_TEST(gd[i] == gh[i], boost::test_tools::tolerance(1e-6f));
   }
 }
+
+// The estimators of estimators.hpp on the device against the reference backend.
+BOOST_AUTO_TEST_CASE(estimators_match_reference) {
+  const std::size_t G = 8, B = 64, T = 40;
+  std::mt19937 rng(9);
+  std::normal_distribution<double> n(0.0, 1.0);
+  std::vector<double> s(B), len(B), base(B), tok(B * T), a(B), ta(B * T), ha(B), hta(B * T);
+  std::vector<std::uint8_t> m(B * T);
+  for (std::size_t i = 0; i < B; ++i) {
+    s[i] = n(rng) > 0 ? 1.0 : 0.0;
+    base[i] = n(rng);
+    len[i] = static_cast<double>(1 + i % T);
+    for (std::size_t t = 0; t < T; ++t) {
+      m[i * T + t] = t < 1 + i % T;
+      tok[i * T + t] = t == i % T ? s[i] : 0.05 * n(rng);
+    }
+  }
+  thrust::device_vector<double> ds(s.begin(), s.end()), dl(len.begin(), len.end()), db(base.begin(), base.end()),
+      dt(tok.begin(), tok.end()), da(B), dta(B * T);
+  thrust::device_vector<std::uint8_t> dm(m.begin(), m.end());
+  auto dspan = [](thrust::device_vector<double>& v) { return std::span<double>(thrust::raw_pointer_cast(v.data()), v.size()); };
+  auto cspan = [](thrust::device_vector<double>& v) {
+    return std::span<const double>(thrust::raw_pointer_cast(v.data()), v.size());
+  };
+  const std::span<const std::uint8_t> dms(thrust::raw_pointer_cast(dm.data()), dm.size());
+  const auto lay = msrl::token_layout::padded(B, T);
+  const msrl::backend::reference ref;
+  msrl::backend::thrust_device ex;
+  auto same = [](thrust::device_vector<double>& d, const std::vector<double>& want) {
+    std::vector<double> h(d.size());
+    thrust::copy(d.begin(), d.end(), h.begin());
+    for (std::size_t i = 0; i < h.size(); ++i) BOOST_TEST(h[i] == want[i], boost::test_tools::tolerance(1e-12));
+  };
+  g::opo_advantages(ref, std::span<const double>(s), std::span<const double>(len), G, std::span<double>(a));
+  g::opo_advantages(ex, cspan(ds), cspan(dl), G, dspan(da));
+  same(da, a);
+  g::passk_advantages(ref, std::span<const double>(s), G, std::span<double>(a));
+  g::passk_advantages(ex, cspan(ds), G, dspan(da));
+  same(da, a);
+  g::gpg_advantages(ref, std::span<const double>(s), G, std::span<double>(a));
+  g::gpg_advantages(ex, cspan(ds), G, dspan(da));
+  same(da, a);
+  g::reinforce_pp_baseline(ref, lay, std::span<const double>(s), G, std::span<const std::uint8_t>(m), std::span<double>(ta));
+  g::reinforce_pp_baseline(ex, lay, cspan(ds), G, dms, dspan(dta));
+  same(dta, ta);
+  g::reinforce_pp(ref, lay, std::span<const double>(tok), std::span<const std::uint8_t>(m), 0.9, std::span<double>(ta));
+  g::reinforce_pp(ex, lay, cspan(dt), dms, 0.9, dspan(dta));
+  same(dta, ta);
+  g::remax_advantages(ref, lay, std::span<const double>(tok), std::span<const double>(base),
+                      std::span<const std::uint8_t>(m), std::span<double>(ta));
+  g::remax_advantages(ex, lay, cspan(dt), cspan(db), dms, dspan(dta));
+  same(dta, ta);
+}

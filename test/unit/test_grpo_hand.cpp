@@ -4,6 +4,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -343,4 +344,25 @@ BOOST_AUTO_TEST_CASE(estimators_match_hand_worked_values) {
   BOOST_CHECK_THROW(g::token_whiten(msrl::backend::reference{}, msrl::token_layout::padded(1, 4),
                                     std::span<const double>(v), std::span<const std::uint8_t>(one), std::span<double>(w)),
                     msrl::value_error);
+}
+
+// Group filters by hand: groups (1, 1), (0, 1), (1, 1) with a score 0.5 next to it, and a singleton.
+BOOST_AUTO_TEST_CASE(group_filters_match_hand_worked_values) {
+  const std::vector<double> s{1.0, 1.0, 0.0, 1.0, 0.5, 0.5};
+  std::vector<std::uint8_t> keep(3);
+  auto r = g::filter_groups(std::span<const double>(s), 2, {}, keep);
+  BOOST_TEST(keep == (std::vector<std::uint8_t>{0, 1, 0}), boost::test_tools::per_element());
+  BOOST_TEST(r.kept == 1u);
+  BOOST_TEST(r.dropped == 2u);
+  // OpenRLHF's range (0, 1) on the means 1, 0.5, 0.5
+  g::filter_groups(std::span<const double>(s), 2, {.rule = g::group_filter_rule::openrlhf_range}, keep);
+  BOOST_TEST(keep == (std::vector<std::uint8_t>{0, 1, 1}), boost::test_tools::per_element());
+  // singletons: verl keeps them, ms-swift drops them
+  std::vector<std::uint8_t> k6(6);
+  g::filter_groups(std::span<const double>(s), 1, {}, k6);
+  BOOST_TEST(k6 == (std::vector<std::uint8_t>(6, 1)), boost::test_tools::per_element());
+  const auto ms = g::filter_groups(std::span<const double>(s), 1, {.rule = g::group_filter_rule::ms_swift_zero_std}, k6);
+  BOOST_TEST(ms.dropped == 6u);
+  BOOST_CHECK_THROW(g::filter_groups(std::span<const double>(s), 4, {}, keep), msrl::shape_error);
+  BOOST_CHECK_THROW(g::filter_groups(std::span<const double>(s), 2, {}, k6), msrl::shape_error);
 }

@@ -52,24 +52,30 @@ namespace detail_est {
 template <class Backend, class T>
 void check_finite(const Backend& exec, std::span<const T> x, const char* where, const char* name) {
   const T* p = x.data();
-  auto bad = exec.reduce_n(x.size(), [p] MSRL_HOST_DEVICE(std::size_t i) {
-    const double v = static_cast<double>(p[i]);
-    sums<1> s{};
-    s[0] = (v - v == 0.0) ? 0.0 : 1.0;
-    return s;
-  }, sums<1>{});
+  auto bad = exec.reduce_n(
+      x.size(),
+      [p] MSRL_HOST_DEVICE(std::size_t i) {
+        const double v = static_cast<double>(p[i]);
+        sums<1> s{};
+        s[0] = (v - v == 0.0) ? 0.0 : 1.0;
+        return s;
+      },
+      sums<1>{});
   require<value_error>(bad[0] == 0.0, where, name, "must be finite");
 }
 
 template <class Backend, class M>
 void check_mask(const Backend& exec, std::span<const M> mask, const char* where) {
   const M* p = mask.data();
-  auto bad = exec.reduce_n(mask.size(), [p] MSRL_HOST_DEVICE(std::size_t i) {
-    const double v = static_cast<double>(p[i]);
-    sums<1> s{};
-    s[0] = (v == 0.0 || v == 1.0) ? 0.0 : 1.0;
-    return s;
-  }, sums<1>{});
+  auto bad = exec.reduce_n(
+      mask.size(),
+      [p] MSRL_HOST_DEVICE(std::size_t i) {
+        const double v = static_cast<double>(p[i]);
+        sums<1> s{};
+        s[0] = (v == 0.0 || v == 1.0) ? 0.0 : 1.0;
+        return s;
+      },
+      sums<1>{});
   require<value_error>(bad[0] == 0.0, where, "mask", "values must be 0 or 1");
 }
 
@@ -101,20 +107,23 @@ void opo_advantages(const Backend& exec, std::span<const T> scores, std::span<co
   const L* len = lengths.data();
   U* a = out.data();
   const std::size_t G = group_size;
-  auto neg = exec.reduce_n(scores.size() / G, [=] MSRL_HOST_DEVICE(std::size_t g) {
-    double sl = 0.0, slr = 0.0, bad = 0.0;
-    for (std::size_t j = g * G; j < (g + 1) * G; ++j) {
-      const double l = static_cast<double>(len[j]);
-      bad += l < 0.0 ? 1.0 : 0.0;
-      sl += l;
-      slr += l * static_cast<double>(r[j]);
-    }
-    const double b = G > 1 && sl > 0.0 ? slr / sl : 0.0;
-    for (std::size_t j = g * G; j < (g + 1) * G; ++j) a[j] = static_cast<U>(static_cast<double>(r[j]) - b);
-    sums<1> s{};
-    s[0] = bad;
-    return s;
-  }, sums<1>{});
+  auto neg = exec.reduce_n(
+      scores.size() / G,
+      [=] MSRL_HOST_DEVICE(std::size_t g) {
+        double sl = 0.0, slr = 0.0, bad = 0.0;
+        for (std::size_t j = g * G; j < (g + 1) * G; ++j) {
+          const double l = static_cast<double>(len[j]);
+          bad += l < 0.0 ? 1.0 : 0.0;
+          sl += l;
+          slr += l * static_cast<double>(r[j]);
+        }
+        const double b = G > 1 && sl > 0.0 ? slr / sl : 0.0;
+        for (std::size_t j = g * G; j < (g + 1) * G; ++j) a[j] = static_cast<U>(static_cast<double>(r[j]) - b);
+        sums<1> s{};
+        s[0] = bad;
+        return s;
+      },
+      sums<1>{});
   require<value_error>(neg[0] == 0.0, where, "lengths", "must be >= 0");
 }
 
@@ -164,11 +173,14 @@ double gpg_advantages(const Backend& exec, std::span<const T> scores, std::size_
   const T* r = scores.data();
   U* a = out.data();
   const std::size_t G = group_size, B = scores.size();
-  auto nz = exec.reduce_n(B, [r] MSRL_HOST_DEVICE(std::size_t i) {
-    sums<1> s{};
-    s[0] = static_cast<double>(r[i]) != 0.0 ? 1.0 : 0.0;
-    return s;
-  }, sums<1>{});
+  auto nz = exec.reduce_n(
+      B,
+      [r] MSRL_HOST_DEVICE(std::size_t i) {
+        sums<1> s{};
+        s[0] = static_cast<double>(r[i]) != 0.0 ? 1.0 : 0.0;
+        return s;
+      },
+      sums<1>{});
   const double alpha = static_cast<double>(B) / (nz[0] > 1.0 ? nz[0] : 1.0);
   exec.for_each_n(B / G, [=] MSRL_HOST_DEVICE(std::size_t g) {
     double mean = 0.0;
@@ -193,28 +205,34 @@ void token_whiten(const Backend& exec, const token_layout& layout, std::span<con
   detail_est::check_mask(exec, mask, where);
   const T* x = values.data();
   const M* m = mask.empty() ? nullptr : mask.data();
-  auto s1 = exec.reduce_n(values.size(), [=] MSRL_HOST_DEVICE(std::size_t t) {
-    const double w = m ? static_cast<double>(m[t]) : 1.0;
-    const double v = static_cast<double>(x[t]);
-    sums<3> s{};
-    s[0] = w;
-    s[1] = w != 0.0 ? v : 0.0;
-    s[2] = w != 0.0 && !(v - v == 0.0) ? 1.0 : 0.0;
-    return s;
-  }, sums<3>{});
+  auto s1 = exec.reduce_n(
+      values.size(),
+      [=] MSRL_HOST_DEVICE(std::size_t t) {
+        const double w = m ? static_cast<double>(m[t]) : 1.0;
+        const double v = static_cast<double>(x[t]);
+        sums<3> s{};
+        s[0] = w;
+        s[1] = w != 0.0 ? v : 0.0;
+        s[2] = w != 0.0 && !(v - v == 0.0) ? 1.0 : 0.0;
+        return s;
+      },
+      sums<3>{});
   require<value_error>(s1[2] == 0.0, where, "values", "must be finite at unmasked tokens");
   const double n = s1[0];
   require<value_error>(n >= (opt.unbiased ? 2.0 : 1.0), where, "mask",
                        opt.unbiased ? "must leave at least two tokens (unbiased variance)"
                                     : "must leave at least one token");
   const double mean = s1[1] / n;
-  auto s2 = exec.reduce_n(values.size(), [=] MSRL_HOST_DEVICE(std::size_t t) {
-    const double w = m ? static_cast<double>(m[t]) : 1.0;
-    const double d = static_cast<double>(x[t]) - mean;
-    sums<1> s{};
-    s[0] = w != 0.0 ? d * d : 0.0;
-    return s;
-  }, sums<1>{});
+  auto s2 = exec.reduce_n(
+      values.size(),
+      [=] MSRL_HOST_DEVICE(std::size_t t) {
+        const double w = m ? static_cast<double>(m[t]) : 1.0;
+        const double d = static_cast<double>(x[t]) - mean;
+        sums<1> s{};
+        s[0] = w != 0.0 ? d * d : 0.0;
+        return s;
+      },
+      sums<1>{});
   double var = s2[0] / n;
   if (opt.unbiased) var *= n / (n - 1.0);
   const double denom = opt.floor_eps ? (var > opt.eps ? var : opt.eps) : var + opt.eps;
