@@ -49,34 +49,34 @@ struct whiten_options {
 
 namespace detail_est {
 
-template <class Backend, class T>
-void check_finite(const Backend& exec, std::span<const T> x, const char* where, const char* name) {
+// The values a predicate rejects, counted on the backend.
+struct not_finite {
+  MSRL_HOST_DEVICE bool operator()(double v) const { return !(v - v == 0.0); }
+};
+struct not_binary {
+  MSRL_HOST_DEVICE bool operator()(double v) const { return !(v == 0.0 || v == 1.0); }
+};
+template <class Backend, class T, class Reject>
+void require_none(const Backend& exec, std::span<const T> x, Reject reject, const char* where, const char* name,
+                  const char* rule) {
   const T* p = x.data();
   auto bad = exec.reduce_n(
       x.size(),
-      [p] MSRL_HOST_DEVICE(std::size_t i) {
-        const double v = static_cast<double>(p[i]);
+      [p, reject] MSRL_HOST_DEVICE(std::size_t i) {
         sums<1> s{};
-        s[0] = (v - v == 0.0) ? 0.0 : 1.0;
+        s[0] = reject(static_cast<double>(p[i])) ? 1.0 : 0.0;
         return s;
       },
       sums<1>{});
-  require<value_error>(bad[0] == 0.0, where, name, "must be finite");
+  require<value_error>(bad[0] == 0.0, where, name, rule);
 }
-
+template <class Backend, class T>
+void check_finite(const Backend& exec, std::span<const T> x, const char* where, const char* name) {
+  require_none(exec, x, not_finite{}, where, name, "must be finite");
+}
 template <class Backend, class M>
 void check_mask(const Backend& exec, std::span<const M> mask, const char* where) {
-  const M* p = mask.data();
-  auto bad = exec.reduce_n(
-      mask.size(),
-      [p] MSRL_HOST_DEVICE(std::size_t i) {
-        const double v = static_cast<double>(p[i]);
-        sums<1> s{};
-        s[0] = (v == 0.0 || v == 1.0) ? 0.0 : 1.0;
-        return s;
-      },
-      sums<1>{});
-  require<value_error>(bad[0] == 0.0, where, "mask", "values must be 0 or 1");
+  require_none(exec, mask, not_binary{}, where, "mask", "values must be 0 or 1");
 }
 
 inline void check_groups(std::size_t rows, std::size_t group_size, std::size_t out, const char* where) {
