@@ -441,6 +441,17 @@ BOOST_AUTO_TEST_CASE(tokenizer_rejects_bad_files) {
   bad["model"]["vocab"].erase("a");
   BOOST_CHECK_THROW(mt::bpe_tokenizer::from_json(bad), msrl::parse_error);
   BOOST_CHECK_THROW(mt::bpe_tokenizer::from_file(fixtures / "no_such_tokenizer.json"), msrl::invalid_argument);
+  // ids beyond twice the file's entries + 65,536 would size the id table from one number: refused
+  // before any allocation, as are negative added-token ids (they used to index the table unchecked)
+  bad = j;
+  bad["model"]["vocab"]["a"] = std::int64_t{1} << 40;
+  BOOST_CHECK_THROW(mt::bpe_tokenizer::from_json(bad), msrl::parse_error);
+  bad = j;
+  bad["added_tokens"] = nlohmann::json::array({{{"content", "<x>"}, {"id", -3}}});
+  BOOST_CHECK_THROW(mt::bpe_tokenizer::from_json(bad), msrl::parse_error);
+  bad = j;
+  bad["added_tokens"] = nlohmann::json::array({{{"content", "<x>"}, {"id", 66000}}}); // within the bound: accepted
+  BOOST_TEST(mt::bpe_tokenizer::from_json(bad).token_id("<x>") == 66000);
   const auto tok = mt::bpe_tokenizer::from_json(j);
   BOOST_CHECK_THROW(tok.decode({-1}), msrl::value_error);
   BOOST_CHECK_THROW(tok.token_id("<nope>"), msrl::invalid_argument);

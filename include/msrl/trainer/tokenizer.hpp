@@ -207,10 +207,16 @@ public:
     if (!m.contains("merges") || !m["merges"].is_array()) fail("model.merges", "must be an array");
     bpe_tokenizer t;
     t.ignore_merges_ = m.value("ignore_merges", false);
-    for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
-      if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0) fail("model.vocab['" + it.key() + "']", "must be a non-negative integer id");
-      t.add_vocab(it.key(), it.value().get<std::int64_t>());
-    }
+    // Ids index a dense table: bound them by the file's own entry count, so that a crafted file
+    // cannot make the table (one string per id) larger than a few times the file.
+    const std::size_t entries = m["vocab"].size() + (j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0);
+    const auto max_id = static_cast<std::int64_t>(2 * entries + 65536);
+    auto check_id = [&](const nlohmann::json& v, const std::string& arg) {
+      if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() >= max_id)
+        fail(arg, "must be an integer id in [0, " + std::to_string(max_id) + ") (twice the file's entries + 65,536)");
+      return v.get<std::int64_t>();
+    };
+    for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) t.add_vocab(it.key(), check_id(it.value(), "model.vocab['" + it.key() + "']"));
     std::int64_t rank = 0;
     for (const auto& e : m["merges"]) {
       std::string a, b;
@@ -230,12 +236,13 @@ public:
     }
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
       for (const auto& a : j["added_tokens"]) {
-        if (!a.is_object() || !a.contains("content") || !a["content"].is_string() || !a.contains("id") || !a["id"].is_number_integer())
+        if (!a.is_object() || !a.contains("content") || !a["content"].is_string() || !a.contains("id"))
           fail("added_tokens", "entries must have a string content and an integer id");
         const std::string c = a["content"].get<std::string>();
         if (c.empty()) fail("added_tokens", "must not hold an empty token");
-        t.add_vocab(c, a["id"].get<std::int64_t>());
-        t.added_.emplace(c, a["id"].get<std::int64_t>());
+        const std::int64_t id = check_id(a["id"], "added_tokens['" + c + "'].id");
+        t.add_vocab(c, id);
+        t.added_.emplace(c, id);
       }
     }
     for (std::size_t b = 0; b < 256; ++b)
