@@ -63,7 +63,7 @@ struct datagen_options {
   std::size_t sft = 400;        ///< stage1_sft.jsonl rows (text, with the assistant rationale)
   std::size_t text_rl = 600;    ///< stage1_rl.jsonl rows (text)
   std::size_t caption_rl = 400; ///< stage2_caption_rl.jsonl rows (media replaced by captions)
-  std::size_t cmkd = 200;       ///< stage2_cmkd.jsonl rows (media + caption_messages)
+  std::size_t cmkd = 800;       ///< stage2_cmkd.jsonl rows (media + caption_messages)
   std::size_t mm_rl = 400;      ///< stage3_multimodal_rl.jsonl rows (media)
   std::size_t eval = 100;       ///< eval items; eval.jsonl, eval_caption.jsonl and eval_text.jsonl hold 2 rows each (orders AB, BA)
   /// Share of stage 1 text rows, in percent, phrased as "which response matches the prompt" (the text
