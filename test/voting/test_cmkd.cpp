@@ -166,3 +166,21 @@ BOOST_AUTO_TEST_CASE(select_rejects_bad_caption) {
   BOOST_CHECK_THROW(v::cmkd_select(one, "x <answer> B </answeng"), msrl::value_error);
   BOOST_TEST(msrl::reward::parse_label(v::cmkd_select(one, "c").target) == label::a);
 }
+
+// A sampled rationale that holds an unclosed '<answer>' (model output is untrusted) would give a
+// target that parses back to another label: that candidate is malformed, the next one is kept
+// (it used to throw from cmkd_target; found by fuzz_rewards, reproducer in the fuzz corpus).
+BOOST_AUTO_TEST_CASE(rationale_with_tags_is_malformed) {
+  const std::vector<v::cmkd_candidate> c{
+      {"<answer>A</answer><think>x <answer></think>", lp2, 0.9}, // votes A, most confident, unusable think
+      {"<think>r1</think><answer>A</answer>", lp1, 0.7},
+  };
+  const auto s = v::cmkd_select(c, caption);
+  BOOST_TEST(s.status == v::sample_status::kept);
+  BOOST_TEST(s.candidates[0] == cs::malformed);
+  BOOST_TEST(s.chosen == 1u);
+  BOOST_TEST(msrl::reward::parse_label(s.target) == label::a);
+  // with only the unusable one left the sample is dropped, not thrown
+  const auto d = v::cmkd_select(std::span<const v::cmkd_candidate>(c.data(), 1), caption);
+  BOOST_TEST(d.status == v::sample_status::none_eligible);
+}

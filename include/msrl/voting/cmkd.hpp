@@ -189,7 +189,10 @@ cmkd_selection cmkd_select(std::span<const cmkd_candidate> candidates, std::stri
     if (s.candidates[i] != candidate_status::eligible) continue;
     const std::string_view text = candidates[i].text;
     const std::string_view think = reward::extract_tag(text, "think");
-    if (!reward::check_format(text, opt.format) || think.empty()) {
+    // malformed: the format check fails, the think is empty, or the think holds tags that would
+    // make the distilled target parse back differently (model output is untrusted text)
+    if (!reward::check_format(text, opt.format) || think.empty() ||
+        !detail_cmkd::round_trips(detail_cmkd::assemble(caption, think, s.pseudo_label), s.pseudo_label)) {
       s.candidates[i] = candidate_status::malformed;
       continue;
     }
