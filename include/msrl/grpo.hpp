@@ -24,6 +24,7 @@
 #include "grpo/token_masks.hpp"
 #include "grpo/cov_selection.hpp"
 #include "grpo/fipo.hpp"
+#include "grpo/token_shaping.hpp"
 #include "grpo/estimators.hpp"
 #include "grpo/group_filter.hpp"
 #include "grpo/scalar_math.hpp"

@@ -769,6 +769,114 @@ BOOST_AUTO_TEST_CASE(grpo_gradient_matches_autograd_of_the_same_loss) {
   BOOST_TEST(worst < 1e-5 * std::max(1.0, scale));
 }
 
+BOOST_AUTO_TEST_CASE(grpo_step_applies_the_presets_token_shaping) {
+  // verl's Clip-Cov / KL-Cov and ms-swift's FIPO need the current log-probs before the loss
+  // (preset::shaping). Independent route: each peer's loss written with torch ops from its
+  // formula (verl core_algos.py compute_policy_loss_clip_cov / _kl_cov; ms-swift
+  // _compute_fipo_influence), the selection made by torch (topk; Clip-Cov with ratio 1 so that every
+  // candidate is zeroed and no random draw enters), differentiated by autograd; compared with the
+  // trainer's parameter gradients, off-policy.
+  const auto in = tiny_prompt();
+  auto m0 = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto s = mt::sample(m0, in.prompt, in.pixels, {.num_samples = 4, .max_new_tokens = 8, .stop_ids = {3}, .seed = 21});
+  const std::vector<double> rewards{1.0, 0.0, 0.5, -0.5};
+  const auto mask = s.mask.to(at::kFloat);
+  at::manual_seed(5);
+  const at::Tensor old = (s.logprobs + at::randn_like(s.logprobs) * 0.15 * mask).detach();
+
+  auto check = [&](msrl::grpo::preset p, auto&& torch_loss, const char* name) {
+    auto m = mt::load_internvl(fixtures / "tiny_internvl");
+    mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0});
+    const auto st = t.grpo_step({{in.prompt, in.pixels, s.tokens, s.mask, old, rewards}}, p);
+    std::vector<at::Tensor> g1;
+    for (auto& q : m->parameters()) g1.push_back(q.grad().clone());
+    for (auto& q : m->parameters()) q.mutable_grad().zero_();
+    std::vector<double> adv(4);
+    msrl::grpo::advantages(std::span<const double>(rewards), 4, std::span<double>(adv), p.advantages);
+    const auto A = at::tensor(adv, at::kFloat).unsqueeze(1).expand({4, s.tokens.size(1)});
+    const auto lp = mt::completion_logprobs(m, in.prompt, in.pixels, s.tokens);
+    const std::pair<at::Tensor, double> r = torch_loss(lp, A, p);
+    const at::Tensor& loss = r.first;
+    loss.backward();
+    double worst = 0, scale = 0;
+    std::size_t i = 0;
+    for (auto& q : m->parameters()) {
+      worst = std::max(worst, max_abs_diff(q.grad(), g1[i]));
+      scale = std::max(scale, g1[i].abs().max().item<double>());
+      ++i;
+    }
+    BOOST_TEST_MESSAGE(name << ": loss " << st.loss << " vs " << loss.item<double>() << ", grad max abs diff " << worst
+                            << " (max |grad| " << scale << "), selected " << st.selected_tokens);
+    BOOST_TEST(std::abs(st.loss - loss.item<double>()) < 1e-6);
+    BOOST_TEST(scale > 1e-4);
+    BOOST_TEST(worst < 1e-5 * std::max(1.0, scale));
+    return std::make_pair(st, r.second);
+  };
+  const double n_valid = mask.sum().item<double>();
+  const auto valid = mask > 0;
+  // covariance over the unmasked tokens, verl's (A - mean A)(logp - mean logp), detached
+  auto cov_of = [&](const at::Tensor& lp, const at::Tensor& A) {
+    const auto l = lp.detach();
+    const auto ma = (A * mask).sum() / n_valid, ml = (l * mask).sum() / n_valid;
+    return (A - ma) * (l - ml);
+  };
+
+  { // KL-Cov: -A rho everywhere, + coef |logp - old| on the top-k covariance tokens
+    auto p = msrl::grpo::presets::verl_kl_cov;
+    p.shaping.kl_cov.ratio = 0.25;
+    const auto [st, sel] = check(p, [&](const at::Tensor& lp, const at::Tensor& A, const msrl::grpo::preset& q) {
+      const auto lr = lp - old;
+      const auto ratio = at::exp(lr);
+      auto cov = cov_of(lp, A).masked_fill(~valid, -std::numeric_limits<float>::infinity());
+      const auto k = std::max<std::int64_t>(1, static_cast<std::int64_t>(q.shaping.kl_cov.ratio * n_valid));
+      const auto top = std::get<1>(cov.flatten().topk(k));
+      auto chosen = at::zeros({cov.numel()}, at::kFloat).index_fill_(0, top, 1.0).view_as(cov);
+      const auto per_tok = -A * ratio + q.loss.kl_cov_coef * lr.abs() * chosen;
+      return std::make_pair((per_tok * mask).sum() / n_valid, chosen.sum().item<double>());
+    }, "verl_kl_cov");
+    BOOST_TEST(st.selected_tokens == sel);
+    BOOST_TEST(sel >= 2);
+  }
+  { // Clip-Cov: tokens where the clipped branch does not win and lower < cov < upper get loss 0
+    auto p = msrl::grpo::presets::verl_clip_cov;
+    p.shaping.clip_cov.ratio = 1.0; // k >= candidates: every candidate zeroed, no draw
+    p.shaping.clip_cov.lower = 0.0;
+    const auto [st, sel] = check(p, [&](const at::Tensor& lp, const at::Tensor& A, const msrl::grpo::preset& q) {
+      const auto ratio = at::exp(lp - old);
+      const auto pg1 = -A * ratio, pg2 = -A * at::clamp(ratio, 1 - q.loss.clip_low, 1 + q.loss.clip_high);
+      const auto clip_by_origin = (pg2 > pg1).detach();
+      const auto cov = cov_of(lp, A);
+      const auto cand = valid & ~clip_by_origin & (cov > q.shaping.clip_cov.lower) & (cov < q.shaping.clip_cov.upper);
+      const auto corr = 1 - cand.to(at::kFloat);
+      return std::make_pair((at::maximum(pg1, pg2) * corr * mask).sum() / n_valid, cand.sum().item<double>());
+    }, "verl_clip_cov");
+    BOOST_TEST(st.selected_tokens == sel);
+    BOOST_TEST(sel >= 1);
+    BOOST_TEST(sel < n_valid);
+  }
+  { // FIPO: the clipped surrogate times clamp(exp(discounted future log-ratio), 1, 1 + c), detached
+    auto p = msrl::grpo::presets::ms_swift_fipo;
+    p.loss.beta = 0.0; // the KL path is the plain preset's (tested elsewhere)
+    const auto [st, unused] = check(p, [&](const at::Tensor& lp, const at::Tensor& A, const msrl::grpo::preset& q) {
+      const auto L = lp.size(1);
+      const auto ratio = at::exp(lp - old);
+      const double gamma = std::pow(2.0, -1.0 / q.shaping.fipo.decay_rate);
+      const auto pos = at::arange(L, at::kDouble);
+      const auto diff = pos.unsqueeze(0) - pos.unsqueeze(1); // [t, u] = u - t
+      const auto W = at::where(diff >= 0, at::pow(gamma, diff), at::zeros_like(diff)).to(at::kFloat);
+      const auto d = (lp.detach() - old) * mask;
+      const auto F = d.matmul(W.t()) * mask;
+      auto w = at::clamp(at::exp(F), 1.0, 1.0 + q.shaping.fipo.clip_range);
+      const auto unsafe = (A < 0) & (ratio.detach() > q.shaping.fipo.safety_threshold);
+      w = at::where(unsafe, at::clamp(w, 0.8, 1.0), w);
+      const auto pg = at::maximum(-A * ratio, -A * at::clamp(ratio, 1 - q.loss.clip_low, 1 + q.loss.clip_high));
+      return std::make_pair((pg * w * mask).sum() / n_valid, (w * mask).sum().item<double>() / n_valid);
+    }, "ms_swift_fipo");
+    BOOST_TEST(std::abs(st.fipo_weight_mean - unused) < 1e-6);
+    BOOST_TEST(st.fipo_weight_mean > 1.0); // some weights away from 1
+  }
+}
+
 BOOST_AUTO_TEST_CASE(grpo_entropy_bonus_matches_autograd_of_the_same_loss) {
   // Independent route for verl's entropy bonus: logits from the model's full forward over
   // prompt + completion (not the trainer's embed/hidden path), entropy as logsumexp(z) - sum p z,

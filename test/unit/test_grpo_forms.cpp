@@ -387,6 +387,67 @@ BOOST_AUTO_TEST_CASE(clip_cov_seeded_draw_is_uniform) {
   for (int t = 0; t < 10; ++t) BOOST_TEST(std::abs(hits[t] - 1000) < 150, "token " << t << ": " << hits[t]);
 }
 
+// shape_tokens, the presets' step-time shaping: nothing for a plain preset; Clip-Cov tests the
+// clipped branch with the loss's own epsilon (not the options' defaults), KL-Cov and FIPO write what
+// their functions write; the draw seed changes Clip-Cov's subset and only it.
+BOOST_AUTO_TEST_CASE(shape_tokens_applies_the_presets_shaping) {
+  const auto lay = msrl::token_layout::padded(1, 4);
+  const vec lp{-1.0, -2.0, -0.5, -3.0}, adv{2.0, 0.0, -1.0, 3.0};
+  const std::vector<std::uint8_t> all;
+  g::token_shaping_buffers<double, std::uint8_t> buf;
+  g::shape_tokens(g::presets::msrl_release.shaping, g::presets::msrl_release.loss, lay, std::span<const double>(lp),
+                  std::span<const double>(), std::span<const double>(adv), std::span<const std::uint8_t>(all), 0, buf);
+  BOOST_TEST(buf.policy_mask.empty());
+  BOOST_TEST(buf.is_weights.empty());
+
+  // KL-Cov, ratio 0.25: the hand case above (token 0)
+  g::token_shaping kl{.kind = g::shaping_kind::kl_cov, .kl_cov = {.ratio = 0.25}};
+  g::shape_tokens(kl, g::presets::verl_kl_cov.loss, lay, std::span<const double>(lp), std::span<const double>(),
+                  std::span<const double>(adv), std::span<const std::uint8_t>(all), 7, buf);
+  BOOST_TEST(buf.policy_mask == (std::vector<std::uint8_t>{1, 0, 0, 0}), boost::test_tools::per_element());
+  BOOST_TEST(buf.selection.selected == 1u);
+
+  // Clip-Cov, lb 0.3, ub 1 (cov 0.625 and 0.375 for tokens 0, 1). Token 0 has rho = e^0.5: with the
+  // loss's epsilon 0.2 its clipped branch wins and it is no candidate; with epsilon_high 1.0 (rho
+  // inside the range) it is one.
+  const vec old{-1.5, -2.0, -0.5, -3.0};
+  g::token_shaping cc{.kind = g::shaping_kind::clip_cov, .clip_cov = {.ratio = 1.0, .lower = 0.3, .upper = 1.0}};
+  auto loss = g::presets::verl_clip_cov.loss;
+  g::shape_tokens(cc, loss, lay, std::span<const double>(lp), std::span<const double>(old), std::span<const double>(adv),
+                  std::span<const std::uint8_t>(all), 0, buf);
+  BOOST_TEST(buf.policy_mask == (std::vector<std::uint8_t>{1, 0, 1, 1}), boost::test_tools::per_element());
+  BOOST_TEST(buf.selection.candidates == 1u);
+  loss.clip_high = 1.0;
+  g::shape_tokens(cc, loss, lay, std::span<const double>(lp), std::span<const double>(old), std::span<const double>(adv),
+                  std::span<const std::uint8_t>(all), 0, buf);
+  BOOST_TEST(buf.policy_mask == (std::vector<std::uint8_t>{0, 0, 1, 1}), boost::test_tools::per_element());
+  BOOST_TEST(buf.selection.candidates == 2u);
+  // k = 1 of the two candidates: over draws both are chosen, each draw reproducibly
+  cc.clip_cov.ratio = 0.25;
+  int chose0 = 0;
+  for (std::uint64_t d = 0; d < 64; ++d) {
+    g::shape_tokens(cc, loss, lay, std::span<const double>(lp), std::span<const double>(old),
+                    std::span<const double>(adv), std::span<const std::uint8_t>(all), d, buf);
+    const auto first = buf.policy_mask;
+    g::shape_tokens(cc, loss, lay, std::span<const double>(lp), std::span<const double>(old),
+                    std::span<const double>(adv), std::span<const std::uint8_t>(all), d, buf);
+    BOOST_TEST(buf.policy_mask == first, boost::test_tools::per_element());
+    BOOST_TEST(buf.selection.selected == 1u);
+    chose0 += buf.policy_mask[0] == 0;
+  }
+  BOOST_TEST(chose0 > 8);
+  BOOST_TEST(chose0 < 56);
+
+  // FIPO on-policy: every log-ratio 0, every weight exp(0) = 1
+  g::shape_tokens(g::presets::ms_swift_fipo.shaping, g::presets::ms_swift_fipo.loss, lay, std::span<const double>(lp),
+                  std::span<const double>(), std::span<const double>(adv), std::span<const std::uint8_t>(all), 0, buf);
+  BOOST_TEST(buf.is_weights == (vec{1.0, 1.0, 1.0, 1.0}), boost::test_tools::per_element());
+  BOOST_TEST(buf.policy_mask.empty());
+  BOOST_CHECK_THROW(g::shape_tokens(cc, loss, lay, std::span<const double>(lp), std::span<const double>(vec{1.0}),
+                                    std::span<const double>(adv), std::span<const std::uint8_t>(all), 0, buf),
+                    msrl::shape_error);
+}
+
 // FIPO's weights by hand: one row, log-ratios 0.1, -0.2, 0.3, decay rate 1 (gamma = 1/2): future
 // KL F = 0.075, -0.05, 0.3; w = exp(F) clipped to [1, 1.2] (high only) or [0.8, 1.2]; with A < 0
 // and the safety threshold 1.2 the last token (rho = e^0.3) is clamped to [0.8, 1].

@@ -9,6 +9,7 @@
 #include "../core/error.hpp"
 #include "advantages.hpp"
 #include "policy_loss.hpp"
+#include "token_shaping.hpp"
 
 namespace msrl::grpo {
 
@@ -20,6 +21,9 @@ struct preset {
   advantage_options advantages;
   loss_options loss;
   bool global_token_count = false;
+  /// The token selection or weighting the peer computes from the current log-probs before its loss
+  /// (token_shaping.hpp); a trainer applies it with shape_tokens. none for most presets.
+  token_shaping shaping = {};
 };
 
 namespace presets {
@@ -344,7 +348,8 @@ inline constexpr preset verl_clip_cov{"verl_clip_cov",
                                        .count_empty_sequences = false,
                                        .guard = length_guard::add_eps,
                                        .length_eps = 1e-8},
-                                      true};
+                                      true,
+                                      {.kind = shaping_kind::clip_cov, .clip_cov = {.ratio = 2e-4, .lower = 1.0, .upper = 5.0}}};
 
 /// verl policy_loss.loss_mode=kl_cov (same file, compute_policy_loss_kl_cov L1847-1925): the
 /// unclipped -A rho (no log-ratio clamp), plus ppo_kl_coef |logp - old| (0.1, verl's yaml) on the
@@ -361,7 +366,8 @@ inline constexpr preset verl_kl_cov{"verl_kl_cov",
                                      .count_empty_sequences = false,
                                      .guard = length_guard::add_eps,
                                      .length_eps = 1e-8},
-                                    true};
+                                    true,
+                                    {.kind = shaping_kind::kl_cov, .kl_cov = {.ratio = 2e-4}}};
 
 /// ms-swift loss_type "fipo" (rlhf_trainers/grpo_trainer.py _compute_loss_and_metrics and
 /// _compute_fipo_influence; FIPO, arXiv 2603.19835): ms-swift's defaults (group std + 1e-4, epsilon
@@ -381,7 +387,8 @@ inline constexpr preset ms_swift_fipo{
      .agg = aggregation::token_mean,
      .count_empty_sequences = true,
      .guard = length_guard::clamp_one},
-    true};
+    true,
+    {.kind = shaping_kind::fipo, .fipo = {}}};
 
 inline constexpr std::array<const preset*, 22> all{
     &msrl_release, &msrl_paper,   &ms_swift_default, &trl_default,   &verl_default, &dr_grpo,     &dapo,

@@ -40,6 +40,7 @@
 #include "../grpo/advantages.hpp"
 #include "../grpo/policy_loss.hpp"
 #include "../grpo/presets.hpp"
+#include "../grpo/token_shaping.hpp"
 #include "../torch/logprob_ops.hpp"
 #include "autocast_torch.hpp"
 #include "communicator_torch.hpp"
@@ -65,8 +66,9 @@ struct train_options {
   bool fused_logprobs = true;
   /// GRPO steps without an entropy bonus: the loss and its gradient through msrl::torch_ops::grpo_loss
   /// (one fused pass from the logits, on the logits' device) where a kernel set serves the model's
-  /// device and fused_logprobs is on; false (or no kernel set, or entropy_coeff != 0): log-probs,
-  /// then msrl::grpo::policy_loss on host copies and d loss / d logp back through autograd. The two
+  /// device and fused_logprobs is on; false (or no kernel set, or entropy_coeff != 0, or a preset
+  /// with token shaping): log-probs, then msrl::grpo::policy_loss on host copies and d loss / d logp
+  /// back through autograd. The two
   /// routes agree to ~1e-7 (tested).
   bool fused_loss = true;
   /// GRPO with beta = 0 and no entropy bonus: a group whose advantages are all exactly 0 (every
@@ -113,6 +115,10 @@ struct step_stats {
   grpo::advantage_stats advantages;
   double entropy = 0;    ///< GRPO with entropy_coeff != 0: this rank's entropy, aggregated like the loss
   std::size_t skipped_groups = 0; ///< GRPO: flat groups not computed (train_options::skip_flat_groups), all ranks
+  /// GRPO with a preset that shapes tokens (preset::shaping): the tokens Clip-Cov zeroed or KL-Cov
+  /// penalised, summed over groups and ranks; FIPO: the mean influence weight over masked tokens.
+  double selected_tokens = 0;
+  double fipo_weight_mean = 0;
 
 };
 
@@ -255,7 +261,10 @@ public:
 
   /// One GRPO optimizer step over groups (each a micro-batch): msrl advantages per group, the
   /// policy loss with global token/sequence normalisers over all groups, d loss / d logp into
-  /// autograd, clip, AdamW. Temperature must be the sampling temperature. entropy_coeff != 0 adds
+  /// autograd, clip, AdamW. Temperature must be the sampling temperature. A preset with token shaping
+  /// (preset::shaping: Clip-Cov, KL-Cov, FIPO) gets its mask or weights from each group's current
+  /// log-probs (grpo::shape_tokens, the group as the micro-batch, as verl's selection), on the host
+  /// route; Clip-Cov's draw is seeded by (step, group), so a resumed run draws the same tokens. entropy_coeff != 0 adds
   /// verl's entropy bonus: loss -= entropy_coeff * (the per-token entropy aggregated like the loss,
   /// grpo::aggregate_tokens); step_stats::entropy reports that aggregate.
   step_stats grpo_step(const std::vector<grpo_group>& groups, const grpo::preset& preset, double temperature = 1.0,
@@ -286,11 +295,14 @@ public:
     st.tokens = tokens;
     grpo::loss_normalizer norm{.global_tokens = tokens, .global_sequences = seqs};
     // this rank's sums for the step-level metrics (all-reduced below)
-    enum : std::size_t { m_tokens, m_seqs, m_low, m_high, m_dual, m_ratio, m_kl, m_pg, m_klloss, m_groups, m_zero, m_rn, m_rsum, m_rsq, m_unscorable, m_skipped, m_n };
-    const bool may_skip = opt_.skip_flat_groups && preset.loss.beta == 0.0 && entropy_coeff == 0.0;
+    enum : std::size_t { m_tokens, m_seqs, m_low, m_high, m_dual, m_ratio, m_kl, m_pg, m_klloss, m_groups, m_zero, m_rn, m_rsum, m_rsq, m_unscorable, m_skipped, m_selected, m_fipo, m_n };
+    const bool shaped = preset.shaping.kind != grpo::shaping_kind::none;
+    // KL-Cov still selects (and penalises) tokens of a flat group
+    const bool may_skip = opt_.skip_flat_groups && preset.loss.beta == 0.0 && entropy_coeff == 0.0 && preset.shaping.kind != grpo::shaping_kind::kl_cov;
     std::vector<double> sums(m_n, 0.0);
     double normalizer = 0;
-    for (const auto& g : groups) {
+    for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+      const auto& g = groups[gi];
       const auto G = g.completions.size(0);
       std::vector<double> adv(static_cast<std::size_t>(G));
       const auto as = grpo::advantages(std::span<const double>(g.rewards), static_cast<std::size_t>(G), std::span<double>(adv), preset.advantages);
@@ -318,7 +330,7 @@ public:
                   .contiguous();
       }
       grpo::loss_result res;
-      if (opt_.fused_logprobs && opt_.fused_loss && entropy_coeff == 0.0 && torch_ops::kernels_for(model_->language_model->model->embed_tokens->weight)) {
+      if (!shaped && opt_.fused_logprobs && opt_.fused_loss && entropy_coeff == 0.0 && torch_ops::kernels_for(model_->language_model->model->embed_tokens->weight)) {
         // the fused route: loss and d loss / d logits in one kernel call on the logits' device
         at::Tensor z;
         {
@@ -332,7 +344,11 @@ public:
         loss.backward();
         res.loss = loss.item<double>();
       } else {
-        res = host_route_loss(g, m, a, ref, preset, norm, temperature, entropy_coeff, st);
+        const std::uint64_t draw = static_cast<std::uint64_t>(step_) * 1000003u + gi + 1;
+        grpo::token_shaping_buffers<float, std::uint8_t> sh;
+        res = host_route_loss(g, m, a, ref, preset, norm, temperature, entropy_coeff, draw, sh, st);
+        sums[m_selected] += static_cast<double>(sh.selection.selected);
+        sums[m_fipo] += sh.fipo.weight_mean * res.metrics.tokens;
       }
       st.loss += res.loss;
       const auto& mt = res.metrics;
@@ -359,16 +375,20 @@ public:
                      .reward_std = rn > 0 ? std::sqrt(std::max(0.0, sums[m_rsq] / rn - mean * mean)) : 0.0,
                      .unscorable_rows = static_cast<std::size_t>(sums[m_unscorable])};
     st.skipped_groups = static_cast<std::size_t>(sums[m_skipped]);
+    st.selected_tokens = sums[m_selected];
+    st.fipo_weight_mean = preset.shaping.kind == grpo::shaping_kind::fipo ? sums[m_fipo] * per_tok : 0.0;
     finish(st);
     return st;
   }
 
 private:
-  /// The host route of one group's GRPO loss: log-probs (and entropy) from the model, the loss and
-  /// d loss / d logp by msrl::grpo::policy_loss on host copies, then backward through autograd.
+  /// The host route of one group's GRPO loss: log-probs (and entropy) from the model, the preset's
+  /// token shaping from them (`draw` seeds a random selection), the loss and d loss / d logp by
+  /// msrl::grpo::policy_loss on host copies, then backward through autograd.
   grpo::loss_result host_route_loss(const grpo_group& g, const at::Tensor& m, const at::Tensor& a,
                                     const at::Tensor& ref, const grpo::preset& preset, const grpo::loss_normalizer& norm,
-                                    double temperature, double entropy_coeff, step_stats& st) {
+                                    double temperature, double entropy_coeff, std::uint64_t draw,
+                                    grpo::token_shaping_buffers<float, std::uint8_t>& sh, step_stats& st) {
     const auto G = g.completions.size(0), L = g.completions.size(1);
     at::Tensor logp, ent;
     {
@@ -389,6 +409,9 @@ private:
         .ref_logp = ref.defined() ? std::span<const float>(ref.data_ptr<float>(), n) : std::span<const float>(),
         .advantages = {a.data_ptr<float>(), static_cast<std::size_t>(G)},
         .mask = {m.data_ptr<std::uint8_t>(), n}};
+    grpo::shape_tokens(preset.shaping, preset.loss, in.layout, in.logp, in.old_logp, in.advantages, in.mask, draw, sh);
+    in.policy_mask = sh.policy_mask;
+    in.is_weights = sh.is_weights;
     auto res = grpo::policy_loss(in, preset.loss, norm, std::span<float>(grad.data_ptr<float>(), n));
     if (ent.defined()) {
       const at::Tensor e = ent.detach().to(at::kCPU, at::kFloat).contiguous();

@@ -525,13 +525,18 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
     const double N = std::max(1.0, tot[5]);
     const double reward = tot[0] / N, accuracy = tot[1] / N, fmt = tot[2] / N, length = tot[3] / N;
     const double entropy = tot[3] > 0 ? tot[4] / tot[3] : 0.0;
-    if (mw)
-      mw->write(step, stage, {{"reward", reward}, {"accuracy", accuracy}, {"format", fmt}, {"length", length}, {"entropy", entropy},
+    if (mw) {
+      std::vector<std::pair<std::string, double>> fields{{"reward", reward}, {"accuracy", accuracy}, {"format", fmt}, {"length", length}, {"entropy", entropy},
                               {"kl", st.metrics.kl_mean}, {"clip_fraction", st.metrics.clip_fraction},
                               {"clip_fraction_low", st.metrics.clip_fraction_low}, {"clip_fraction_high", st.metrics.clip_fraction_high},
                               {"ratio_mean", st.metrics.ratio_mean}, {"reward_std", st.advantages.reward_std},
                               {"zero_std_fraction", st.advantages.zero_std_fraction}, {"skipped_groups", st.skipped_groups}, {"loss", st.loss}, {"grad_norm", st.grad_norm}, {"lr", lr},
-                              {"sample_seconds", sample_s}, {"train_seconds", train_s}});
+                              {"sample_seconds", sample_s}, {"train_seconds", train_s}};
+      // presets with token shaping (Clip-Cov, KL-Cov, FIPO): what the shaping did
+      if (preset.shaping.kind == msrl::grpo::shaping_kind::fipo) fields.emplace_back("fipo_weight_mean", st.fipo_weight_mean);
+      else if (preset.shaping.kind != msrl::grpo::shaping_kind::none) fields.emplace_back("selected_tokens", st.selected_tokens);
+      mw->write(step, stage, fields);
+    }
     bar.set_metrics(metrics_text({{"reward", reward}, {"acc", accuracy}, {"len", length}}));
     bar.update(static_cast<std::uint64_t>(step + 1));
     if ((step + 1) % ctx.cfg.save_every == 0 && step + 1 < total) save_resume(ctx, stage, m, t, step + 1);
