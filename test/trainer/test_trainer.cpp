@@ -1117,6 +1117,40 @@ BOOST_AUTO_TEST_CASE(tiling_rules_and_bad_images) {
   BOOST_CHECK_THROW(mt::decode_image_file(fixtures / "no_such.png"), msrl::invalid_argument);
 }
 
+BOOST_AUTO_TEST_CASE(image_pixel_budget_is_checked_before_decoding) {
+  // The default fits InternVL's 12 tiles of 448 x 448 many times over.
+  BOOST_TEST(mt::default_max_image_pixels >= 16u * 12u * 448u * 448u);
+  // A PNG whose header alone declares 16000 x 16000 pixels (no image data follows; under stb's own
+  // 1 GiB limit): refused by the budget, by name, before stb allocates or decodes anything.
+  std::string png("\x89PNG\r\n\x1a\n", 8);
+  const auto be32 = [&](std::uint32_t v) {
+    for (int i = 3; i >= 0; --i) png += static_cast<char>((v >> (8 * i)) & 0xff);
+  };
+  be32(13);
+  png += "IHDR";
+  be32(16000);
+  be32(16000);
+  png += std::string("\x08\x02\x00\x00\x00", 5);
+  be32(0); // CRC (stb does not check it)
+  const auto* huge = reinterpret_cast<const std::uint8_t*>(png.data());
+  BOOST_CHECK_EXCEPTION(mt::decode_image(huge, png.size(), "huge.png"), msrl::value_error, [](const msrl::value_error& e) {
+    const std::string w = e.what();
+    return w.find("huge.png") != std::string::npos && w.find("16000 x 16000") != std::string::npos && w.find("max_pixels") != std::string::npos;
+  });
+  // The budget is a parameter: a real image at exactly its size passes, one pixel less refuses it.
+  const auto img = mt::decode_image_file(fixtures / "image_wide.png");
+  const auto pixels = static_cast<std::uint64_t>(img.width) * static_cast<std::uint64_t>(img.height);
+  BOOST_CHECK_NO_THROW(mt::decode_image_file(fixtures / "image_wide.png", pixels));
+  BOOST_CHECK_THROW(mt::decode_image_file(fixtures / "image_wide.png", pixels - 1), msrl::value_error);
+  // preprocess bounds its input and its resize buffers by tiling_options::max_pixels.
+  BOOST_CHECK_THROW(mt::preprocess(img, {.image_size = 8, .max_tiles = 4, .max_pixels = pixels - 1}), msrl::value_error);
+  BOOST_CHECK_THROW(mt::preprocess(img, {.image_size = 448, .max_tiles = 12, .max_pixels = 448 * 448 * 11}), msrl::invalid_argument);
+  const mt::rgb_image thin{1, 100000, std::vector<std::uint8_t>(300000, 9)}; // 448 x 100000 after the horizontal pass
+  BOOST_CHECK_EXCEPTION(mt::preprocess(thin, {.max_pixels = 1u << 24}), msrl::value_error,
+                        [](const msrl::value_error& e) { return std::string(e.what()).find("aspect ratio") != std::string::npos; });
+  BOOST_CHECK_THROW(mt::choose_grid(10, 10, {.max_tiles = mt::max_grid_tiles + 1}), msrl::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(end_to_end_image_prompt_to_samples) {
   // Tokenizer + chat prompt + image tiling + model + sampling together, on a random model whose
   // vocabulary is the fixture tokenizer's.

@@ -11,8 +11,13 @@
 /// Resizing reproduces Pillow's Image.resize(BICUBIC) on 8-bit RGB (a = -0.5, support scaled by
 /// the reduction factor, weights normalised then rounded to 22-bit fixed point, horizontal pass
 /// then vertical pass, each rounded and clipped to 8 bits): the test compares it byte for byte
-/// with Pillow. stb_image is compiled into this header with internal linkage (STB_IMAGE_STATIC);
-/// define MSRL_TRAINER_NO_STB_IMPLEMENTATION if your program already provides it.
+/// with Pillow. stb_image is compiled into this header with internal linkage (STB_IMAGE_STATIC),
+/// with its PNG, JPEG, BMP and GIF decoders only; define MSRL_TRAINER_NO_STB_IMPLEMENTATION if your
+/// program already provides it.
+///
+/// Images come from data sets, so their size is bounded: decode_image reads the width and height
+/// from the file's header first and refuses (msrl::value_error) an image of more than `max_pixels`
+/// pixels before stb allocates anything for it; preprocess bounds its resize buffers the same way.
 /// JPEG decoders differ slightly (stb vs libjpeg), so JPEG pixels are close to, not equal to, PIL's.
 #include <algorithm>
 #include <cmath>
@@ -29,6 +34,10 @@
 #ifndef STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_GIF
 #define MSRL_TRAINER_DEFINED_STB
 #endif
 #endif
@@ -39,6 +48,10 @@
 #endif
 #ifdef MSRL_TRAINER_DEFINED_STB
 #undef STB_IMAGE_IMPLEMENTATION
+#undef STBI_ONLY_PNG
+#undef STBI_ONLY_JPEG
+#undef STBI_ONLY_BMP
+#undef STBI_ONLY_GIF
 #undef MSRL_TRAINER_DEFINED_STB
 #endif
 
@@ -51,14 +64,125 @@ struct rgb_image {
   std::uint8_t at(int x, int y, int c) const { return data[(static_cast<std::size_t>(y) * width + x) * 3 + c]; }
 };
 
+/// The most pixels (width x height) an image may have by default: 2^26 (67 M pixels, 201 MB as
+/// RGB8), 27 times the 12 tiles of 448 x 448 that InternVL cuts an image into, and above any camera
+/// photo in common use.
+inline constexpr std::uint64_t default_max_image_pixels = std::uint64_t{1} << 26;
+
+namespace detail {
+
+/// Two JPEG defects that stb_image (2.27, Debian 12's) does not check and that make it read or
+/// write outside its tables: a Huffman table whose 16 code counts add up to more than 256 (the
+/// size of the table), and a scan that decodes with a Huffman table no DHT segment has defined
+/// (stb's tables are then uninitialised memory). This walks the marker segments as a decoder
+/// reaches them (length-prefixed segments whole, entropy-coded data up to the next marker, the end
+/// at EOI), reading every DHT the way stb does, and returns what it finds, or nullptr; anything
+/// else it leaves to stb to accept or refuse.
+inline const char* jpeg_table_defect(const std::uint8_t* b, std::size_t n) {
+  std::size_t p = 0;
+  while (p < n && b[p] == 0xFF) ++p;                            // SOI, after any number of fill bytes, as stb reads it
+  if (p < 1 || p >= n || b[p] != 0xD8) return nullptr;          // not a JPEG
+  const auto at = [&](std::size_t i) -> unsigned { return i < n ? b[i] : 0u; }; // stb reads 0 past the end
+  bool defined[2][4] = {};                                                       // [DC, AC][table id]
+  bool progressive = false;
+  ++p;
+  while (p < n) {
+    if (b[p] != 0xFF) { // entropy-coded data (or bytes stb refuses)
+      ++p;
+      continue;
+    }
+    std::size_t q = p + 1;
+    while (q < n && b[q] == 0xFF) ++q; // fill bytes
+    if (q >= n) break;
+    const unsigned m = b[q];
+    p = q + 1;
+    if (m == 0x00 || m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7)) continue; // stuffed 0xFF, TEM, SOI, RSTn
+    if (m == 0xD9) break;                                                          // EOI: the decoder stops here
+    const std::size_t len = (at(p) << 8) | at(p + 1);
+    if (len < 2) break; // stb refuses the segment
+    if (m == 0xC2) progressive = true;
+    if (m == 0xC4) { // DHT: tables of (class/id, 16 counts, values) while the length lasts
+      std::int64_t left = static_cast<std::int64_t>(len) - 2;
+      std::size_t r = p + 2;
+      while (left > 0) {
+        const unsigned tc = at(r);
+        if ((tc >> 4) > 1 || (tc & 15) > 3) return nullptr; // stb refuses the table
+        std::size_t codes = 0;
+        for (std::size_t i = 1; i <= 16; ++i) codes += at(r + i);
+        if (codes > 256) return "a JPEG Huffman table with more than 256 codes";
+        defined[tc >> 4][tc & 15] = true;
+        r += 17 + codes;
+        left -= static_cast<std::int64_t>(17 + codes);
+      }
+      if (left != 0) return nullptr; // stb refuses the segment and stops
+    }
+    if (m == 0xDA) { // SOS: components with their DC/AC table ids, then Ss
+      const std::size_t ns = at(p + 2);
+      const unsigned ss = at(p + 3 + 2 * ns);
+      for (std::size_t c = 0; c < ns; ++c) {
+        const unsigned t = at(p + 4 + 2 * c), dc = t >> 4, ac = t & 15;
+        if (dc > 3 || ac > 3) return nullptr; // stb refuses the scan
+        const bool needs_dc = !progressive || ss == 0, needs_ac = !progressive || ss != 0;
+        if ((needs_dc && !defined[0][dc]) || (needs_ac && !defined[1][ac])) return "a JPEG scan that uses an undefined Huffman table";
+      }
+    }
+    p += len;
+  }
+  return nullptr;
+}
+
+/// PNG chunks as stb_image (2.27) reads them: it allocates an IDAT chunk's declared length before
+/// reading it (up to 2 GB for a file of a few bytes) and copies an empty first IDAT chunk to a null
+/// pointer. This walks the chunks up to IEND and returns a chunk longer than the bytes left, or an
+/// empty first IDAT, or nullptr; anything else it leaves to stb.
+inline const char* png_chunk_defect(const std::uint8_t* b, std::size_t n) {
+  static constexpr std::uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (n < 8 || !std::equal(signature, signature + 8, b)) return nullptr; // not a PNG
+  bool idat = false;
+  for (std::size_t p = 8; p + 8 <= n;) {
+    const std::uint64_t len = (std::uint64_t{b[p]} << 24) | (std::uint64_t{b[p + 1]} << 16) | (std::uint64_t{b[p + 2]} << 8) | b[p + 3];
+    const bool is_idat = b[p + 4] == 'I' && b[p + 5] == 'D' && b[p + 6] == 'A' && b[p + 7] == 'T';
+    if (len > n - p - 8) return "a PNG chunk longer than the file";
+    if (is_idat && len == 0 && !idat) return "an empty first PNG IDAT chunk";
+    idat = idat || is_idat;
+    if (b[p + 4] == 'I' && b[p + 5] == 'E' && b[p + 6] == 'N' && b[p + 7] == 'D') break;
+    p += 8 + static_cast<std::size_t>(len) + 4; // length, type, data, CRC
+  }
+  return nullptr;
+}
+
+inline std::string pixel_budget_rule(std::uint64_t w, std::uint64_t h, std::uint64_t max_pixels) {
+  return "is a " + std::to_string(w) + " x " + std::to_string(h) + " image (" + std::to_string(w * h) +
+         " pixels), more than the pixel budget of " + std::to_string(max_pixels) + " (max_pixels)";
+}
+} // namespace detail
+
 /// Decodes PNG/JPEG/BMP/GIF bytes to RGB (alpha dropped, grey replicated, like PIL convert("RGB")
-/// for opaque images). Corrupt or truncated input throws msrl::parse_error naming `what`.
-inline rgb_image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& what = "image") {
+/// for opaque images). Corrupt or truncated input throws msrl::parse_error naming `what`; an image
+/// of more than `max_pixels` pixels throws msrl::value_error before its pixels are allocated.
+inline rgb_image decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& what = "image",
+                              std::uint64_t max_pixels = default_max_image_pixels) {
   require(bytes != nullptr || size == 0, "decode_image", "bytes", "must not be null");
   require<parse_error>(size > 0 && size < static_cast<std::size_t>(1) << 31, "decode_image(" + what + ")", "bytes", "must be a non-empty buffer under 2 GiB");
+  const auto undecodable = [&] {
+    return parse_error("decode_image(" + what + "): argument 'bytes' is not a decodable image (" +
+                       std::string(stbi_failure_reason() ? stbi_failure_reason() : "unknown") + ")");
+  };
+  const char* defect = detail::jpeg_table_defect(bytes, size);
+  if (!defect) defect = detail::png_chunk_defect(bytes, size);
+  if (defect)
+    throw parse_error("decode_image(" + what + "): argument 'bytes' is not a decodable image (" + defect + ")");
   int w = 0, h = 0, n = 0;
+  // The header alone: the size is checked against the budget before anything is decoded.
+  if (!stbi_info_from_memory(bytes, static_cast<int>(size), &w, &h, &n)) throw undecodable();
+  require<value_error>(w > 0 && h > 0 && static_cast<std::uint64_t>(w) * static_cast<std::uint64_t>(h) <= max_pixels,
+                       "decode_image(" + what + ")", "bytes", detail::pixel_budget_rule(static_cast<std::uint64_t>(std::max(w, 0)), static_cast<std::uint64_t>(std::max(h, 0)), max_pixels));
   stbi_uc* p = stbi_load_from_memory(bytes, static_cast<int>(size), &w, &h, &n, 3);
-  if (!p) throw parse_error("decode_image(" + what + "): argument 'bytes' is not a decodable image (" + std::string(stbi_failure_reason() ? stbi_failure_reason() : "unknown") + ")");
+  if (!p) throw undecodable();
+  if (w <= 0 || h <= 0 || static_cast<std::uint64_t>(w) * static_cast<std::uint64_t>(h) > max_pixels) {
+    stbi_image_free(p);
+    throw value_error("decode_image(" + what + "): argument 'bytes' " + detail::pixel_budget_rule(static_cast<std::uint64_t>(std::max(w, 0)), static_cast<std::uint64_t>(std::max(h, 0)), max_pixels));
+  }
   rgb_image img;
   img.width = w;
   img.height = h;
@@ -67,11 +191,11 @@ inline rgb_image decode_image(const std::uint8_t* bytes, std::size_t size, const
   return img;
 }
 
-inline rgb_image decode_image_file(const std::filesystem::path& path) {
+inline rgb_image decode_image_file(const std::filesystem::path& path, std::uint64_t max_pixels = default_max_image_pixels) {
   std::ifstream in(path, std::ios::binary);
   require(static_cast<bool>(in), "decode_image_file", "path", "must be a readable file ('" + path.string() + "')");
   std::vector<std::uint8_t> bytes{std::istreambuf_iterator<char>(in), {}};
-  return decode_image(bytes.data(), bytes.size(), path.string());
+  return decode_image(bytes.data(), bytes.size(), path.string(), max_pixels);
 }
 
 namespace detail {
@@ -173,7 +297,13 @@ struct tiling_options {
   bool use_thumbnail = true;
   float mean[3] = {0.485f, 0.456f, 0.406f};
   float std[3] = {0.229f, 0.224f, 0.225f};
+  /// The most pixels preprocess accepts in the input image and in each resize buffer (the grid,
+  /// image_size^2 x max_tiles, and the horizontal pass, image_size x cols x input height).
+  std::uint64_t max_pixels = default_max_image_pixels;
 };
+
+/// The most tiles a grid may have (the reference uses 12; candidates grow as max_tiles log max_tiles).
+inline constexpr int max_grid_tiles = 1024;
 
 /// The reference grid choice: candidates (cols, rows) with min <= cols*rows <= max, by area;
 /// the smallest |W/H - cols/rows| wins; on an exact tie the later (larger) grid wins only if
@@ -181,12 +311,13 @@ struct tiling_options {
 /// (the reference iterates a Python set there; equal-area ties need an image whose aspect
 /// ratio lies exactly between two ratios).
 inline std::pair<int, int> choose_grid(int width, int height, const tiling_options& opt) {
-  require(opt.min_tiles >= 1 && opt.max_tiles >= opt.min_tiles, "choose_grid", "min_tiles/max_tiles", "must satisfy 1 <= min <= max");
+  require(opt.min_tiles >= 1 && opt.max_tiles >= opt.min_tiles && opt.max_tiles <= max_grid_tiles, "choose_grid", "min_tiles/max_tiles",
+          "must satisfy 1 <= min <= max <= " + std::to_string(max_grid_tiles));
   require(width > 0 && height > 0, "choose_grid", "width/height", "must be positive");
   std::vector<std::pair<int, int>> cand;
   for (int i = 1; i <= opt.max_tiles; ++i)
-    for (int j = 1; j <= opt.max_tiles; ++j)
-      if (i * j >= opt.min_tiles && i * j <= opt.max_tiles) cand.emplace_back(i, j);
+    for (int j = 1; j <= opt.max_tiles / i; ++j) // i * j <= max_tiles
+      if (i * j >= opt.min_tiles) cand.emplace_back(i, j);
   std::stable_sort(cand.begin(), cand.end(), [](auto a, auto b) { return a.first * a.second < b.first * b.second; });
   const double aspect = static_cast<double>(width) / height;
   const double area = static_cast<double>(width) * height;
@@ -223,7 +354,19 @@ inline rgb_image crop(const rgb_image& img, int x0, int y0, int w, int h) {
 /// crops, a thumbnail (whole image at S x S) when there is more than one tile, normalisation.
 inline tiled_image preprocess(const rgb_image& img, const tiling_options& opt = {}) {
   require(opt.image_size > 0, "preprocess", "image_size", "must be positive");
+  require(opt.max_tiles >= 1 && opt.max_tiles <= max_grid_tiles, "preprocess", "max_tiles", "must be in [1, " + std::to_string(max_grid_tiles) + "]");
+  const std::uint64_t s64 = static_cast<std::uint64_t>(opt.image_size);
+  require(s64 * s64 <= opt.max_pixels / static_cast<std::uint64_t>(opt.max_tiles), "preprocess", "image_size/max_tiles",
+          "must give a grid of at most max_pixels (" + std::to_string(opt.max_pixels) + ") pixels: image_size^2 x max_tiles");
+  require<shape_error>(img.width > 0 && img.height > 0 && img.data.size() == static_cast<std::size_t>(img.width) * static_cast<std::size_t>(img.height) * 3,
+                       "preprocess", "img", "must be a non-empty RGB8 image");
+  require<value_error>(static_cast<std::uint64_t>(img.width) * static_cast<std::uint64_t>(img.height) <= opt.max_pixels, "preprocess", "img",
+                       detail::pixel_budget_rule(static_cast<std::uint64_t>(img.width), static_cast<std::uint64_t>(img.height), opt.max_pixels));
   const auto [cols, rows] = choose_grid(img.width, img.height, opt);
+  // The horizontal resize pass holds (image_size x cols) x input height pixels.
+  require<value_error>(s64 * static_cast<std::uint64_t>(cols) <= opt.max_pixels / static_cast<std::uint64_t>(img.height), "preprocess", "img",
+                       "is " + std::to_string(img.width) + " x " + std::to_string(img.height) + ", so extreme an aspect ratio that resizing it to a " +
+                           std::to_string(cols) + " x " + std::to_string(rows) + " grid needs more than max_pixels (" + std::to_string(opt.max_pixels) + ") pixels");
   const int S = opt.image_size;
   const rgb_image big = resize_bicubic(img, S * cols, S * rows);
   tiled_image t;

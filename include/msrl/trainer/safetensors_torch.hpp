@@ -9,8 +9,9 @@
 ///
 /// Format (huggingface/safetensors README): u64 little-endian header length N, N bytes of UTF-8
 /// JSON (right-padded with spaces), then the data buffer. Offsets are relative to the buffer,
-/// end-exclusive; the buffer must be covered exactly (no holes, no overlaps). The reader rejects
-/// every violation with msrl::parse_error naming the file and the rule, before reading any data,
+/// end-exclusive; the buffer must be covered exactly (no holes, no overlaps). The reader
+/// (safetensors_header.hpp, without libtorch) rejects every violation with msrl::parse_error
+/// naming the file and the rule, before reading any data,
 /// so a truncated or corrupt file never reaches from_blob. Tensors are read one at a time with
 /// plain file reads (no mmap), so loading an 8B shard needs memory for one tensor at a time.
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <set>
@@ -31,16 +33,13 @@
 
 #include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
+#include "safetensors_header.hpp"
 
 namespace msrl::trainer {
 
 namespace fs = std::filesystem;
 
 namespace detail {
-
-[[noreturn]] inline void st_fail(const std::string& file, const std::string& rule) {
-  throw parse_error("safetensors: file '" + file + "' " + rule);
-}
 
 /// safetensors dtype name <-> libtorch scalar type (the subset libtorch 1.13 represents).
 inline bool st_dtype(const std::string& s, at::ScalarType& t) {
@@ -72,12 +71,6 @@ inline std::string st_dtype_name(at::ScalarType t) {
   }
 }
 
-inline bool mul_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& r) {
-  if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) return true;
-  r = a * b;
-  return false;
-}
-
 } // namespace detail
 
 /// One tensor's header entry.
@@ -91,7 +84,7 @@ struct tensor_entry {
 class safetensors_file {
 public:
   /// Largest header accepted (the reference reader's limit).
-  static constexpr std::uint64_t max_header_bytes = 100'000'000;
+  static constexpr std::uint64_t max_header_bytes = safetensors_header::max_header_bytes;
 
   explicit safetensors_file(fs::path path) : path_(std::move(path)) {
     const std::string f = path_.string();
@@ -104,86 +97,23 @@ public:
     if (!in) detail::st_fail(f, "cannot be opened");
     unsigned char len[8];
     in.read(reinterpret_cast<char*>(len), 8);
-    std::uint64_t n = 0;
-    for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
-    if (n > max_header_bytes) detail::st_fail(f, "declares a header of " + std::to_string(n) + " bytes (limit 100000000)");
-    if (n < 2 || 8 + n > size) detail::st_fail(f, "is truncated: header length " + std::to_string(n) + " does not fit in " + std::to_string(size) + " bytes");
+    const std::uint64_t n = safetensors_header::header_length(len, size, f);
     std::string text(n, '\0');
     in.read(text.data(), static_cast<std::streamsize>(n));
     if (!in) detail::st_fail(f, "is truncated inside the header");
-    if (text[0] != '{') detail::st_fail(f, "has a header that does not start with '{'");
-    data_offset_ = 8 + n;
-    data_size_ = size - data_offset_;
-
-    // Duplicate keys are an error in safetensors; nlohmann keeps the last one, so count them.
-    std::set<std::string> seen;
-    bool duplicate = false;
-    std::string dup;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(text, [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& v) {
-        if (depth == 1 && ev == nlohmann::json::parse_event_t::key && v.is_string()) {
-          if (!seen.insert(v.get<std::string>()).second) {
-            duplicate = true;
-            dup = v.get<std::string>();
-          }
-        }
-        return true;
-      });
-    } catch (const nlohmann::json::exception& e) {
-      detail::st_fail(f, std::string("has a header that is not valid JSON: ") + e.what());
-    }
-    if (duplicate) detail::st_fail(f, "has the tensor name '" + dup + "' twice");
-    if (!j.is_object()) detail::st_fail(f, "has a header that is not a JSON object");
-
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      const std::string& name = it.key();
-      const auto& v = it.value();
-      if (name == "__metadata__") {
-        if (!v.is_object()) detail::st_fail(f, "has __metadata__ that is not an object");
-        for (auto m = v.begin(); m != v.end(); ++m) {
-          if (!m.value().is_string()) detail::st_fail(f, "has __metadata__ value '" + m.key() + "' that is not a string");
-          metadata_[m.key()] = m.value().get<std::string>();
-        }
-        continue;
-      }
-      const std::string where = "has tensor '" + name + "' ";
-      if (!v.is_object()) detail::st_fail(f, where + "whose entry is not an object");
+    safetensors_header h = safetensors_header::parse(f, size, text);
+    data_offset_ = h.data_offset;
+    data_size_ = h.data_size;
+    names_ = std::move(h.names);
+    metadata_ = std::move(h.metadata);
+    for (auto& [name, info] : h.tensors) {
       tensor_entry e;
-      if (!v.contains("dtype") || !v["dtype"].is_string()) detail::st_fail(f, where + "without a string dtype");
-      if (!detail::st_dtype(v["dtype"].get<std::string>(), e.dtype))
-        detail::st_fail(f, where + "with unsupported dtype '" + v["dtype"].get<std::string>() + "'");
-      if (!v.contains("shape") || !v["shape"].is_array()) detail::st_fail(f, where + "without a shape array");
-      std::uint64_t numel = 1;
-      for (const auto& d : v["shape"]) {
-        if (!d.is_number_unsigned()) detail::st_fail(f, where + "with a shape entry that is not a non-negative integer");
-        const auto x = d.get<std::uint64_t>();
-        if (x > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) || detail::mul_overflows(numel, x, numel))
-          detail::st_fail(f, where + "with a shape whose element count overflows");
-        e.shape.push_back(static_cast<std::int64_t>(x));
-      }
-      const auto& off = v.contains("data_offsets") ? v["data_offsets"] : nlohmann::json();
-      if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-        detail::st_fail(f, where + "without data_offsets [begin, end] of non-negative integers");
-      e.begin = off[0].get<std::uint64_t>();
-      e.end = off[1].get<std::uint64_t>();
-      if (e.begin > e.end) detail::st_fail(f, where + "with data_offsets begin > end");
-      if (e.end > data_size_) detail::st_fail(f, where + "whose data_offsets end " + std::to_string(e.end) + " lies past the data buffer (" + std::to_string(data_size_) + " bytes; file truncated?)");
-      std::uint64_t bytes = 0;
-      if (detail::mul_overflows(numel, static_cast<std::uint64_t>(c10::elementSize(e.dtype)), bytes) || bytes != e.end - e.begin)
-        detail::st_fail(f, where + "whose byte range (" + std::to_string(e.end - e.begin) + ") does not match shape x dtype size");
-      ranges.emplace_back(e.begin, e.end);
-      names_.push_back(name);
+      if (!detail::st_dtype(info.dtype, e.dtype)) detail::st_fail(f, "has tensor '" + name + "' with unsupported dtype '" + info.dtype + "'");
+      e.shape = std::move(info.shape);
+      e.begin = info.begin;
+      e.end = info.end;
       entries_.emplace(name, std::move(e));
     }
-    std::sort(ranges.begin(), ranges.end());
-    std::uint64_t at = 0;
-    for (const auto& [b, e] : ranges) {
-      if (b != at) detail::st_fail(f, b < at ? "has overlapping tensor data ranges" : "has a hole in the data buffer");
-      at = e;
-    }
-    if (at != data_size_) detail::st_fail(f, "has " + std::to_string(data_size_ - at) + " trailing bytes not covered by any tensor");
   }
 
   const fs::path& path() const noexcept { return path_; }
@@ -310,24 +240,10 @@ private:
   }
   void open_index(const fs::path& index) {
     desc_ = index.string();
-    nlohmann::json j;
-    try {
-      std::ifstream in(index);
-      require(static_cast<bool>(in), "checkpoint", "path", "index must be readable ('" + index.string() + "')");
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw parse_error("checkpoint: index '" + index.string() + "' is not valid JSON: " + e.what());
-    }
-    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-      throw parse_error("checkpoint: index '" + index.string() + "' has no weight_map object");
-    std::map<std::string, std::vector<std::string>> by_file;
-    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) throw parse_error("checkpoint: index '" + index.string() + "' maps '" + it.key() + "' to a non-string");
-      const std::string shard = it.value().get<std::string>();
-      if (shard.empty() || shard.find('/') != std::string::npos || shard == "..")
-        throw parse_error("checkpoint: index '" + index.string() + "' names shard '" + shard + "', which is not a plain file name");
-      by_file[shard].push_back(it.key());
-    }
+    std::ifstream in(index, std::ios::binary);
+    require(static_cast<bool>(in), "checkpoint", "path", "index must be readable ('" + index.string() + "')");
+    const std::string text{std::istreambuf_iterator<char>(in), {}};
+    const auto by_file = parse_safetensors_index(text, index.string());
     for (const auto& [shard, tensors] : by_file) {
       const std::size_t before = files_.size();
       add_file(index.parent_path() / shard);
