@@ -152,6 +152,30 @@ auto with_option(std::string_view option, Fn fn) -> decltype(fn()) {
 // ---------------------------------------------------------------------------------------------
 // msrl score
 
+/// The optional per-completion list `field` (absent or null: nullopt): a list with one `noun`
+/// per completion, each null (unknown) or accepted by `element`, which returns false to reject it
+/// (reported as `field[i]`: `rule`).
+template <class T, class Element>
+std::optional<std::vector<std::optional<T>>> per_completion(const json& row, const row_ref& at, const char* field,
+                                                            std::size_t n, const char* noun, const char* rule,
+                                                            Element element) {
+  const auto it = row.find(field);
+  if (it == row.end() || it->is_null()) return std::nullopt;
+  if (!it->is_array() || it->size() != n)
+    field_error(at, field,
+                "must be a list with one " + std::string(noun) + " (or null) per completion (" + std::to_string(n) +
+                    ")");
+  std::vector<std::optional<T>> out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const json& v = (*it)[i];
+    if (v.is_null()) continue;
+    T x{};
+    if (!element(v, x)) field_error(at, std::string(field) + "[" + std::to_string(i) + "]", rule);
+    out[i] = x;
+  }
+  return out;
+}
+
 struct score_args {
   std::string preset = "paper", input, output;
 };
@@ -169,10 +193,28 @@ void run_score(const score_args& a) {
     const auto comps = string_list(row, at, "completions");
     const std::string gold = gold_of(row, at);
     const std::string task = optional_text(row, at, "task_type").value_or("");
+    const auto lengths =
+        per_completion<std::size_t>(row, at, "completion_lengths", comps.size(), "non-negative integer",
+                                    "must be a non-negative integer token count", [](const json& v, std::size_t& x) {
+                                      if (!v.is_number_unsigned()) return false;
+                                      x = v.get<std::size_t>();
+                                      return true;
+                                    });
+    const auto truncated = per_completion<bool>(row, at, "truncated", comps.size(), "boolean", "must be true or false",
+                                                [](const json& v, bool& x) {
+                                                  if (!v.is_boolean()) return false;
+                                                  x = v.get<bool>();
+                                                  return true;
+                                                });
     json totals = json::array();
     std::vector<json> cols(rs.size(), json::array());
-    for (const std::string& c : comps) {
-      const double t = rs.score_terms({.completion = c, .solution = gold, .task_type = task}, terms);
+    for (std::size_t i = 0; i < comps.size(); ++i) {
+      const double t = rs.score_terms({.completion = comps[i],
+                                       .solution = gold,
+                                       .task_type = task,
+                                       .completion_tokens = lengths ? (*lengths)[i] : std::nullopt,
+                                       .truncated = truncated && (*truncated)[i].value_or(false)},
+                                      terms);
       totals.push_back(t);
       for (std::size_t k = 0; k < terms.size(); ++k) cols[k].push_back(terms[k]);
     }
@@ -491,7 +533,10 @@ int main(int argc, char** argv) {
   score_args sa;
   auto* score = app.add_subcommand("score", "add `rewards` (totals) and `reward_terms` (per function) to each row's `completions`");
   score->add_option("--preset", sa.preset, preset_help)->capture_default_str();
-  score->add_option("input", sa.input, "input JSONL: completions, solution|chosen|label, task_type")->required();
+  score
+      ->add_option("input", sa.input,
+                   "input JSONL: completions, solution|chosen|label, task_type; optional completion_lengths, truncated")
+      ->required();
   score->add_option("-o,--output", sa.output, "output JSONL (written atomically)")->required();
 
   cmkd_args ca;

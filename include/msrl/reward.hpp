@@ -3,10 +3,13 @@
 /// benchmark scoring (host only, no third-party dependencies).
 #include "reward/accuracy.hpp"
 #include "reward/caption.hpp"
+#include "reward/clip.hpp"
 #include "reward/compose.hpp"
 #include "reward/format.hpp"
 #include "reward/labels.hpp"
+#include "reward/length.hpp"
 #include "reward/presets.hpp"
+#include "reward/repetition.hpp"
 #include "reward/sample.hpp"
 #include "reward/tags.hpp"
 #include "reward/task.hpp"

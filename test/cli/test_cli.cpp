@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -311,6 +312,64 @@ BOOST_AUTO_TEST_CASE(eval_mmrb_random_guess) {
   const auto again = s.run("eval --benchmark mmrb --labels bracket " + s.path("mmrb.jsonl") + " -o " + s.path("m2.json"));
   BOOST_REQUIRE(again.rc == 0);
   BOOST_TEST(json::parse(s.read("m2.json")) == m); // same seed, same guesses
+}
+
+BOOST_AUTO_TEST_CASE(score_reads_lengths_and_truncation) {
+  sandbox s;
+  const std::string good = "<think>t</think><answer>A</answer>";
+  // dapo: 1 x accuracy + 0.2 x format + 1 x overlong(verl, L_max 1024, buffer 256): E = 768
+  const json row0{{"solution", "A"},
+                  {"completions", json::array({good, good, good, good})},
+                  {"completion_lengths", json::array({768, 896, 1280, nullptr})},
+                  {"truncated", json::array({false, false, true, nullptr})}};
+  const json row1{{"solution", "A"}, {"completions", json::array({good})}};
+  s.write("in.jsonl", row0.dump() + "\n" + row1.dump() + "\n");
+  auto r = s.run("score --preset dapo " + s.path("in.jsonl") + " -o " + s.path("out.jsonl"));
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto rows = s.rows("out.jsonl");
+  BOOST_REQUIRE(rows.size() == 2u);
+  const json& ov = rows[0]["reward_terms"]["overlong"];
+  BOOST_TEST(near(ov[0].get<double>(), 0.0));            // L = E
+  BOOST_TEST(near(ov[1].get<double>(), -0.5));           // (896 - 768)/256
+  BOOST_TEST(near(ov[2].get<double>(), -2.0));           // (1280 - 768)/256, uncapped
+  BOOST_TEST(ov[3].is_null());                           // unknown length: NaN, written as null
+  const std::vector<double> totals{1.2, 0.7, -0.8, 1.2}; // 1 + 0.2 + overlong (skipped when unknown)
+  for (std::size_t i = 0; i < 4; ++i) BOOST_TEST(near(rows[0]["rewards"][i].get<double>(), totals[i]), i);
+  BOOST_TEST(rows[1]["reward_terms"]["overlong"][0].is_null()); // no lengths in the row
+  BOOST_TEST(near(rows[1]["rewards"][0].get<double>(), 1.2));
+  // the input columns are kept
+  BOOST_TEST(rows[0]["completion_lengths"] == json::parse("[768,896,1280,null]"));
+  BOOST_TEST(rows[0]["truncated"] == json::parse("[false,false,true,null]"));
+
+  // cosine: ms-swift cosine (T = 1024) + 0.2 x format + repetition; right at L = 768:
+  // 1 - (1 - 0.5)(1 - cos(0.75 pi))/2
+  r = s.run("score --preset cosine " + s.path("in.jsonl") + " -o " + s.path("cos.jsonl"));
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  BOOST_TEST(near(s.rows("cos.jsonl")[0]["reward_terms"]["cosine"][0].get<double>(),
+                  1.0 - 0.25 * (1.0 - std::cos(0.75 * 3.141592653589793))));
+
+  struct bad {
+    std::string extra, field, rule;
+  };
+  const std::vector<bad> bads{
+      {R"("completion_lengths":[1])", "completion_lengths",
+       "must be a list with one non-negative integer (or null) per completion (2)"},
+      {R"("completion_lengths":3)", "completion_lengths", "must be a list"},
+      {R"("completion_lengths":[1,-2])", "completion_lengths[1]", "must be a non-negative integer token count"},
+      {R"("completion_lengths":[1,2.5])", "completion_lengths[1]", "must be a non-negative integer token count"},
+      {R"("completion_lengths":[1,"2"])", "completion_lengths[1]", "must be a non-negative integer token count"},
+      {R"("truncated":[true])", "truncated", "must be a list with one boolean (or null) per completion (2)"},
+      {R"("truncated":[true,1])", "truncated[1]", "must be true or false"},
+      {R"("truncated":"yes")", "truncated", "must be a list"},
+  };
+  for (const bad& b : bads) {
+    s.write("bad.jsonl", std::string("\n") + R"({"solution":"A","completions":["a","b"],)" + b.extra + "}\n");
+    r = s.run("score --preset dapo " + s.path("bad.jsonl") + " -o " + s.path("bad_out.jsonl"));
+    BOOST_TEST(r.rc != 0, b.extra);
+    BOOST_TEST(r.err.find("bad.jsonl:2: field '" + b.field + "': ") != std::string::npos, r.err);
+    BOOST_TEST(r.err.find(b.rule) != std::string::npos, r.err);
+    BOOST_TEST(!fs::exists(s.path("bad_out.jsonl")));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(score_streams_large_files) {

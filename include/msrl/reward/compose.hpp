@@ -47,13 +47,15 @@ public:
     std::function<double(const sample&)> fn;
   };
 
-  /// Appends a function. Names must be non-empty and unique; weights finite.
+  /// Appends a function. Names must be non-empty and unique; weights finite. A function with a
+  /// `validate()` member (the length rewards) is validated here, so invalid options throw now.
   template <reward_function F>
   reward_set& add(std::string name, double weight, F f) {
     constexpr const char* where = "msrl::reward::reward_set::add";
     require(!name.empty(), where, "name", "must not be empty");
     for (const term& t : terms_) require(t.name != name, where, "name", "must be unique (duplicate '" + name + "')");
     require<value_error>(std::isfinite(weight), where, "weight", "must be finite");
+    if constexpr (requires { f.validate(); }) f.validate();
     terms_.push_back(term{std::move(name), weight, [g = std::move(f)](const sample& s) {
                             return static_cast<double>(std::invoke(g, s));
                           }});

@@ -9,7 +9,13 @@
 /// | paper-caption  | paper + 1 x caption_first(0.2)                                      | msrl addition for stage 3 |
 /// | unifiedreward  | 1 x format(unifiedreward) + 1 x accuracy(exact)                     | UnifiedReward-Think GRPO |
 /// | r1reward       | 0.5 x format(r1reward) + 1 x accuracy(label, numeric)               | R1-Reward without the consistency judge |
+/// | dapo           | 1 x accuracy(msrl) + 0.2 x format(msrl) + 1 x overlong_buffer(verl, L_max 1024, B 256, f 1) | release-stage1 + DAPO's overlong buffer (verl `dapo.py`) |
+/// | cosine         | 1 x cosine(ms-swift, msrl accuracy, L_max 1024) + 0.2 x format(msrl) + 1 x repetition(words, 3, -1) | ms-swift `--reward_funcs cosine repetition format` with msrl's accuracy and format |
+///
+/// L_max 1024 is the MSRL stage-1 `max_completion_length`; dapo_preset() and cosine_preset() take
+/// other lengths. The length terms need the sample's token count (NaN, hence skipped, without it).
 #include <array>
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -18,12 +24,14 @@
 #include "caption.hpp"
 #include "compose.hpp"
 #include "format.hpp"
+#include "length.hpp"
+#include "repetition.hpp"
 #include "task.hpp"
 
 namespace msrl::reward {
 
-inline constexpr std::array<std::string_view, 6> preset_names = {"paper",         "release",       "release-stage1",
-                                                                 "paper-caption", "unifiedreward", "r1reward"};
+inline constexpr std::array<std::string_view, 8> preset_names = {
+    "paper", "release", "release-stage1", "paper-caption", "unifiedreward", "r1reward", "dapo", "cosine"};
 
 inline reward_set paper_preset() {
   reward_set r;
@@ -63,6 +71,28 @@ inline reward_set r1reward_preset() {
   return r;
 }
 
+/// release-stage1 plus DAPO's overlong buffer: 1 x accuracy(msrl) + 0.2 x format(msrl) + 1 x
+/// overlong_buffer_reward{max_length, buffer_length, penalty_factor 1, form}.
+inline reward_set dapo_preset(std::size_t max_length = 1024, std::size_t buffer_length = 256,
+                              overlong_form form = overlong_form::verl) {
+  reward_set r;
+  r.add("accuracy", 1.0, accuracy_reward{})
+      .add("format", 0.2, format_reward{})
+      .add("overlong", 1.0,
+           overlong_buffer_reward{.max_length = max_length, .buffer_length = buffer_length, .form = form});
+  return r;
+}
+
+/// ms-swift's length-aware trio on msrl's rules: 1 x swift_cosine_reward{max_length} (correctness
+/// from accuracy_reward) + 0.2 x format(msrl) + 1 x repetition_penalty_reward{words, 3, -1}.
+inline reward_set cosine_preset(std::size_t max_length = 1024) {
+  reward_set r;
+  r.add("cosine", 1.0, swift_cosine_reward{.max_length = max_length})
+      .add("format", 0.2, format_reward{})
+      .add("repetition", 1.0, repetition_penalty_reward{});
+  return r;
+}
+
 /// The preset called `name` (table above); throws msrl::invalid_argument listing the names.
 inline reward_set preset(std::string_view name) {
   if (name == "paper") return paper_preset();
@@ -71,6 +101,8 @@ inline reward_set preset(std::string_view name) {
   if (name == "paper-caption") return paper_caption_preset();
   if (name == "unifiedreward") return unifiedreward_preset();
   if (name == "r1reward") return r1reward_preset();
+  if (name == "dapo") return dapo_preset();
+  if (name == "cosine") return cosine_preset();
   std::string known;
   for (std::string_view n : preset_names) known.append(known.empty() ? "" : ", ").append(n);
   throw invalid_argument(detail::format_error("msrl::reward::preset", "name",
