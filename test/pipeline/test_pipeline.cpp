@@ -365,6 +365,32 @@ BOOST_AUTO_TEST_CASE(eval_subcommand_reads_a_checkpoint) {
   BOOST_TEST(contains(r.err, "model.init"), r.err);
 }
 
+// A GRPO stage takes any named preset: one with a KL term (beta != 0) gets the stage's starting
+// policy as its reference model, and the presets with token shaping report what the shaping did
+// (FIPO's mean weight, the tokens KL-Cov selected) in the stage's metrics.
+BOOST_AUTO_TEST_CASE(grpo_stages_take_presets_with_a_reference_and_token_shaping) {
+  auto& w = shared();
+  const auto dir = w.root / "presets";
+  const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() +
+                         "' --set stages='[\"text_grpo\", \"caption_grpo\"]' --set text_grpo.preset=ms_swift_fipo"
+                         " --set caption_grpo.preset=verl_kl_cov --set text_grpo.max_steps=2 --set caption_grpo.max_steps=2",
+                     dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto fipo = jsonl(dir / "out" / "metrics" / "text_grpo.jsonl");
+  BOOST_REQUIRE(fipo.size() == 2u);
+  for (const auto& row : fipo) {
+    BOOST_TEST(row.contains("kl"));
+    // one optimizer step per sampled batch: every ratio is 1 up to the sampler's and the training
+    // forward's float rounding, so every influence weight is exp(~0) = 1 (clamped to >= 1)
+    const double w = row["fipo_weight_mean"].get<double>();
+    BOOST_TEST((w >= 1.0 && w < 1.0 + 1e-4), w);
+  }
+  const auto klcov = jsonl(dir / "out" / "metrics" / "caption_grpo.jsonl");
+  BOOST_REQUIRE(klcov.size() == 2u);
+  for (const auto& row : klcov) BOOST_TEST(row["selected_tokens"].get<double>() >= 2.0); // at least one per group, 2 groups
+  BOOST_TEST(!klcov[0].contains("fipo_weight_mean"));
+}
+
 // The bundled run starts from the shipped foundation checkpoint (model.init of tiny.json): it loads,
 // its provenance says how to make it again, and it judges (in the caption-first format it never saw).
 BOOST_AUTO_TEST_CASE(shipped_foundation_loads_and_says_where_it_came_from) {

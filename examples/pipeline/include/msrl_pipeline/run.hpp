@@ -274,8 +274,10 @@ struct stage_session {
   std::optional<metrics_writer> metrics;
   progress_bar bar;
 
-  stage_session(const run_context& ctx, const std::string& stage, internvl& m, const msrl::trainer::train_options& opt, std::int64_t total)
-      : trainer(m, with_model_options(ctx, opt)), start(read_resume(ctx, stage)),
+  /// `reference`: the frozen KL reference of a GRPO stage with beta != 0, or none.
+  stage_session(const run_context& ctx, const std::string& stage, internvl& m, const msrl::trainer::train_options& opt, std::int64_t total,
+                std::optional<internvl> reference = std::nullopt)
+      : trainer(m, with_model_options(ctx, opt), std::move(reference)), start(read_resume(ctx, stage)),
         bar({.label = stage, .total = static_cast<std::uint64_t>(total), .enabled = ctx.cfg.progress && ctx.leader()}) {
     if (start.resumed) load_resume(ctx, stage, m, trainer);
     const auto path = ctx.out / "metrics" / (stage + ".jsonl");
@@ -479,8 +481,13 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
   const std::size_t fresh = c.both_orders ? P / 2 : P; // rows drawn per step (both_orders: each with its mirror)
   const auto per_epoch = static_cast<std::int64_t>((n + fresh - 1) / fresh);
   const std::int64_t total = c.max_steps > 0 ? c.max_steps : per_epoch * c.epochs;
+  // a preset with a KL term (beta != 0) measures it against the policy this stage started from, as
+  // TRL's and verl's reference model; a resumed stage reloads that start, not its resumed weights
+  std::optional<internvl> reference;
+  if (preset.loss.beta != 0.0) reference = initial_model(ctx, stage);
   stage_session ss(ctx, stage, m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
-                                    .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm}, total);
+                                    .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm}, total,
+                   std::move(reference));
   auto& [t, rp, mw, bar] = ss;
   std::map<std::size_t, std::vector<std::size_t>> perms;
   const auto tpt = m->cfg.tokens_per_tile();
@@ -499,7 +506,12 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       auto g = sample_texts(ctx, m, p, c.num_generations, c.temperature, c.top_p, c.top_k, c.max_completion, derive_seed(ctx.cfg.seed, stage, static_cast<std::uint64_t>(step), j));
       std::vector<double> rw(g.texts.size()), terms(rewards.size());
       for (std::size_t k = 0; k < g.texts.size(); ++k) {
-        rw[k] = rewards.score_terms({.completion = g.texts[k], .solution = r.solution, .task_type = r.task_type}, terms);
+        // the generation facts the length rewards read: token count, and truncation (no stop token)
+        const auto len = g.s.lengths[k];
+        const bool truncated = len <= 0 || g.s.tokens[static_cast<std::int64_t>(k)][len - 1].item<std::int64_t>() != ctx.im_end;
+        rw[k] = rewards.score_terms({.completion = g.texts[k], .solution = r.solution, .task_type = r.task_type,
+                                     .completion_tokens = static_cast<std::size_t>(std::max<std::int64_t>(len, 0)), .truncated = truncated},
+                                    terms);
         sums[0] += rw[k];
         if (acc_col >= 0) sums[1] += terms[static_cast<std::size_t>(acc_col)];
         if (fmt_col >= 0) sums[2] += terms[static_cast<std::size_t>(fmt_col)];
