@@ -382,13 +382,41 @@ BOOST_AUTO_TEST_CASE(grpo_stages_take_presets_with_a_reference_and_token_shaping
     BOOST_TEST(row.contains("kl"));
     // one optimizer step per sampled batch: every ratio is 1 up to the sampler's and the training
     // forward's float rounding, so every influence weight is exp(~0) = 1 (clamped to >= 1)
-    const double w = row["fipo_weight_mean"].get<double>();
-    BOOST_TEST((w >= 1.0 && w < 1.0 + 1e-4), w);
+    const double weight = row["fipo_weight_mean"].get<double>();
+    BOOST_TEST((weight >= 1.0 && weight < 1.0 + 1e-4), weight);
   }
   const auto klcov = jsonl(dir / "out" / "metrics" / "caption_grpo.jsonl");
   BOOST_REQUIRE(klcov.size() == 2u);
   for (const auto& row : klcov) BOOST_TEST(row["selected_tokens"].get<double>() >= 2.0); // at least one per group, 2 groups
   BOOST_TEST(!klcov[0].contains("fipo_weight_mean"));
+}
+
+// Dynamic sampling: a prompt whose group the rule drops is replaced by a fresh draw, up to
+// max_resample_times; the metrics count the replacements and the groups still dropped. A group kept
+// is never replaced, so over a step: dropped = units whose every draw was flat, and the replacements
+// are max_resample_times per such unit plus fewer for the units a later draw rescued.
+BOOST_AUTO_TEST_CASE(dynamic_sampling_replaces_flat_groups) {
+  auto& w = shared();
+  const auto dir = w.root / "dynamic";
+  const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() +
+                         "' --set stages='[\"text_grpo\"]' --set text_grpo.dynamic_sample=verl --set text_grpo.max_resample_times=2"
+                         " --set text_grpo.max_steps=2",
+                     dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto rows = jsonl(dir / "out" / "metrics" / "text_grpo.jsonl");
+  BOOST_REQUIRE(rows.size() == 2u);
+  for (const auto& row : rows) {
+    const double resampled = row["resampled_groups"].get<double>(), dropped = row["dropped_groups"].get<double>();
+    const double groups = 2; // prompts_per_step of the small configuration, in one A/B pair
+    BOOST_TEST(dropped <= groups);
+    BOOST_TEST(resampled >= 2 * dropped);         // each dropped unit was replaced twice first
+    BOOST_TEST(resampled <= 2 * groups);
+    // the groups trained are the last draws: flat exactly when they were dropped
+    BOOST_TEST((row["zero_std_fraction"].get<double>() == 1.0) == (dropped == groups));
+  }
+  const auto bad = run("run --config '" + w.config() + "' --out '" + (dir / "bad").string() + "' --set text_grpo.dynamic_sample=always", dir);
+  BOOST_TEST(bad.rc != 0);
+  BOOST_TEST(contains(bad.err, "text_grpo.dynamic_sample"), bad.err);
 }
 
 // The bundled run starts from the shipped foundation checkpoint (model.init of tiny.json): it loads,

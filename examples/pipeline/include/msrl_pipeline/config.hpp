@@ -81,6 +81,14 @@ struct grpo_stage_config {
   /// (the candidates swapped, msrl_pipeline::mirrored), so that a bias towards one letter earns
   /// nothing and only judging the candidates does.
   bool both_orders = false;
+  /// Dynamic sampling (DAPO): a prompt whose group the rule drops (msrl::grpo::filter_groups: "verl"
+  /// population std 0, "ms_swift" unbiased std 0, "openrlhf" mean outside (dynamic_sample_lo, _hi))
+  /// is replaced by another row, drawn and sampled again, up to max_resample_times times (ms-swift's
+  /// dynamic_sample / max_resample_times); "none" keeps every group. With both_orders the A/B twins
+  /// are replaced together, when both are dropped.
+  std::string dynamic_sample = "none";
+  int max_resample_times = 3;
+  double dynamic_sample_lo = 0.0, dynamic_sample_hi = 1.0;
 };
 
 struct cmkd_config {
@@ -254,7 +262,9 @@ inline void read_grpo(object_reader& r, grpo_stage_config& c) {
       .get("prompts_per_step", c.prompts_per_step).get("num_generations", c.num_generations).get("max_steps", c.max_steps)
       .get("max_completion", c.max_completion).get("temperature", c.temperature).get("top_p", c.top_p).get("top_k", c.top_k)
       .get("weight_decay", c.weight_decay).get("max_grad_norm", c.max_grad_norm).get("entropy_coeff", c.entropy_coeff)
-      .get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector).get("both_orders", c.both_orders);
+      .get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector).get("both_orders", c.both_orders)
+      .get("dynamic_sample", c.dynamic_sample).get("max_resample_times", c.max_resample_times)
+      .get("dynamic_sample_lo", c.dynamic_sample_lo).get("dynamic_sample_hi", c.dynamic_sample_hi);
 }
 
 inline void check(bool ok, const std::string& key, const std::string& rule) { msrl::require(ok, "msrl-train config", key, rule); }
@@ -377,6 +387,11 @@ inline pipeline_config parse_config(const json& doc) {
     check(!g->both_orders || g->prompts_per_step % 2 == 0, P + ".prompts_per_step", "must be even with both_orders (A/B pairs)");
     check(g->num_generations >= 2, P + ".num_generations", "must be at least 2 (advantages are group-relative)");
     check(g->max_steps >= 0, P + ".max_steps", "must not be negative");
+    check(g->dynamic_sample == "none" || g->dynamic_sample == "verl" || g->dynamic_sample == "ms_swift" || g->dynamic_sample == "openrlhf",
+          P + ".dynamic_sample", "must be none, verl, ms_swift or openrlhf (got '" + g->dynamic_sample + "')");
+    check(g->max_resample_times >= 0 && g->max_resample_times <= 100, P + ".max_resample_times", "must be in [0, 100]");
+    check(std::isfinite(g->dynamic_sample_lo) && std::isfinite(g->dynamic_sample_hi) && g->dynamic_sample_lo < g->dynamic_sample_hi,
+          P + ".dynamic_sample_lo", "must be finite and below dynamic_sample_hi");
     detail::validate_sampling(g->temperature, g->top_p, g->top_k, g->max_completion, P);
     if (!g->replay_file.empty()) (void)parse_ratio(g->replay_ratio, P + ".replay_ratio");
   }

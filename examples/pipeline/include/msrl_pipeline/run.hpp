@@ -16,6 +16,7 @@
 /// seed, the stage and the step, so the resumed run draws what the uninterrupted one would have).
 /// A completed evaluation runs again, except with run_context::reuse_eval (ablate), where its
 /// reports are read back when they are valid for the configured eval.k and rows.
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -492,18 +493,28 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
   std::map<std::size_t, std::vector<std::size_t>> perms;
   const auto tpt = m->cfg.tokens_per_tile();
   const auto media = ctx.media(m);
+  const bool dynamic = c.dynamic_sample != "none";
+  const msrl::grpo::group_filter_options filter{
+      .rule = c.dynamic_sample == "ms_swift"   ? msrl::grpo::group_filter_rule::ms_swift_zero_std
+              : c.dynamic_sample == "openrlhf" ? msrl::grpo::group_filter_rule::openrlhf_range
+                                               : msrl::grpo::group_filter_rule::verl_zero_std,
+      .lo = c.dynamic_sample_lo,
+      .hi = c.dynamic_sample_hi};
   for (std::int64_t step = rp.step; step < total; ++step) {
     std::vector<msrl::trainer::grpo_group> groups;
     const auto t_start = std::chrono::steady_clock::now();
-    // sums over this rank's completions: reward, accuracy, format, length, -logp (entropy estimate)
-    double sums[5] = {0, 0, 0, 0, 0}, count = 0;
-    for (std::size_t j = 0; j < P; ++j) {
-      if (static_cast<int>(j % static_cast<std::size_t>(ctx.world())) != ctx.rank()) continue;
-      const auto gi = static_cast<std::size_t>(step) * fresh + (c.both_orders ? j / 2 : j);
-      const record& drawn = rows[row_at(ctx, stage, n, gi, perms)];
-      const record r = c.both_orders && j % 2 == 1 ? mirrored(drawn) : drawn;
+    // one slot's group: the row (its mirrored twin for odd slots with both_orders), G completions
+    // sampled with `seed`, their rewards; `stats` collects reward, accuracy, format, length and
+    // -logp (entropy estimate) sums over the completions
+    struct slot_group {
+      msrl::trainer::grpo_group group;
+      std::array<double, 5> stats{};
+    };
+    const auto sample_slot = [&](const record& drawn, bool twin, std::uint64_t seed) {
+      const record r = twin ? mirrored(drawn) : drawn;
       auto p = encode_prompt(r, r.messages, c.system, ctx.tok, tpt, media);
-      auto g = sample_texts(ctx, m, p, c.num_generations, c.temperature, c.top_p, c.top_k, c.max_completion, derive_seed(ctx.cfg.seed, stage, static_cast<std::uint64_t>(step), j));
+      auto g = sample_texts(ctx, m, p, c.num_generations, c.temperature, c.top_p, c.top_k, c.max_completion, seed);
+      slot_group out;
       std::vector<double> rw(g.texts.size()), terms(rewards.size());
       for (std::size_t k = 0; k < g.texts.size(); ++k) {
         // the generation facts the length rewards read: token count, and truncation (no stop token)
@@ -512,15 +523,58 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
         rw[k] = rewards.score_terms({.completion = g.texts[k], .solution = r.solution, .task_type = r.task_type,
                                      .completion_tokens = static_cast<std::size_t>(std::max<std::int64_t>(len, 0)), .truncated = truncated},
                                     terms);
-        sums[0] += rw[k];
-        if (acc_col >= 0) sums[1] += terms[static_cast<std::size_t>(acc_col)];
-        if (fmt_col >= 0) sums[2] += terms[static_cast<std::size_t>(fmt_col)];
-        sums[3] += static_cast<double>(g.s.lengths[k]);
-        sums[4] -= g.s.logprobs[static_cast<std::int64_t>(k)].sum().item<double>();
-        count += 1;
+        out.stats[0] += rw[k];
+        if (acc_col >= 0) out.stats[1] += terms[static_cast<std::size_t>(acc_col)];
+        if (fmt_col >= 0) out.stats[2] += terms[static_cast<std::size_t>(fmt_col)];
+        out.stats[3] += static_cast<double>(g.s.lengths[k]);
+        out.stats[4] -= g.s.logprobs[static_cast<std::int64_t>(k)].sum().item<double>();
       }
-      groups.push_back({.prompt_ids = torch::tensor(p.ids, at::kLong), .pixel_values = p.pixel_values, .completions = g.s.tokens,
-                        .mask = g.s.mask, .old_logprobs = g.s.logprobs, .rewards = rw});
+      out.group = {.prompt_ids = torch::tensor(p.ids, at::kLong), .pixel_values = p.pixel_values, .completions = g.s.tokens,
+                   .mask = g.s.mask, .old_logprobs = g.s.logprobs, .rewards = std::move(rw)};
+      return out;
+    };
+    // sums over this rank's trained completions (the stats above, then their count), replacement
+    // draws, and groups the dynamic-sampling rule still drops after the last draw
+    double sums[5] = {0, 0, 0, 0, 0}, count = 0, resampled = 0, still_dropped = 0;
+    const std::size_t unit = c.both_orders ? 2 : 1; // slots drawn (and replaced) together
+    for (std::size_t u = 0; u < P / unit; ++u) {
+      // the rank of a unit: per slot as always without dynamic sampling; per unit with it, so that
+      // A/B twins are replaced together
+      std::vector<std::size_t> mine;
+      for (std::size_t j = u * unit; j < (u + 1) * unit; ++j)
+        if (static_cast<int>((dynamic ? u : j) % static_cast<std::size_t>(ctx.world())) == ctx.rank()) mine.push_back(j);
+      if (mine.empty()) continue;
+      const auto gi = static_cast<std::size_t>(step) * fresh + u;
+      const record* drawn = &rows[row_at(ctx, stage, n, gi, perms)];
+      std::vector<slot_group> got;
+      for (int attempt = 0;; ++attempt) {
+        got.clear();
+        for (const auto j : mine)
+          got.push_back(sample_slot(*drawn, c.both_orders && j % 2 == 1,
+                                    attempt == 0 ? derive_seed(ctx.cfg.seed, stage, static_cast<std::uint64_t>(step), j)
+                                                 : derive_seed(ctx.cfg.seed, stage + "/resample", static_cast<std::uint64_t>(step),
+                                                               j * 1024 + static_cast<std::uint64_t>(attempt))));
+        if (!dynamic) break;
+        // keep the unit when any of its groups carries a signal under the rule
+        bool keep = false;
+        for (const auto& sg : got) {
+          std::uint8_t k = 0;
+          msrl::grpo::filter_groups(std::span<const double>(sg.group.rewards), sg.group.rewards.size(), filter, std::span<std::uint8_t>(&k, 1));
+          keep = keep || k != 0;
+        }
+        if (keep) break;
+        if (attempt == c.max_resample_times) {
+          still_dropped += static_cast<double>(got.size());
+          break;
+        }
+        resampled += static_cast<double>(got.size());
+        drawn = &rows[derive_seed(ctx.cfg.seed, stage + "/resample-row", static_cast<std::uint64_t>(step), u * 1024 + static_cast<std::uint64_t>(attempt)) % n];
+      }
+      for (auto& sg : got) {
+        for (int k = 0; k < 5; ++k) sums[k] += sg.stats[static_cast<std::size_t>(k)];
+        count += static_cast<double>(sg.group.rewards.size());
+        groups.push_back(std::move(sg.group));
+      }
     }
     const double lr = scheduled_lr(c.lr, c.warmup, step, total);
     t.set_lr(lr);
@@ -528,11 +582,11 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
     const auto st = t.grpo_step(groups, preset, c.temperature, c.entropy_coeff);
     const double sample_s = std::chrono::duration<double>(t_sampled - t_start).count();
     const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_sampled).count();
-    double tot[6] = {sums[0], sums[1], sums[2], sums[3], sums[4], count};
+    double tot[8] = {sums[0], sums[1], sums[2], sums[3], sums[4], count, resampled, still_dropped};
     if (ctx.comm && ctx.world() > 1) {
-      auto v = torch::tensor(std::vector<double>(tot, tot + 6), at::kDouble);
+      auto v = torch::tensor(std::vector<double>(tot, tot + 8), at::kDouble);
       ctx.comm->all_reduce_sum(v);
-      for (int k = 0; k < 6; ++k) tot[k] = v[k].item<double>();
+      for (int k = 0; k < 8; ++k) tot[k] = v[k].item<double>();
     }
     const double N = std::max(1.0, tot[5]);
     const double reward = tot[0] / N, accuracy = tot[1] / N, fmt = tot[2] / N, length = tot[3] / N;
@@ -547,6 +601,11 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       // presets with token shaping (Clip-Cov, KL-Cov, FIPO): what the shaping did
       if (preset.shaping.kind == msrl::grpo::shaping_kind::fipo) fields.emplace_back("fipo_weight_mean", st.fipo_weight_mean);
       else if (preset.shaping.kind != msrl::grpo::shaping_kind::none) fields.emplace_back("selected_tokens", st.selected_tokens);
+      // dynamic sampling: groups replaced by a fresh draw, and groups still dropped after the last one
+      if (dynamic) {
+        fields.emplace_back("resampled_groups", tot[6]);
+        fields.emplace_back("dropped_groups", tot[7]);
+      }
       mw->write(step, stage, fields);
     }
     bar.set_metrics(metrics_text({{"reward", reward}, {"acc", accuracy}, {"len", length}}));
