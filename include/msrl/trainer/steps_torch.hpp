@@ -68,8 +68,7 @@ struct train_options {
   /// (one fused pass from the logits, on the logits' device) where a kernel set serves the model's
   /// device and fused_logprobs is on; false (or no kernel set, or entropy_coeff != 0, or a preset
   /// with token shaping): log-probs, then msrl::grpo::policy_loss on host copies and d loss / d logp
-  /// back through autograd. The two
-  /// routes agree to ~1e-7 (tested).
+  /// back through autograd. The two routes agree to ~1e-7 (tested).
   bool fused_loss = true;
   /// GRPO with beta = 0 and no entropy bonus: a group whose advantages are all exactly 0 (every
   /// completion rewarded alike) has loss 0 and gradient 0 under every built-in loss form, so its
@@ -264,9 +263,9 @@ public:
   /// autograd, clip, AdamW. Temperature must be the sampling temperature. A preset with token shaping
   /// (preset::shaping: Clip-Cov, KL-Cov, FIPO) gets its mask or weights from each group's current
   /// log-probs (grpo::shape_tokens, the group as the micro-batch, as verl's selection), on the host
-  /// route; Clip-Cov's draw is seeded by (step, group), so a resumed run draws the same tokens. entropy_coeff != 0 adds
-  /// verl's entropy bonus: loss -= entropy_coeff * (the per-token entropy aggregated like the loss,
-  /// grpo::aggregate_tokens); step_stats::entropy reports that aggregate.
+  /// route; Clip-Cov's draw is seeded by (step, group), so a resumed run draws the same tokens.
+  /// entropy_coeff != 0 adds verl's entropy bonus: loss -= entropy_coeff * (the per-token entropy
+  /// aggregated like the loss, grpo::aggregate_tokens); step_stats::entropy reports that aggregate.
   step_stats grpo_step(const std::vector<grpo_group>& groups, const grpo::preset& preset, double temperature = 1.0,
                        double entropy_coeff = 0.0) {
     constexpr const char* where = "msrl::trainer::trainer::grpo_step";
