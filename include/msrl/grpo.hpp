@@ -26,6 +26,7 @@
 #include "grpo/fipo.hpp"
 #include "grpo/token_shaping.hpp"
 #include "grpo/estimators.hpp"
+#include "grpo/kl_reward.hpp"
 #include "grpo/group_filter.hpp"
 #include "grpo/scalar_math.hpp"
 #include "grpo/surrogate.hpp"

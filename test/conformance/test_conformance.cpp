@@ -272,4 +272,41 @@ BOOST_AUTO_TEST_CASE(estimators_match_reference) {
   g::remax_advantages(exec, lay, tr, bl, mk, std::span<double>(ta));
   g::remax_advantages(ref, lay, tr, bl, mk, std::span<double>(tb));
   same(ta, tb);
+  // ms-swift, verl GDPO, OpenRLHF and the KL in the reward
+  vec old(B * T), rl(B * T), cols(B * 2);
+  for (std::size_t t = 0; t < B * T; ++t) {
+    old[t] = -1.0 + 0.5 * n(rng);
+    rl[t] = old[t] + 0.4 * n(rng);
+  }
+  for (auto& c : cols) c = n(rng);
+  const std::span<const double> ol(old), rf(rl);
+  for (auto scale : {g::std_scaling::batch, g::std_scaling::group, g::std_scaling::none}) {
+    g::swift_reinforce_pp(exec, sc, G, std::span<double>(a), scale);
+    g::swift_reinforce_pp(ref, sc, G, std::span<double>(b), scale);
+    same(a, b);
+  }
+  BOOST_TEST(close(g::kl_reward_rows(exec, lay, sc, ol, rf, mk, 0.1, std::span<double>(a)),
+                   g::kl_reward_rows(ref, lay, sc, ol, rf, mk, 0.1, std::span<double>(b)), 1e-12));
+  same(a, b);
+  for (const auto& ko : {g::kl_reward_options::verl(0.2, g::kl_estimator::k3), g::kl_reward_options::openrlhf(0.2)}) {
+    BOOST_TEST(close(g::kl_reward_tokens(exec, lay, sc, ol, rf, mk, ko, std::span<double>(ta)),
+                     g::kl_reward_tokens(ref, lay, sc, ol, rf, mk, ko, std::span<double>(tb)), 1e-12));
+    same(ta, tb);
+  }
+  const std::vector<double> w2{1.0, 0.5};
+  g::gdpo_verl(exec, lay, g::reward_matrix<double>{std::span<const double>(cols), 2, std::span<const double>(w2)}, G, mk,
+               std::span<double>(ta));
+  g::gdpo_verl(ref, lay, g::reward_matrix<double>{std::span<const double>(cols), 2, std::span<const double>(w2)}, G, mk,
+               std::span<double>(tb));
+  same(ta, tb);
+  using E = g::openrlhf_estimator;
+  for (E e : {E::reinforce, E::rloo, E::reinforce_baseline, E::group_norm, E::dr_grpo}) {
+    g::openrlhf_options o;
+    o.estimator = e;
+    o.gamma = 0.95;
+    o.kl = g::kl_reward_options::openrlhf(0.05, g::kl_estimator::k3);
+    g::openrlhf_advantages(exec, lay, sc, G, ol, rf, mk, std::span<double>(ta), o);
+    g::openrlhf_advantages(ref, lay, sc, G, ol, rf, mk, std::span<double>(tb), o);
+    same(ta, tb);
+  }
 }

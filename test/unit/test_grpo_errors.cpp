@@ -45,6 +45,48 @@ BOOST_AUTO_TEST_CASE(advantage_errors) {
                                        "group_size", "at least 1");
 }
 
+BOOST_AUTO_TEST_CASE(estimator_and_kl_reward_errors) {
+  const auto ref = msrl::backend::reference{};
+  const auto lay = msrl::token_layout::padded(2, 3);
+  vec s{1, 0}, old{-1, -1, -1, -1, -1, -1}, rf{-1.2, -1, -0.5, -1, -2, -1}, m{1, 1, 0, 1, 0, 0}, out(6), rows(2);
+  const std::span<const double> ss(s), so(old), sr(rf), sm(m);
+  vec nan_old = old;
+  nan_old[1] = std::numeric_limits<double>::quiet_NaN();
+  expect_throw<msrl::value_error>(
+      [&] { g::kl_reward_rows(ref, lay, ss, std::span<const double>(nan_old), sr, sm, 0.1, std::span<double>(rows)); },
+      "old_logp/ref_logp", "finite at unmasked tokens");
+  nan_old[1] = -1.0;
+  nan_old[2] = std::numeric_limits<double>::quiet_NaN(); // masked out: never read
+  BOOST_CHECK_NO_THROW(
+      g::kl_reward_rows(ref, lay, ss, std::span<const double>(nan_old), sr, sm, 0.1, std::span<double>(rows)));
+  expect_throw<msrl::shape_error>(
+      [&] { g::kl_reward_tokens(ref, lay, ss, so, sr, sm, g::kl_reward_options::verl(0.1), std::span<double>(rows)); },
+      "out", "one element per token");
+  vec bad_m{1, 0.5, 0, 1, 0, 0};
+  expect_throw<msrl::value_error>(
+      [&] { g::kl_reward_tokens(ref, lay, ss, so, sr, std::span<const double>(bad_m), {}, std::span<double>(out)); },
+      "mask", "0 or 1");
+  g::kl_reward_options inverted;
+  inverted.reward_clip_low = 1.0;
+  inverted.reward_clip_high = -1.0;
+  expect_throw<msrl::invalid_argument>(
+      [&] { g::kl_reward_tokens(ref, lay, ss, so, sr, sm, inverted, std::span<double>(out)); },
+      "options.reward_clip_low", "must not exceed");
+  g::openrlhf_options rloo;
+  rloo.estimator = g::openrlhf_estimator::rloo;
+  expect_throw<msrl::invalid_argument>(
+      [&] { g::openrlhf_advantages(ref, lay, ss, 1, so, sr, sm, std::span<double>(out), rloo); }, "group_size",
+      "at least 2");
+  vec inf_s{1, std::numeric_limits<double>::infinity()};
+  expect_throw<msrl::value_error>(
+      [&] { g::swift_reinforce_pp(ref, std::span<const double>(inf_s), 2, std::span<double>(rows)); }, "scores",
+      "finite");
+  vec cols{1, 2, 3};
+  expect_throw<msrl::shape_error>(
+      [&] { g::gdpo_verl(ref, lay, g::reward_matrix<double>{cols, 2, {}}, 2, sm, std::span<double>(out)); },
+      "rewards.values", "rows x columns");
+}
+
 BOOST_AUTO_TEST_CASE(loss_errors) {
   vec lp{-1, -2, -3, -4}, a{1, -1}, g4(4);
   auto in = [&] { return g::loss_inputs<double>{msrl::token_layout::padded(2, 2), lp, {}, {}, a, {}}; };

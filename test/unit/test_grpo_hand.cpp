@@ -47,7 +47,11 @@ BOOST_AUTO_TEST_CASE(singleton_policies_and_zero_std) {
   auto z = adv({0.7, 0.2}, 1, {}, &st);
   BOOST_TEST(z == (vec{0, 0}), boost::test_tools::per_element()); // TRL/ms-swift
   auto r = adv({0.7, 0.2}, 1, {.singleton = g::singleton_policy::raw_score});
-  BOOST_TEST(r == (vec{0.7, 0.2}), boost::test_tools::per_element()); // verl: mean 0, std 1
+  // verl: mean 0, std 1, so A = R / (1 + eps)
+  BOOST_TEST(r[0] == 0.7 / 1.0001, boost::test_tools::tolerance(1e-15));
+  BOOST_TEST(r[1] == 0.2 / 1.0001, boost::test_tools::tolerance(1e-15));
+  auto rn = adv({0.7, 0.2}, 1, {.scaling = g::std_scaling::none, .singleton = g::singleton_policy::raw_score});
+  BOOST_TEST(rn == (vec{0.7, 0.2}), boost::test_tools::per_element());
   auto e = adv({1, 1, 1, 1, 0, 1, 0, 1}, 4, {}, &st);
   BOOST_TEST(e[0] == 0.0);
   BOOST_TEST(st.zero_std_groups == 1u);
@@ -329,10 +333,17 @@ BOOST_AUTO_TEST_CASE(estimators_match_hand_worked_values) {
   const std::vector<std::uint8_t> m{1, 1, 1, 0};
   std::vector<double> w(4);
   g::token_whiten(msrl::backend::reference{}, msrl::token_layout::padded(1, 4), std::span<const double>(v),
-                  std::span<const std::uint8_t>(m), std::span<double>(w));
+                  std::span<const std::uint8_t>(m), std::span<double>(w), {.count_eps = 0.0});
   BOOST_TEST(w[0] == -1.0 / std::sqrt(1.0 + 1e-8), boost::test_tools::tolerance(1e-15));
   BOOST_TEST(w[2] == 1.0 / std::sqrt(1.0 + 1e-8), boost::test_tools::tolerance(1e-15));
   BOOST_TEST(w[3] == 0.0);
+  // verl's masked_mean divides by n + 1e-8 (both means), then Bessel's n / (n - 1)
+  g::token_whiten(msrl::backend::reference{}, msrl::token_layout::padded(1, 4), std::span<const double>(v),
+                  std::span<const std::uint8_t>(m), std::span<double>(w));
+  const double mu = 6.0 / (3.0 + 1e-8);
+  const double var = ((1 - mu) * (1 - mu) + (2 - mu) * (2 - mu) + (3 - mu) * (3 - mu)) / (3.0 + 1e-8) * 1.5;
+  BOOST_TEST(w[0] == (1 - mu) / std::sqrt(var + 1e-8), boost::test_tools::tolerance(1e-15));
+  BOOST_TEST(w[2] == (3 - mu) / std::sqrt(var + 1e-8), boost::test_tools::tolerance(1e-15));
   // bad input names the argument
   BOOST_CHECK_THROW(g::passk_advantages(msrl::backend::reference{}, std::span<const double>(s), 1, std::span<double>(a)),
                     msrl::invalid_argument);

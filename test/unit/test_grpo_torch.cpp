@@ -603,9 +603,10 @@ BOOST_AUTO_TEST_CASE(fipo_matches_ms_swift) {
 // compute_gpg_outcome_advantage, compute_reinforce_plus_plus_baseline_outcome_advantage,
 // compute_reinforce_plus_plus_outcome_advantage, compute_remax_outcome_advantage, and
 // torch_functional.py masked_whiten) transcribed in libtorch: outcome rewards on the last token.
+static Tensor masked_mean_verl(const Tensor& v, const Tensor& m) { return (v * m).sum() / (m.sum() + 1e-8); }
 static Tensor masked_whiten_verl(const Tensor& v, const Tensor& m) {
-  Tensor mean = (v * m).sum() / m.sum();
-  Tensor var = (((v - mean).pow(2)) * m).sum() / m.sum();
+  Tensor mean = masked_mean_verl(v, m);
+  Tensor var = masked_mean_verl((v - mean).pow(2), m);
   var = var * (m.sum() / (m.sum() - 1));
   return (v - mean) * torch::rsqrt(var + 1e-8);
 }
@@ -678,6 +679,185 @@ BOOST_AUTO_TEST_CASE(estimators_match_verl) {
       Tensor remax = rr - greedy.unsqueeze(-1) * mask;
       g::remax_advantages(msrl::backend::reference{}, lay, tr, gr, mk, std::span<double>(ta));
       near(ta, vecof(remax), "remax");
+    }
+  }
+}
+
+// The data-side estimators of other peers, transcribed in libtorch from their files:
+// OpenRLHF/OpenRLHF@3c3be62 experience_maker.py compute_advantages_and_returns (+ models/utils.py
+// compute_reward, compute_approx_kl; get_cumulative_returns), modelscope/ms-swift@3602360
+// swift/rl_core/advantage.py compute_advantages (+ grpo_trainer.py's kl_values), verl@1dda039
+// compute_gdpo_outcome_advantage and ray_trainer.py apply_kl_penalty.
+namespace {
+struct est_batch {
+  int64_t G, groups, B, T;
+  Tensor scores, len, mask, old, ref;
+};
+est_batch est_make(uint64_t seed, int64_t G, int64_t groups, int64_t T, double score_scale) {
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::manual_seed(seed);
+  est_batch e{G, groups, G * groups, T, {}, {}, {}, {}, {}};
+  e.scores = seed % 2 ? torch::randint(0, 2, {e.B}, f64) * score_scale : score_scale * torch::randn({e.B}, f64);
+  e.scores.slice(0, 0, G).fill_(0.5); // a group with equal scores
+  e.len = torch::randint(1, T + 1, {e.B, 1});
+  e.len[1][0] = 0; // an empty row
+  e.mask = (torch::arange(T).unsqueeze(0) < e.len).to(torch::kFloat64);
+  e.old = -1.0 + 0.8 * torch::randn({e.B, T}, f64);
+  e.ref = e.old + 0.5 * torch::randn({e.B, T}, f64);
+  // NaN at masked-out tokens of the last column: msrl must not read them (the torch side
+  // replaces them before use)
+  e.ref = torch::where(e.mask > 0, e.ref, torch::full_like(e.ref, std::numeric_limits<double>::quiet_NaN()));
+  return e;
+}
+std::vector<double> vec64(const Tensor& t) {
+  Tensor c = t.contiguous().to(torch::kFloat64);
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+void near_all(const std::vector<double>& a, const std::vector<double>& b, const std::string& what, double tol = 1e-12) {
+  BOOST_REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    BOOST_TEST(std::abs(a[i] - b[i]) <= tol * std::max(1.0, std::abs(b[i])), what << " " << i << ": " << a[i] << " vs " << b[i]);
+}
+double masked_mean_rows(const Tensor& v, const Tensor& m) { // verl masked_mean(axis=-1), then the batch mean
+  return ((v * m).sum(-1) / (m.sum(-1) + 1e-8)).mean().item<double>();
+}
+Tensor openrlhf_kl(const Tensor& lp, const Tensor& base, g::kl_estimator est) {
+  Tensor lr = lp - base;
+  if (est == g::kl_estimator::k2) lr = lr.pow(2) / 2.0;
+  else if (est == g::kl_estimator::k3) lr = (-lr).exp() - 1 + lr;
+  return lr.clamp(-10, 10);
+}
+Tensor verl_kl(const Tensor& lp, const Tensor& ref, g::kl_estimator est) {
+  if (est == g::kl_estimator::k1) return lp - ref;
+  if (est == g::kl_estimator::abs) return (lp - ref).abs();
+  if (est == g::kl_estimator::k2) return 0.5 * (lp - ref).square();
+  Tensor kl = torch::clamp(ref - lp, -20, 20);
+  return torch::clamp(torch::exp(kl) - kl - 1, -10, 10);
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(openrlhf_estimators_match_experience_maker) {
+  using E = g::openrlhf_estimator;
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    est_batch e = est_make(1300 + seed, 4, 5, 7, seed < 2 ? 1.0 : 8.0); // seeds 2-3 exceed the clip range
+    const int64_t B = e.B, T = e.T, G = e.G;
+    Tensor masked_ref = torch::where(e.mask > 0, e.ref, e.old); // the torch side reads every token
+    for (E est : {E::reinforce, E::rloo, E::reinforce_baseline, E::group_norm, E::dr_grpo})
+      for (g::kl_estimator ke : {g::kl_estimator::k1, g::kl_estimator::k2, g::kl_estimator::k3})
+        for (bool no_std : {false, true}) {
+          const double beta = 0.05, gamma = est == E::reinforce ? 0.9 : 1.0;
+          Tensor r = e.scores.reshape({-1, G});
+          if (est == E::rloo) r = r - (r.sum(-1, true) - r) / (G - 1);
+          else if (est == E::reinforce_baseline || est == E::dr_grpo) r = r - r.mean(-1, true);
+          else if (est == E::group_norm) r = (r - r.mean(-1, true)) / (r.std(-1, /*unbiased=*/true, /*keepdim=*/true) + 1e-9);
+          r = r.reshape(-1).clamp(-10, 10);
+          Tensor kl = openrlhf_kl(e.old, masked_ref, ke);
+          Tensor eos = T - 1 - e.mask.to(torch::kLong).fliplr().argmax(1, true);
+          Tensor reward = torch::zeros_like(kl).scatter_(1, eos, r.unsqueeze(1)) + (-beta * kl);
+          Tensor rew = e.mask * reward, ret = torch::zeros_like(rew), run = torch::zeros({B}, rew.options());
+          for (int64_t t = T - 1; t >= 0; --t) {
+            run = rew.select(1, t) + gamma * run;
+            ret.select(1, t).copy_(run);
+          }
+          Tensor adv = ret;
+          if (est == E::reinforce || est == E::reinforce_baseline) {
+            Tensor n = e.mask.sum();
+            Tensor mean = (adv * e.mask).sum() / n;
+            Tensor rstd = no_std ? torch::ones({}, adv.options()) : (((adv - mean).pow(2) * e.mask).sum() / n).clamp_min(1e-8).rsqrt();
+            adv = (adv - mean) * rstd;
+          }
+          adv = adv * e.mask;
+          g::openrlhf_options o;
+          o.estimator = est;
+          o.gamma = gamma;
+          o.no_std_norm = no_std;
+          o.kl = g::kl_reward_options::openrlhf(beta, ke);
+          auto vs = vec64(e.scores), vo = vec64(e.old), vr = vec64(e.ref), vm = vec64(e.mask);
+          std::vector<double> out(B * T);
+          g::openrlhf_advantages(msrl::backend::reference{}, msrl::token_layout::padded(B, T), std::span<const double>(vs), G,
+                                 std::span<const double>(vo), std::span<const double>(vr), std::span<const double>(vm),
+                                 std::span<double>(out), o);
+          near_all(out, vec64(adv), "openrlhf seed " + std::to_string(seed) + " est " + std::to_string(int(est)) + " kl " +
+                                        std::to_string(int(ke)) + " no_std " + std::to_string(no_std));
+        }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(swift_reinforce_pp_and_kl_in_reward_match_ms_swift) {
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    est_batch e = est_make(1400 + seed, 4, 5, 7, 1.0);
+    const int64_t B = e.B, T = e.T, K = e.G;
+    const double beta = 0.04;
+    Tensor masked_ref = torch::where(e.mask > 0, e.ref, e.old);
+    Tensor kl_values = ((e.old - masked_ref) * e.mask).sum(-1);
+    Tensor rewards = e.scores - beta * kl_values;
+    auto vs = vec64(e.scores), vo = vec64(e.old), vr = vec64(e.ref), vm = vec64(e.mask);
+    std::vector<double> shaped(B), out(B);
+    const double klm = g::kl_reward_rows(msrl::backend::reference{}, msrl::token_layout::padded(B, T), std::span<const double>(vs),
+                                         std::span<const double>(vo), std::span<const double>(vr), std::span<const double>(vm), beta,
+                                         std::span<double>(shaped));
+    near_all(shaped, vec64(rewards), "kl_in_reward");
+    BOOST_TEST(std::abs(klm - kl_values.mean().item<double>()) <= 1e-12);
+    Tensor grouped = rewards.view({-1, K});
+    Tensor adv0 = rewards - grouped.mean(1).repeat_interleave(K);
+    for (auto sc : {g::std_scaling::batch, g::std_scaling::group, g::std_scaling::none}) {
+      Tensor adv = adv0;
+      if (sc == g::std_scaling::batch) adv = adv0 / (adv0.std() + 1e-4);
+      if (sc == g::std_scaling::group) adv = adv0 / (adv0.view({-1, K}).std(1).repeat_interleave(K) + 1e-4);
+      g::swift_reinforce_pp(msrl::backend::reference{}, std::span<const double>(shaped), K, std::span<double>(out), sc);
+      near_all(out, vec64(adv), "swift reinforce_plus_plus scale " + std::to_string(int(sc)));
+    }
+  }
+  // one completion per prompt: x = 0 everywhere (ms-swift's mean of one)
+  std::vector<double> one{0.3, 0.9}, out(2);
+  g::swift_reinforce_pp(msrl::backend::reference{}, std::span<const double>(one), 1, std::span<double>(out));
+  BOOST_TEST(out[0] == 0.0);
+  BOOST_TEST(out[1] == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(verl_gdpo_and_kl_in_reward_match_verl) {
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    const int64_t G = seed == 3 ? 1 : 4; // seed 3: singletons (verl: mean 0, std 1)
+    est_batch e = est_make(1500 + seed, G, 20 / G, 7, 1.0);
+    const int64_t B = e.B, T = e.T, Kc = 3;
+    Tensor cols = torch::randn({B, Kc}, f64);
+    cols.select(1, 1).copy_(torch::randint(0, 2, {B}, f64));
+    std::vector<double> w{1.0, 0.5, 2.0};
+    Tensor sum = torch::zeros({B, T}, f64);
+    for (int64_t k = 0; k < Kc; ++k) {
+      Tensor s = cols.select(1, k).clone(), a = torch::zeros({B}, f64);
+      for (int64_t q = 0; q < B / G; ++q) {
+        Tensor sg = s.slice(0, q * G, (q + 1) * G);
+        Tensor mean = G == 1 ? torch::zeros({}, f64) : sg.mean();
+        Tensor sd = G == 1 ? torch::ones({}, f64) : torch::std(sg);
+        a.slice(0, q * G, (q + 1) * G).copy_((sg - mean) / (sd + 1e-6));
+      }
+      sum = sum + w[k] * (a.unsqueeze(-1) * e.mask);
+    }
+    Tensor want = masked_whiten_verl(sum, e.mask) * e.mask;
+    auto vc = vec64(cols), vm = vec64(e.mask);
+    std::vector<double> out(B * T);
+    g::gdpo_verl(msrl::backend::reference{}, msrl::token_layout::padded(B, T),
+                 g::reward_matrix<double>{std::span<const double>(vc), std::size_t(Kc), std::span<const double>(w)}, G,
+                 std::span<const double>(vm), std::span<double>(out));
+    near_all(out, vec64(want), "gdpo_verl seed " + std::to_string(seed));
+
+    // apply_kl_penalty: scores on the last valid token, minus beta * masked kl
+    Tensor masked_ref = torch::where(e.mask > 0, e.ref, e.old);
+    for (auto ke : {g::kl_estimator::k1, g::kl_estimator::abs, g::kl_estimator::k2, g::kl_estimator::k3}) {
+      const double beta = 0.1;
+      Tensor last = (torch::arange(T).unsqueeze(0) == e.len - 1).to(torch::kFloat64);
+      Tensor tls = last * e.scores.unsqueeze(1);
+      Tensor kld = verl_kl(e.old, masked_ref, ke) * e.mask;
+      Tensor tlr = tls - beta * kld;
+      const double current = masked_mean_rows(kld, e.mask);
+      auto vs = vec64(e.scores), vo = vec64(e.old), vr = vec64(e.ref);
+      const double kl = g::kl_reward_tokens(msrl::backend::reference{}, msrl::token_layout::padded(B, T), std::span<const double>(vs),
+                                            std::span<const double>(vo), std::span<const double>(vr), std::span<const double>(vm),
+                                            g::kl_reward_options::verl(beta, ke), std::span<double>(out));
+      near_all(out, vec64(tlr), "verl kl_in_reward est " + std::to_string(int(ke)));
+      BOOST_TEST(std::abs(kl - current) <= 1e-12 * std::max(1.0, std::abs(current)));
     }
   }
 }

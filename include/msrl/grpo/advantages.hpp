@@ -33,7 +33,7 @@ enum class std_scaling : std::uint8_t {
 /// What a group with fewer than two scored members receives.
 enum class singleton_policy : std::uint8_t {
   zero,      ///< A = 0 (TRL nanstd -> NaN -> 0; ms-swift std = 0)
-  raw_score, ///< mean 0, std 1: A = R (verl compute_grpo_outcome_advantage)
+  raw_score, ///< mean 0, std 1: A = R / (1 + eps) with group scaling, else R (verl compute_grpo_outcome_advantage)
 };
 
 /// Baseline subtracted from each reward.
@@ -241,8 +241,8 @@ advantage_stats advantages(const Backend& exec, reward_matrix<T> rewards, std::s
         if (R == R && !(singleton && !raw_singleton)) {
           double c = R - mean;
           if (rloo && !singleton) c *= m.count / (m.count - 1.0);
-          if (singleton && raw_singleton) c = R;
-          else if (scaling == std_scaling::group) c /= (sd + eps);
+          if (scaling == std_scaling::group) c /= (sd + eps); // raw singleton: R / (1 + eps), as verl
+          else if (singleton && raw_singleton) c = R;
           else if (scaling == std_scaling::batch) c /= (bstd + eps);
           adv = c;
         }

@@ -11,27 +11,48 @@
 ///   gpg_advantages        GPG: A_i = alpha (R_i - mean_g) / f_norm with alpha = rows / max(#{R_i != 0}, 1)
 ///                         over the whole batch; a singleton's mean is 0. Returns alpha.
 ///   token_whiten          masked whitening over every unmasked token of the batch:
-///                         (x - mean) rsqrt(var + eps) (verl: unbiased var, eps 1e-8), or
-///                         rsqrt(max(var, eps)) with `floor_eps`; times the mask.
+///                         (x - mean) rsqrt(var + eps) (verl: unbiased var, eps 1e-8, both means
+///                         over n + 1e-8 tokens), or rsqrt(max(var, eps)) with `floor_eps`
+///                         (OpenRLHF: biased var, exact count); times the mask.
 ///   reinforce_pp_baseline REINFORCE++-baseline: x_i = R_i - mean_g (singleton 0) on every token of the
 ///                         row, then token_whiten (verl reinforce_plus_plus_baseline).
 ///   discounted_returns    G_t = r_t + gamma G_{t+1} backwards over each row, reset after a masked
-///                         position (verl's loop; rewards are per token, the outcome on the last one).
+///                         position (verl's loop; rewards are per token, the outcome on the last one);
+///                         or G_t = m_t r_t + gamma G_{t+1} without resets (OpenRLHF).
 ///   reinforce_pp          REINFORCE++: discounted_returns, then token_whiten (verl reinforce_plus_plus).
 ///   remax_advantages      ReMax (arXiv 2310.10505): A_t = sum_{u >= t} m_u r_u - b_i m_t, b_i the reward
 ///                         of row i's greedy rollout.
+///   swift_reinforce_pp    ms-swift `reinforce_plus_plus` (swift/rl_core/advantage.py compute_advantages):
+///                         x_i = R_i - mean_g; A_i = x_i / (std + 1e-4), std the unbiased std of x
+///                         over the batch (`scale_rewards batch`, its default) or the group (0 for
+///                         one element), no re-centring; `none`: A = x. Per row.
+///   gdpo_verl             verl's GDPO (compute_gdpo_outcome_advantage): per reward column verl's
+///                         GRPO advantage ((r - mean_g) / (std_g + 1e-6), unbiased; a singleton has
+///                         mean 0, std 1), weighted sum x_i, then token_whiten (verl) of x_i m_t.
+///   openrlhf_advantages   OpenRLHF's REINFORCE family (experience_maker.py
+///                         compute_advantages_and_returns): the estimator's row shaping (reinforce:
+///                         R; rloo: R - (sum_g - R)/(G - 1); reinforce_baseline, dr_grpo: R - mean_g;
+///                         group_norm: (R - mean_g)/(std_g + 1e-9), unbiased), then kl_reward_tokens
+///                         (reward clip, -beta kl_t), the return-to-go without resets (gamma forced
+///                         to 1 except for reinforce), then for reinforce and reinforce_baseline the
+///                         whitening over all action tokens: biased var, rsqrt(max(var, 1e-8)),
+///                         exact count (centring only with no_std_norm). Per token.
 ///
 /// All run on any execution backend (arrays in its memory space). Bad input throws
 /// msrl::invalid_argument naming the argument.
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "../backend/concept.hpp"
 #include "../backend/reference.hpp"
 #include "../core/error.hpp"
 #include "../core/token_layout.hpp"
+#include "advantages.hpp"
+#include "kl_reward.hpp"
 
 namespace msrl::grpo {
 
@@ -45,6 +66,8 @@ struct whiten_options {
   double eps = 1e-8;      ///< rsqrt(var + eps) (verl)
   bool floor_eps = false; ///< rsqrt(max(var, eps)) instead
   bool scale = true;      ///< false: centre only
+  /// Added to the token count in both means (verl masked_mean: sum / (n + 1e-8)); OpenRLHF 0.
+  double count_eps = 1e-8;
 };
 
 namespace detail_est {
@@ -202,6 +225,7 @@ void token_whiten(const Backend& exec, const token_layout& layout, std::span<con
   detail_est::check_tokens(layout, out.size(), where, "out");
   require<shape_error>(mask.empty() || mask.size() == values.size(), where, "mask", "must be empty or match values");
   require(opt.eps >= 0.0 && std::isfinite(opt.eps), where, "options.eps", "must be finite and >= 0");
+  require(opt.count_eps >= 0.0 && opt.count_eps < 1.0, where, "options.count_eps", "must be in [0, 1)");
   detail_est::check_mask(exec, mask, where);
   const T* x = values.data();
   const M* m = mask.empty() ? nullptr : mask.data();
@@ -222,7 +246,7 @@ void token_whiten(const Backend& exec, const token_layout& layout, std::span<con
   require<value_error>(n >= (opt.unbiased ? 2.0 : 1.0), where, "mask",
                        opt.unbiased ? "must leave at least two tokens (unbiased variance)"
                                     : "must leave at least one token");
-  const double mean = s1[1] / n;
+  const double mean = s1[1] / (n + opt.count_eps);
   auto s2 = exec.reduce_n(
       values.size(),
       [=] MSRL_HOST_DEVICE(std::size_t t) {
@@ -233,7 +257,7 @@ void token_whiten(const Backend& exec, const token_layout& layout, std::span<con
         return s;
       },
       sums<1>{});
-  double var = s2[0] / n;
+  double var = s2[0] / (n + opt.count_eps);
   if (opt.unbiased) var *= n / (n - 1.0);
   const double denom = opt.floor_eps ? (var > opt.eps ? var : opt.eps) : var + opt.eps;
   const double k = opt.scale ? 1.0 / std::sqrt(denom) : 1.0;
@@ -273,7 +297,7 @@ void reinforce_pp_baseline(const Backend& exec, const token_layout& layout, std:
 /// verl's discounted return-to-go (file comment): one value per token in `out`.
 template <msrl::execution_backend Backend, class T, class M, class U>
 void discounted_returns(const Backend& exec, const token_layout& layout, std::span<const T> token_rewards,
-                        std::span<const M> mask, double gamma, std::span<U> out) {
+                        std::span<const M> mask, double gamma, std::span<U> out, bool reset_after_masked = true) {
   constexpr const char* where = "msrl::grpo::discounted_returns";
   detail_est::check_tokens(layout, token_rewards.size(), where, "token_rewards");
   detail_est::check_tokens(layout, out.size(), where, "out");
@@ -289,9 +313,14 @@ void discounted_returns(const Backend& exec, const token_layout& layout, std::sp
   exec.for_each_n(layout.num_sequences, [=] MSRL_HOST_DEVICE(std::size_t i) {
     double run = 0.0;
     for (std::size_t t = lay.end(i); t-- > lay.begin(i);) {
-      run = static_cast<double>(r[t]) + gamma * run;
-      o[t] = static_cast<U>(run);
-      if (m) run *= static_cast<double>(m[t]);
+      if (reset_after_masked) {
+        run = static_cast<double>(r[t]) + gamma * run;
+        o[t] = static_cast<U>(run);
+        if (m) run *= static_cast<double>(m[t]);
+      } else { // OpenRLHF get_cumulative_returns: masked rewards count 0, nothing resets
+        run = (m ? static_cast<double>(m[t]) : 1.0) * static_cast<double>(r[t]) + gamma * run;
+        o[t] = static_cast<U>(run);
+      }
     }
   });
 }
@@ -330,6 +359,181 @@ void remax_advantages(const Backend& exec, const token_layout& layout, std::span
       o[t] = static_cast<U>(run - b * w);
     }
   });
+}
+
+/// ms-swift's REINFORCE++ (file comment); `scale` none, group or batch. One advantage per row.
+template <msrl::execution_backend Backend, class T, class U>
+void swift_reinforce_pp(const Backend& exec, std::span<const T> scores, std::size_t group_size, std::span<U> out,
+                        std_scaling scale = std_scaling::batch, double eps = 1e-4) {
+  constexpr const char* where = "msrl::grpo::swift_reinforce_pp";
+  detail_est::check_groups(scores.size(), group_size, out.size(), where);
+  require(eps >= 0.0 && std::isfinite(eps), where, "eps", "must be finite and >= 0");
+  detail_est::check_finite(exec, scores, where, "scores");
+  const T* r = scores.data();
+  U* a = out.data();
+  const std::size_t G = group_size, N = scores.size();
+  // x = R - mean_g written to out; the group's sum of squares of x reduced for the batch std.
+  auto ss = exec.reduce_n(N / G, [=] MSRL_HOST_DEVICE(std::size_t g) {
+    double mean = 0.0;
+    for (std::size_t j = g * G; j < (g + 1) * G; ++j) mean += static_cast<double>(r[j]);
+    mean /= static_cast<double>(G);
+    sums<2> s{};
+    for (std::size_t j = g * G; j < (g + 1) * G; ++j) {
+      const double x = static_cast<double>(r[j]) - mean;
+      a[j] = static_cast<U>(x);
+      s[0] += x;
+      s[1] += x * x;
+    }
+    return s;
+  }, sums<2>{});
+  if (scale == std_scaling::none || N == 0) return;
+  if (scale == std_scaling::batch) {
+    const double n = static_cast<double>(N);
+    const double mean = ss[0] / n;
+    auto dev = exec.reduce_n(N, [=] MSRL_HOST_DEVICE(std::size_t i) {
+      const double d = static_cast<double>(a[i]) - mean;
+      sums<1> s{};
+      s[0] = d * d;
+      return s;
+    }, sums<1>{});
+    const double sd = N > 1 ? std::sqrt(dev[0] / (n - 1.0)) : 0.0;
+    exec.for_each_n(N, [=] MSRL_HOST_DEVICE(std::size_t i) { a[i] = static_cast<U>(static_cast<double>(a[i]) / (sd + eps)); });
+    return;
+  }
+  exec.for_each_n(N / G, [=] MSRL_HOST_DEVICE(std::size_t g) {
+    double mean = 0.0, dev = 0.0;
+    for (std::size_t j = g * G; j < (g + 1) * G; ++j) mean += static_cast<double>(a[j]);
+    mean /= static_cast<double>(G);
+    for (std::size_t j = g * G; j < (g + 1) * G; ++j) dev += (static_cast<double>(a[j]) - mean) * (static_cast<double>(a[j]) - mean);
+    const double sd = G > 1 ? std::sqrt(dev / static_cast<double>(G - 1)) : 0.0;
+    for (std::size_t j = g * G; j < (g + 1) * G; ++j) a[j] = static_cast<U>(static_cast<double>(a[j]) / (sd + eps));
+  });
+}
+
+/// verl's GDPO (file comment): one advantage per token in `out`. Every reward must be finite.
+template <msrl::execution_backend Backend, class T, class M, class U>
+void gdpo_verl(const Backend& exec, const token_layout& layout, reward_matrix<T> rewards, std::size_t group_size,
+               std::span<const M> mask, std::span<U> out, double eps = 1e-6, bool normalize_by_std = true) {
+  constexpr const char* where = "msrl::grpo::gdpo_verl";
+  require(rewards.columns >= 1, where, "rewards.columns", "must be at least 1");
+  require<shape_error>(rewards.values.size() == layout.num_sequences * rewards.columns, where, "rewards.values",
+                       "must have rows x columns elements (" + std::to_string(layout.num_sequences) + " rows)");
+  const std::size_t N = layout.num_sequences, K = rewards.columns;
+  detail_est::check_groups(N, group_size, N, where);
+  detail_est::check_tokens(layout, out.size(), where, "out");
+  require<shape_error>(mask.size() == out.size(), where, "mask", "must have one element per token");
+  require<shape_error>(rewards.weights.empty() || rewards.weights.size() == K, where, "rewards.weights",
+                       "must be empty or have one weight per column");
+  require(eps >= 0.0 && std::isfinite(eps), where, "eps", "must be finite and >= 0");
+  detail_est::check_finite(exec, rewards.values, where, "rewards.values");
+  std::vector<double> hw(K, 1.0);
+  for (std::size_t k = 0; k < rewards.weights.size(); ++k) {
+    hw[k] = rewards.weights[k];
+    require<value_error>(std::isfinite(hw[k]), where, "rewards.weights", "must be finite");
+  }
+  typename Backend::template buffer<double> wbuf(K);
+  wbuf.copy_from_host(std::span<const double>(hw));
+  const double* w = wbuf.data();
+  const T* r = rewards.values.data();
+  U* o = out.data();
+  const std::size_t G = group_size;
+  const token_layout lay = layout;
+  exec.for_each_n(N / G, [=] MSRL_HOST_DEVICE(std::size_t g) {
+    const std::size_t r0 = g * G;
+    for (std::size_t j = r0; j < r0 + G; ++j) {
+      double x = 0.0;
+      for (std::size_t k = 0; k < K; ++k) {
+        double mean = 0.0, sd = 1.0;
+        if (G > 1) {
+          for (std::size_t q = r0; q < r0 + G; ++q) mean += static_cast<double>(r[q * K + k]);
+          mean /= static_cast<double>(G);
+          double dev = 0.0;
+          for (std::size_t q = r0; q < r0 + G; ++q) {
+            const double d = static_cast<double>(r[q * K + k]) - mean;
+            dev += d * d;
+          }
+          sd = std::sqrt(dev / static_cast<double>(G - 1));
+        }
+        const double c = static_cast<double>(r[j * K + k]) - mean;
+        x += w[k] * (normalize_by_std ? c / (sd + eps) : c);
+      }
+      for (std::size_t t = lay.begin(j); t < lay.end(j); ++t) o[t] = static_cast<U>(x);
+    }
+  });
+  token_whiten(exec, layout, std::span<const U>(o, out.size()), mask, out);
+}
+
+/// OpenRLHF's advantage estimators without a critic (`--algo.advantage.estimator`).
+enum class openrlhf_estimator : std::uint8_t { reinforce, rloo, reinforce_baseline, group_norm, dr_grpo };
+
+struct openrlhf_options {
+  openrlhf_estimator estimator = openrlhf_estimator::reinforce_baseline;
+  double gamma = 1.0;       ///< --algo.advantage.gamma (used by reinforce only, as OpenRLHF)
+  bool no_std_norm = false; ///< --algo.advantage.no_std_norm
+  kl_reward_options kl = kl_reward_options::openrlhf(0.0); ///< --algo.kl.* (use_loss off) and --reward.clip_range
+};
+
+/// OpenRLHF's REINFORCE family (file comment): one advantage per token in `out` (0 outside the
+/// mask, where OpenRLHF leaves -mean rstd that no loss reads). `old_logp`/`ref_logp` may be empty
+/// when `options.kl.beta` is 0. Returns the mean KL as kl_reward_tokens does.
+template <msrl::execution_backend Backend, class T, class L, class M, class U>
+double openrlhf_advantages(const Backend& exec, const token_layout& layout, std::span<const T> scores,
+                           std::size_t group_size, std::span<const L> old_logp, std::span<const L> ref_logp,
+                           std::span<const M> mask, std::span<U> out, const openrlhf_options& opt = {}) {
+  constexpr const char* where = "msrl::grpo::openrlhf_advantages";
+  require<shape_error>(scores.size() == layout.num_sequences, where, "scores",
+                       "must have one element per row (" + std::to_string(layout.num_sequences) + ")");
+  detail_est::check_groups(scores.size(), group_size, scores.size(), where);
+  const openrlhf_estimator est = opt.estimator;
+  require(group_size >= 2 || !(est == openrlhf_estimator::rloo || est == openrlhf_estimator::group_norm), where,
+          "group_size", "must be at least 2 for rloo and group_norm (OpenRLHF divides by G - 1)");
+  require(std::isfinite(opt.gamma), where, "options.gamma", "must be finite");
+  detail_est::check_finite(exec, scores, where, "scores");
+  const std::size_t N = scores.size(), G = group_size;
+  typename Backend::template buffer<double> shaped(N);
+  double* x = shaped.data();
+  const T* r = scores.data();
+  exec.for_each_n(N / G, [=] MSRL_HOST_DEVICE(std::size_t g) {
+    double sum = 0.0;
+    for (std::size_t j = g * G; j < (g + 1) * G; ++j) sum += static_cast<double>(r[j]);
+    const double mean = sum / static_cast<double>(G);
+    double sd = 0.0;
+    if (est == openrlhf_estimator::group_norm) {
+      for (std::size_t j = g * G; j < (g + 1) * G; ++j)
+        sd += (static_cast<double>(r[j]) - mean) * (static_cast<double>(r[j]) - mean);
+      sd = std::sqrt(sd / static_cast<double>(G - 1));
+    }
+    for (std::size_t j = g * G; j < (g + 1) * G; ++j) {
+      const double R = static_cast<double>(r[j]);
+      switch (est) {
+      case openrlhf_estimator::reinforce: x[j] = R; break;
+      case openrlhf_estimator::rloo: x[j] = R - (sum - R) / static_cast<double>(G - 1); break;
+      case openrlhf_estimator::group_norm: x[j] = (R - mean) / (sd + 1e-9); break;
+      default: x[j] = R - mean; break;
+      }
+    }
+  });
+  // Without a KL term the log-probs are not read: stand in the mask for both.
+  std::span<const L> o = old_logp, rf = ref_logp;
+  typename Backend::template buffer<L> zeros(opt.kl.beta == 0.0 && old_logp.empty() ? out.size() : 0);
+  if (opt.kl.beta == 0.0 && old_logp.empty()) {
+    L* z = zeros.data();
+    exec.for_each_n(out.size(), [=] MSRL_HOST_DEVICE(std::size_t t) { z[t] = L(0); });
+    o = rf = std::span<const L>(z, out.size());
+  }
+  const double kl = kl_reward_tokens(exec, layout, std::span<const double>(x, N), o, rf, mask, opt.kl, out);
+  const double gamma = est == openrlhf_estimator::reinforce ? opt.gamma : 1.0;
+  discounted_returns(exec, layout, std::span<const U>(out.data(), out.size()), mask, gamma, out, false);
+  if (est == openrlhf_estimator::reinforce || est == openrlhf_estimator::reinforce_baseline) {
+    whiten_options w;
+    w.unbiased = false;
+    w.eps = 1e-8;
+    w.floor_eps = true;
+    w.scale = !opt.no_std_norm;
+    w.count_eps = 0.0;
+    token_whiten(exec, layout, std::span<const U>(out.data(), out.size()), mask, out, w);
+  }
+  return kl;
 }
 
 } // namespace msrl::grpo
