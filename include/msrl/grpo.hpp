@@ -27,6 +27,7 @@
 #include "grpo/token_shaping.hpp"
 #include "grpo/estimators.hpp"
 #include "grpo/kl_reward.hpp"
+#include "grpo/estimate.hpp"
 #include "grpo/group_filter.hpp"
 #include "grpo/scalar_math.hpp"
 #include "grpo/surrogate.hpp"

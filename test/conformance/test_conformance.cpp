@@ -285,8 +285,8 @@ BOOST_AUTO_TEST_CASE(estimators_match_reference) {
     g::swift_reinforce_pp(ref, sc, G, std::span<double>(b), scale);
     same(a, b);
   }
-  BOOST_TEST(close(g::kl_reward_rows(exec, lay, sc, ol, rf, mk, 0.1, std::span<double>(a)),
-                   g::kl_reward_rows(ref, lay, sc, ol, rf, mk, 0.1, std::span<double>(b)), 1e-12));
+  BOOST_TEST(close(g::kl_reward_rows(exec, lay, sc, ol, rf, mk, g::kl_reward_options::verl(0.1, g::kl_estimator::k3), std::span<double>(a)),
+                   g::kl_reward_rows(ref, lay, sc, ol, rf, mk, g::kl_reward_options::verl(0.1, g::kl_estimator::k3), std::span<double>(b)), 1e-12));
   same(a, b);
   for (const auto& ko : {g::kl_reward_options::verl(0.2, g::kl_estimator::k3), g::kl_reward_options::openrlhf(0.2)}) {
     BOOST_TEST(close(g::kl_reward_tokens(exec, lay, sc, ol, rf, mk, ko, std::span<double>(ta)),
@@ -308,5 +308,19 @@ BOOST_AUTO_TEST_CASE(estimators_match_reference) {
     g::openrlhf_advantages(exec, lay, sc, G, ol, rf, mk, std::span<double>(ta), o);
     g::openrlhf_advantages(ref, lay, sc, G, ol, rf, mk, std::span<double>(tb), o);
     same(ta, tb);
+  }
+  // every estimator by name, with the KL in the reward
+  for (const auto& [name, est] : g::estimator_names) {
+    g::estimate_options eo;
+    eo.gamma = 0.9;
+    eo.kl = g::kl_reward_options::verl(0.05, g::kl_estimator::k3);
+    const g::estimate_inputs<double, double, std::uint8_t> in{lay, sc, G, mk, ol, rf};
+    const auto sa = g::estimate_advantages(exec, est, in, std::span<double>(ta), eo);
+    const auto sb = g::estimate_advantages(ref, est, in, std::span<double>(tb), eo);
+    BOOST_TEST_CONTEXT(name) {
+      same(ta, tb);
+      BOOST_TEST(close(sa.kl_mean, sb.kl_mean, 1e-12));
+      BOOST_TEST(sa.group.zero_std_groups == sb.group.zero_std_groups);
+    }
   }
 }

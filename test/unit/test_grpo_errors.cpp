@@ -53,12 +53,12 @@ BOOST_AUTO_TEST_CASE(estimator_and_kl_reward_errors) {
   vec nan_old = old;
   nan_old[1] = std::numeric_limits<double>::quiet_NaN();
   expect_throw<msrl::value_error>(
-      [&] { g::kl_reward_rows(ref, lay, ss, std::span<const double>(nan_old), sr, sm, 0.1, std::span<double>(rows)); },
+      [&] { g::kl_reward_rows(ref, lay, ss, std::span<const double>(nan_old), sr, sm, g::kl_reward_options::ms_swift(0.1), std::span<double>(rows)); },
       "old_logp/ref_logp", "finite at unmasked tokens");
   nan_old[1] = -1.0;
   nan_old[2] = std::numeric_limits<double>::quiet_NaN(); // masked out: never read
   BOOST_CHECK_NO_THROW(
-      g::kl_reward_rows(ref, lay, ss, std::span<const double>(nan_old), sr, sm, 0.1, std::span<double>(rows)));
+      g::kl_reward_rows(ref, lay, ss, std::span<const double>(nan_old), sr, sm, g::kl_reward_options::ms_swift(0.1), std::span<double>(rows)));
   expect_throw<msrl::shape_error>(
       [&] { g::kl_reward_tokens(ref, lay, ss, so, sr, sm, g::kl_reward_options::verl(0.1), std::span<double>(rows)); },
       "out", "one element per token");

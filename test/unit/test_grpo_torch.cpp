@@ -794,7 +794,7 @@ BOOST_AUTO_TEST_CASE(swift_reinforce_pp_and_kl_in_reward_match_ms_swift) {
     auto vs = vec64(e.scores), vo = vec64(e.old), vr = vec64(e.ref), vm = vec64(e.mask);
     std::vector<double> shaped(B), out(B);
     const double klm = g::kl_reward_rows(msrl::backend::reference{}, msrl::token_layout::padded(B, T), std::span<const double>(vs),
-                                         std::span<const double>(vo), std::span<const double>(vr), std::span<const double>(vm), beta,
+                                         std::span<const double>(vo), std::span<const double>(vr), std::span<const double>(vm), g::kl_reward_options::ms_swift(beta),
                                          std::span<double>(shaped));
     near_all(shaped, vec64(rewards), "kl_in_reward");
     BOOST_TEST(std::abs(klm - kl_values.mean().item<double>()) <= 1e-12);
@@ -860,4 +860,78 @@ BOOST_AUTO_TEST_CASE(verl_gdpo_and_kl_in_reward_match_verl) {
       BOOST_TEST(std::abs(kl - current) <= 1e-12 * std::max(1.0, std::abs(current)));
     }
   }
+}
+
+// estimate_advantages: every name gives its estimator's numbers per token; with the KL in the
+// reward, verl's REINFORCE++ is transcribed (apply_kl_penalty, then the return-to-go and
+// masked_whiten), the row estimators get ms-swift's shifted scores.
+BOOST_AUTO_TEST_CASE(estimate_advantages_by_name) {
+  const auto ref = msrl::backend::reference{};
+  for (uint64_t seed = 0; seed < 2; ++seed) {
+    est_batch e = est_make(1600 + seed, 4, 5, 7, 1.0);
+    const int64_t B = e.B, T = e.T, G = e.G;
+    const auto lay = msrl::token_layout::padded(B, T);
+    auto vs = vec64(e.scores), vo = vec64(e.old), vr = vec64(e.ref), vm = vec64(e.mask);
+    const std::span<const double> ss(vs), so(vo), sr(vr), sm(vm);
+    Tensor lens = e.mask.sum(1);
+    auto vl = vec64(lens);
+    std::vector<double> got(B * T), want(B * T), rows(B);
+    auto broadcast = [&](const std::vector<double>& r) {
+      for (int64_t i = 0; i < B; ++i)
+        for (int64_t t = 0; t < T; ++t) want[i * T + t] = vm[i * T + t] != 0.0 ? r[i] : 0.0;
+    };
+    for (const auto& [name, est] : g::estimator_names) {
+      BOOST_TEST((g::parse_estimator(name) == est));
+      BOOST_TEST(g::estimator_name(est) == name);
+      for (bool with_kl : {false, true}) {
+        g::estimate_options opt;
+        opt.gamma = 0.97;
+        const bool orl = std::string_view(name).starts_with("openrlhf");
+        opt.kl = orl ? g::kl_reward_options::openrlhf(with_kl ? 0.05 : 0.0)
+                     : (with_kl ? g::kl_reward_options::verl(0.05, g::kl_estimator::k1) : g::kl_reward_options{});
+        g::estimate_inputs<double, double, double> in{lay, ss, std::size_t(G), sm, so, sr};
+        const auto st = g::estimate_advantages(ref, est, in, std::span<double>(got), opt);
+        BOOST_TEST(st.group.num_groups == std::size_t(B / G));
+        // the scores the row estimators see
+        std::vector<double> sh(vs);
+        if (with_kl && !orl && est != g::estimator::verl_reinforce_pp)
+          g::kl_reward_rows(ref, lay, ss, so, sr, sm, opt.kl, std::span<double>(sh));
+        const std::span<const double> s2(sh);
+        switch (est) {
+        case g::estimator::grpo: g::advantages(ref, s2, G, std::span<double>(rows)); broadcast(rows); break;
+        case g::estimator::verl_reinforce_pp_baseline: g::reinforce_pp_baseline(ref, lay, s2, G, sm, std::span<double>(want)); break;
+        case g::estimator::verl_opo: g::opo_advantages(ref, s2, std::span<const double>(vl), G, std::span<double>(rows)); broadcast(rows); break;
+        case g::estimator::verl_gpg: g::gpg_advantages(ref, s2, G, std::span<double>(rows)); broadcast(rows); break;
+        case g::estimator::verl_passk: g::passk_advantages(ref, s2, G, std::span<double>(rows)); broadcast(rows); break;
+        case g::estimator::ms_swift_reinforce_pp: g::swift_reinforce_pp(ref, s2, G, std::span<double>(rows)); broadcast(rows); break;
+        case g::estimator::verl_reinforce_pp: {
+          Tensor masked_ref = torch::where(e.mask > 0, e.ref, e.old);
+          Tensor last = (torch::arange(T).unsqueeze(0) == e.len - 1).to(torch::kFloat64);
+          Tensor tlr = last * e.scores.unsqueeze(1) - (with_kl ? 0.05 : 0.0) * (e.old - masked_ref) * e.mask;
+          Tensor ret = torch::zeros_like(tlr), run = torch::zeros({B}, tlr.options());
+          for (int64_t t = T - 1; t >= 0; --t) {
+            run = tlr.select(1, t) + 0.97 * run;
+            ret.select(1, t).copy_(run);
+            run = run * e.mask.select(1, t);
+          }
+          want = vec64(masked_whiten_verl(ret, e.mask) * e.mask);
+          break;
+        }
+        default: {
+          g::openrlhf_options o;
+          o.estimator = est == g::estimator::openrlhf_reinforce    ? g::openrlhf_estimator::reinforce
+                        : est == g::estimator::openrlhf_rloo       ? g::openrlhf_estimator::rloo
+                        : est == g::estimator::openrlhf_group_norm ? g::openrlhf_estimator::group_norm
+                        : est == g::estimator::openrlhf_dr_grpo    ? g::openrlhf_estimator::dr_grpo
+                                                                   : g::openrlhf_estimator::reinforce_baseline;
+          o.gamma = 0.97;
+          o.kl = opt.kl;
+          g::openrlhf_advantages(ref, lay, ss, G, so, sr, sm, std::span<double>(want), o);
+        }
+        }
+        near_all(got, want, std::string(name) + (with_kl ? " with kl" : ""));
+      }
+    }
+  }
+  BOOST_CHECK_THROW(g::parse_estimator("reinforce++"), msrl::invalid_argument);
 }

@@ -3,8 +3,9 @@
 /// KL term of the loss), in the peers' two shapes. x_t = logp_old_t - logp_ref_t; m_t the mask.
 ///
 ///   kl_reward_rows    ms-swift (`kl_in_reward`, grpo_trainer.py + rl_core/advantage.py):
-///                     R_i <- R_i - beta * sum_t m_t x_t (always k1, per row, before the
-///                     advantage normalisation). Returns the mean per-row KL sum (ms-swift's "kl").
+///                     R_i <- R_i - beta * sum_t m_t x_t (k1, per row, before the advantage
+///                     normalisation; verl's outcome estimators sum its token rewards to the same
+///                     row value with their estimator). Returns the mean per-row KL sum.
 ///   kl_reward_tokens  verl (`use_kl_in_reward`, ray_trainer.py apply_kl_penalty + core_algos.py
 ///                     kl_penalty) and OpenRLHF (models/utils.py compute_reward + compute_approx_kl):
 ///                     r_t = m_t (clip(S_i) [t = last unmasked token of row i] - beta kl_t),
@@ -37,6 +38,12 @@ struct kl_reward_options {
   double reward_clip_low = -math::inf;          ///< the row score clipped first (OpenRLHF: -10)
   double reward_clip_high = math::inf;          ///< (OpenRLHF: 10)
 
+  /// ms-swift `kl_in_reward`: k1, no clamp (kl_reward_rows).
+  static kl_reward_options ms_swift(double beta) {
+    kl_reward_options o;
+    o.beta = beta;
+    return o;
+  }
   /// verl apply_kl_penalty with `algorithm.kl_penalty` = estimator.
   static kl_reward_options verl(double beta, kl_estimator e = kl_estimator::k1) {
     kl_reward_options o;
@@ -103,14 +110,20 @@ void validate(const Backend& exec, const token_layout& lay, const T* r, const L*
 } // namespace detail_klr
 
 /// ms-swift's KL in the reward (file comment): `out` (one per row, may alias `rewards`).
-/// Returns the mean over rows of the per-row KL sum.
+/// Returns the mean over rows of the per-row KL sum. `options` (beta, estimator, clamps; the
+/// reward clip is not used) default to ms-swift's k1 without clamps; verl's outcome estimators
+/// see the same row sum of its token rewards.
 template <msrl::execution_backend Backend, class T, class L, class M, class U>
 double kl_reward_rows(const Backend& exec, const token_layout& layout, std::span<const T> rewards,
-                      std::span<const L> old_logp, std::span<const L> ref_logp, std::span<const M> mask, double beta,
-                      std::span<U> out) {
+                      std::span<const L> old_logp, std::span<const L> ref_logp, std::span<const M> mask,
+                      const kl_reward_options& opt, std::span<U> out) {
   constexpr const char* where = "msrl::grpo::kl_reward_rows";
   detail_klr::check(layout, rewards.size(), old_logp.size(), ref_logp.size(), mask.size(), out.size(), false, where);
-  require(std::isfinite(beta), where, "beta", "must be finite");
+  require(std::isfinite(opt.beta), where, "options.beta", "must be finite");
+  require(opt.log_ratio_clamp > 0.0, where, "options.log_ratio_clamp", "must be > 0");
+  require(opt.value_clamp > 0.0, where, "options.value_clamp", "must be > 0");
+  const double beta = opt.beta;
+  const math::kl_params kp{opt.estimator, false, opt.log_ratio_clamp, opt.value_clamp};
   const T* r = rewards.data();
   const L *o = old_logp.data(), *rf = ref_logp.data();
   const M* m = mask.data();
@@ -120,7 +133,8 @@ double kl_reward_rows(const Backend& exec, const token_layout& layout, std::span
   auto tot = exec.reduce_n(layout.num_sequences, [=] MSRL_HOST_DEVICE(std::size_t i) {
     double kl = 0.0;
     for (std::size_t t = lay.begin(i); t < lay.end(i); ++t)
-      if (static_cast<double>(m[t]) != 0.0) kl += static_cast<double>(o[t]) - static_cast<double>(rf[t]);
+      if (static_cast<double>(m[t]) != 0.0)
+        kl += math::kl_penalty(static_cast<double>(o[t]), static_cast<double>(rf[t]), kp).value;
     const double R = static_cast<double>(r[i]);
     a[i] = static_cast<U>(R - beta * kl);
     sums<1> s{};
