@@ -670,6 +670,87 @@ BOOST_AUTO_TEST_CASE(skipping_flat_groups_leaves_the_step_unchanged) {
   BOOST_TEST(stats[1][11] == 1.0); // step 3
 }
 
+BOOST_AUTO_TEST_CASE(given_advantages_per_row_or_per_token_match_the_presets) {
+  // grpo_group::advantages replaces the preset's group advantages: the preset's own values given
+  // as [G] and broadcast to [G, L] must train exactly as the preset route does.
+  const auto in = tiny_prompt();
+  auto base = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto s1 = mt::sample(base, in.prompt, in.pixels, {.num_samples = 4, .max_new_tokens = 8, .temperature = 1.0, .seed = 5});
+  const auto s2 = mt::sample(base, in.prompt, in.pixels, {.num_samples = 4, .max_new_tokens = 6, .temperature = 1.0, .seed = 6});
+  const auto& preset = msrl::grpo::presets::msrl_release;
+  std::vector<mt::grpo_group> groups{{in.prompt, in.pixels, s1.tokens, s1.mask, s1.logprobs, {0.0, 1.0, 1.0, 0.5}},
+                                     {in.prompt, in.pixels, s2.tokens, s2.mask, s2.logprobs, {1.0, 0.0, 0.0, 0.0}}};
+  std::vector<std::vector<at::Tensor>> params;
+  std::vector<double> losses;
+  for (int mode = 0; mode < 3; ++mode) {
+    auto gs = groups;
+    for (auto& g : gs) {
+      if (mode == 0) continue;
+      std::vector<double> a(g.rewards.size());
+      msrl::grpo::advantages(std::span<const double>(g.rewards), g.rewards.size(), std::span<double>(a), preset.advantages);
+      const at::Tensor row = at::tensor(a, at::kFloat);
+      g.advantages = mode == 1 ? row : row.unsqueeze(1).expand(g.completions.sizes()).contiguous();
+    }
+    auto m = mt::load_internvl(fixtures / "tiny_internvl");
+    mt::trainer t(m, {.lr = 1e-3});
+    for (int step = 0; step < 2; ++step) losses.push_back(t.grpo_step(gs, preset).loss);
+    std::vector<at::Tensor> p;
+    for (const auto& x : m->parameters()) p.push_back(x.detach().clone());
+    params.push_back(p);
+  }
+  for (int mode = 1; mode < 3; ++mode) {
+    for (std::size_t i = 0; i < params[0].size(); ++i)
+      BOOST_TEST(at::allclose(params[0][i], params[mode][i], 1e-6, 1e-7), "mode " << mode << " parameter " << i);
+    for (int step = 0; step < 2; ++step)
+      BOOST_TEST(std::abs(losses[mode * 2 + step] - losses[step]) <= 1e-6 * std::max(1.0, std::abs(losses[step])));
+  }
+  BOOST_TEST(losses[0] != 0.0);
+  auto bad = groups;
+  bad[0].advantages = at::zeros({3});
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  mt::trainer t(m, {.lr = 1e-3});
+  BOOST_CHECK_THROW(t.grpo_step(bad, preset), msrl::shape_error);
+}
+
+BOOST_AUTO_TEST_CASE(controllers_follow_verl_and_trl_and_resume) {
+  // verl/OpenRLHF AdaptiveKLController: err = clip(kl / target - 1, -0.2, 0.2), beta *= 1 + err n / horizon
+  mt::kl_controller kl{.value = 0.1, .target = 0.1, .horizon = 100};
+  kl.update(0.15, 8); // err clipped to 0.2
+  BOOST_TEST(kl.value == 0.1 * (1 + 0.2 * 8 / 100.0), boost::test_tools::tolerance(1e-15));
+  kl.update(0.09, 8); // err -0.1
+  BOOST_TEST(kl.value == 0.1 * 1.016 * (1 - 0.1 * 8 / 100.0), boost::test_tools::tolerance(1e-15));
+  mt::kl_controller fixed{.value = 0.2};
+  fixed.update(5.0, 8);
+  BOOST_TEST(fixed.value == 0.2);
+  // TRL adaptive entropy: no bonus before a measurement; +-delta within [min, max]; gated on H <= target
+  mt::entropy_controller ec{.coef = 0.01, .adaptive = true, .coef_min = 0.0, .coef_max = 0.012, .delta = 0.005, .target = 0.2};
+  BOOST_TEST(ec.applied() == 0.0);
+  ec.update(0.1);
+  BOOST_TEST(ec.coef == 0.012); // clipped at max
+  BOOST_TEST(ec.applied() == 0.012);
+  ec.update(0.3);
+  BOOST_TEST(ec.coef == 0.007, boost::test_tools::tolerance(1e-15));
+  BOOST_TEST(ec.applied() == 0.0);
+  ec.update(0.5);
+  ec.update(0.5);
+  BOOST_TEST(ec.coef == 0.0); // clipped at min
+  BOOST_CHECK_THROW((mt::kl_controller{.value = 0.1, .target = 0.0, .horizon = 10}.update(0.1, 1)), msrl::invalid_argument);
+  // saved with the optimizer state, restored by load_state
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  mt::trainer t(m, {.lr = 1e-3});
+  t.control().kl = kl;
+  t.control().entropy = ec;
+  scratch sc("controllers");
+  const auto dir = sc.dir;
+  t.save_state(dir / "state.pt");
+  auto m2 = mt::load_internvl(fixtures / "tiny_internvl");
+  mt::trainer t2(m2, {.lr = 1e-3});
+  t2.load_state(dir / "state.pt");
+  BOOST_TEST(t2.control().kl.value == kl.value);
+  BOOST_TEST(t2.control().entropy.coef == ec.coef);
+  BOOST_TEST(t2.control().entropy.last_entropy == ec.last_entropy);
+}
+
 BOOST_AUTO_TEST_CASE(grpo_step_metrics_cover_every_group) {
   // Independent route: the clip fractions, ratio mean and zero-variance count written out by hand
   // from the current log-probs over both groups (not the last group only).

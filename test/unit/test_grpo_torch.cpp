@@ -793,11 +793,12 @@ BOOST_AUTO_TEST_CASE(swift_reinforce_pp_and_kl_in_reward_match_ms_swift) {
     Tensor rewards = e.scores - beta * kl_values;
     auto vs = vec64(e.scores), vo = vec64(e.old), vr = vec64(e.ref), vm = vec64(e.mask);
     std::vector<double> shaped(B), out(B);
-    const double klm = g::kl_reward_rows(msrl::backend::reference{}, msrl::token_layout::padded(B, T), std::span<const double>(vs),
+    const auto klm = g::kl_reward_rows(msrl::backend::reference{}, msrl::token_layout::padded(B, T), std::span<const double>(vs),
                                          std::span<const double>(vo), std::span<const double>(vr), std::span<const double>(vm), g::kl_reward_options::ms_swift(beta),
                                          std::span<double>(shaped));
     near_all(shaped, vec64(rewards), "kl_in_reward");
-    BOOST_TEST(std::abs(klm - kl_values.mean().item<double>()) <= 1e-12);
+    BOOST_TEST(std::abs(klm.row_sum_mean - kl_values.mean().item<double>()) <= 1e-12);
+    BOOST_TEST(std::abs(klm.row_mean - masked_mean_rows(e.old - masked_ref, e.mask)) <= 1e-12);
     Tensor grouped = rewards.view({-1, K});
     Tensor adv0 = rewards - grouped.mean(1).repeat_interleave(K);
     for (auto sc : {g::std_scaling::batch, g::std_scaling::group, g::std_scaling::none}) {
@@ -855,7 +856,7 @@ BOOST_AUTO_TEST_CASE(verl_gdpo_and_kl_in_reward_match_verl) {
       auto vs = vec64(e.scores), vo = vec64(e.old), vr = vec64(e.ref);
       const double kl = g::kl_reward_tokens(msrl::backend::reference{}, msrl::token_layout::padded(B, T), std::span<const double>(vs),
                                             std::span<const double>(vo), std::span<const double>(vr), std::span<const double>(vm),
-                                            g::kl_reward_options::verl(beta, ke), std::span<double>(out));
+                                            g::kl_reward_options::verl(beta, ke), std::span<double>(out)).row_mean;
       near_all(out, vec64(tlr), "verl kl_in_reward est " + std::to_string(int(ke)));
       BOOST_TEST(std::abs(kl - current) <= 1e-12 * std::max(1.0, std::abs(current)));
     }

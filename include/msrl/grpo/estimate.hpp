@@ -119,7 +119,7 @@ advantage_stats zero_std(const Backend& exec, std::span<const T> scores, std::si
 
 struct estimate_stats {
   advantage_stats group;  ///< estimator::grpo (num_groups, zero_std_* for every estimator)
-  double kl_mean = 0.0;   ///< the KL in the reward: the mean per-row sum (row estimators) or verl's masked mean
+  kl_reward_stats kl;     ///< the KL in the reward (zeros without it)
   double gpg_alpha = 0.0; ///< verl_gpg
 };
 
@@ -154,7 +154,7 @@ estimate_stats estimate_advantages(const Backend& exec, estimator e, const estim
     oo.no_std_norm = opt.no_std_norm;
     oo.kl = opt.kl;
     st.group = detail_estimate::zero_std(exec, in.scores, G, opt.group);
-    st.kl_mean = openrlhf_advantages(exec, lay, in.scores, G, kl ? in.old_logp : std::span<const L>(),
+    st.kl = openrlhf_advantages(exec, lay, in.scores, G, kl ? in.old_logp : std::span<const L>(),
                                      kl ? in.ref_logp : std::span<const L>(), in.mask, out, oo);
     return st;
   }
@@ -170,7 +170,7 @@ estimate_stats estimate_advantages(const Backend& exec, estimator e, const estim
       ol = rl = std::span<const L>(z, lay.total_tokens);
     }
     st.group = detail_estimate::zero_std(exec, in.scores, G, opt.group);
-    st.kl_mean = kl_reward_tokens(exec, lay, in.scores, ol, rl, in.mask, k, out);
+    st.kl = kl_reward_tokens(exec, lay, in.scores, ol, rl, in.mask, k, out);
     reinforce_pp(exec, lay, std::span<const U>(o, out.size()), in.mask, opt.gamma, out);
     return st;
   }
@@ -178,7 +178,7 @@ estimate_stats estimate_advantages(const Backend& exec, estimator e, const estim
   typename Backend::template buffer<double> shifted(N), rows(N);
   std::span<double> sh(shifted.data(), N), rs(rows.data(), N);
   if (kl) {
-    st.kl_mean = kl_reward_rows(exec, lay, in.scores, in.old_logp, in.ref_logp, in.mask, opt.kl, sh);
+    st.kl = kl_reward_rows(exec, lay, in.scores, in.old_logp, in.ref_logp, in.mask, opt.kl, sh);
   } else {
     const T* r = in.scores.data();
     double* d = shifted.data();

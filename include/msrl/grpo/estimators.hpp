@@ -475,9 +475,9 @@ struct openrlhf_options {
 
 /// OpenRLHF's REINFORCE family (file comment): one advantage per token in `out` (0 outside the
 /// mask, where OpenRLHF leaves -mean rstd that no loss reads). `old_logp`/`ref_logp` may be empty
-/// when `options.kl.beta` is 0. Returns the mean KL as kl_reward_tokens does.
+/// when `options.kl.beta` is 0. Returns kl_reward_tokens' statistics.
 template <msrl::execution_backend Backend, class T, class L, class M, class U>
-double openrlhf_advantages(const Backend& exec, const token_layout& layout, std::span<const T> scores,
+kl_reward_stats openrlhf_advantages(const Backend& exec, const token_layout& layout, std::span<const T> scores,
                            std::size_t group_size, std::span<const L> old_logp, std::span<const L> ref_logp,
                            std::span<const M> mask, std::span<U> out, const openrlhf_options& opt = {}) {
   constexpr const char* where = "msrl::grpo::openrlhf_advantages";
@@ -521,7 +521,7 @@ double openrlhf_advantages(const Backend& exec, const token_layout& layout, std:
     exec.for_each_n(out.size(), [=] MSRL_HOST_DEVICE(std::size_t t) { z[t] = L(0); });
     o = rf = std::span<const L>(z, out.size());
   }
-  const double kl = kl_reward_tokens(exec, layout, std::span<const double>(x, N), o, rf, mask, opt.kl, out);
+  const kl_reward_stats kl = kl_reward_tokens(exec, layout, std::span<const double>(x, N), o, rf, mask, opt.kl, out);
   const double gamma = est == openrlhf_estimator::reinforce ? opt.gamma : 1.0;
   discounted_returns(exec, layout, std::span<const U>(out.data(), out.size()), mask, gamma, out, false);
   if (est == openrlhf_estimator::reinforce || est == openrlhf_estimator::reinforce_baseline) {

@@ -5,15 +5,16 @@
 ///   kl_reward_rows    ms-swift (`kl_in_reward`, grpo_trainer.py + rl_core/advantage.py):
 ///                     R_i <- R_i - beta * sum_t m_t x_t (k1, per row, before the advantage
 ///                     normalisation; verl's outcome estimators sum its token rewards to the same
-///                     row value with their estimator). Returns the mean per-row KL sum.
+///                     row value with their estimator).
 ///   kl_reward_tokens  verl (`use_kl_in_reward`, ray_trainer.py apply_kl_penalty + core_algos.py
 ///                     kl_penalty) and OpenRLHF (models/utils.py compute_reward + compute_approx_kl):
 ///                     r_t = m_t (clip(S_i) [t = last unmasked token of row i] - beta kl_t),
 ///                     kl_t the chosen estimator of x_t with each peer's clamps, clip the reward
 ///                     clip range (OpenRLHF --reward.clip_range, applied to the row score the
 ///                     estimator's baseline already shifted). The token rewards then feed the
-///                     return-to-go (discounted_returns) or a row sum. Returns verl's controller
-///                     input: the mean over rows of sum_t m_t kl_t / (sum_t m_t + 1e-8).
+///                     return-to-go (discounted_returns) or a row sum.
+/// Both return kl_reward_stats: the mean per-row KL sum and verl's controller input, the mean over
+/// rows of sum_t m_t kl_t / (sum_t m_t + 1e-8).
 ///
 /// OpenRLHF computes kl_t unmasked and masks the rewards inside its return-to-go; verl masks
 /// kl_t first. Both give the same returns; `kl_reward_tokens` writes the masked form.
@@ -68,6 +69,13 @@ struct kl_reward_options {
   }
 };
 
+/// What the KL in the reward measured.
+struct kl_reward_stats {
+  double row_sum_mean = 0.0; ///< mean over rows of sum_t m_t kl_t (ms-swift's "kl" metric)
+  double row_mean = 0.0;     ///< mean over rows of sum_t m_t kl_t / (sum_t m_t + 1e-8): verl's
+                             ///< reward_kl_penalty, the adaptive controller's input
+};
+
 namespace detail_klr {
 inline void check(const token_layout& lay, std::size_t rows, std::size_t old_n, std::size_t ref_n, std::size_t mask_n,
                   std::size_t out_n, bool out_tokens, const char* where) {
@@ -99,6 +107,11 @@ sums<3> scan(const Backend& exec, const token_layout& lay, const T* r, const L* 
   }, sums<3>{});
 }
 
+inline kl_reward_stats stats(const sums<2>& t, std::size_t rows) {
+  const double n = rows ? static_cast<double>(rows) : 1.0;
+  return {t[0] / n, t[1] / n};
+}
+
 template <class Backend, class T, class L, class M>
 void validate(const Backend& exec, const token_layout& lay, const T* r, const L* old, const L* ref, const M* m,
               const char* where, const char* row_name) {
@@ -110,11 +123,11 @@ void validate(const Backend& exec, const token_layout& lay, const T* r, const L*
 } // namespace detail_klr
 
 /// ms-swift's KL in the reward (file comment): `out` (one per row, may alias `rewards`).
-/// Returns the mean over rows of the per-row KL sum. `options` (beta, estimator, clamps; the
+/// Returns kl_reward_stats. `options` (beta, estimator, clamps; the
 /// reward clip is not used) default to ms-swift's k1 without clamps; verl's outcome estimators
 /// see the same row sum of its token rewards.
 template <msrl::execution_backend Backend, class T, class L, class M, class U>
-double kl_reward_rows(const Backend& exec, const token_layout& layout, std::span<const T> rewards,
+kl_reward_stats kl_reward_rows(const Backend& exec, const token_layout& layout, std::span<const T> rewards,
                       std::span<const L> old_logp, std::span<const L> ref_logp, std::span<const M> mask,
                       const kl_reward_options& opt, std::span<U> out) {
   constexpr const char* where = "msrl::grpo::kl_reward_rows";
@@ -131,23 +144,26 @@ double kl_reward_rows(const Backend& exec, const token_layout& layout, std::span
   U* a = out.data();
   const token_layout lay = layout;
   auto tot = exec.reduce_n(layout.num_sequences, [=] MSRL_HOST_DEVICE(std::size_t i) {
-    double kl = 0.0;
+    double kl = 0.0, n = 0.0;
     for (std::size_t t = lay.begin(i); t < lay.end(i); ++t)
-      if (static_cast<double>(m[t]) != 0.0)
+      if (static_cast<double>(m[t]) != 0.0) {
         kl += math::kl_penalty(static_cast<double>(o[t]), static_cast<double>(rf[t]), kp).value;
+        n += 1.0;
+      }
     const double R = static_cast<double>(r[i]);
     a[i] = static_cast<U>(R - beta * kl);
-    sums<1> s{};
+    sums<2> s{};
     s[0] = kl;
+    s[1] = kl / (n + 1e-8);
     return s;
-  }, sums<1>{});
-  return layout.num_sequences ? tot[0] / static_cast<double>(layout.num_sequences) : 0.0;
+  }, sums<2>{});
+  return detail_klr::stats(tot, layout.num_sequences);
 }
 
 /// verl's / OpenRLHF's KL in the reward (file comment): token rewards in `out`. Rows without an
-/// unmasked token get no score. Returns verl's controller input (file comment).
+/// unmasked token get no score. Returns kl_reward_stats (row_mean: verl's controller input).
 template <msrl::execution_backend Backend, class T, class L, class M, class U>
-double kl_reward_tokens(const Backend& exec, const token_layout& layout, std::span<const T> scores,
+kl_reward_stats kl_reward_tokens(const Backend& exec, const token_layout& layout, std::span<const T> scores,
                         std::span<const L> old_logp, std::span<const L> ref_logp, std::span<const M> mask,
                         const kl_reward_options& opt, std::span<U> out) {
   constexpr const char* where = "msrl::grpo::kl_reward_tokens";
@@ -187,11 +203,12 @@ double kl_reward_tokens(const Backend& exec, const token_layout& layout, std::sp
       S = S < lo ? lo : (S > hi ? hi : S);
       a[last] = static_cast<U>(S + vlast);
     }
-    sums<1> s{};
-    s[0] = kls / (n + 1e-8);
+    sums<2> s{};
+    s[0] = kls;
+    s[1] = kls / (n + 1e-8);
     return s;
-  }, sums<1>{});
-  return layout.num_sequences ? tot[0] / static_cast<double>(layout.num_sequences) : 0.0;
+  }, sums<2>{});
+  return detail_klr::stats(tot, layout.num_sequences);
 }
 
 } // namespace msrl::grpo

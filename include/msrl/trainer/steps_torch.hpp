@@ -28,6 +28,7 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include "controllers.hpp"
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -98,6 +99,10 @@ struct grpo_group {
   at::Tensor mask;         ///< [G, L] 0/1
   at::Tensor old_logprobs; ///< [G, L] from sampling (undefined: on-policy)
   std::vector<double> rewards; ///< [G]
+  /// Optional advantages [G] or per token [G, L] (e.g. msrl::grpo::estimate_advantages over the
+  /// whole step's batch); undefined: the preset's group advantages of `rewards`. The rewards still
+  /// give the step's reward and zero-std statistics.
+  at::Tensor advantages;
 };
 
 struct step_stats {
@@ -112,7 +117,7 @@ struct step_stats {
   /// summed (zero_std_fraction = their ratio), reward_mean and reward_std (population) over every
   /// scored completion's reward, unscorable rows summed.
   grpo::advantage_stats advantages;
-  double entropy = 0;    ///< GRPO with entropy_coeff != 0: this rank's entropy, aggregated like the loss
+  double entropy = 0;    ///< GRPO with entropy_coeff != 0 or measure_entropy: the entropy aggregated like the loss, over every rank
   std::size_t skipped_groups = 0; ///< GRPO: flat groups not computed (train_options::skip_flat_groups), all ranks
   /// GRPO with a preset that shapes tokens (preset::shaping): the tokens Clip-Cov zeroed or KL-Cov
   /// penalised, summed over groups and ranks; FIPO: the mean influence weight over masked tokens.
@@ -156,6 +161,20 @@ public:
   }
   /// The learning rate of the next step; load_state restores the saved one.
   double lr() const { return static_cast<const torch::optim::AdamWOptions&>(optim_->param_groups().front().options()).lr(); }
+  /// The run's KL and entropy coefficient controllers (controllers.hpp); the caller steps them,
+  /// save_state / load_state keep their state with the optimizer's.
+  controllers& control() { return ctl_; }
+  const controllers& control() const { return ctl_; }
+  /// The reference model's log-probs of a group's completions, [G, L] fp32 on the host (for the KL
+  /// in the reward). Needs a reference model.
+  at::Tensor reference_logprobs(const grpo_group& g, double temperature = 1.0) {
+    require(ref_.has_value(), "msrl::trainer::trainer::reference_logprobs", "reference", "must be given to the trainer");
+    at::NoGradGuard ng;
+    const autocast_guard ac(device(), opt_.autocast);
+    return completion_logprobs(*ref_, g.prompt_ids, g.pixel_values, g.completions, temperature, opt_.fused_logprobs)
+        .to(at::kCPU, at::kFloat)
+        .contiguous();
+  }
   /// The data-parallel group, or null.
   const std::shared_ptr<communicator>& comm() const { return opt_.comm; }
 
@@ -175,6 +194,10 @@ public:
     root.write("lr", at::tensor(lr(), at::kDouble));
     root.write("num_params", at::tensor(static_cast<std::int64_t>(params_.size())));
     root.write("numel", at::tensor(trainable_numel()));
+    // the controllers' moving state (their settings come from the caller's configuration)
+    root.write("kl_coef", at::tensor(ctl_.kl.value, at::kDouble));
+    root.write("entropy_coef", at::tensor(ctl_.entropy.coef, at::kDouble));
+    root.write("last_entropy", at::tensor(ctl_.entropy.last_entropy, at::kDouble));
     // msrl::atomic_file: a unique temporary beside `path`, fsync, rename, fsync of the directory.
     try {
       write_file_atomic_with(path, [&](std::ostream& out) { root.save_to(out); });
@@ -195,7 +218,8 @@ public:
     std::error_code ec;
     require(std::filesystem::is_regular_file(path, ec), where, "path", "must name an existing trainer state file (" + path.string() + ")");
     torch::serialize::InputArchive root, optim;
-    at::Tensor tag, steps, num_params, numel, lr_saved;
+    at::Tensor tag, steps, num_params, numel, lr_saved, kl_coef, entropy_coef, last_entropy;
+    bool has_controllers = false;
     try {
       root.load_from(path.string(), device());
       root.read("msrl_trainer_state", tag);
@@ -204,6 +228,8 @@ public:
       root.read("numel", numel);
       root.read("lr", lr_saved);
       root.read("optimizer", optim);
+      has_controllers = root.try_read("kl_coef", kl_coef) && root.try_read("entropy_coef", entropy_coef) &&
+                        root.try_read("last_entropy", last_entropy); // absent from states of older versions
     } catch (const std::exception& e) {
       throw msrl::parse_error(std::string(where) + ": argument 'path' is not a readable trainer state file (" + path.string() + "): " +
                               first_line(e.what()));
@@ -219,6 +245,11 @@ public:
     }
     step_ = steps.item<std::int64_t>();
     set_lr(lr_saved.item<double>()); // torch's optimizer load keeps the current options
+    if (has_controllers) {
+      ctl_.kl.value = kl_coef.item<double>();
+      ctl_.entropy.coef = entropy_coef.item<double>();
+      ctl_.entropy.last_entropy = last_entropy.item<double>();
+    }
   }
 
   /// Masked cross-entropy (token mean over all micro-batches' targets), backward, clip, AdamW.
@@ -267,7 +298,7 @@ public:
   /// entropy_coeff != 0 adds verl's entropy bonus: loss -= entropy_coeff * (the per-token entropy
   /// aggregated like the loss, grpo::aggregate_tokens); step_stats::entropy reports that aggregate.
   step_stats grpo_step(const std::vector<grpo_group>& groups, const grpo::preset& preset, double temperature = 1.0,
-                       double entropy_coeff = 0.0) {
+                       double entropy_coeff = 0.0, bool measure_entropy = false) {
     constexpr const char* where = "msrl::trainer::trainer::grpo_step";
     double tokens = 0, seqs = 0;
     std::exception_ptr bad;
@@ -279,6 +310,9 @@ public:
         require<shape_error>(g.completions.dim() == 2 && g.mask.sizes() == g.completions.sizes(), where, "mask", "must match completions [G, L]");
         require<shape_error>(static_cast<std::int64_t>(g.rewards.size()) == g.completions.size(0), where, "rewards", "must hold one reward per completion");
         require<shape_error>(!g.old_logprobs.defined() || g.old_logprobs.sizes() == g.completions.sizes(), where, "old_logprobs", "must match completions");
+        require<shape_error>(!g.advantages.defined() || g.advantages.sizes() == g.completions.sizes() ||
+                                 (g.advantages.dim() == 1 && g.advantages.size(0) == g.completions.size(0)),
+                             where, "advantages", "must be undefined, [G] or [G, L] like completions");
         tokens += g.mask.sum().item<double>();
         seqs += static_cast<double>(g.completions.size(0));
       }
@@ -294,10 +328,11 @@ public:
     st.tokens = tokens;
     grpo::loss_normalizer norm{.global_tokens = tokens, .global_sequences = seqs};
     // this rank's sums for the step-level metrics (all-reduced below)
-    enum : std::size_t { m_tokens, m_seqs, m_low, m_high, m_dual, m_ratio, m_kl, m_pg, m_klloss, m_groups, m_zero, m_rn, m_rsum, m_rsq, m_unscorable, m_skipped, m_selected, m_fipo, m_n };
+    enum : std::size_t { m_tokens, m_seqs, m_low, m_high, m_dual, m_ratio, m_kl, m_pg, m_klloss, m_groups, m_zero, m_rn, m_rsum, m_rsq, m_unscorable, m_skipped, m_selected, m_fipo, m_entropy, m_n };
+    const bool entropy = entropy_coeff != 0.0 || measure_entropy;
     const bool shaped = preset.shaping.kind != grpo::shaping_kind::none;
     // KL-Cov still selects (and penalises) tokens of a flat group
-    const bool may_skip = opt_.skip_flat_groups && preset.loss.beta == 0.0 && entropy_coeff == 0.0 && preset.shaping.kind != grpo::shaping_kind::kl_cov;
+    const bool may_skip = opt_.skip_flat_groups && preset.loss.beta == 0.0 && !entropy && preset.shaping.kind != grpo::shaping_kind::kl_cov;
     std::vector<double> sums(m_n, 0.0);
     double normalizer = 0;
     for (std::size_t gi = 0; gi < groups.size(); ++gi) {
@@ -314,12 +349,14 @@ public:
           sums[m_rsum] += r;
           sums[m_rsq] += r * r;
         }
-      if (may_skip && std::all_of(adv.begin(), adv.end(), [](double x) { return x == 0.0; })) {
+      const at::Tensor a = g.advantages.defined() ? g.advantages.to(at::kCPU, at::kFloat).contiguous() : at::tensor(adv, at::kFloat);
+      const bool flat = g.advantages.defined() ? !a.ne(0).any().item<bool>()
+                                               : std::all_of(adv.begin(), adv.end(), [](double x) { return x == 0.0; });
+      if (may_skip && flat) {
         sums[m_skipped] += 1; // loss 0, gradient 0: nothing to compute
         continue;
       }
       const at::Tensor m = g.mask.to(at::kCPU, at::kByte).contiguous();
-      const at::Tensor a = at::tensor(adv, at::kFloat);
       at::Tensor ref;
       if (preset.loss.beta != 0.0) {
         at::NoGradGuard ng;
@@ -329,7 +366,7 @@ public:
                   .contiguous();
       }
       grpo::loss_result res;
-      if (!shaped && opt_.fused_logprobs && opt_.fused_loss && entropy_coeff == 0.0 && torch_ops::kernels_for(model_->language_model->model->embed_tokens->weight)) {
+      if (!shaped && opt_.fused_logprobs && opt_.fused_loss && !entropy && torch_ops::kernels_for(model_->language_model->model->embed_tokens->weight)) {
         // the fused route: loss and d loss / d logits in one kernel call on the logits' device
         at::Tensor z;
         {
@@ -345,7 +382,7 @@ public:
       } else {
         const std::uint64_t draw = static_cast<std::uint64_t>(step_) * 1000003u + gi + 1;
         grpo::token_shaping_buffers<float, std::uint8_t> sh;
-        res = host_route_loss(g, m, a, ref, preset, norm, temperature, entropy_coeff, draw, sh, st);
+        res = host_route_loss(g, m, a, ref, preset, norm, temperature, entropy_coeff, entropy, draw, sh, st);
         sums[m_selected] += static_cast<double>(sh.selection.selected);
         sums[m_fipo] += sh.fipo.weight_mean * res.metrics.tokens;
       }
@@ -362,7 +399,9 @@ public:
       sums[m_klloss] += mt.kl_loss;
       normalizer = mt.normalizer; // global normalisers: the same for every group
     }
+    sums[m_entropy] = st.entropy;
     sums = global_counts(where, std::move(sums), nullptr); // summed over the ranks
+    st.entropy = sums[m_entropy];
     const double n_tok = sums[m_tokens], per_tok = n_tok > 0 ? 1.0 / n_tok : 0.0;
     st.metrics = {.tokens = n_tok, .sequences = sums[m_seqs], .clip_fraction_low = sums[m_low] * per_tok,
                   .clip_fraction_high = sums[m_high] * per_tok, .clip_fraction = (sums[m_low] + sums[m_high]) * per_tok,
@@ -386,13 +425,13 @@ private:
   /// msrl::grpo::policy_loss on host copies, then backward through autograd.
   grpo::loss_result host_route_loss(const grpo_group& g, const at::Tensor& m, const at::Tensor& a,
                                     const at::Tensor& ref, const grpo::preset& preset, const grpo::loss_normalizer& norm,
-                                    double temperature, double entropy_coeff, std::uint64_t draw,
+                                    double temperature, double entropy_coeff, bool entropy, std::uint64_t draw,
                                     grpo::token_shaping_buffers<float, std::uint8_t>& sh, step_stats& st) {
     const auto G = g.completions.size(0), L = g.completions.size(1);
     at::Tensor logp, ent;
     {
       const autocast_guard ac(device(), opt_.autocast);
-      if (entropy_coeff != 0.0)
+      if (entropy)
         std::tie(logp, ent) = completion_logprobs_entropy(model_, g.prompt_ids, g.pixel_values, g.completions, temperature, opt_.fused_logprobs);
       else
         logp = completion_logprobs(model_, g.prompt_ids, g.pixel_values, g.completions, temperature, opt_.fused_logprobs);
@@ -406,7 +445,7 @@ private:
         .logp = {lp.data_ptr<float>(), n},
         .old_logp = old.defined() ? std::span<const float>(old.data_ptr<float>(), n) : std::span<const float>(),
         .ref_logp = ref.defined() ? std::span<const float>(ref.data_ptr<float>(), n) : std::span<const float>(),
-        .advantages = {a.data_ptr<float>(), static_cast<std::size_t>(G)},
+        .advantages = {a.data_ptr<float>(), static_cast<std::size_t>(a.numel())},
         .mask = {m.data_ptr<std::uint8_t>(), n}};
     grpo::shape_tokens(preset.shaping, preset.loss, in.layout, in.logp, in.old_logp, in.advantages, in.mask, draw, sh);
     in.policy_mask = sh.policy_mask;
@@ -512,6 +551,7 @@ private:
   std::vector<at::Tensor> params_; ///< the trainable parameters, in the optimizer's order
   std::unique_ptr<torch::optim::AdamW> optim_;
   std::int64_t step_ = 0;
+  controllers ctl_;
 };
 
 } // namespace msrl::trainer
