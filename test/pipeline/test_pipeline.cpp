@@ -419,6 +419,43 @@ BOOST_AUTO_TEST_CASE(dynamic_sampling_replaces_flat_groups) {
   BOOST_TEST(contains(bad.err, "text_grpo.dynamic_sample"), bad.err);
 }
 
+// A GRPO stage with an estimator from the config, the KL in the reward under the adaptive
+// controller and TRL's adaptive entropy coefficient: the metrics follow each controller's rule.
+BOOST_AUTO_TEST_CASE(grpo_stage_takes_an_estimator_the_kl_in_the_reward_and_controllers) {
+  auto& w = shared();
+  const auto dir = w.root / "estimator";
+  const double beta0 = 0.05, target = 0.01, horizon = 10, delta = 0.01, h_target = 100.0;
+  const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() +
+                         "' --set stages='[\"text_grpo\"]' --set text_grpo.max_steps=3 --set text_grpo.estimator=openrlhf_reinforce_baseline"
+                         " --set text_grpo.kl_in_reward=0.05 --set text_grpo.kl_in_reward_estimator=k3 --set text_grpo.kl_target=0.01"
+                         " --set text_grpo.kl_horizon=10 --set text_grpo.adaptive_entropy=true --set text_grpo.entropy_coeff=0.02"
+                         " --set text_grpo.entropy_coef_delta=0.01 --set text_grpo.entropy_target=100",
+                     dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto rows = jsonl(dir / "out" / "metrics" / "text_grpo.jsonl");
+  BOOST_REQUIRE(rows.size() == 3u);
+  const double n = 2 * 4; // prompts_per_step x num_generations of the small configuration
+  double beta = beta0, coef = 0.02;
+  for (std::size_t s = 0; s < rows.size(); ++s) {
+    const auto& row = rows[s];
+    BOOST_TEST(row["kl_in_reward_coef"].get<double>() == beta, boost::test_tools::tolerance(1e-12));
+    // no entropy bonus before the first measurement, then the coefficient (entropy <= target 100)
+    BOOST_TEST(row["entropy_coef"].get<double>() == (s == 0 ? 0.0 : coef), boost::test_tools::tolerance(1e-12));
+    const double kl = row["kl_in_reward"].get<double>(), h = row["policy_entropy"].get<double>();
+    BOOST_TEST(kl >= 0.0); // k3 is non-negative
+    BOOST_TEST(h > 0.0);
+    beta *= 1 + std::clamp(kl / target - 1, -0.2, 0.2) * n / horizon;
+    coef = h <= h_target ? coef + delta : coef - delta;
+  }
+  BOOST_TEST(rows[1]["kl_in_reward_coef"].get<double>() != beta0); // the controller moved it
+  for (const auto& [key, value] : {std::pair{"estimator", "reinforce++"}, std::pair{"kl_in_reward_estimator", "k9"},
+                                   std::pair{"kl_horizon", "-1"}, std::pair{"gamma", "2"}}) {
+    const auto bad = run("run --config '" + w.config() + "' --out '" + (dir / "bad").string() + "' --set text_grpo." + key + "=" + value, dir);
+    BOOST_TEST(bad.rc != 0);
+    BOOST_TEST(contains(bad.err, std::string("text_grpo.") + key), bad.err);
+  }
+}
+
 // The bundled run starts from the shipped foundation checkpoint (model.init of tiny.json): it loads,
 // its provenance says how to make it again, and it judges (in the caption-first format it never saw).
 BOOST_AUTO_TEST_CASE(shipped_foundation_loads_and_says_where_it_came_from) {

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <msrl/core/error.hpp>
+#include <msrl/grpo/estimate.hpp>
 #include <msrl/data/replay.hpp>
 
 namespace msrl_pipeline {
@@ -89,6 +90,19 @@ struct grpo_stage_config {
   std::string dynamic_sample = "none";
   int max_resample_times = 3;
   double dynamic_sample_lo = 0.0, dynamic_sample_hi = 1.0;
+  /// The advantage estimator (msrl::grpo::estimate_advantages; names in docs/grpo-math.md): "grpo"
+  /// is the preset's group advantages; the others run over this process's whole step batch.
+  std::string estimator = "grpo";
+  double gamma = 1.0;           ///< discount of verl_reinforce_pp / openrlhf_reinforce
+  /// KL penalty in the reward: its initial coefficient (0: off; needs a reference model, the policy
+  /// the stage started from), the estimator of the KL (k1, abs, k2, k3) and the adaptive controller
+  /// (verl / OpenRLHF AdaptiveKLController; kl_horizon 0 keeps the coefficient fixed).
+  double kl_in_reward = 0.0;
+  std::string kl_in_reward_estimator = "k1";
+  double kl_target = 0.1, kl_horizon = 0.0;
+  /// TRL's adaptive entropy coefficient (use_adaptive_entropy): entropy_coeff is the initial value.
+  bool adaptive_entropy = false;
+  double entropy_coef_min = 0.0, entropy_coef_max = 1.0, entropy_coef_delta = 0.005, entropy_target = 0.2;
 };
 
 struct cmkd_config {
@@ -264,7 +278,12 @@ inline void read_grpo(object_reader& r, grpo_stage_config& c) {
       .get("weight_decay", c.weight_decay).get("max_grad_norm", c.max_grad_norm).get("entropy_coeff", c.entropy_coeff)
       .get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector).get("both_orders", c.both_orders)
       .get("dynamic_sample", c.dynamic_sample).get("max_resample_times", c.max_resample_times)
-      .get("dynamic_sample_lo", c.dynamic_sample_lo).get("dynamic_sample_hi", c.dynamic_sample_hi);
+      .get("dynamic_sample_lo", c.dynamic_sample_lo).get("dynamic_sample_hi", c.dynamic_sample_hi)
+      .get("estimator", c.estimator).get("gamma", c.gamma).get("kl_in_reward", c.kl_in_reward)
+      .get("kl_in_reward_estimator", c.kl_in_reward_estimator).get("kl_target", c.kl_target).get("kl_horizon", c.kl_horizon)
+      .get("adaptive_entropy", c.adaptive_entropy).get("entropy_coef_min", c.entropy_coef_min)
+      .get("entropy_coef_max", c.entropy_coef_max).get("entropy_coef_delta", c.entropy_coef_delta)
+      .get("entropy_target", c.entropy_target);
 }
 
 inline void check(bool ok, const std::string& key, const std::string& rule) { msrl::require(ok, "msrl-train config", key, rule); }
@@ -392,6 +411,19 @@ inline pipeline_config parse_config(const json& doc) {
     check(g->max_resample_times >= 0 && g->max_resample_times <= 100, P + ".max_resample_times", "must be in [0, 100]");
     check(std::isfinite(g->dynamic_sample_lo) && std::isfinite(g->dynamic_sample_hi) && g->dynamic_sample_lo < g->dynamic_sample_hi,
           P + ".dynamic_sample_lo", "must be finite and below dynamic_sample_hi");
+    (void)msrl::grpo::parse_estimator(g->estimator, "msrl-train config", P + ".estimator");
+    check(std::isfinite(g->gamma) && g->gamma >= 0 && g->gamma <= 1, P + ".gamma", "must be in [0, 1]");
+    check(std::isfinite(g->kl_in_reward) && g->kl_in_reward >= 0, P + ".kl_in_reward", "must be a finite number >= 0 (0: off)");
+    check(g->kl_in_reward_estimator == "k1" || g->kl_in_reward_estimator == "abs" || g->kl_in_reward_estimator == "k2" ||
+              g->kl_in_reward_estimator == "k3",
+          P + ".kl_in_reward_estimator", "must be k1, abs, k2 or k3 (got '" + g->kl_in_reward_estimator + "')");
+    check(std::isfinite(g->kl_horizon) && g->kl_horizon >= 0, P + ".kl_horizon", "must be a finite number >= 0 (0: fixed coefficient)");
+    check(g->kl_horizon == 0 || (std::isfinite(g->kl_target) && g->kl_target > 0), P + ".kl_target", "must be positive with kl_horizon");
+    check(!g->adaptive_entropy || (std::isfinite(g->entropy_coef_min) && std::isfinite(g->entropy_coef_max) && g->entropy_coef_min <= g->entropy_coef_max),
+          P + ".entropy_coef_min", "must be finite and at most entropy_coef_max");
+    check(!g->adaptive_entropy || (std::isfinite(g->entropy_coef_delta) && g->entropy_coef_delta >= 0), P + ".entropy_coef_delta",
+          "must be a finite number >= 0");
+    check(!g->adaptive_entropy || std::isfinite(g->entropy_target), P + ".entropy_target", "must be a finite number");
     detail::validate_sampling(g->temperature, g->top_p, g->top_k, g->max_completion, P);
     if (!g->replay_file.empty()) (void)parse_ratio(g->replay_ratio, P + ".replay_ratio");
   }

@@ -485,11 +485,31 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
   // a preset with a KL term (beta != 0) measures it against the policy this stage started from, as
   // TRL's and verl's reference model; a resumed stage reloads that start, not its resumed weights
   std::optional<internvl> reference;
-  if (preset.loss.beta != 0.0) reference = initial_model(ctx, stage);
+  if (preset.loss.beta != 0.0 || c.kl_in_reward != 0.0) reference = initial_model(ctx, stage);
+  const auto est = msrl::grpo::parse_estimator(c.estimator, "msrl-train config", stage + ".estimator");
+  const bool kl_reward = c.kl_in_reward != 0.0;
+  const auto kl_est = c.kl_in_reward_estimator == "k3"   ? msrl::grpo::kl_estimator::k3
+                      : c.kl_in_reward_estimator == "k2" ? msrl::grpo::kl_estimator::k2
+                      : c.kl_in_reward_estimator == "abs" ? msrl::grpo::kl_estimator::abs
+                                                          : msrl::grpo::kl_estimator::k1;
+  const bool openrlhf = c.estimator.starts_with("openrlhf");
   stage_session ss(ctx, stage, m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
                                     .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm}, total,
                    std::move(reference));
   auto& [t, rp, mw, bar] = ss;
+  {
+    // the controllers' settings come from the configuration; a resumed stage keeps their state
+    auto& ctl = t.control();
+    const auto saved = ctl;
+    ctl.kl = {.value = c.kl_in_reward, .target = c.kl_target, .horizon = c.kl_horizon};
+    ctl.entropy = {.coef = c.entropy_coeff, .adaptive = c.adaptive_entropy, .coef_min = c.entropy_coef_min, .coef_max = c.entropy_coef_max,
+                   .delta = c.entropy_coef_delta, .target = c.entropy_target};
+    if (rp.resumed) {
+      ctl.kl.value = saved.kl.value;
+      ctl.entropy.coef = saved.entropy.coef;
+      ctl.entropy.last_entropy = saved.entropy.last_entropy;
+    }
+  }
   std::map<std::size_t, std::vector<std::size_t>> perms;
   const auto tpt = m->cfg.tokens_per_tile();
   const auto media = ctx.media(m);
@@ -579,7 +599,65 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
     const double lr = scheduled_lr(c.lr, c.warmup, step, total);
     t.set_lr(lr);
     const auto t_sampled = std::chrono::steady_clock::now();
-    const auto st = t.grpo_step(groups, preset, c.temperature, c.entropy_coeff);
+    // the estimator over this rank's whole step batch (and the KL in the reward), as per-token advantages
+    msrl::grpo::estimate_stats es;
+    double est_rows = 0;
+    if (est != msrl::grpo::estimator::grpo || kl_reward) {
+      std::vector<std::int64_t> offsets{0};
+      std::vector<double> scores;
+      for (const auto& g : groups) {
+        const auto G = g.completions.size(0), L = g.completions.size(1);
+        for (std::int64_t i = 0; i < G; ++i) offsets.push_back(offsets.back() + L);
+        for (const double r : g.rewards) scores.push_back(std::isfinite(r) || est == msrl::grpo::estimator::grpo ? r : 0.0);
+      }
+      const auto N = static_cast<std::size_t>(offsets.back());
+      std::vector<float> old(N), refl(N), adv(N);
+      std::vector<std::uint8_t> mask(N);
+      std::size_t o = 0;
+      for (const auto& g : groups) {
+        const auto n = static_cast<std::size_t>(g.completions.numel());
+        const at::Tensor mk = g.mask.to(at::kCPU, at::kByte).contiguous();
+        std::copy_n(mk.data_ptr<std::uint8_t>(), n, mask.begin() + static_cast<std::ptrdiff_t>(o));
+        if (kl_reward) {
+          const at::Tensor ol = g.old_logprobs.to(at::kCPU, at::kFloat).contiguous(), rl = t.reference_logprobs(g, c.temperature);
+          std::copy_n(ol.data_ptr<float>(), n, old.begin() + static_cast<std::ptrdiff_t>(o));
+          std::copy_n(rl.data_ptr<float>(), n, refl.begin() + static_cast<std::ptrdiff_t>(o));
+        }
+        o += n;
+      }
+      const auto G = static_cast<std::size_t>(c.num_generations);
+      msrl::grpo::estimate_options eo{.group = preset.advantages, .gamma = c.gamma};
+      eo.kl = openrlhf ? msrl::grpo::kl_reward_options::openrlhf(t.control().kl.value, kl_est)
+                       : msrl::grpo::kl_reward_options::verl(t.control().kl.value, kl_est);
+      if (!kl_reward) eo.kl.beta = 0.0;
+      const msrl::grpo::estimate_inputs<double, float, std::uint8_t> in{
+          msrl::token_layout::packed(std::span<const std::int64_t>(offsets)), std::span<const double>(scores), G,
+          std::span<const std::uint8_t>(mask), std::span<const float>(old), std::span<const float>(refl)};
+      es = msrl::grpo::estimate_advantages(msrl::backend::reference{}, est, in, std::span<float>(adv), eo);
+      est_rows = static_cast<double>(scores.size());
+      o = 0;
+      for (auto& g : groups) {
+        const auto n = static_cast<std::size_t>(g.completions.numel());
+        g.advantages = torch::from_blob(adv.data() + o, g.completions.sizes(), at::kFloat).clone();
+        o += n;
+      }
+    }
+    auto& ctl = t.control();
+    const double kl_coef = ctl.kl.value, entropy_coef = ctl.entropy.applied();
+    const auto st = t.grpo_step(groups, preset, c.temperature, entropy_coef, ctl.entropy.adaptive);
+    if (kl_reward) {
+      // the controller's input over every rank: the mean over rows of each row's masked-mean KL
+      double kv[2] = {es.kl.row_mean * est_rows, est_rows};
+      if (ctx.comm && ctx.world() > 1) {
+        auto v = torch::tensor(std::vector<double>(kv, kv + 2), at::kDouble);
+        ctx.comm->all_reduce_sum(v);
+        kv[0] = v[0].item<double>();
+        kv[1] = v[1].item<double>();
+      }
+      ctl.kl.update(kv[1] > 0 ? kv[0] / kv[1] : 0.0, kv[1]);
+      es.kl.row_mean = kv[1] > 0 ? kv[0] / kv[1] : 0.0;
+    }
+    ctl.entropy.update(st.entropy);
     const double sample_s = std::chrono::duration<double>(t_sampled - t_start).count();
     const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_sampled).count();
     double tot[8] = {sums[0], sums[1], sums[2], sums[3], sums[4], count, resampled, still_dropped};
@@ -605,6 +683,15 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       if (dynamic) {
         fields.emplace_back("resampled_groups", tot[6]);
         fields.emplace_back("dropped_groups", tot[7]);
+      }
+      // the KL in the reward (its coefficient in this step, the KL it measured) and the entropy controller
+      if (kl_reward) {
+        fields.emplace_back("kl_in_reward", es.kl.row_mean);
+        fields.emplace_back("kl_in_reward_coef", kl_coef);
+      }
+      if (c.adaptive_entropy) {
+        fields.emplace_back("entropy_coef", entropy_coef);
+        fields.emplace_back("policy_entropy", st.entropy);
       }
       mw->write(step, stage, fields);
     }
