@@ -666,6 +666,17 @@ BOOST_AUTO_TEST_CASE(mirrored_rows_are_the_other_order_of_the_same_item) {
     }
     BOOST_TEST(pairs == 100u, file);
   }
+  // a media marker on one candidate line only: the lines stay, the media swap, and the mirror of
+  // the mirror is the row (found by fuzz_dataset_row)
+  mp::record v;
+  v.solution = "B";
+  v.messages = {{"user", "Prompt: a blue triangle.\nVideo A: <vcaideo>\nVideo B: <video>\nWhich video matches the prompt?"}};
+  v.videos = {"a", "b"};
+  const auto mv = mp::mirrored(v), back = mp::mirrored(mv);
+  BOOST_TEST(mv.messages[0].content == v.messages[0].content);
+  BOOST_TEST((mv.videos == std::vector<std::filesystem::path>{"b", "a"}));
+  BOOST_TEST(back.messages[0].content == v.messages[0].content);
+  BOOST_TEST((back.videos == v.videos));
   // a row without two candidates is refused by name
   mp::record r;
   r.solution = "A";

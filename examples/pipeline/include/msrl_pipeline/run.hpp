@@ -615,15 +615,15 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       std::vector<std::uint8_t> mask(N);
       std::size_t o = 0;
       for (const auto& g : groups) {
-        const auto n = static_cast<std::size_t>(g.completions.numel());
+        const auto cnt = static_cast<std::size_t>(g.completions.numel());
         const at::Tensor mk = g.mask.to(at::kCPU, at::kByte).contiguous();
-        std::copy_n(mk.data_ptr<std::uint8_t>(), n, mask.begin() + static_cast<std::ptrdiff_t>(o));
+        std::copy_n(mk.data_ptr<std::uint8_t>(), cnt, mask.begin() + static_cast<std::ptrdiff_t>(o));
         if (kl_reward) {
           const at::Tensor ol = g.old_logprobs.to(at::kCPU, at::kFloat).contiguous(), rl = t.reference_logprobs(g, c.temperature);
-          std::copy_n(ol.data_ptr<float>(), n, old.begin() + static_cast<std::ptrdiff_t>(o));
-          std::copy_n(rl.data_ptr<float>(), n, refl.begin() + static_cast<std::ptrdiff_t>(o));
+          std::copy_n(ol.data_ptr<float>(), cnt, old.begin() + static_cast<std::ptrdiff_t>(o));
+          std::copy_n(rl.data_ptr<float>(), cnt, refl.begin() + static_cast<std::ptrdiff_t>(o));
         }
-        o += n;
+        o += cnt;
       }
       const auto G = static_cast<std::size_t>(c.num_generations);
       msrl::grpo::estimate_options eo{.group = preset.advantages, .gamma = c.gamma};
@@ -637,9 +637,9 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       est_rows = static_cast<double>(scores.size());
       o = 0;
       for (auto& g : groups) {
-        const auto n = static_cast<std::size_t>(g.completions.numel());
+        const auto cnt = static_cast<std::size_t>(g.completions.numel());
         g.advantages = torch::from_blob(adv.data() + o, g.completions.sizes(), at::kFloat).clone();
-        o += n;
+        o += cnt;
       }
     }
     auto& ctl = t.control();
