@@ -126,7 +126,8 @@ struct eval_config {
   std::string text_file;       ///< held-out text judgments (stage 1's task family; "" = none)
   /// Held-out accuracy after each training stage (out/eval/<stage>.json): "own" evaluates the
   /// stage's own task family (text after sft/text_grpo, caption-based after caption_grpo, media
-  /// after cmkd/mm_grpo), "all" every family with a file, "none" nothing.
+  /// after cmkd/mm_grpo) and the family of a GRPO stage that starts from it (caption-based after
+  /// text_grpo), "all" every family with a file, "none" nothing.
   std::string trajectory = "own";
   std::string layout = "msrl"; ///< msrl (ms-swift rows, both orders) | vlrb | genai
   int k = 16;                  ///< voting@k

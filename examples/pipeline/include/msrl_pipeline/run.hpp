@@ -1015,13 +1015,19 @@ inline std::string own_family(const std::string& stage) {
   return "";
 }
 
-/// The families evaluated after `stage` under eval.trajectory (own | all | none).
+/// The families evaluated after `stage` under eval.trajectory (own | all | none). "own" is the
+/// stage's family and, when the next configured stage is a GRPO stage of another family, that one
+/// too: the checkpoint it starts from, so the table shows what every GRPO stage lifted (text_grpo
+/// then also measures the caption-based family caption_grpo starts from).
 inline std::vector<std::string> trajectory_families(const pipeline_config& cfg, const std::string& stage) {
   const auto own = own_family(stage);
   if (cfg.eval.trajectory == "none" || own.empty()) return {};
+  std::string next_grpo;
+  const auto at = std::find(cfg.stages.begin(), cfg.stages.end(), stage);
+  if (at != cfg.stages.end() && at + 1 != cfg.stages.end() && (at + 1)->ends_with("_grpo")) next_grpo = own_family(*(at + 1));
   std::vector<std::string> out;
   for (const auto& f : eval_families())
-    if ((cfg.eval.trajectory == "all" || f == own) && !family_file(cfg, f).empty()) out.push_back(f);
+    if ((cfg.eval.trajectory == "all" || f == own || f == next_grpo) && !family_file(cfg, f).empty()) out.push_back(f);
   return out;
 }
 
