@@ -615,6 +615,98 @@ BOOST_AUTO_TEST_CASE(two_processes_train_like_one) {
   BOOST_TEST(worst < 1e-4, "largest relative weight difference " << worst);
 }
 
+// A data-parallel run that loses a rank: the survivor stops within a bounded time with an error
+// (no hang), and rerunning both ranks resumes from the last saved step and ends where one process
+// running the whole stage ends (every step logged once, same rewards, same weights to 1e-4).
+BOOST_AUTO_TEST_CASE(a_lost_rank_stops_the_run_and_both_ranks_resume_it) {
+  auto& w = shared();
+  const auto dir = w.root / "lost_rank";
+  const std::string common = "run --config '" + w.config() +
+                             "' --set stages='[\"sft\",\"text_grpo\"]' --set sft.max_steps=2 --set sft.batch_size=4 --set text_grpo.max_steps=6"
+                             " --set text_grpo.prompts_per_step=2";
+  auto r = run(common + " --out '" + (dir / "one").string() + "'", dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto out = dir / "two";
+  const auto metrics = out / "metrics" / "text_grpo.jsonl";
+  const int port = 21000 + static_cast<int>(::getpid() % 20000);
+  auto launch = [&](int rank) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      const std::string cmd = "RANK=" + std::to_string(rank) + " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
+                              " exec '" + binary() + "' " + common + " --out '" + out.string() + "' > '" +
+                              (dir / ("rank" + std::to_string(rank) + ".txt")).string() + "' 2>&1";
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    return pid;
+  };
+  fs::create_directories(dir);
+  const pid_t r0 = launch(0), r1 = launch(1);
+  BOOST_REQUIRE(r0 > 0 && r1 > 0);
+  // kill rank 1 once three GRPO steps are logged
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  bool killed = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(metrics) && jsonl(metrics).size() >= 3) {
+      ::kill(r1, SIGKILL);
+      killed = true;
+      break;
+    }
+    int st = 0;
+    if (::waitpid(r1, &st, WNOHANG) == r1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  int st1 = 0;
+  ::waitpid(r1, &st1, 0);
+  BOOST_REQUIRE_MESSAGE(killed, "the run ended before a rank could be killed");
+  // the survivor ends on its own, with an error, well before the collective timeout of a hang
+  const auto lost_at = std::chrono::steady_clock::now();
+  int st0 = 0;
+  bool ended = false;
+  while (std::chrono::steady_clock::now() - lost_at < std::chrono::seconds(120)) {
+    if (::waitpid(r0, &st0, WNOHANG) == r0) {
+      ended = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!ended) {
+    ::kill(r0, SIGKILL);
+    ::waitpid(r0, &st0, 0);
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - lost_at).count();
+  BOOST_TEST_MESSAGE("rank 0 ended " << waited << " s after rank 1 was killed");
+  BOOST_REQUIRE_MESSAGE(ended, "rank 0 still ran 120 s after rank 1 was killed");
+  BOOST_TEST((WIFEXITED(st0) && WEXITSTATUS(st0) != 0), "rank 0 must exit with an error: " << slurp(dir / "rank0.txt"));
+  BOOST_TEST(contains(slurp(dir / "rank0.txt"), "msrl-train: error: "), slurp(dir / "rank0.txt")); // one line, no stack trace
+  BOOST_TEST(fs::exists(out / "checkpoints" / "text_grpo.resume"));
+  // both ranks again: the stage resumes and finishes
+  const pid_t q0 = launch(0), q1 = launch(1);
+  int s0 = 0, s1 = 0;
+  ::waitpid(q0, &s0, 0);
+  ::waitpid(q1, &s1, 0);
+  BOOST_REQUIRE_MESSAGE(WIFEXITED(s0) && WEXITSTATUS(s0) == 0 && WIFEXITED(s1) && WEXITSTATUS(s1) == 0,
+                        slurp(dir / "rank0.txt") + slurp(dir / "rank1.txt"));
+  BOOST_TEST(contains(slurp(dir / "rank0.txt"), "text_grpo: resuming at step"), slurp(dir / "rank0.txt"));
+  const auto a = jsonl(dir / "one" / "metrics" / "text_grpo.jsonl"), b = jsonl(metrics);
+  BOOST_REQUIRE(a.size() == 6u);
+  BOOST_REQUIRE(b.size() == 6u);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    BOOST_TEST(b[i]["step"].get<int>() == static_cast<int>(i));
+    BOOST_TEST(a[i]["reward"].get<double>() == b[i]["reward"].get<double>());
+  }
+  const auto wa = read_f32_safetensors(dir / "one" / "checkpoints" / "text_grpo" / "model.safetensors");
+  const auto wb = read_f32_safetensors(out / "checkpoints" / "text_grpo" / "model.safetensors");
+  BOOST_REQUIRE(wa.size() == wb.size());
+  double worst = 0;
+  for (const auto& [name, va] : wa) {
+    const auto& vb = wb.at(name);
+    BOOST_REQUIRE(va.size() == vb.size());
+    for (std::size_t i = 0; i < va.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(va[i] - vb[i])) / (std::abs(va[i]) + 1e-3));
+  }
+  BOOST_TEST(worst < 1e-4, "largest relative weight difference " << worst);
+}
+
 BOOST_AUTO_TEST_CASE(eval_reads_vl_rewardbench_and_genai_bench_layouts) {
   auto& w = shared();
   const auto dir = w.root / "bench";
