@@ -26,6 +26,7 @@
 #include "grpo/fipo.hpp"
 #include "grpo/token_shaping.hpp"
 #include "grpo/estimators.hpp"
+#include "grpo/otb.hpp"
 #include "grpo/kl_reward.hpp"
 #include "grpo/estimate.hpp"
 #include "grpo/group_filter.hpp"

@@ -313,8 +313,10 @@ BOOST_AUTO_TEST_CASE(estimators_match_reference) {
   for (const auto& [name, est] : g::estimator_names) {
     g::estimate_options eo;
     eo.gamma = 0.9;
-    eo.kl = g::kl_reward_options::verl(0.05, g::kl_estimator::k3);
-    const g::estimate_inputs<double, double, std::uint8_t> in{lay, sc, G, mk, ol, rf};
+    eo.kl = g::kl_reward_options::verl(est == g::estimator::verl_gdpo ? 0.0 : 0.05, g::kl_estimator::k3);
+    const std::vector<double> w2c{1.0, 0.5};
+    const g::estimate_inputs<double, double, std::uint8_t> in{lay, sc, G, mk, ol, rf, std::span<const double>(cols), 2,
+                                                              std::span<const double>(w2c)};
     const auto sa = g::estimate_advantages(exec, est, in, std::span<double>(ta), eo);
     const auto sb = g::estimate_advantages(ref, est, in, std::span<double>(tb), eo);
     BOOST_TEST_CONTEXT(name) {
@@ -324,4 +326,39 @@ BOOST_AUTO_TEST_CASE(estimators_match_reference) {
       BOOST_TEST(sa.group.zero_std_groups == sb.group.zero_std_groups);
     }
   }
+  // the optimal token baseline (grpo/otb.hpp), padded and packed, with and without IS weights
+  vec sp2(B * T), isw(B * T);
+  for (std::size_t t = 0; t < B * T; ++t) {
+    sp2[t] = 0.1 + 0.8 * std::abs(std::sin(static_cast<double>(t)));
+    isw[t] = std::exp(0.3 * n(rng));
+  }
+  const std::span<const double> s2(sp2), iw(isw);
+  for (std::size_t gs : {G, std::size_t(1)})
+    for (bool zt : {true, false}) {
+      g::otb_options oo;
+      oo.handle_zero_tail = zt;
+      g::otb_advantages(exec, lay, tr, ol, s2, mk, gs, std::span<double>(ta), oo);
+      g::otb_advantages(ref, lay, tr, ol, s2, mk, gs, std::span<double>(tb), oo);
+      same(ta, tb);
+      g::otb_advantages(exec, lay, tr, ol, s2, iw, mk, gs, std::span<double>(ta), oo);
+      g::otb_advantages(ref, lay, tr, ol, s2, iw, mk, gs, std::span<double>(tb), oo);
+      same(ta, tb);
+    }
+  std::vector<std::int64_t> off{0};
+  vec pr, po, ps;
+  std::vector<std::uint8_t> pm;
+  for (std::size_t i = 0; i < B; ++i) {
+    for (std::size_t t = 0; t < static_cast<std::size_t>(lengths[i]); ++t) {
+      pr.push_back(tokr[i * T + t]), po.push_back(old[i * T + t]), ps.push_back(sp2[i * T + t]);
+      pm.push_back(static_cast<std::uint8_t>(t % 5 != 3)); // a few holes
+    }
+    off.push_back(static_cast<std::int64_t>(pr.size()));
+  }
+  const auto play = msrl::token_layout::packed(off);
+  vec pa(pr.size()), pb(pr.size());
+  g::otb_advantages(exec, play, std::span<const double>(pr), std::span<const double>(po), std::span<const double>(ps),
+                    std::span<const std::uint8_t>(pm), G, std::span<double>(pa));
+  g::otb_advantages(ref, play, std::span<const double>(pr), std::span<const double>(po), std::span<const double>(ps),
+                    std::span<const std::uint8_t>(pm), G, std::span<double>(pb));
+  same(pa, pb);
 }

@@ -66,6 +66,76 @@ BOOST_AUTO_TEST_CASE(entropy_backward_matches_reference) {
   entropy_backward_case<__half, __half>(false, 16, 1003, 0.8f);
 }
 
+// sum_v p_v^2 of softmax(x / T) (forward_outputs::sum_p2, for the optimal token baseline) against
+// the double-precision reference on the host: softmax, then the sum of squares.
+double ref_sum_p2(const std::vector<double>& x, double temp) {
+  double m = -HUGE_VAL;
+  for (double v : x) m = std::max(m, v / temp);
+  if (m == -HUGE_VAL) return 0.0;
+  double s = 0.0, s2 = 0.0;
+  for (double v : x) {
+    const double e = std::exp(v / temp - m);
+    s += e;
+    s2 += e * e;
+  }
+  return s2 / (s * s);
+}
+
+// Rows 1-4: a fifth of the logits -inf, an ignored target, only -inf logits (sum_p2 = 0), one
+// finite logit (sum_p2 = 1). With and without the entropy; logp / lse / entropy must not move.
+template <class T>
+void sum_p2_case(std::size_t N, std::size_t V, std::size_t ld, float temp, unsigned seed) {
+  auto p = lab::make_logits<T>(N, V, ld, seed);
+  for (std::size_t j = 0; j < V; j += 5) p.x[1 * ld + j] = lab::host_from<T>(-INFINITY);
+  p.x[1 * ld + 0] = lab::host_from<T>(1.f);
+  p.y[1] = 0;
+  p.y[2] = -100;
+  for (std::size_t j = 0; j < V; ++j) p.x[3 * ld + j] = lab::host_from<T>(-INFINITY);
+  p.y[3] = 0;
+  for (std::size_t j = 0; j < V; ++j) p.x[4 * ld + j] = lab::host_from<T>(j == V / 2 ? 2.5f : -INFINITY);
+  lab::dev<T> x(p.x);
+  lab::dev<std::int64_t> y(p.y);
+  lab::dev<float> lp(N), en(N), q2(N), lp0(N), en0(N), q2b(N), lp1(N);
+  lab::dev<double> ls(N), ls0(N);
+  const auto n = static_cast<std::int64_t>(N), v = static_cast<std::int64_t>(V), l = static_cast<std::int64_t>(ld);
+  const mc::status s1 = mc::selective_log_softmax_forward<T>(x.p, n, v, l, y.p, temp, mc::forward_outputs{lp.p, ls.p, en.p, q2.p});
+  const mc::status s2 = mc::selective_log_softmax_forward<T>(x.p, n, v, l, y.p, temp, mc::forward_outputs{lp1.p, nullptr, nullptr, q2b.p});
+  const mc::status s3 = mc::selective_log_softmax_forward<T>(x.p, n, v, l, y.p, temp, lp0.p, ls0.p, en0.p);
+  lab::cuda_ok(cudaDeviceSynchronize(), "sum_p2 forward");
+  BOOST_TEST_INFO(lab::dtype_name<T>() << " N " << N << " V " << V << " T " << temp);
+  BOOST_TEST((s1 == mc::status::success && s2 == mc::status::success && s3 == mc::status::success));
+  const auto hq = q2.host(), hq2 = q2b.host(), hl = lp.host(), hl0 = lp0.host(), hl1 = lp1.host(), he = en.host(), he0 = en0.host();
+  const auto hs = ls.host(), hs0 = ls0.host();
+  double worst = 0.0;
+  bool same = true;
+  for (std::size_t i = 0; i < N; ++i) {
+    const double want = p.y[i] < 0 ? 0.0 : ref_sum_p2(lab::row_of(p, i), temp);
+    for (float got : {hq[i], hq2[i]}) {
+      if (!std::isfinite(got)) worst = HUGE_VAL;
+      else if (want > 0.0) worst = std::max(worst, std::abs(got - want) / want);
+      else if (got != 0.f) worst = HUGE_VAL;
+    }
+    auto eq = [](double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+    same = same && eq(hl[i], hl0[i]) && eq(hl1[i], hl0[i]) && eq(hs[i], hs0[i]) && eq(he[i], he0[i]);
+  }
+  BOOST_TEST(worst <= 2e-5); // ex2.approx: ~2 ulp per exponential
+  BOOST_TEST(same);          // the other outputs are those of the forward without sum_p2
+  BOOST_TEST(hq[2] == 0.f);  // ignored target
+  BOOST_TEST(hq[3] == 0.f);  // every logit -inf
+  BOOST_TEST(std::abs(hq[4] - 1.f) <= 1e-6f);
+}
+
+// Not run on the machine this was written on (no GPU): compiled for sm_80 / sm_90 only.
+BOOST_AUTO_TEST_CASE(sum_p2_matches_double_reference) {
+  for (float temp : {1.0f, 0.7f}) {
+    sum_p2_case<float>(16, 151936, 151936, temp, 21);
+    sum_p2_case<float>(24, 5003, 5120, temp, 22); // ragged V, padded rows
+    sum_p2_case<__nv_bfloat16>(16, 151936, 151936, temp, 23);
+    sum_p2_case<__half>(24, 1001, 1001, temp, 24);
+    sum_p2_case<float>(8, 3, 3, temp, 25); // V below one 16-byte vector
+  }
+}
+
 BOOST_AUTO_TEST_CASE(grpo_loss_matches_core_path_for_every_preset) {
   for (const msrl::grpo::preset* p : msrl::grpo::presets::all) {
     auto o = p->loss;

@@ -485,3 +485,96 @@ BOOST_AUTO_TEST_CASE(bad_arguments_throw_errors_naming_the_argument) {
       [&] { k::selective_log_softmax_backward(xv, y, {lse, std::span<const float>(gl).first(2), ent, gh}, k::matrix_view<float>{gx.data(), 4, 10}); },
       "'grad_logp'");
 }
+
+// ---- sum_v p_v^2 (the optional sum_p2 output, for the optimal token baseline) ----
+
+// Plain double reference: softmax of x / T, then the sum of squares (0 for an all -inf row).
+double ref_sum_p2(const double* x, std::size_t V, double temp) {
+  double m = -HUGE_VAL;
+  for (std::size_t j = 0; j < V; ++j) m = std::max(m, x[j] / temp);
+  if (m == -HUGE_VAL) return 0.0;
+  double s = 0.0, s2 = 0.0;
+  for (std::size_t j = 0; j < V; ++j) {
+    const double e = std::exp(x[j] / temp - m);
+    s += e;
+    s2 += e * e;
+  }
+  return s2 / (s * s);
+}
+
+// Every ISA, with and without the entropy: sum_p2 within 1e-5 relative of the reference, and the
+// other outputs bit for bit those of the call without sum_p2. Rows 0-3 (when N >= 4) hold a third
+// of -inf logits, only -inf logits, an ignored target over NaN logits (never read) and a single
+// finite logit (sum_p2 = 1).
+template <class T>
+void check_sum_p2(std::size_t N, std::size_t V, double temp, unsigned seed, double scale = 3.0) {
+  auto p = make<T>(N, V, seed, scale);
+  if (N >= 4) {
+    for (std::size_t j = 0; j < V; j += 3) p.x[0 * V + j] = k::from_float<T>(ninf);
+    p.y[0] = V > 1 ? 1 : 0;
+    if (V == 1) p.x[0] = k::from_float<T>(0.5f);
+    for (std::size_t j = 0; j < V; ++j) p.x[1 * V + j] = k::from_float<T>(ninf);
+    for (std::size_t j = 0; j < V; ++j) p.x[2 * V + j] = k::from_float<T>(std::numeric_limits<float>::quiet_NaN());
+    p.y[2] = -100;
+    for (std::size_t j = 0; j < V; ++j) p.x[3 * V + j] = k::from_float<T>(j == V / 2 ? 2.5f : ninf);
+    for (std::size_t i = 0; i < N * V; ++i) p.xd[i] = k::to_float(p.x[i]);
+  }
+  const k::matrix_view<const T> xv{p.x.data(), N, V};
+  isa_guard guard;
+  for (k::cpu_isa isa : isas) {
+    k::set_isa_cap(isa);
+    for (bool with_entropy : {false, true}) {
+      std::vector<float> lp(N), ent(with_entropy ? N : 0), q2(N, -7.f), lp0(N), ent0(with_entropy ? N : 0);
+      std::vector<double> lse(N), lse0(N);
+      const k::logprob_options o{.temperature = temp, .threads = 2};
+      k::selective_log_softmax(xv, p.y, {lp, lse, ent, q2}, o);
+      k::selective_log_softmax(xv, p.y, {lp0, lse0, ent0}, o);
+      BOOST_TEST_INFO("isa " << k::to_string(k::active_isa()) << " type " << k::type_name_v<T> << " V " << V << " T " << temp
+                             << " entropy " << with_entropy);
+      for (std::size_t i = 0; i < N; ++i) {
+        BOOST_TEST_INFO("row " << i);
+        const double want = p.y[i] < 0 ? 0.0 : ref_sum_p2(p.xd.data() + i * V, V, temp);
+        BOOST_TEST(std::abs(q2[i] - want) <= 1e-5 * want, q2[i] << " vs " << want);
+        BOOST_TEST((lp[i] == lp0[i] || (std::isnan(lp[i]) && std::isnan(lp0[i]))));
+        BOOST_TEST(lse[i] == lse0[i]);
+        if (with_entropy) BOOST_TEST(ent[i] == ent0[i]);
+      }
+      if (N >= 4) {
+        BOOST_TEST(q2[1] == 0.f); // every logit -inf
+        BOOST_TEST(q2[2] == 0.f); // ignored target
+        BOOST_TEST(std::abs(q2[3] - 1.f) <= 1e-6f); // one finite logit: p = (0, ..., 1, ..., 0)
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(sum_p2_matches_double_reference) {
+  for (std::size_t V : {1, 2, 7, 8, 9, 15, 16, 17, 31, 63, 64, 65, 100, 1000, 4099})
+    for (double t : {1.0, 0.7}) check_sum_p2<float>(9, V, t, static_cast<unsigned>(V * 10) + static_cast<unsigned>(t * 10));
+  check_sum_p2<float>(6, 151936, 1.0, 1); // the Qwen / InternVL3.5 vocabulary
+  check_sum_p2<float>(5, 151936 + 5, 0.7, 2);
+  check_sum_p2<float>(5, 4099, 1.0, 3, 30.0);  // confident rows: sum_p2 near 1
+  check_sum_p2<float>(5, 4099, 0.7, 4, 0.01);  // near-uniform rows: sum_p2 near 1 / V
+  check_sum_p2<float>(5, 151936, 1.0, 5, 0.01);
+  for (std::size_t V : {1, 9, 33, 1000, 151936})
+    for (double t : {1.0, 0.7}) {
+      check_sum_p2<k::bf16>(6, V, t, static_cast<unsigned>(V) + 7);
+      check_sum_p2<k::f16>(6, V, t, static_cast<unsigned>(V) + 8);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(sum_p2_strided_rows_threads_and_bad_size) {
+  const std::size_t N = 13, V = 301, ld = 320;
+  auto p = make<float>(N, ld, 53);
+  for (auto& t : p.y) t %= static_cast<std::int64_t>(V);
+  std::vector<float> lp(N), a(N), b(N);
+  const k::matrix_view<const float> xv{p.x.data(), N, V, ld};
+  k::selective_log_softmax(xv, p.y, {lp, {}, {}, a}, {.temperature = 0.7, .threads = 1});
+  k::selective_log_softmax(xv, p.y, {lp, {}, {}, b}, {.temperature = 0.7, .threads = 4});
+  for (std::size_t i = 0; i < N; ++i) {
+    BOOST_TEST(a[i] == b[i]);
+    const double want = ref_sum_p2(p.xd.data() + i * ld, V, 0.7);
+    BOOST_TEST(std::abs(a[i] - want) <= 1e-5 * want);
+  }
+  expect_error<msrl::shape_error>([&] { k::selective_log_softmax(xv, p.y, {lp, {}, {}, std::span(a).first(3)}); }, "'out.sum_p2'");
+}

@@ -163,3 +163,57 @@ BOOST_AUTO_TEST_CASE(unknown_preset) {
   expect_throw<msrl::invalid_argument>([] { g::find_preset("grpo++"); }, "name", "msrl_release");
   BOOST_TEST(g::find_preset("verl_default").loss.dual_clip == 3.0);
 }
+
+BOOST_AUTO_TEST_CASE(otb_errors) {
+  const auto ref = msrl::backend::reference{};
+  const auto lay = msrl::token_layout::padded(2, 3);
+  vec r{0, 0, 1, 0, 1, 0}, lp(6, -0.5), sp(6, 0.4), w(6, 1.0), m{1, 1, 1, 1, 1, 0}, out(6);
+  const std::span<const double> sr(r), sl(lp), ss(sp), sw(w), sm(m);
+  const std::span<double> so(out);
+  BOOST_CHECK_NO_THROW(g::otb_advantages(ref, lay, sr, sl, ss, sw, sm, 2, so));
+  // shapes: each argument named
+  expect_throw<msrl::shape_error>([&] { g::otb_advantages(ref, lay, sr.first(5), sl, ss, sm, 2, so); }, "token_rewards",
+                                  "one element per token (6)");
+  expect_throw<msrl::shape_error>([&] { g::otb_advantages(ref, lay, sr, sl.first(4), ss, sm, 2, so); }, "old_logp",
+                                  "one element per token");
+  expect_throw<msrl::shape_error>([&] { g::otb_advantages(ref, lay, sr, sl, ss.first(2), sm, 2, so); }, "sum_pi_squared",
+                                  "one element per token");
+  expect_throw<msrl::shape_error>([&] { g::otb_advantages(ref, lay, sr, sl, ss, sw.first(3), sm, 2, so); }, "is_weights",
+                                  "must be empty or have one element per token");
+  expect_throw<msrl::shape_error>([&] { g::otb_advantages(ref, lay, sr, sl, ss, sm.first(5), 2, so); }, "mask",
+                                  "must be empty or have one element per token");
+  expect_throw<msrl::shape_error>([&] { g::otb_advantages(ref, lay, sr, sl, ss, sm, 2, so.first(5)); }, "out",
+                                  "one element per token");
+  expect_throw<msrl::shape_error>([&] { g::otb_advantages(ref, msrl::token_layout::padded(3, 2), sr, sl, ss, sm, 2, so); },
+                                  "group_size", "must divide the number of rows (3)");
+  expect_throw<msrl::invalid_argument>([&] { g::otb_advantages(ref, lay, sr, sl, ss, sm, 0, so); }, "group_size", "at least 1");
+  std::vector<std::int64_t> off{0, 4, 3};
+  expect_throw<msrl::shape_error>(
+      [&] { g::otb_advantages(ref, msrl::token_layout::packed(off, 6), sr, sl, ss, sm, 2, so); }, "layout.offsets", "non-decreasing");
+  // values
+  expect_throw<msrl::invalid_argument>([&] { g::otb_advantages(ref, lay, sr, sl, ss, sm, 2, so, {.eps = -1.0}); }, "options.eps",
+                                       "finite and >= 0");
+  vec m2{1, 1, 2, 1, 1, 0};
+  expect_throw<msrl::value_error>([&] { g::otb_advantages(ref, lay, sr, sl, ss, std::span<const double>(m2), 2, so); }, "mask",
+                                  "0 or 1");
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  auto with = [](vec v, std::size_t k, double x) {
+    v[k] = x;
+    return v;
+  };
+  vec bad_r = with(r, 1, inf), bad_lp = with(lp, 2, nan), bad_sp = with(sp, 0, nan), bad_w = with(w, 3, inf);
+  expect_throw<msrl::value_error>([&] { g::otb_advantages(ref, lay, std::span<const double>(bad_r), sl, ss, sm, 2, so); },
+                                  "token_rewards", "finite at unmasked tokens");
+  expect_throw<msrl::value_error>([&] { g::otb_advantages(ref, lay, sr, std::span<const double>(bad_lp), ss, sm, 2, so); },
+                                  "old_logp", "finite or -inf");
+  expect_throw<msrl::value_error>([&] { g::otb_advantages(ref, lay, sr, sl, std::span<const double>(bad_sp), sm, 2, so); },
+                                  "sum_pi_squared", "finite at unmasked tokens");
+  expect_throw<msrl::value_error>([&] { g::otb_advantages(ref, lay, sr, sl, ss, std::span<const double>(bad_w), sm, 2, so); },
+                                  "is_weights", "finite at unmasked tokens");
+  // NaN at a masked token is never read; old_logp = -inf (pi = 0) is a valid log-prob
+  vec masked_nan = with(lp, 5, nan), neg_inf = with(lp, 0, -inf);
+  BOOST_CHECK_NO_THROW(g::otb_advantages(ref, lay, sr, std::span<const double>(masked_nan), ss, sm, 2, so));
+  BOOST_CHECK_NO_THROW(g::otb_advantages(ref, lay, sr, std::span<const double>(neg_inf), ss, sm, 2, so));
+  for (double a : out) BOOST_TEST(std::isfinite(a));
+  BOOST_TEST(out[5] == 0.0);
+}

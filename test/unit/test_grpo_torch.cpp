@@ -885,6 +885,14 @@ BOOST_AUTO_TEST_CASE(estimate_advantages_by_name) {
       BOOST_TEST((g::parse_estimator(name) == est));
       BOOST_TEST(g::estimator_name(est) == name);
       for (bool with_kl : {false, true}) {
+        if (est == g::estimator::verl_gdpo && with_kl) {
+          // verl's GDPO takes no KL in the reward: refused by name
+          g::estimate_options bad;
+          bad.kl = g::kl_reward_options::verl(0.05);
+          g::estimate_inputs<double, double, double> in{lay, ss, std::size_t(G), sm, so, sr};
+          BOOST_CHECK_THROW(g::estimate_advantages(ref, est, in, std::span<double>(got), bad), msrl::invalid_argument);
+          continue;
+        }
         g::estimate_options opt;
         opt.gamma = 0.97;
         const bool orl = std::string_view(name).starts_with("openrlhf");
@@ -905,6 +913,9 @@ BOOST_AUTO_TEST_CASE(estimate_advantages_by_name) {
         case g::estimator::verl_gpg: g::gpg_advantages(ref, s2, G, std::span<double>(rows)); broadcast(rows); break;
         case g::estimator::verl_passk: g::passk_advantages(ref, s2, G, std::span<double>(rows)); broadcast(rows); break;
         case g::estimator::ms_swift_reinforce_pp: g::swift_reinforce_pp(ref, s2, G, std::span<double>(rows)); broadcast(rows); break;
+        case g::estimator::verl_gdpo: // the scores as the one reward column
+          g::gdpo_verl(ref, lay, g::reward_matrix<double>{ss, 1, {}}, G, sm, std::span<double>(want));
+          break;
         case g::estimator::verl_reinforce_pp: {
           Tensor masked_ref = torch::where(e.mask > 0, e.ref, e.old);
           Tensor last = (torch::arange(T).unsqueeze(0) == e.len - 1).to(torch::kFloat64);
@@ -935,4 +946,153 @@ BOOST_AUTO_TEST_CASE(estimate_advantages_by_name) {
     }
   }
   BOOST_CHECK_THROW(g::parse_estimator("reinforce++"), msrl::invalid_argument);
+}
+
+// The optimal token baseline (grpo/otb.hpp) against verl's compute_optimal_token_baseline_advantage
+// (verl-project/verl@1dda039 core_algos.py) transcribed in libtorch, and with sum_pi_squared from
+// the host selective log-softmax kernel against the torch route (softmax, then the sum of squares).
+#include <map>
+
+#include <msrl/kernels/selective_log_softmax.hpp>
+
+namespace {
+// verl's function: `index` the prompt id per row; isw undefined = no rollout IS weights.
+Tensor otb_verl(const Tensor& rewards, const Tensor& mask, const std::vector<int64_t>& index, const Tensor& old_logp,
+                const Tensor& sum_pi_squared, const Tensor& isw, bool handle_zero_tail, double eps = 1e-8) {
+  const int64_t B = rewards.size(0);
+  Tensor returns = (rewards * mask).flip({-1}).cumsum(-1).flip({-1});
+  Tensor pi = torch::exp(old_logp);
+  Tensor w = 1 - 2 * pi + sum_pi_squared;
+  if (isw.defined()) w = w * isw.pow(2);
+  Tensor wc = (w * mask).cumsum(-1);
+  std::map<int64_t, std::vector<int64_t>> groups;
+  for (int64_t i = 0; i < B; ++i) groups[index[i]].push_back(i);
+  Tensor base = torch::zeros_like(returns);
+  for (const auto& [id, rows] : groups) {
+    const auto N = static_cast<int64_t>(rows.size());
+    if (N == 1) continue;
+    Tensor idx = torch::tensor(rows, torch::kLong);
+    Tensor rg = returns.index_select(0, idx), wg = wc.index_select(0, idx), mg = mask.index_select(0, idx);
+    Tensor num = (rg * wg * mg).sum(0);
+    Tensor den = (wg * mg).sum(0) + eps;
+    Tensor bps = num / den;
+    base.index_copy_(0, idx, bps.unsqueeze(0).expand({N, -1}).contiguous());
+    if (handle_zero_tail) {
+      Tensor lens = mg.sum(-1);
+      Tensor sorted = std::get<0>(torch::sort(lens));
+      const auto mx = static_cast<int64_t>(sorted[-1].item<double>()), second = static_cast<int64_t>(sorted[-2].item<double>());
+      Tensor at_max = (lens == static_cast<double>(mx)).nonzero().flatten();
+      if (at_max.numel() == 1 && mx > second) base[rows[at_max[0].item<int64_t>()]].slice(0, second).fill_(0.0);
+    }
+  }
+  return (returns - base) * mask;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(otb_matches_verl) {
+  const auto ref = msrl::backend::reference{};
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    torch::manual_seed(2100 + seed);
+    const int64_t G = 4, groups = 6, B = G * groups, T = 13;
+    Tensor len = torch::randint(1, T + 1, {B});
+    // group 0: a unique longest row (zero tail); group 1: two rows of the max length; group 2: an
+    // empty row; group 3: every row of the full length
+    const int64_t g0[] = {3, 11, 6, 8}, g1[] = {9, 4, 9, 2}, g2[] = {0, 5, 12, 7};
+    for (int64_t j = 0; j < G; ++j) {
+      len[j] = g0[j];
+      len[G + j] = g1[j];
+      len[2 * G + j] = g2[j];
+      len[3 * G + j] = T;
+    }
+    Tensor mask = (torch::arange(T).unsqueeze(0) < len.unsqueeze(1)).to(torch::kFloat64);
+    if (seed % 2) { // holes inside rows (masked turns): lengths are counts, positions columns
+      mask[4 * G][1] = 0.0;
+      mask[4 * G + 2][0] = 0.0;
+      mask[1][4] = 0.0;
+    }
+    Tensor last = (torch::arange(T).unsqueeze(0) == (len - 1).unsqueeze(1)).to(torch::kFloat64);
+    Tensor scores = torch::randint(0, 2, {B, 1}, f64);
+    Tensor tok = last * scores + 0.1 * torch::randn({B, T}, f64);
+    Tensor old = -0.6 * torch::randn({B, T}, f64).abs() - 0.01;
+    old[5][0] = -std::numeric_limits<double>::infinity(); // pi = 0 at an unmasked token
+    Tensor sp2 = 0.05 + 0.9 * torch::rand({B, T}, f64);
+    Tensor isw = torch::exp(0.3 * torch::randn({B, T}, f64));
+    // msrl's inputs: NaN at masked tokens, which it must not read
+    auto poison = [&](const Tensor& x) { return vec64(torch::where(mask > 0, x, torch::full_like(x, nan))); };
+    auto vr = poison(tok), vo = poison(old), vs = poison(sp2), vw = poison(isw), vm = vec64(mask);
+    const std::span<const double> sr(vr), so(vo), ss(vs), sw(vw), sm(vm);
+    const auto lay = msrl::token_layout::padded(B, T);
+    std::vector<double> got(B * T);
+    for (int64_t gs : {G, int64_t(1), 2 * G})
+      for (bool zt : {true, false})
+        for (bool with_is : {false, true}) {
+          std::vector<int64_t> index(B);
+          for (int64_t i = 0; i < B; ++i) index[i] = i / gs;
+          Tensor want = otb_verl(tok, mask, index, old, sp2, with_is ? isw : Tensor(), zt);
+          g::otb_options o;
+          o.handle_zero_tail = zt;
+          if (with_is) g::otb_advantages(ref, lay, sr, so, ss, sw, sm, std::size_t(gs), std::span<double>(got), o);
+          else g::otb_advantages(ref, lay, sr, so, ss, sm, std::size_t(gs), std::span<double>(got), o);
+          near_all(got, vec64(want), "otb seed " + std::to_string(seed) + " group " + std::to_string(gs) + " zero_tail " +
+                                         std::to_string(zt) + " is " + std::to_string(with_is));
+          if (gs == 1) near_all(got, vec64((tok * mask).flip({-1}).cumsum(-1).flip({-1}) * mask), "otb singleton = returns");
+        }
+    // the packed layout: row i holds its columns [0, extent_i), positions are offsets, same numbers
+    std::vector<int64_t> off{0};
+    std::vector<double> pr, po, ps, pm, want_packed;
+    std::vector<double> padded(B * T);
+    g::otb_advantages(ref, lay, sr, so, ss, sm, std::size_t(G), std::span<double>(padded));
+    for (int64_t i = 0; i < B; ++i) {
+      const int64_t ext = len[i].item<int64_t>();
+      for (int64_t t = 0; t < ext; ++t) {
+        pr.push_back(vr[i * T + t]), po.push_back(vo[i * T + t]), ps.push_back(vs[i * T + t]), pm.push_back(vm[i * T + t]);
+        want_packed.push_back(padded[i * T + t]);
+      }
+      off.push_back(static_cast<int64_t>(pr.size()));
+    }
+    std::vector<double> packed(pr.size());
+    g::otb_advantages(ref, msrl::token_layout::packed(off), std::span<const double>(pr), std::span<const double>(po),
+                      std::span<const double>(ps), std::span<const double>(pm), std::size_t(G), std::span<double>(packed));
+    near_all(packed, want_packed, "otb packed", 0.0);
+  }
+
+  // sum_pi_squared from the kernel (fp32 logits, temperature 0.7) against the torch route; ignored
+  // targets at masked tokens
+  torch::manual_seed(2200);
+  const int64_t G = 4, B = 8, T = 9, V = 301;
+  const double temp = 0.7;
+  Tensor logits = 3.0 * torch::randn({B * T, V}, torch::kFloat32);
+  logits.index_put_({torch::indexing::Slice(), torch::indexing::Slice(0, V, 7)}, -std::numeric_limits<float>::infinity());
+  Tensor tgt = torch::randint(1, V, {B * T}, torch::kLong);
+  tgt.index_put_({tgt.remainder(7) == 0}, 1); // no -inf target
+  Tensor len = torch::randint(1, T + 1, {B});
+  len[0] = T, len[1] = 3, len[2] = 5, len[3] = 2; // group 0: a unique longest row
+  Tensor mask = (torch::arange(T).unsqueeze(0) < len.unsqueeze(1)).to(torch::kFloat64);
+  std::vector<std::int64_t> ty(tgt.data_ptr<int64_t>(), tgt.data_ptr<int64_t>() + B * T);
+  for (int64_t k = 0; k < B * T; ++k)
+    if (mask.view({-1})[k].item<double>() == 0.0) ty[k] = -100;
+  std::vector<float> klp(B * T), ksp(B * T);
+  msrl::kernels::selective_log_softmax(msrl::kernels::matrix_view<const float>{logits.data_ptr<float>(), std::size_t(B * T), std::size_t(V)},
+                                       std::span<const std::int64_t>(ty), {klp, {}, {}, ksp}, {.temperature = temp});
+  Tensor z = logits.to(torch::kFloat64) / temp;
+  Tensor tlp = torch::log_softmax(z, -1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1).view({B, T});
+  Tensor tsp = torch::softmax(z, -1).pow(2).sum(-1).view({B, T});
+  auto ksp64 = std::vector<double>(ksp.begin(), ksp.end()), klp64 = std::vector<double>(klp.begin(), klp.end());
+  Tensor mflat = mask.view({-1});
+  auto msp = vec64(tsp.view({-1}) * mflat), mlp = vec64(tlp.view({-1}) * mflat);
+  for (int64_t k = 0; k < B * T; ++k) {
+    BOOST_TEST(std::abs(ksp64[k] - msp[k]) <= 1e-5 * msp[k], "sum_p2 " << k << ": " << ksp64[k] << " vs " << msp[k]);
+    BOOST_TEST(std::abs(klp64[k] - mlp[k]) <= 1e-5, "logp " << k);
+  }
+  Tensor last = (torch::arange(T).unsqueeze(0) == (len - 1).unsqueeze(1)).to(torch::kFloat64);
+  Tensor tok = last * torch::randint(0, 2, {B, 1}, torch::kFloat64);
+  auto vr = vec64(tok), vm = vec64(mask);
+  std::vector<double> got(B * T);
+  g::otb_advantages(ref, msrl::token_layout::padded(B, T), std::span<const double>(vr), std::span<const float>(klp),
+                    std::span<const float>(ksp), std::span<const double>(vm), std::size_t(G), std::span<double>(got));
+  std::vector<int64_t> index(B);
+  for (int64_t i = 0; i < B; ++i) index[i] = i / G;
+  near_all(got, vec64(otb_verl(tok, mask, index, tlp, tsp, Tensor(), true)), "otb from the kernel's sum_p2", 1e-5);
 }

@@ -1,12 +1,14 @@
 #pragma once
-/// \file CUDA selective log-softmax: per-token log p(target) (+ lse, entropy) from logits [N, V]
+/// \file CUDA selective log-softmax: per-token log p(target) (+ lse, entropy, sum_v p_v^2) from logits [N, V]
 /// (fp32 / bf16 / fp16, fp32 accumulation) and d logits = g (onehot - softmax(x / T)) / T, plus
 /// -h p (log p + H) / T when an upstream gradient h on the entropy is given (the chain rule is
 /// msrl/kernels/logit_grad.hpp, shared with the host kernels).
 ///
 /// * forward: one block per row (rows on grid.x only, so N >= 65,536 works), 16-byte loads, four
 ///   in flight per thread, online max / sum-exp per thread in log2 units (ex2.approx), one block
-///   reduction. One read of the logits.
+///   reduction. One read of the logits. sum_v p_v^2 (optional, for the optimal token baseline):
+///   beside s = sum 2^(z - m) each thread keeps q = sum 2^(2 (z - m)) (one FMA per element,
+///   rescaled by a^2 when the max moves by a), and sum_p2 = q / s^2.
 /// * backward: one block per row, one read + one write; the target entry is formed from
 ///   sum_{j != y} p_j (and sum_{j != y} p_j log p_j for the entropy term: no cancellation when
 ///   p_y -> 1); in place allowed (grad == logits). The entropy term adds one FMA per element.
@@ -14,7 +16,8 @@
 ///   the second read of a row comes from L2 when few enough rows are in flight (one 1024-thread
 ///   block per SM keeps 132 x 304 KB bf16 rows < 50 MB of L2).
 /// Rows whose target is negative (ignore index) or whose skip mask is 0 are not read: logp = lse
-/// = entropy = 0, gradient 0. -inf logits contribute exactly 0; an all -inf row has logp = lse = -inf.
+/// = entropy = sum_p2 = 0, gradient 0. -inf logits contribute exactly 0; an all -inf row has
+/// logp = lse = -inf and entropy = sum_p2 = 0.
 /// 64-bit offsets throughout; rows whose base is not 16-byte aligned (ragged strides) take a
 /// scalar path. Launchers are noexcept and return msrl::cuda::status.
 #include <cstdint>
@@ -109,24 +112,27 @@ __device__ __forceinline__ void store_vec(G* dst, const float* f) {
   }
 }
 
-/// Online softmax state in log2 units: max m, sum s = sum 2^(z - m), t = sum 2^(z - m) (z - m).
+/// Online softmax state in log2 units: max m, sum s = sum 2^(z - m), t = sum 2^(z - m) (z - m),
+/// and q = sum 2^(2 (z - m)) (kept only with SumP2; 0 otherwise).
 struct online {
-  float m, s, t;
+  float m, s, t, q;
 };
 
+template <bool SumP2 = false>
 __device__ __forceinline__ online merge(online a, online b) {
   const float M = fmaxf(a.m, b.m);
-  if (M == -INFINITY) return {-INFINITY, 0.f, 0.f};
+  if (M == -INFINITY) return {-INFINITY, 0.f, 0.f, 0.f};
   const float ea = ex2(a.m - M), eb = ex2(b.m - M);
   online r;
   r.s = ea * a.s + eb * b.s;
   r.t = (a.s > 0.f ? ea * (a.t + (a.m - M) * a.s) : 0.f) + (b.s > 0.f ? eb * (b.t + (b.m - M) * b.s) : 0.f);
+  r.q = SumP2 ? (ea * ea) * a.q + (eb * eb) * b.q : 0.f;
   r.m = M;
   return r;
 }
 
 /// Adds n values z (log2 units) to the state: one rescale at most, one ex2 per value.
-template <bool Entropy, int N>
+template <bool Entropy, int N, bool SumP2 = false>
 __device__ __forceinline__ void accumulate(online& st, const float* z) {
   float mx = z[0];
 #pragma unroll
@@ -134,6 +140,7 @@ __device__ __forceinline__ void accumulate(online& st, const float* z) {
   if (mx > st.m) {
     const float a = ex2(st.m - mx);
     if constexpr (Entropy) st.t = st.s > 0.f ? a * (st.t + (st.m - mx) * st.s) : 0.f;
+    if constexpr (SumP2) st.q *= a * a;
     st.s *= a;
     st.m = mx;
   }
@@ -144,23 +151,25 @@ __device__ __forceinline__ void accumulate(online& st, const float* z) {
     const float e = ex2(d);
     st.s += e;
     if constexpr (Entropy) st.t += e > 0.f ? e * d : 0.f;
+    if constexpr (SumP2) st.q = fmaf(e, e, st.q);
   }
 }
 
-template <int Threads>
+template <int Threads, bool SumP2 = false>
 __device__ __forceinline__ online block_merge(online v) {
   __shared__ online sh[Threads / 32];
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
-    online w{__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o), __shfl_xor_sync(0xffffffffu, v.t, o)};
-    v = merge(v, w);
+    online w{__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o), __shfl_xor_sync(0xffffffffu, v.t, o),
+             SumP2 ? __shfl_xor_sync(0xffffffffu, v.q, o) : 0.f};
+    v = merge<SumP2>(v, w);
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) sh[warp] = v;
   __syncthreads();
   online r = sh[0];
 #pragma unroll
-  for (int i = 1; i < Threads / 32; ++i) r = merge(r, sh[i]);
+  for (int i = 1; i < Threads / 32; ++i) r = merge<SumP2>(r, sh[i]);
   __syncthreads(); // sh may be reused
   return r;
 }
@@ -179,11 +188,11 @@ __device__ __forceinline__ float block_sum(float v) {
   return r;
 }
 
-/// Forward statistics of one row (all threads of the block return the same state).
-template <class T, bool Entropy, int Threads, int Unroll = 4>
+/// Forward statistics of one row (all threads of the block return the same state); q only with SumP2.
+template <class T, bool Entropy, int Threads, bool SumP2 = false, int Unroll = 4>
 __device__ __forceinline__ online row_forward(const T* __restrict__ x, std::int64_t cols, float k) {
   constexpr int VE = vec_elems<T>;
-  online st{-INFINITY, 0.f, 0.f};
+  online st{-INFINITY, 0.f, 0.f, 0.f};
   const bool aligned = (reinterpret_cast<std::uintptr_t>(x) & 15u) == 0;
   std::int64_t done = 0;
   if (aligned) {
@@ -203,16 +212,16 @@ __device__ __forceinline__ online row_forward(const T* __restrict__ x, std::int6
         unpack<T>(u[r], z);
 #pragma unroll
         for (int e = 0; e < VE; ++e) z[e] *= k;
-        accumulate<Entropy, VE>(st, z);
+        accumulate<Entropy, VE, SumP2>(st, z);
       }
     }
     done = nvec * VE;
   }
   for (std::int64_t j = done + threadIdx.x; j < cols; j += Threads) {
     const float z = to_f<T>(x[j]) * k;
-    accumulate<Entropy, 1>(st, &z);
+    accumulate<Entropy, 1, SumP2>(st, &z);
   }
-  return block_merge<Threads>(st);
+  return block_merge<Threads, SumP2>(st);
 }
 
 /// What a block's backward sweep accumulates over j != y: sum p_j and (Entropy) sum p_j log2 p_j.
@@ -285,10 +294,11 @@ __device__ __forceinline__ void row_zero(G* g, std::int64_t cols) {
   for (std::int64_t j = threadIdx.x; j < cols; j += Threads) g[j] = from_f<G>(0.f);
 }
 
-template <class T, bool Entropy, int Threads>
+/// ent is written with Entropy, sp2 (sum_v p_v^2) with SumP2 (null otherwise).
+template <class T, bool Entropy, bool SumP2, int Threads>
 __global__ void __launch_bounds__(Threads) forward_kernel(const T* __restrict__ x, std::int64_t cols, std::int64_t ld,
                                                            const std::int64_t* __restrict__ tgt, const std::uint8_t* __restrict__ skip,
-                                                           float inv_t, float* logp, double* lse, float* ent) {
+                                                           float inv_t, float* logp, double* lse, float* ent, float* sp2) {
   const std::int64_t row = blockIdx.x;
   const std::int64_t y = tgt[row];
   if (y < 0 || (skip && skip[row] == 0)) {
@@ -296,6 +306,7 @@ __global__ void __launch_bounds__(Threads) forward_kernel(const T* __restrict__ 
       logp[row] = 0.f;
       if (lse) lse[row] = 0.0;
       if (ent) ent[row] = 0.f;
+      if (sp2) sp2[row] = 0.f;
     }
     return;
   }
@@ -304,22 +315,25 @@ __global__ void __launch_bounds__(Threads) forward_kernel(const T* __restrict__ 
       logp[row] = NAN;
       if (lse) lse[row] = NAN;
       if (ent) ent[row] = NAN;
+      if (sp2) sp2[row] = NAN;
     }
     return;
   }
   const T* xr = x + row * ld;
-  const online st = row_forward<T, Entropy, Threads>(xr, cols, inv_t * kLog2e);
+  const online st = row_forward<T, Entropy, Threads, SumP2>(xr, cols, inv_t * kLog2e);
   if (threadIdx.x == 0) {
     if (!(st.s > 0.f)) {
       logp[row] = -INFINITY;
       if (lse) lse[row] = -HUGE_VAL;
       if (ent) ent[row] = 0.f;
+      if (sp2) sp2[row] = 0.f;
       return;
     }
     const double l = kLn2 * (static_cast<double>(st.m) + log2(static_cast<double>(st.s)));
     logp[row] = static_cast<float>(static_cast<double>(to_f<T>(xr[y])) * inv_t - l);
     if (lse) lse[row] = l;
     if (ent) ent[row] = static_cast<float>(kLn2 * (log2(static_cast<double>(st.s)) - static_cast<double>(st.t) / st.s));
+    if constexpr (SumP2) sp2[row] = static_cast<float>(static_cast<double>(st.q) / (static_cast<double>(st.s) * st.s));
   }
 }
 
@@ -419,24 +433,50 @@ bool can_implement_forward(const T* x, std::int64_t rows, std::int64_t cols, std
   return detail::valid_common(x, rows, cols, ld, tgt, temperature) && (rows == 0 || logp) && rows <= 0x7fffffff;
 }
 
+/// Per-row outputs of the forward (device pointers, one entry per row). logp is required; the
+/// others are optional (null = not computed).
+struct forward_outputs {
+  float* logp = nullptr;
+  double* lse = nullptr;     ///< log-sum-exp of x / T (what the backward reads)
+  float* entropy = nullptr;  ///< entropy of softmax(x / T)
+  float* sum_p2 = nullptr;   ///< sum_v p_v^2 of p = softmax(x / T) (optimal token baseline)
+};
+
+/// The forward with every optional output: out.logp[i] = log softmax(x_i / T)[t_i], and lse,
+/// entropy, sum_p2 where given. skip (optional, uint8 0/1): rows with 0 are not read.
+template <class T>
+status selective_log_softmax_forward(const T* logits, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::int64_t* targets,
+                                     float temperature, const forward_outputs& out, const std::uint8_t* skip = nullptr,
+                                     cudaStream_t stream = nullptr) noexcept {
+  static_assert(is_cuda_logit_type_v<T>, "logits must be float, __nv_bfloat16 or __half");
+  if (!can_implement_forward(logits, rows, cols, ld, targets, temperature, out.logp)) return status::invalid_argument;
+  if (rows == 0) return status::success;
+  constexpr int threads = 256;
+  const float inv_t = 1.0f / temperature;
+  const auto blocks = static_cast<unsigned>(rows);
+  if (out.entropy && out.sum_p2)
+    detail::forward_kernel<T, true, true, threads><<<blocks, threads, 0, stream>>>(logits, cols, ld, targets, skip, inv_t, out.logp,
+                                                                                  out.lse, out.entropy, out.sum_p2);
+  else if (out.sum_p2)
+    detail::forward_kernel<T, false, true, threads><<<blocks, threads, 0, stream>>>(logits, cols, ld, targets, skip, inv_t, out.logp,
+                                                                                   out.lse, nullptr, out.sum_p2);
+  else if (out.entropy)
+    detail::forward_kernel<T, true, false, threads><<<blocks, threads, 0, stream>>>(logits, cols, ld, targets, skip, inv_t, out.logp,
+                                                                                   out.lse, out.entropy, nullptr);
+  else
+    detail::forward_kernel<T, false, false, threads><<<blocks, threads, 0, stream>>>(logits, cols, ld, targets, skip, inv_t, out.logp,
+                                                                                    out.lse, nullptr, nullptr);
+  return cudaGetLastError() == cudaSuccess ? status::success : status::launch_failed;
+}
+
 /// logp[i] = log softmax(x_i / T)[t_i]; lse (double, optional) and entropy (optional) per row.
 /// skip (optional, uint8 0/1): rows with 0 are not read.
 template <class T>
 status selective_log_softmax_forward(const T* logits, std::int64_t rows, std::int64_t cols, std::int64_t ld, const std::int64_t* targets,
                                      float temperature, float* logp, double* lse, float* entropy, const std::uint8_t* skip = nullptr,
                                      cudaStream_t stream = nullptr) noexcept {
-  static_assert(is_cuda_logit_type_v<T>, "logits must be float, __nv_bfloat16 or __half");
-  if (!can_implement_forward(logits, rows, cols, ld, targets, temperature, logp)) return status::invalid_argument;
-  if (rows == 0) return status::success;
-  constexpr int threads = 256;
-  const float inv_t = 1.0f / temperature;
-  if (entropy)
-    detail::forward_kernel<T, true, threads><<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, cols, ld, targets, skip, inv_t,
-                                                                                                 logp, lse, entropy);
-  else
-    detail::forward_kernel<T, false, threads><<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, cols, ld, targets, skip, inv_t,
-                                                                                                  logp, lse, nullptr);
-  return cudaGetLastError() == cudaSuccess ? status::success : status::launch_failed;
+  return selective_log_softmax_forward<T>(logits, rows, cols, ld, targets, temperature, forward_outputs{logp, lse, entropy, nullptr}, skip,
+                                          stream);
 }
 
 /// What the backward reads besides the logits (device pointers; msrl::backward_arrays).

@@ -11,6 +11,8 @@
 ///   verl_gpg                      verl gpg                              gpg_advantages
 ///   verl_passk                    verl grpo_passk                       passk_advantages
 ///   ms_swift_reinforce_pp         ms-swift reinforce_plus_plus          swift_reinforce_pp (batch std)
+///   verl_gdpo                     verl gdpo                             gdpo_verl over inputs.columns (the
+///                                                                       reward columns; scores when none)
 ///   openrlhf_reinforce, _rloo, _reinforce_baseline, _group_norm, _dr_grpo
 ///                                 OpenRLHF --algo.advantage.estimator   openrlhf_advantages
 ///
@@ -51,9 +53,10 @@ enum class estimator : std::uint8_t {
   openrlhf_reinforce_baseline,
   openrlhf_group_norm,
   openrlhf_dr_grpo,
+  verl_gdpo,
 };
 
-inline constexpr std::array<std::pair<std::string_view, estimator>, 12> estimator_names{{
+inline constexpr std::array<std::pair<std::string_view, estimator>, 13> estimator_names{{
     {"grpo", estimator::grpo},
     {"verl_reinforce_pp_baseline", estimator::verl_reinforce_pp_baseline},
     {"verl_reinforce_pp", estimator::verl_reinforce_pp},
@@ -66,6 +69,7 @@ inline constexpr std::array<std::pair<std::string_view, estimator>, 12> estimato
     {"openrlhf_reinforce_baseline", estimator::openrlhf_reinforce_baseline},
     {"openrlhf_group_norm", estimator::openrlhf_group_norm},
     {"openrlhf_dr_grpo", estimator::openrlhf_dr_grpo},
+    {"verl_gdpo", estimator::verl_gdpo},
 }};
 
 /// The estimator of a name (table above); throws msrl::invalid_argument naming `key`.
@@ -87,7 +91,7 @@ inline std::string_view estimator_name(estimator e) {
 /// True for the estimators whose output depends on the whole batch, not only on each group
 /// (token or batch whitening, GPG's alpha): split a batch across calls and the numbers change.
 inline bool estimator_is_batch_level(estimator e) {
-  return e != estimator::grpo && e != estimator::verl_opo && e != estimator::verl_passk &&
+  return e != estimator::grpo && e != estimator::verl_opo && e != estimator::verl_passk && e != estimator::verl_gdpo &&
          e != estimator::openrlhf_rloo && e != estimator::openrlhf_group_norm && e != estimator::openrlhf_dr_grpo;
 }
 
@@ -106,6 +110,12 @@ struct estimate_inputs {
   std::span<const M> mask;    ///< one per token, 0/1
   std::span<const L> old_logp = {}; ///< the sampling policy's log-probs (KL in the reward only)
   std::span<const L> ref_logp = {}; ///< the reference's
+  /// verl_gdpo: the reward columns, row-major [rows, num_columns], with their weights (empty = 1);
+  /// no columns: the scores as one column. The KL in the reward does not apply to it (verl's GDPO
+  /// reads the per-component scores).
+  std::span<const T> columns = {};
+  std::size_t num_columns = 0;
+  reward_weights column_weights = {};
 };
 
 namespace detail_estimate {
@@ -143,6 +153,16 @@ estimate_stats estimate_advantages(const Backend& exec, estimator e, const estim
   estimate_stats st;
   const M* m = in.mask.data();
   U* o = out.data();
+  if (e == estimator::verl_gdpo) {
+    require(!kl, where, "options.kl.beta", "must be 0 for verl_gdpo (verl applies no KL to the reward columns)");
+    const bool cols = !in.columns.empty();
+    require<shape_error>(!cols || (in.num_columns >= 1 && in.columns.size() == N * in.num_columns), where, "columns",
+                         "must hold rows x num_columns values");
+    st.group = detail_estimate::zero_std(exec, in.scores, G, opt.group);
+    gdpo_verl(exec, lay, reward_matrix<T>{cols ? in.columns : in.scores, cols ? in.num_columns : 1, in.column_weights}, G,
+              in.mask, out);
+    return st;
+  }
   if (e >= estimator::openrlhf_reinforce) {
     openrlhf_options oo;
     oo.estimator = e == estimator::openrlhf_reinforce    ? openrlhf_estimator::reinforce

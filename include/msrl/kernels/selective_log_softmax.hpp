@@ -1,6 +1,7 @@
 #pragma once
 /// \file Host selective log-softmax: per-token log p(target) = x_y / T - logsumexp(x / T) from
-/// logits [N, V] (fp32 / bf16 / fp16, fp32 accumulation), optional per-token entropy, and the
+/// logits [N, V] (fp32 / bf16 / fp16, fp32 accumulation), optional per-token entropy and
+/// sum_v p_v^2 (for the optimal token baseline, grpo/otb.hpp), and the
 /// backward d logits = g * (onehot - softmax(x / T)) / T into a caller buffer or in place, plus,
 /// when an upstream gradient h on the entropy is given, h * dH/dx = -h p (log p + H) / T
 /// (entropy bonus / penalty; formula in logit_grad.hpp).
@@ -10,9 +11,9 @@
 /// AVX-512 / AVX2 / scalar chosen at run time, rows split over threads. The backward reads the
 /// row once more and writes the gradient once, the entropy term included (rows whose upstream
 /// gradients are zero are written without being read). -inf logits contribute exactly 0 (and get
-/// gradient 0); a row of only -inf logits has logp = lse = -inf, entropy 0 and gradient 0; a
-/// negative target (ignore index, e.g. -100) gives logp = lse = entropy = 0 and gradient 0, and
-/// its row is not read.
+/// gradient 0); a row of only -inf logits has logp = lse = -inf, entropy = sum_p2 = 0 and
+/// gradient 0; a negative target (ignore index, e.g. -100) gives logp = lse = entropy = sum_p2 = 0
+/// and gradient 0, and its row is not read.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -48,13 +49,17 @@ struct logprob_options {
   unsigned threads = 0;     ///< worker threads over rows; 0 = std::thread::hardware_concurrency()
 };
 
-/// Per-token outputs. logp is required; lse (needed by the backward) and entropy are optional.
-/// lse is kept in double: its fp32 rounding (half an ulp, ~1e-6 at |lse| = 16) would otherwise be
-/// the largest error of the gradient.
+/// Per-token outputs. logp is required; lse (needed by the backward), entropy and sum_p2 are
+/// optional (empty = not computed). lse is kept in double: its fp32 rounding (half an ulp, ~1e-6
+/// at |lse| = 16) would otherwise be the largest error of the gradient. sum_p2 = sum_v p_v^2 with
+/// p = softmax(x / T), from the same pass: beside s = sum e^(z - m) the row keeps
+/// s2 = sum e^(2 (z - m)) (rescaled by e^(2 (m_old - m_new)) when the max grows), and
+/// sum_p2 = s2 / s^2 (one more multiply-add per element, only when asked for).
 struct logprob_outputs {
   std::span<float> logp;
   std::span<double> lse;
   std::span<float> entropy;
+  std::span<float> sum_p2 = {};
 };
 
 /// What the backward needs: the forward's saved per-token statistics and the upstream gradients.
@@ -105,16 +110,23 @@ using forward_fn = row_stats (*)(const T*, std::size_t, double);
 template <class T, class G>
 using backward_fn = row_rest (*)(const T*, G*, std::size_t, std::size_t, float, float, float, float, float);
 
-template <class T, bool Entropy>
+template <class T, bool Entropy, bool SumP2>
 forward_fn<T> pick_forward() {
 #ifdef MSRL_KERNELS_X86
   switch (active_isa()) {
-  case cpu_isa::avx512: return &avx512_rows::forward_row<T, Entropy>;
-  case cpu_isa::avx2: return &avx2_rows::forward_row<T, Entropy>;
+  case cpu_isa::avx512: return &avx512_rows::forward_row<T, Entropy, SumP2>;
+  case cpu_isa::avx2: return &avx2_rows::forward_row<T, Entropy, SumP2>;
   default: break;
   }
 #endif
-  return &scalar_rows::forward_row<T, Entropy>;
+  return &scalar_rows::forward_row<T, Entropy, SumP2>;
+}
+
+/// The row kernel for the requested statistics (the plain one when neither is asked for).
+template <class T>
+forward_fn<T> pick_forward(bool entropy, bool sum_p2) {
+  if (sum_p2) return entropy ? pick_forward<T, true, true>() : pick_forward<T, false, true>();
+  return entropy ? pick_forward<T, true, false>() : pick_forward<T, false, false>();
 }
 
 template <class T, class G, bool Entropy>
@@ -134,10 +146,11 @@ template <class T, class M>
 void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, const logprob_outputs& out,
                   const logprob_options& opt, const M* skip) {
   const double inv_td = 1.0 / opt.temperature;
-  const forward_fn<T> fwd = out.entropy.empty() ? pick_forward<T, false>() : pick_forward<T, true>();
+  const forward_fn<T> fwd = pick_forward<T>(!out.entropy.empty(), !out.sum_p2.empty());
   float* lp = out.logp.data();
   double* ls = out.lse.empty() ? nullptr : out.lse.data();
   float* en = out.entropy.empty() ? nullptr : out.entropy.data();
+  float* q2 = out.sum_p2.empty() ? nullptr : out.sum_p2.data();
   const std::size_t V = x.cols;
   row_pool(opt.threads, V).for_each_n(x.rows, [&](std::size_t i) {
     const std::int64_t y = targets[i];
@@ -145,6 +158,7 @@ void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, co
       lp[i] = 0.0f;
       if (ls) ls[i] = 0.0;
       if (en) en[i] = 0.0f;
+      if (q2) q2[i] = 0.0f;
       return;
     }
     const T* row = x.row(i);
@@ -154,6 +168,7 @@ void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, co
     lp[i] = st.sum > 0.0 ? static_cast<float>((xy - st.max) - st.log_sum) : -std::numeric_limits<float>::infinity();
     if (ls) ls[i] = lse;
     if (en) en[i] = static_cast<float>(st.entropy);
+    if (q2) q2[i] = static_cast<float>(st.sum_p2);
   });
 }
 
@@ -191,7 +206,8 @@ void backward_rows(const matrix_view<const T>& x, const std::int64_t* targets, c
 
 } // namespace detail
 
-/// Per-token log-probabilities (and optionally lse, entropy) of `targets` under softmax(logits / T).
+/// Per-token log-probabilities (and optionally lse, entropy, sum_v p_v^2) of `targets` under
+/// softmax(logits / T).
 template <class T>
 void selective_log_softmax(const matrix_view<const T>& logits, std::span<const std::int64_t> targets,
                            const logprob_outputs& out, const logprob_options& opt = {}) {
@@ -204,6 +220,8 @@ void selective_log_softmax(const matrix_view<const T>& logits, std::span<const s
   require<shape_error>(out.logp.size() == N, where, "out.logp", "must have one entry per row (" + std::to_string(N) + ")");
   require<shape_error>(out.lse.empty() || out.lse.size() == N, where, "out.lse", "must be empty or have one entry per row");
   require<shape_error>(out.entropy.empty() || out.entropy.size() == N, where, "out.entropy",
+                       "must be empty or have one entry per row");
+  require<shape_error>(out.sum_p2.empty() || out.sum_p2.size() == N, where, "out.sum_p2",
                        "must be empty or have one entry per row");
   detail::forward_rows<T, std::uint8_t>(logits, targets.data(), out, opt, nullptr);
 }

@@ -415,6 +415,8 @@ inline pipeline_config parse_config(const json& doc) {
     (void)msrl::grpo::parse_estimator(g->estimator, "msrl-train config", P + ".estimator");
     check(std::isfinite(g->gamma) && g->gamma >= 0 && g->gamma <= 1, P + ".gamma", "must be in [0, 1]");
     check(std::isfinite(g->kl_in_reward) && g->kl_in_reward >= 0, P + ".kl_in_reward", "must be a finite number >= 0 (0: off)");
+    check(g->kl_in_reward == 0 || g->estimator != "verl_gdpo", P + ".kl_in_reward",
+          "must be 0 with estimator verl_gdpo (verl's GDPO reads the reward columns without a KL)");
     check(g->kl_in_reward_estimator == "k1" || g->kl_in_reward_estimator == "abs" || g->kl_in_reward_estimator == "k2" ||
               g->kl_in_reward_estimator == "k3",
           P + ".kl_in_reward_estimator", "must be k1, abs, k2 or k3 (got '" + g->kl_in_reward_estimator + "')");

@@ -522,6 +522,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       .hi = c.dynamic_sample_hi};
   for (std::int64_t step = rp.step; step < total; ++step) {
     std::vector<msrl::trainer::grpo_group> groups;
+    std::vector<double> columns; // this rank's reward columns, row-major [completions, functions]
     const auto t_start = std::chrono::steady_clock::now();
     // one slot's group: the row (its mirrored twin for odd slots with both_orders), G completions
     // sampled with `seed`, their rewards; `stats` collects reward, accuracy, format, length and
@@ -529,6 +530,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
     struct slot_group {
       msrl::trainer::grpo_group group;
       std::array<double, 5> stats{};
+      std::vector<double> columns; ///< the reward functions' raw values, [G, functions] (verl_gdpo)
     };
     const auto sample_slot = [&](const record& drawn, bool twin, std::uint64_t seed) {
       const record r = twin ? mirrored(drawn) : drawn;
@@ -543,6 +545,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
         rw[k] = rewards.score_terms({.completion = g.texts[k], .solution = r.solution, .task_type = r.task_type,
                                      .completion_tokens = static_cast<std::size_t>(std::max<std::int64_t>(len, 0)), .truncated = truncated},
                                     terms);
+        out.columns.insert(out.columns.end(), terms.begin(), terms.end());
         out.stats[0] += rw[k];
         if (acc_col >= 0) out.stats[1] += terms[static_cast<std::size_t>(acc_col)];
         if (fmt_col >= 0) out.stats[2] += terms[static_cast<std::size_t>(fmt_col)];
@@ -593,6 +596,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       for (auto& sg : got) {
         for (int k = 0; k < 5; ++k) sums[k] += sg.stats[static_cast<std::size_t>(k)];
         count += static_cast<double>(sg.group.rewards.size());
+        columns.insert(columns.end(), sg.columns.begin(), sg.columns.end());
         groups.push_back(std::move(sg.group));
       }
     }
@@ -630,9 +634,13 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       eo.kl = openrlhf ? msrl::grpo::kl_reward_options::openrlhf(t.control().kl.value, kl_est)
                        : msrl::grpo::kl_reward_options::verl(t.control().kl.value, kl_est);
       if (!kl_reward) eo.kl.beta = 0.0;
+      const auto weights = rewards.weights();
+      for (auto& v : columns)
+        if (!std::isfinite(v)) v = 0.0; // verl's GDPO reads every component; an unscored one counts 0
       const msrl::grpo::estimate_inputs<double, float, std::uint8_t> in{
           msrl::token_layout::packed(std::span<const std::int64_t>(offsets)), std::span<const double>(scores), G,
-          std::span<const std::uint8_t>(mask), std::span<const float>(old), std::span<const float>(refl)};
+          std::span<const std::uint8_t>(mask), std::span<const float>(old), std::span<const float>(refl),
+          std::span<const double>(columns), rewards.size(), std::span<const double>(weights)};
       es = msrl::grpo::estimate_advantages(msrl::backend::reference{}, est, in, std::span<float>(adv), eo);
       est_rows = static_cast<double>(scores.size());
       o = 0;

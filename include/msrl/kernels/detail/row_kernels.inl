@@ -24,9 +24,17 @@ struct lane_state {
   vec m, s, t, S, Tt;
 };
 
-/// One online-softmax update of a lane state with raw logits x; k = log2(e) / T.
-template <bool Entropy>
-MSRL_ROW_TARGET inline void update(vec x, vec k, lane_state& st) {
+/// The sum of squares q = sum 2^(2 d2) (block) and Q (total) of a lane, kept beside its
+/// lane_state only for sum_j p_j^2 (forward_row<..., SumP2 = true>).
+struct lane_sq {
+  vec q, Q;
+};
+
+/// One online-softmax update of a lane state with raw logits x; k = log2(e) / T. A new max
+/// rescales s by a = 2^(m_old - m_new) and, with SumP2, q by a^2. Always inlined: a call left
+/// out of line (the tail's) would keep the lane states in memory for the whole row.
+template <bool Entropy, bool SumP2>
+MSRL_ROW_TARGET MSRL_FORCEINLINE void update(vec x, vec k, lane_state& st, lane_sq& sq) {
   const vec lo = isa::set1(isa::exp2_lo);
   if (isa::any(isa::gt(x, st.m))) { // rare after the first few vectors: rescale to the new max
     const vec mn = isa::max(st.m, x);
@@ -36,6 +44,11 @@ MSRL_ROW_TARGET inline void update(vec x, vec k, lane_state& st) {
       st.t = isa::mul(a, isa::fma(dm, st.s, st.t));
       st.Tt = isa::mul(a, isa::fma(dm, st.S, st.Tt));
     }
+    if constexpr (SumP2) {
+      const vec a2 = isa::mul(a, a);
+      sq.q = isa::mul(a2, sq.q);
+      sq.Q = isa::mul(a2, sq.Q);
+    }
     st.s = isa::mul(a, st.s);
     st.S = isa::mul(a, st.S);
     st.m = mn;
@@ -44,6 +57,7 @@ MSRL_ROW_TARGET inline void update(vec x, vec k, lane_state& st) {
   const vec e = isa::exp2(d);
   st.s = isa::add(st.s, e);
   if constexpr (Entropy) st.t = isa::fma(e, d, st.t);
+  if constexpr (SumP2) sq.q = isa::fma(e, e, sq.q);
 }
 
 MSRL_ROW_TARGET inline void fold(lane_state& st) {
@@ -53,38 +67,56 @@ MSRL_ROW_TARGET inline void fold(lane_state& st) {
   st.t = isa::set1(0.0f);
 }
 
-/// Single pass over one row of V logits: online max / sum-exp (and entropy) of x / T.
-template <class T, bool Entropy>
+MSRL_ROW_TARGET inline void fold(lane_sq& sq) {
+  sq.Q = isa::add(sq.Q, sq.q);
+  sq.q = isa::set1(0.0f);
+}
+
+/// Single pass over one row of V logits: online max / sum-exp (and entropy, and sum_j p_j^2 with
+/// SumP2: one more FMA per element) of x / T.
+template <class T, bool Entropy, bool SumP2 = false>
 MSRL_ROW_TARGET inline row_stats forward_row(const T* x, std::size_t V, double inv_t) {
   const vec k = isa::set1(static_cast<float>(inv_t) * log2e);
+  constexpr int UQ = SumP2 ? U : 1; // lane_sq states (one unused one without SumP2)
   lane_state st[U];
+  lane_sq sq[UQ];
 MSRL_UNROLL(4)
   for (int u = 0; u < U; ++u) {
     st[u].m = isa::set1(-3.4028234663852886e38f);
     st[u].s = st[u].t = st[u].S = st[u].Tt = isa::set1(0.0f);
   }
+MSRL_UNROLL(4)
+  for (int u = 0; u < UQ; ++u) sq[u].q = sq[u].Q = isa::set1(0.0f);
   std::size_t j = 0;
   int since_fold = 0;
   for (; j + U * W <= V; j += U * W) {
 MSRL_UNROLL(4)
-    for (int u = 0; u < U; ++u) update<Entropy>(isa::template load<T>(x + j + u * W), k, st[u]);
+    for (int u = 0; u < U; ++u) update<Entropy, SumP2>(isa::template load<T>(x + j + u * W), k, st[u], sq[u % UQ]);
     if (++since_fold == 64) {
       since_fold = 0;
 MSRL_UNROLL(4)
       for (int u = 0; u < U; ++u) fold(st[u]);
+      if constexpr (SumP2) {
+MSRL_UNROLL(4)
+        for (int u = 0; u < U; ++u) fold(sq[u]);
+      }
     }
   }
-  for (; j + W <= V; j += W) update<Entropy>(isa::template load<T>(x + j), k, st[0]);
-  if (j < V) update<Entropy>(load_tail(x + j, V - j), k, st[1 % U]);
-  float lm[U * W], ls[U * W], lt[U * W];
+  for (; j + W <= V; j += W) update<Entropy, SumP2>(isa::template load<T>(x + j), k, st[0], sq[0]);
+  if (j < V) update<Entropy, SumP2>(load_tail(x + j, V - j), k, st[1 % U], sq[1 % UQ]);
+  float lm[U * W], ls[U * W], lt[U * W], lq[SumP2 ? U * W : 1];
 MSRL_UNROLL(4)
   for (int u = 0; u < U; ++u) {
     fold(st[u]);
     isa::lanes(st[u].m, lm + u * W);
     isa::lanes(st[u].S, ls + u * W);
     isa::lanes(st[u].Tt, lt + u * W);
+    if constexpr (SumP2) {
+      fold(sq[u]);
+      isa::lanes(sq[u].Q, lq + u * W);
+    }
   }
-  return combine_lanes(lm, ls, lt, U * W, inv_t);
+  return combine_lanes(lm, ls, lt, SumP2 ? lq : nullptr, U * W, inv_t);
 }
 
 /// Writes g[j] = -p_j (a + b d_j) for j in [j0, j1), p_j = 2^d_j, d_j = (x_j - c) k (log2 p_j), and

@@ -16,12 +16,14 @@
 namespace msrl::kernels::detail {
 
 /// Online statistics of one row in temperature-scaled units: lse = max + log_sum;
-/// entropy = log_sum - mean_term (the entropy of softmax(x / T)). sum == 0 means every logit is -inf.
+/// entropy = log_sum - mean_term (the entropy of softmax(x / T)); sum_p2 = sum_j p_j^2 of
+/// p = softmax(x / T) (0 unless asked for). sum == 0 means every logit is -inf.
 struct row_stats {
   double max;
   double log_sum;
   double sum;
   double entropy;
+  double sum_p2;
 };
 
 /// What the backward sweep of a row accumulates over j != y: sum p_j and sum p_j log2 p_j (the
@@ -39,24 +41,27 @@ inline T neg_inf() {
 }
 
 /// Merges lane states (raw max m_l, sum s_l = sum 2^d2, t_l = sum 2^d2 d2 with d2 in log2 units of
-/// (x - m_l) / T) into the row's statistics in temperature-scaled natural units. inv_t is the
+/// (x - m_l) / T, and, when q is given, q_l = sum 2^(2 d2)) into the row's statistics in
+/// temperature-scaled natural units: a lane rescaled to the row max M by a = e^((m_l - M) / T)
+/// adds a s_l to the sum and a^2 q_l to the sum of squares, and sum_p2 = Q / S^2. inv_t is the
 /// double 1 / T: the max is scaled in double (with fp32 1 / T, lse would be off by up to
 /// |max / T| 2^-24, ~1e-6 at max / T = 20, which the entropy gradient of a confident row feels).
-inline row_stats combine_lanes(const float* m, const float* s, const float* t, int n, double inv_t) {
+inline row_stats combine_lanes(const float* m, const float* s, const float* t, const float* q, int n, double inv_t) {
   constexpr double ln2 = 0.69314718055994530942, l2e = 1.44269504088896340736;
   double M = -std::numeric_limits<double>::infinity();
   for (int i = 0; i < n; ++i)
     if (s[i] > 0.0f && m[i] > M) M = m[i];
-  double S = 0.0, Tt = 0.0;
+  double S = 0.0, Tt = 0.0, Q = 0.0;
   for (int i = 0; i < n; ++i) {
     if (!(s[i] > 0.0f)) continue;
     const double dm = (static_cast<double>(m[i]) - M) * inv_t, a = std::exp(dm);
     S += a * s[i];
     Tt += a * (static_cast<double>(t[i]) + dm * l2e * s[i]);
+    if (q) Q += a * a * q[i];
   }
-  if (!(S > 0.0)) return {-std::numeric_limits<double>::infinity(), 0.0, 0.0, 0.0};
+  if (!(S > 0.0)) return {-std::numeric_limits<double>::infinity(), 0.0, 0.0, 0.0, 0.0};
   const double ls = std::log(S);
-  return {M * inv_t, ls, S, ls - ln2 * Tt / S};
+  return {M * inv_t, ls, S, ls - ln2 * Tt / S, q ? Q / (S * S) : 0.0};
 }
 
 } // namespace msrl::kernels::detail
