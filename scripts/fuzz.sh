@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds msrl's libFuzzer targets (test/fuzz/fuzz_*.cpp) with clang++ and runs each for a bounded
 # time, starting from the seed corpus in test/fuzz/corpus (copied, so the repository is not touched).
-#   scripts/fuzz.sh                    every target, MSRL_FUZZ_SECONDS (default 40) each
+#   scripts/fuzz.sh                    every target, MSRL_FUZZ_SECONDS (default 30) each
 #   scripts/fuzz.sh fuzz_format        one target
 # Environment: CXX_FUZZ (default clang++), MSRL_FUZZ_SECONDS, MSRL_FUZZ_DIR (default build-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cxx=${CXX_FUZZ:-clang++}
-seconds=${MSRL_FUZZ_SECONDS:-40}
+seconds=${MSRL_FUZZ_SECONDS:-30}
 out=${MSRL_FUZZ_DIR:-build-fuzz}
 if ! command -v "$cxx" >/dev/null; then
   echo "fuzz: $cxx not found (scripts/deps.sh installs clang and libclang-rt-14-dev)" >&2

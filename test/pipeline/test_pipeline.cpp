@@ -29,6 +29,7 @@
 
 namespace fs = std::filesystem;
 using msrl_test::slurp;
+using msrl_test::spit;
 using json = nlohmann::json;
 
 namespace {
@@ -718,18 +719,56 @@ BOOST_AUTO_TEST_CASE(eval_reads_vl_rewardbench_and_genai_bench_layouts) {
   std::ofstream(dir / "genai.jsonl") << json{{"prompt", "a red circle"}, {"left_image", img}, {"right_image", img2}, {"vote_type", "leftvote"}}.dump() << "\n"
                                      << json{{"prompt", "a blue square"}, {"left_image", img}, {"right_image", img2}, {"vote_type", "tievote"}}.dump() << "\n";
   const std::string model = (dir / "out" / "checkpoints" / "sft").string();
+  // the images live in another folder than the benchmark file: refused unless the configuration allows it
   r = run("eval --config '" + w.config() + "' --model '" + model + "' --data '" + (dir / "vlrb.jsonl").string() + "' --layout vlrb --k 1", dir);
+  BOOST_TEST(r.rc != 0);
+  BOOST_TEST((contains(r.err, "vlrb.jsonl:1") && contains(r.err, "outside the data folder")), r.err);
+  const std::string outside = " --set allow_media_outside_data=true";
+  r = run("eval --config '" + w.config() + "' --model '" + model + "' --data '" + (dir / "vlrb.jsonl").string() + "' --layout vlrb --k 1" + outside, dir);
   BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
   // Categories are the VL-RewardBench groups; each item is judged in both orders (2 rows).
   BOOST_TEST(contains(r.out, "| hallucination | 2 |"), r.out);
   BOOST_TEST(contains(r.out, "| reasoning | 2 |"), r.out);
-  r = run("eval --config '" + w.config() + "' --model '" + model + "' --data '" + (dir / "genai.jsonl").string() + "' --layout genai --k 1", dir);
+  r = run("eval --config '" + w.config() + "' --model '" + model + "' --data '" + (dir / "genai.jsonl").string() + "' --layout genai --k 1" + outside, dir);
   BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
   BOOST_TEST(contains(r.out, "| image_generation | 2 |"), r.out); // the tie is skipped
   std::ofstream(dir / "bad.jsonl") << json{{"id", "x"}, {"query", "q"}, {"image", img}, {"response", {"only one"}}, {"human_ranking", {0, 1}}}.dump() << "\n";
-  r = run("eval --config '" + w.config() + "' --model '" + model + "' --data '" + (dir / "bad.jsonl").string() + "' --layout vlrb", dir);
+  r = run("eval --config '" + w.config() + "' --model '" + model + "' --data '" + (dir / "bad.jsonl").string() + "' --layout vlrb" + outside, dir);
   BOOST_TEST(r.rc == 1);
   BOOST_TEST((contains(r.err, "bad.jsonl:1") && contains(r.err, "response")), r.err);
+}
+
+BOOST_AUTO_TEST_CASE(media_paths_stay_inside_the_data_folder) {
+  // A row's media resolve inside its JSONL file's folder; `..`, an absolute path or a link that
+  // leads out is refused naming file:line and the field, unless allow_media_outside_data is set.
+  auto& w = shared();
+  namespace mp = msrl_pipeline;
+  const auto dir = w.root / "media_paths";
+  fs::create_directories(dir / "data" / "images");
+  fs::create_directories(dir / "elsewhere");
+  spit(dir / "elsewhere" / "x.png", "x");
+  fs::create_symlink(dir / "elsewhere", dir / "data" / "images" / "out");
+  const std::string msg = R"("messages":[{"role":"user","content":"q"}],"solution":"A")";
+  for (const auto& [path, field] : {std::pair{std::string("../elsewhere/x.png"), "images"}, std::pair{(dir / "elsewhere" / "x.png").string(), "images"},
+                                    std::pair{std::string("images/out/x.png"), "images"}, std::pair{std::string("images/../../elsewhere"), "videos"}}) {
+    BOOST_TEST_CONTEXT(path) {
+      spit(dir / "data" / "rows.jsonl", "{\"id\":\"r\"," + msg + ",\"" + field + "\":[\"" + path + "\"]}\n");
+      try {
+        (void)mp::read_jsonl(dir / "data" / "rows.jsonl");
+        BOOST_ERROR("no exception");
+      } catch (const msrl::parse_error& e) {
+        BOOST_TEST(contains(e.what(), "rows.jsonl:1"), e.what());
+        BOOST_TEST(contains(e.what(), std::string("field '") + field + "'"), e.what());
+        BOOST_TEST(contains(e.what(), "outside the data folder"), e.what());
+      }
+      const auto rows = mp::read_jsonl(dir / "data" / "rows.jsonl", {.allow_media_outside = true});
+      BOOST_TEST(rows.size() == 1u);
+    }
+  }
+  spit(dir / "data" / "rows.jsonl", "{\"id\":\"r\"," + msg + ",\"images\":[\"images/a.png\", \"./images/../images/b.png\"]}\n");
+  const auto ok = mp::read_jsonl(dir / "data" / "rows.jsonl");
+  BOOST_REQUIRE(ok.size() == 1u);
+  BOOST_TEST(ok[0].images.size() == 2u);
 }
 
 BOOST_AUTO_TEST_CASE(mirrored_rows_are_the_other_order_of_the_same_item) {

@@ -155,6 +155,9 @@ struct pipeline_config {
   std::uint64_t seed = 1;
   int threads = 0;             ///< torch intra-op threads (0 = leave libtorch's default)
   int save_every = 1;          ///< optimizer steps between resumable checkpoints
+  /// Media paths of data rows may resolve outside their JSONL file's folder (absolute paths,
+  /// `..`, links out); false refuses such a row by name.
+  bool allow_media_outside_data = false;
   bool progress = true;
   std::vector<std::string> stages{"sft", "text_grpo", "caption_grpo", "cmkd", "mm_grpo", "eval"};
   model_config model;
@@ -346,7 +349,7 @@ inline pipeline_config parse_config(const json& doc) {
   pipeline_config c;
   detail::object_reader r(doc, "");
   r.get("data_dir", c.data_dir).get("output_dir", c.output_dir).get("generate_data", c.generate_data).get("seed", c.seed)
-      .get("threads", c.threads).get("save_every", c.save_every).get("progress", c.progress).get("stages", c.stages);
+      .get("threads", c.threads).get("save_every", c.save_every).get("allow_media_outside_data", c.allow_media_outside_data).get("progress", c.progress).get("stages", c.stages);
   r.nested("model", [&](detail::object_reader& m) { m.get("init", c.model.init).get("tokenizer", c.model.tokenizer).get("tiny", c.model.tiny).get("init_std", c.model.init_std).get("autocast", c.model.autocast).get("fused_logprobs", c.model.fused_logprobs); });
   r.nested("pretrain", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain); });
   r.nested("pretrain_media", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain_media); });

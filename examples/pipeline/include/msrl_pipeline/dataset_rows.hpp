@@ -5,7 +5,8 @@
 ///
 /// A row: {"id", "messages": [{"role", "content"}...], "images": [path...], "videos": [dir...],
 /// "solution": "A"|"B", "task_type", "caption", "caption_messages", "order"}. Paths are relative
-/// to the JSONL file's folder.
+/// to the JSONL file's folder and must resolve inside it (symbolic links followed) unless
+/// row_options::allow_media_outside says otherwise; one that escapes is refused by name.
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
@@ -79,6 +80,12 @@ inline record mirrored(const record& r) {
   return m;
 }
 
+/// How rows are read.
+struct row_options {
+  /// Media paths may resolve outside the JSONL file's folder (absolute paths, `..`, links out).
+  bool allow_media_outside = false;
+};
+
 namespace detail {
 
 inline std::string where_of(const std::filesystem::path& file, std::size_t line) { return file.string() + ":" + std::to_string(line); }
@@ -123,6 +130,23 @@ void for_each_jsonl_object(const std::filesystem::path& file, const char* argume
   for_each_jsonl_object(in, file, std::forward<F>(f));
 }
 
+/// A media path of a row resolved against the file's folder `base`; outside it (after resolving
+/// `..` and symbolic links) it is refused unless allowed.
+inline std::filesystem::path media_path(const std::filesystem::path& base, const std::string& p, const std::string& where,
+                                        const char* field, const row_options& o) {
+  std::filesystem::path path = p;
+  if (path.is_relative()) path = base / path;
+  if (o.allow_media_outside) return path;
+  std::error_code ec;
+  const auto root = std::filesystem::weakly_canonical(base, ec);
+  const auto real = ec ? std::filesystem::path() : std::filesystem::weakly_canonical(path, ec);
+  const auto rel = ec ? std::filesystem::path("..") : real.lexically_relative(root);
+  if (rel.empty() || *rel.begin() == "..")
+    bad_row(where, field, "'" + p + "' resolves outside the data folder " + base.string() +
+                              " (set allow_media_outside_data to read media from elsewhere)");
+  return path;
+}
+
 inline std::string read_label(const nlohmann::json& row, const std::string& where) {
   for (const char* k : {"solution", "chosen", "label"}) {
     auto it = row.find(k);
@@ -138,7 +162,7 @@ inline std::string read_label(const nlohmann::json& row, const std::string& wher
 
 /// Reads every row of a JSONL file (blank lines skipped). Throws msrl::parse_error naming the
 /// file, the line and the field for a corrupt record, and msrl::invalid_argument for a missing file.
-inline std::vector<record> read_jsonl(std::istream& in, const std::filesystem::path& file) {
+inline std::vector<record> read_jsonl(std::istream& in, const std::filesystem::path& file, const row_options& opt = {}) {
   const auto base = std::filesystem::absolute(file).parent_path();
   std::vector<record> rows;
   detail::for_each_jsonl_object(in, file, [&](const nlohmann::json& j, const std::string& where, std::size_t n) {
@@ -153,9 +177,7 @@ inline std::vector<record> read_jsonl(std::istream& in, const std::filesystem::p
       if (!it->is_array()) detail::bad_row(where, k, "must be an array of paths");
       for (const auto& p : *it) {
         if (!p.is_string() || p.get<std::string>().empty()) detail::bad_row(where, k, "must be an array of non-empty path strings");
-        std::filesystem::path path = p.get<std::string>();
-        if (path.is_relative()) path = base / path;
-        (std::string(k) == "images" ? r.images : r.videos).push_back(path);
+        (std::string(k) == "images" ? r.images : r.videos).push_back(detail::media_path(base, p.get<std::string>(), where, k, opt));
       }
     }
     for (auto [k, dst] : {std::pair{"id", &r.id}, std::pair{"task_type", &r.task_type}, std::pair{"caption", &r.caption}, std::pair{"order", &r.order}}) {
@@ -173,10 +195,10 @@ inline std::vector<record> read_jsonl(std::istream& in, const std::filesystem::p
   return rows;
 }
 /// The same from a file (a missing or unreadable file: msrl::invalid_argument).
-inline std::vector<record> read_jsonl(const std::filesystem::path& file) {
+inline std::vector<record> read_jsonl(const std::filesystem::path& file, const row_options& opt = {}) {
   std::ifstream in(file);
   msrl::require(static_cast<bool>(in), "msrl-train", "data file", "must be a readable file ('" + file.string() + "')");
-  return read_jsonl(in, file);
+  return read_jsonl(in, file, opt);
 }
 
 /// Rows of a public benchmark file (JSONL) in the judge layout of the bundled data, each item in
@@ -187,16 +209,16 @@ inline std::vector<record> read_jsonl(const std::filesystem::path& file) {
 ///         vote_type; ties and both-bad items are skipped, as the reference scripts do.
 /// `system` is the system prompt to judge with (the stage-3 one).
 inline std::vector<record> read_benchmark(std::istream& in, const std::filesystem::path& file, const std::string& layout,
-                                          const std::string& system) {
+                                          const std::string& system, const row_options& opt = {}) {
   msrl::require(layout == "vlrb" || layout == "genai", "msrl-train", "eval.layout", "must be msrl, vlrb or genai");
   const auto base = std::filesystem::absolute(file).parent_path();
-  auto resolve = [&](const std::string& p) { std::filesystem::path q = p; return q.is_relative() ? base / q : q; };
   std::vector<record> rows;
   detail::for_each_jsonl_object(in, file, [&](const nlohmann::json& j, const std::string& where, std::size_t n) {
     auto str = [&](const char* k) {
       if (!j.contains(k) || !j[k].is_string()) detail::bad_row(where, k, "must be a string");
       return j[k].get<std::string>();
     };
+    const auto resolve_field = [&](const char* k) { return detail::media_path(base, str(k), where, k, opt); };
     record r;
     r.source = where;
     std::string first, second, user_ab, user_ba;
@@ -216,7 +238,7 @@ inline std::vector<record> read_benchmark(std::istream& in, const std::filesyste
         detail::bad_row(where, "human_ranking", "must be [0,1] or [1,0]");
       const int rank0 = rank_is(0, 0) ? 0 : 1;
       gold = rank0 == 0 ? 'A' : 'B';
-      r.images.push_back(resolve(str("image")));
+      r.images.push_back(resolve_field("image"));
       r.task_type = "image_understanding";
       r.category = std::string(msrl::voting::vlrb_group(r.id));
       const std::string q = str("query"), a = j["response"][0].get<std::string>(), b = j["response"][1].get<std::string>();
@@ -231,8 +253,8 @@ inline std::vector<record> read_benchmark(std::istream& in, const std::filesyste
       const char* lk = video ? (j.contains("left_video") ? "left_video" : "video_left") : "left_image";
       const char* rk = video ? (j.contains("right_video") ? "right_video" : "video_right") : "right_image";
       auto& media = video ? r.videos : r.images;
-      media.push_back(resolve(str(lk)));
-      media.push_back(resolve(str(rk)));
+      media.push_back(resolve_field(lk));
+      media.push_back(resolve_field(rk));
       r.task_type = video ? "video_generation" : "image_generation";
       r.category = r.task_type;
       const std::string noun = video ? "Video" : "Image", marker = video ? "<video>" : "<image>";
@@ -256,11 +278,12 @@ inline std::vector<record> read_benchmark(std::istream& in, const std::filesyste
   msrl::require(!rows.empty(), "msrl-train", "eval.file", "must hold at least one scorable item ('" + file.string() + "')");
   return rows;
 }
-inline std::vector<record> read_benchmark(const std::filesystem::path& file, const std::string& layout, const std::string& system) {
+inline std::vector<record> read_benchmark(const std::filesystem::path& file, const std::string& layout, const std::string& system,
+                                          const row_options& opt = {}) {
   msrl::require(layout == "vlrb" || layout == "genai", "msrl-train", "eval.layout", "must be msrl, vlrb or genai");
   std::ifstream in(file);
   msrl::require(static_cast<bool>(in), "msrl-train", "eval.file", "must be a readable file ('" + file.string() + "')");
-  return read_benchmark(in, file, layout, system);
+  return read_benchmark(in, file, layout, system, opt);
 }
 
 } // namespace msrl_pipeline

@@ -121,6 +121,8 @@ struct run_context {
   void barrier() const { if (comm) comm->barrier(); }
   fs::path data_file(const std::string& f) const { return fs::path(f).is_absolute() ? fs::path(f) : data / f; }
   fs::path checkpoint(const std::string& stage) const { return out / "checkpoints" / stage; }
+  /// How data rows are read (allow_media_outside_data).
+  row_options rows() const { return {.allow_media_outside = cfg.allow_media_outside_data}; }
   fs::path resume_dir(const std::string& stage) const { return out / "checkpoints" / (stage + ".resume"); }
   media_options media(const internvl& m) const {
     return {.image_size = static_cast<int>(m->cfg.vision.image_size), .max_tiles = m->cfg.vision.image_size <= 64 ? 1 : 12, .video_frames = 8};
@@ -446,7 +448,7 @@ inline std::vector<record> mix_replay(const run_context& ctx, const std::string&
                                       const std::string& replay_file, const std::string& ratio,
                                       std::vector<std::string>* targets = nullptr) {
   if (replay_file.empty()) return fresh;
-  const auto pool = read_jsonl(ctx.data_file(replay_file));
+  const auto pool = read_jsonl(ctx.data_file(replay_file), ctx.rows());
   const auto [f, r] = parse_ratio(ratio, stage + ".replay_ratio");
   const std::size_t n_replay = fresh.size() * r / f;
   const auto plan = msrl::data::mix_plan(fresh.size(), n_replay, {.ratio = {f, r}, .seed = derive_seed(ctx.cfg.seed, stage, 0, 3)});
@@ -465,7 +467,7 @@ inline std::vector<record> mix_replay(const run_context& ctx, const std::string&
 /// Rows of a stage: its file, plus rows of `replay_file` (mix_replay).
 inline std::vector<record> mixed_rows(const run_context& ctx, const std::string& stage, const std::string& file, const std::string& replay_file,
                                       const std::string& ratio) {
-  return mix_replay(ctx, stage, read_jsonl(ctx.data_file(file)), replay_file, ratio);
+  return mix_replay(ctx, stage, read_jsonl(ctx.data_file(file), ctx.rows()), replay_file, ratio);
 }
 
 inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, const grpo_stage_config& c) {
@@ -718,7 +720,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
 /// stats.json. Returns the kept rows and their targets.
 inline std::pair<std::vector<record>, std::vector<std::string>> cmkd_select_rows(run_context& ctx, internvl& m) {
   const auto& c = ctx.cfg.cmkd;
-  const auto rows = read_jsonl(ctx.data_file(c.file));
+  const auto rows = read_jsonl(ctx.data_file(c.file), ctx.rows());
   msrl::voting::cmkd_options opt{.tie = msrl::voting::tie_policy_from_name(c.tie), .min_agreement = c.min_agreement};
   msrl::voting::cmkd_counts counts;
   std::vector<record> kept;
@@ -794,7 +796,8 @@ inline void run_cmkd(run_context& ctx, internvl& m) {
   const auto file = ctx.out / "cmkd" / "cmkd_sft.jsonl";
   if (fs::exists(file) && fs::exists(ctx.out / "cmkd" / "stats.json")) {
     // Resumed: the selection finished before; train on what it kept.
-    if (fs::file_size(file) > 0) rows = read_jsonl(file);
+    // written by this run, pointing at the data folder's media
+    if (fs::file_size(file) > 0) rows = read_jsonl(file, {.allow_media_outside = true});
     ctx.say("cmkd: reusing " + file.string() + " (" + std::to_string(rows.size()) + " rows)");
   } else {
     auto sel = cmkd_select_rows(ctx, m);
@@ -913,8 +916,8 @@ inline json report_json(const msrl::voting::accuracy_report& r) {
 /// The evaluation rows: the bundled layout, or a benchmark file converted (see read_benchmark).
 inline std::vector<record> eval_rows(const run_context& ctx) {
   const auto f = ctx.data_file(ctx.cfg.eval.file);
-  if (ctx.cfg.eval.layout == "msrl") return read_jsonl(f);
-  return read_benchmark(f, ctx.cfg.eval.layout, system_prompt(prompt_style::multimodal));
+  if (ctx.cfg.eval.layout == "msrl") return read_jsonl(f, ctx.rows());
+  return read_benchmark(f, ctx.cfg.eval.layout, system_prompt(prompt_style::multimodal), ctx.rows());
 }
 
 /// An evaluation as JSON: k, rows, and the three reports (read back by result_from_json).
@@ -994,7 +997,7 @@ inline std::optional<std::pair<eval_result, std::optional<eval_result>>> read_ev
   if (!ctx.cfg.eval.caption_file.empty()) {
     const auto f = ctx.data_file(ctx.cfg.eval.caption_file);
     if (!fs::exists(f)) return std::nullopt; // final_evaluation names it
-    if (!(cap = read_eval_report(ctx, "caption_report", read_jsonl(f).size()))) return std::nullopt;
+    if (!(cap = read_eval_report(ctx, "caption_report", read_jsonl(f, ctx.rows()).size()))) return std::nullopt;
   }
   return std::pair{*e, cap};
 }
@@ -1041,7 +1044,7 @@ inline std::vector<std::string> trajectory_families(const pipeline_config& cfg, 
 
 /// The rows of a family's evaluation file (media: eval_rows, which converts benchmark layouts).
 inline std::vector<record> family_rows(const run_context& ctx, const std::string& family) {
-  return family == "media" ? eval_rows(ctx) : read_jsonl(ctx.data_file(family_file(ctx.cfg, family)));
+  return family == "media" ? eval_rows(ctx) : read_jsonl(ctx.data_file(family_file(ctx.cfg, family)), ctx.rows());
 }
 
 /// One stage's line of the trajectory: the evaluations made after it, by family.
@@ -1136,7 +1139,7 @@ inline std::pair<eval_result, std::optional<eval_result>> final_evaluation(run_c
   if (!ctx.cfg.eval.caption_file.empty()) {
     const auto f = ctx.data_file(ctx.cfg.eval.caption_file);
     msrl::require(fs::exists(f), "msrl-train config", "eval.caption_file", "must name an existing file or be empty ('" + f.string() + "')");
-    cap = one("caption", "caption_report", read_jsonl(f));
+    cap = one("caption", "caption_report", read_jsonl(f, ctx.rows()));
   }
   return {e, cap};
 }
