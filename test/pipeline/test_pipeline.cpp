@@ -124,6 +124,26 @@ std::vector<json> jsonl(const fs::path& p) {
 
 bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
 
+// SIGKILLs `pid` once `metrics` holds `steps` rows (waiting at most 5 minutes) and reaps it;
+// false when the process ended first.
+bool kill_after_steps(pid_t pid, const fs::path& metrics, std::size_t steps) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  bool killed = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(metrics) && jsonl(metrics).size() >= steps) {
+      ::kill(pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    int st = 0;
+    if (::waitpid(pid, &st, WNOHANG) == pid) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return killed;
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
@@ -224,21 +244,7 @@ BOOST_AUTO_TEST_CASE(resume_after_kill_matches_an_uninterrupted_run) {
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
-  bool killed = false;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (fs::exists(metrics) && jsonl(metrics).size() >= 3) {
-      ::kill(pid, SIGKILL);
-      killed = true;
-      break;
-    }
-    int st = 0;
-    if (::waitpid(pid, &st, WNOHANG) == pid) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  int st = 0;
-  ::waitpid(pid, &st, 0);
-  BOOST_REQUIRE_MESSAGE(killed, "the run ended before it could be killed");
+  BOOST_REQUIRE_MESSAGE(kill_after_steps(pid, metrics, 3), "the run ended before it could be killed");
   r = run(common + " --out '" + out.string() + "'", dir);
   BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
   BOOST_TEST(contains(r.err, "sft: done before, skipped"), r.err);
@@ -645,21 +651,7 @@ BOOST_AUTO_TEST_CASE(a_lost_rank_stops_the_run_and_both_ranks_resume_it) {
   const pid_t r0 = launch(0), r1 = launch(1);
   BOOST_REQUIRE(r0 > 0 && r1 > 0);
   // kill rank 1 once three GRPO steps are logged
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
-  bool killed = false;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (fs::exists(metrics) && jsonl(metrics).size() >= 3) {
-      ::kill(r1, SIGKILL);
-      killed = true;
-      break;
-    }
-    int st = 0;
-    if (::waitpid(r1, &st, WNOHANG) == r1) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  int st1 = 0;
-  ::waitpid(r1, &st1, 0);
-  BOOST_REQUIRE_MESSAGE(killed, "the run ended before a rank could be killed");
+  BOOST_REQUIRE_MESSAGE(kill_after_steps(r1, metrics, 3), "the run ended before a rank could be killed");
   // the survivor ends on its own, with an error, well before the collective timeout of a hang
   const auto lost_at = std::chrono::steady_clock::now();
   int st0 = 0;
