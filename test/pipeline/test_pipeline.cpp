@@ -582,6 +582,20 @@ std::map<std::string, std::vector<float>> read_f32_safetensors(const fs::path& p
   return out;
 }
 
+// The largest |a - b| / (|a| + 1e-3) over every weight of two fp32 safetensors files holding the
+// same tensors (a tensor missing or of another size fails the test).
+double largest_relative_difference(const fs::path& a, const fs::path& b) {
+  const auto wa = read_f32_safetensors(a), wb = read_f32_safetensors(b);
+  BOOST_REQUIRE(wa.size() == wb.size());
+  double worst = 0;
+  for (const auto& [name, va] : wa) {
+    const auto& vb = wb.at(name);
+    BOOST_REQUIRE(va.size() == vb.size());
+    for (std::size_t i = 0; i < va.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(va[i] - vb[i])) / (std::abs(va[i]) + 1e-3));
+  }
+  return worst;
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(two_processes_train_like_one) {
@@ -609,15 +623,8 @@ BOOST_AUTO_TEST_CASE(two_processes_train_like_one) {
     BOOST_TEST(a[i]["reward"].get<double>() == b[i]["reward"].get<double>());
     BOOST_TEST(a[i]["loss"].get<double>() == b[i]["loss"].get<double>(), boost::test_tools::tolerance(1e-5));
   }
-  const auto wa = read_f32_safetensors(dir / "one" / "checkpoints" / "text_grpo" / "model.safetensors");
-  const auto wb = read_f32_safetensors(dir / "two" / "checkpoints" / "text_grpo" / "model.safetensors");
-  BOOST_REQUIRE(wa.size() == wb.size());
-  double worst = 0;
-  for (const auto& [name, va] : wa) {
-    const auto& vb = wb.at(name);
-    BOOST_REQUIRE(va.size() == vb.size());
-    for (std::size_t i = 0; i < va.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(va[i] - vb[i])) / (std::abs(va[i]) + 1e-3));
-  }
+  const double worst = largest_relative_difference(dir / "one" / "checkpoints" / "text_grpo" / "model.safetensors",
+                                                   dir / "two" / "checkpoints" / "text_grpo" / "model.safetensors");
   BOOST_TEST_MESSAGE("largest relative weight difference " << worst);
   BOOST_TEST(worst < 1e-4, "largest relative weight difference " << worst);
 }
@@ -688,15 +695,8 @@ BOOST_AUTO_TEST_CASE(a_lost_rank_stops_the_run_and_both_ranks_resume_it) {
     BOOST_TEST(b[i]["step"].get<int>() == static_cast<int>(i));
     BOOST_TEST(a[i]["reward"].get<double>() == b[i]["reward"].get<double>());
   }
-  const auto wa = read_f32_safetensors(dir / "one" / "checkpoints" / "text_grpo" / "model.safetensors");
-  const auto wb = read_f32_safetensors(out / "checkpoints" / "text_grpo" / "model.safetensors");
-  BOOST_REQUIRE(wa.size() == wb.size());
-  double worst = 0;
-  for (const auto& [name, va] : wa) {
-    const auto& vb = wb.at(name);
-    BOOST_REQUIRE(va.size() == vb.size());
-    for (std::size_t i = 0; i < va.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(va[i] - vb[i])) / (std::abs(va[i]) + 1e-3));
-  }
+  const double worst = largest_relative_difference(dir / "one" / "checkpoints" / "text_grpo" / "model.safetensors",
+                                                   out / "checkpoints" / "text_grpo" / "model.safetensors");
   BOOST_TEST(worst < 1e-4, "largest relative weight difference " << worst);
 }
 

@@ -182,15 +182,9 @@ estimate_stats estimate_advantages(const Backend& exec, estimator e, const estim
     kl_reward_options k = opt.kl;
     k.reward_clip_low = -math::inf;
     k.reward_clip_high = math::inf;
-    typename Backend::template buffer<L> zeros(kl ? 0 : lay.total_tokens);
-    std::span<const L> ol = in.old_logp, rl = in.ref_logp;
-    if (!kl) {
-      L* z = zeros.data();
-      exec.for_each_n(lay.total_tokens, [=] MSRL_HOST_DEVICE(std::size_t t) { z[t] = L(0); });
-      ol = rl = std::span<const L>(z, lay.total_tokens);
-    }
     st.group = detail_estimate::zero_std(exec, in.scores, G, opt.group);
-    st.kl = kl_reward_tokens(exec, lay, in.scores, ol, rl, in.mask, k, out);
+    st.kl = kl_reward_tokens(exec, lay, in.scores, kl ? in.old_logp : std::span<const L>(), kl ? in.ref_logp : std::span<const L>(),
+                             in.mask, k, out);
     reinforce_pp(exec, lay, std::span<const U>(o, out.size()), in.mask, opt.gamma, out);
     return st;
   }

@@ -513,15 +513,7 @@ kl_reward_stats openrlhf_advantages(const Backend& exec, const token_layout& lay
       }
     }
   });
-  // Without a KL term the log-probs are not read: stand in the mask for both.
-  std::span<const L> o = old_logp, rf = ref_logp;
-  typename Backend::template buffer<L> zeros(opt.kl.beta == 0.0 && old_logp.empty() ? out.size() : 0);
-  if (opt.kl.beta == 0.0 && old_logp.empty()) {
-    L* z = zeros.data();
-    exec.for_each_n(out.size(), [=] MSRL_HOST_DEVICE(std::size_t t) { z[t] = L(0); });
-    o = rf = std::span<const L>(z, out.size());
-  }
-  const kl_reward_stats kl = kl_reward_tokens(exec, layout, std::span<const double>(x, N), o, rf, mask, opt.kl, out);
+  const kl_reward_stats kl = kl_reward_tokens(exec, layout, std::span<const double>(x, N), old_logp, ref_logp, mask, opt.kl, out);
   const double gamma = est == openrlhf_estimator::reinforce ? opt.gamma : 1.0;
   discounted_returns(exec, layout, std::span<const U>(out.data(), out.size()), mask, gamma, out, false);
   if (est == openrlhf_estimator::reinforce || est == openrlhf_estimator::reinforce_baseline) {

@@ -78,12 +78,14 @@ struct kl_reward_stats {
 
 namespace detail_klr {
 inline void check(const token_layout& lay, std::size_t rows, std::size_t old_n, std::size_t ref_n, std::size_t mask_n,
-                  std::size_t out_n, bool out_tokens, const char* where) {
+                  std::size_t out_n, bool out_tokens, const char* where, bool logps_may_be_empty = false) {
   const std::string per_tok = "must have one element per token (" + std::to_string(lay.total_tokens) + ")";
   const std::string per_row = "must have one element per row (" + std::to_string(lay.num_sequences) + ")";
   require<shape_error>(rows == lay.num_sequences, where, out_tokens ? "scores" : "rewards", per_row);
-  require<shape_error>(old_n == lay.total_tokens, where, "old_logp", per_tok);
-  require<shape_error>(ref_n == lay.total_tokens, where, "ref_logp", per_tok);
+  if (!(logps_may_be_empty && old_n == 0 && ref_n == 0)) {
+    require<shape_error>(old_n == lay.total_tokens, where, "old_logp", per_tok);
+    require<shape_error>(ref_n == lay.total_tokens, where, "ref_logp", per_tok);
+  }
   require<shape_error>(mask_n == lay.total_tokens, where, "mask", per_tok);
   require<shape_error>(out_n == (out_tokens ? lay.total_tokens : lay.num_sequences), where, "out",
                        out_tokens ? per_tok : per_row);
@@ -100,6 +102,7 @@ sums<3> scan(const Backend& exec, const token_layout& lay, const T* r, const L* 
     for (std::size_t t = lay.begin(i); t < lay.end(i); ++t) {
       const double w = static_cast<double>(m[t]);
       if (!(w == 0.0 || w == 1.0)) s[2] += 1.0;
+      if (!old) continue; // no log-probs (kl_reward_tokens with beta 0)
       const double d = static_cast<double>(old[t]) - static_cast<double>(ref[t]);
       if (w != 0.0 && !(d - d == 0.0)) s[1] += 1.0;
     }
@@ -161,20 +164,23 @@ kl_reward_stats kl_reward_rows(const Backend& exec, const token_layout& layout, 
 }
 
 /// verl's / OpenRLHF's KL in the reward (file comment): token rewards in `out`. Rows without an
-/// unmasked token get no score. Returns kl_reward_stats (row_mean: verl's controller input).
+/// unmasked token get no score. `old_logp` and `ref_logp` may both be empty when options.beta is 0
+/// (the scores placed on the last tokens, clipped, and a KL of 0). Returns kl_reward_stats
+/// (row_mean: verl's controller input).
 template <msrl::execution_backend Backend, class T, class L, class M, class U>
 kl_reward_stats kl_reward_tokens(const Backend& exec, const token_layout& layout, std::span<const T> scores,
                         std::span<const L> old_logp, std::span<const L> ref_logp, std::span<const M> mask,
                         const kl_reward_options& opt, std::span<U> out) {
   constexpr const char* where = "msrl::grpo::kl_reward_tokens";
-  detail_klr::check(layout, scores.size(), old_logp.size(), ref_logp.size(), mask.size(), out.size(), true, where);
+  detail_klr::check(layout, scores.size(), old_logp.size(), ref_logp.size(), mask.size(), out.size(), true, where,
+                    opt.beta == 0.0);
   require(std::isfinite(opt.beta), where, "options.beta", "must be finite");
   require(opt.log_ratio_clamp > 0.0, where, "options.log_ratio_clamp", "must be > 0");
   require(opt.value_clamp > 0.0, where, "options.value_clamp", "must be > 0");
   require(opt.reward_clip_low <= opt.reward_clip_high, where, "options.reward_clip_low",
           "must not exceed options.reward_clip_high");
   const T* r = scores.data();
-  const L *o = old_logp.data(), *rf = ref_logp.data();
+  const L *o = old_logp.empty() ? nullptr : old_logp.data(), *rf = ref_logp.data();
   const M* m = mask.data();
   detail_klr::validate(exec, layout, r, o, rf, m, where, "scores");
   U* a = out.data();
@@ -189,7 +195,7 @@ kl_reward_stats kl_reward_tokens(const Backend& exec, const token_layout& layout
       const bool in = static_cast<double>(m[t]) != 0.0;
       double v = 0.0;
       if (in) {
-        const double k = math::kl_penalty(static_cast<double>(o[t]), static_cast<double>(rf[t]), kp).value;
+        const double k = o ? math::kl_penalty(static_cast<double>(o[t]), static_cast<double>(rf[t]), kp).value : 0.0;
         v = -beta * k;
         kls += k;
         n += 1.0;
