@@ -1,6 +1,10 @@
 // GRPO core benchmark: advantages + loss + closed-form gradient for B sequences x T tokens,
 // against libtorch CPU eager (forward + autograd backward) on the same inputs in the same run.
-// Prints one JSON line per configuration: medians over repetitions and the ratio to the baseline.
+// Prints one JSON line per configuration: medians over repetitions and the ratio to the baseline,
+// the ISA the core dispatched to, the bytes it must move (three fp32 log-prob arrays and the byte
+// mask read, the fp32 gradient written: 17 B per token) and the data-movement floor measured in
+// the same run: a pass over the same arrays, with the same threads and lanes, that only reads
+// them and writes a gradient (the inputs fit in cache, as in a trainer's step).
 //
 //   bench_grpo [--batch 128] [--tokens 1024] [--reps 30] [--threads 2] [--preset ms_swift_default]
 #include <msrl/grpo.hpp>
@@ -15,9 +19,40 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace g = msrl::grpo;
+
+// The floor: grad = mask ? lp - old + ref : 0 over token blocks, in the host's vector lanes.
+struct floor_pass {
+  const float *lp, *old, *ref;
+  const std::uint8_t* mask;
+  float* grad;
+  std::size_t n, blk;
+  struct acc {
+    template <class V>
+    struct type {
+      V s{};
+      auto fields() { return std::tie(s); }
+    };
+  };
+  template <class VL>
+  msrl::sums<1> run(std::size_t b) const {
+    typename acc::template type<double> a;
+    const std::size_t t0 = b * blk, t1 = std::min(n, t0 + blk);
+    msrl::simd::for_lanes<VL>(t0, t1, a, [&](std::size_t t, auto& x, auto cnt) MSRL_LAMBDA_INLINE {
+      using V = std::remove_reference_t<decltype(x.s)>;
+      namespace s = msrl::simd;
+      const auto on = s::load_as<V>(mask + t, cnt) != s::splat<V>(0.0);
+      const V g = s::load_as<V>(lp + t, cnt) - s::load_as<V>(old + t, cnt) + s::load_as<V>(ref + t, cnt);
+      s::store_as(grad + t, s::select(on, g, s::splat<V>(0.0)), cnt);
+    });
+    return {};
+  }
+  msrl::sums<1> operator()(std::size_t b) const { return run<double>(b); }
+};
 
 template <class F>
 static double median_ms(int reps, F f) {
@@ -72,6 +107,13 @@ int main(int argc, char** argv) {
   };
   const double t_ref = median_ms(reps, [&] { run_msrl(msrl::backend::reference{}); });
   const double t_thr = median_ms(reps, [&] { run_msrl(msrl::backend::host_threads{.threads = threads}); });
+  auto run_floor = [&](auto exec) {
+    const floor_pass fp{lp.data(), old.data(), ref.data(), mask.data(), grad.data(), N, 512};
+    msrl::simd::host_lanes<float>(fp, [&](const auto& f) { return exec.reduce_n((N + 511) / 512, f, msrl::sums<1>{}); });
+  };
+  const double f_ref = median_ms(reps, [&] { run_floor(msrl::backend::reference{}); });
+  const double f_thr = median_ms(reps, [&] { run_floor(msrl::backend::host_threads{.threads = threads}); });
+  const double bytes = 17.0 * static_cast<double>(N);
 
   double t_torch1 = NAN, t_torchN = NAN;
 #ifdef MSRL_HAS_TORCH
@@ -102,13 +144,15 @@ int main(int argc, char** argv) {
   at::set_num_threads(static_cast<int>(threads));
   t_torchN = median_ms(reps, torch_step);
 #endif
-  std::printf("{\"op\":\"grpo_advantages+loss+grad\",\"shape\":[%zu,%zu],\"dtype\":\"fp32\",\"preset\":\"%s\","
-              "\"backend\":\"reference\",\"threads\":1,\"time_ms\":%.4f,\"baseline\":\"libtorch eager fwd+bwd\","
-              "\"baseline_ms\":%.4f,\"ratio\":%.2f}\n",
-              B, T, preset.c_str(), t_ref, t_torch1, t_torch1 / t_ref);
-  std::printf("{\"op\":\"grpo_advantages+loss+grad\",\"shape\":[%zu,%zu],\"dtype\":\"fp32\",\"preset\":\"%s\","
-              "\"backend\":\"host_threads\",\"threads\":%u,\"time_ms\":%.4f,\"baseline\":\"libtorch eager fwd+bwd\","
-              "\"baseline_ms\":%.4f,\"ratio\":%.2f}\n",
-              B, T, preset.c_str(), threads, t_thr, t_torchN, t_torchN / t_thr);
+  const char* isa = msrl::to_string(msrl::active_isa());
+  auto line = [&](const char* backend, unsigned th, double t, double floor_ms, double base) {
+    std::printf("{\"op\":\"grpo_advantages+loss+grad\",\"shape\":[%zu,%zu],\"dtype\":\"fp32\",\"preset\":\"%s\","
+                "\"backend\":\"%s\",\"threads\":%u,\"isa\":\"%s\",\"time_ms\":%.4f,\"bytes\":%.0f,\"GBps\":%.2f,"
+                "\"floor_ms\":%.4f,\"floor_ratio\":%.2f,\"baseline\":\"libtorch eager fwd+bwd\","
+                "\"baseline_ms\":%.4f,\"ratio\":%.2f}\n",
+                B, T, preset.c_str(), backend, th, isa, t, bytes, bytes / (t * 1e6), floor_ms, t / floor_ms, base, base / t);
+  };
+  line("reference", 1, t_ref, f_ref, t_torch1);
+  line("host_threads", threads, t_thr, f_thr, t_torchN);
   return 0;
 }

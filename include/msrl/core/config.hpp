@@ -17,6 +17,14 @@
 #define MSRL_FORCEINLINE inline
 #endif
 
+// The same for a lambda, placed after its parameter list (lane bodies: inlined whatever the size
+// of the frame they bring, so that a pass compiled for an ISA stays one function).
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#define MSRL_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define MSRL_LAMBDA_INLINE
+#endif
+
 // `#pragma omp simd` on hot host loops when the build enables OpenMP SIMD (-fopenmp-simd, set by
 // the msrl::msrl CMake target as MSRL_OMP_SIMD). Without it the loops are plain scalar code.
 #if defined(MSRL_OMP_SIMD) && !defined(__CUDA_ARCH__)

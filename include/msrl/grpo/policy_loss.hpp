@@ -8,7 +8,11 @@
 /// where rho is the token ratio exp(logp - old_logp) or the GSPO sequence ratio, the surrogate is
 /// the loss form (clipped_ratio unless given), KL is math::kl_penalty, and the weights w come from
 /// the aggregation (aggregate.hpp; docs/grpo-math.md). The gradient d loss / d logp is written to
-/// a caller buffer: a std::span or any contiguous range of the element type.
+/// a caller buffer: a std::span or any contiguous range of the element type. On the host, fp32
+/// inputs run in fp32 vector lanes and fp64 inputs in double lanes of the CPU's ISA, chosen at run
+/// time (core/simd.hpp; docs/grpo-math.md section 8). Bad shapes, options, masks and weights throw
+/// before anything is written; non-finite log-probs at unmasked positions are found by the token
+/// pass, so that error leaves the gradient buffer partly written.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -81,14 +85,23 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   double* seq_lr = seq_lr_buf.data();
   double* seq_coef = seq_coef_buf.data();
   double* seq_klc = seq_klc_buf.data();
-  auto p1 = exec.reduce_n(
+  // Host backends run the lane passes in the vector lanes of the CPU's ISA (core/simd.hpp).
+  auto reduce_lanes = [&](std::size_t n, const auto& fn, auto init) {
+    if constexpr (is_host_backend_v<Backend>)
+      return simd::host_lanes<T>(fn, [&](const auto& f) { return exec.reduce_n(n, f, init); });
+    else
+      return exec.reduce_n(n, fn, init);
+  };
+  auto p1 = reduce_lanes(
       B,
-      detail::seq_pass<T, M>{lay, lp, old, ref, adv, mask, adv_per_token, seq_len, seq_lr, isw, isw_per_token, pmask},
+      detail::seq_pass<T, M>{lay, lp, old, ref, adv, mask, adv_per_token, seq_len, seq_lr, isw, isw_per_token, pmask,
+                             opt.level != ratio_level::token},
       sums<6>{});
+  constexpr const char* finite_names = "logp/old_logp/ref_logp/advantages";
+  constexpr const char* finite_rule = "must be finite (not NaN or +-inf) at unmasked positions";
   require<value_error>(p1[2] == 0.0, where, "mask", "values must be 0 or 1");
   require<value_error>(p1[5] == 0.0, where, "policy_mask", "values must be 0 or 1");
-  require<value_error>(p1[3] == 0.0, where, "logp/old_logp/ref_logp/advantages",
-                       "must be finite (not NaN or +-inf) at unmasked positions");
+  require<value_error>(p1[3] == 0.0, where, finite_names, finite_rule);
   require<value_error>(p1[4] == 0.0, where, "is_weights", "must be finite and >= 0 at unmasked positions");
   const double local_tokens = p1[0], nonempty = p1[1];
 
@@ -151,61 +164,53 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   typename Backend::template buffer<G> scratch(grad_logp.empty() ? N : 0); // gradient sink when none is wanted
   G* gout = grad_logp.empty() ? scratch.data() : grad_logp.data();
   sums<detail::s_count> tot{};
-  auto run = [&](auto level_c, auto apt_c, auto mask_c) {
-    const detail::token_pass<decltype(level_c)::value, decltype(apt_c)::value, decltype(mask_c)::value, T, M, G, Form>
-        fn{.lay = lay,
-           .lp = lp,
-           .old = old,
-           .ref = ref,
-           .adv = adv,
-           .mask = mask,
-           .grad = gout,
-           .seq_len = seq_len,
-           .seq_lr = seq_lr,
-           .seq_coef = seq_coef,
-           .seq_klc = seq_klc,
-           .weight = weight,
-           .form = form,
-           .kp = kp,
-           .beta = opt.beta,
-           .log_ratio_clamp = opt.log_ratio_clamp,
-           .smax = smax,
-           .n = N,
-           .blk = blk,
-           .has_kl = has_ref,
-           .isw = isw,
-           .isw_per_token = isw_per_token,
-           .is_weight_kl = opt.is_weight_kl,
-           .kl_corrected = opt.kl_is_corrected && has_ref,
-           .pmask = pmask,
-           .seq_row = seq_row_buf.data(),
-           .seq_row_grad = seq_row_grad_buf.data()};
-    tot = exec.reduce_n(nblocks, fn, sums<detail::s_count>{});
-  };
-  // Calls f with std::true_type or std::false_type: the run-time flags become template arguments.
-  auto as_constant = [](bool b, auto&& f) {
-    if (b)
-      f(std::true_type{});
-    else
-      f(std::false_type{});
-  };
-  auto with_adv = [&](auto level_c) {
-    as_constant(adv_per_token,
-                [&](auto apt_c) { as_constant(mask != nullptr, [&](auto mask_c) { run(level_c, apt_c, mask_c); }); });
+  auto run = [&](auto level_c) {
+    const detail::token_pass<decltype(level_c)::value, T, M, G, Form> fn{.lay = lay,
+                                                                        .lp = lp,
+                                                                        .old = old,
+                                                                        .ref = ref,
+                                                                        .adv = adv,
+                                                                        .mask = mask,
+                                                                        .grad = gout,
+                                                                        .seq_len = seq_len,
+                                                                        .seq_lr = seq_lr,
+                                                                        .seq_coef = seq_coef,
+                                                                        .seq_klc = seq_klc,
+                                                                        .weight = weight,
+                                                                        .form = form,
+                                                                        .kp = kp,
+                                                                        .beta = opt.beta,
+                                                                        .log_ratio_clamp = opt.log_ratio_clamp,
+                                                                        .smax = smax,
+                                                                        .n = N,
+                                                                        .blk = blk,
+                                                                        .has_kl = has_ref,
+                                                                        .adv_per_token = adv_per_token,
+                                                                        .isw = isw,
+                                                                        .isw_per_token = isw_per_token,
+                                                                        .is_weight_kl = opt.is_weight_kl,
+                                                                        .kl_corrected = opt.kl_is_corrected && has_ref,
+                                                                        .pmask = pmask,
+                                                                        .seq_row = seq_row_buf.data(),
+                                                                        .seq_row_grad = seq_row_grad_buf.data()};
+    tot = reduce_lanes(nblocks, fn, sums<detail::s_count>{});
   };
   switch (opt.level) {
   case ratio_level::token:
-    with_adv(std::integral_constant<ratio_level, ratio_level::token>{});
+    run(std::integral_constant<ratio_level, ratio_level::token>{});
     break;
   case ratio_level::sequence:
-    with_adv(std::integral_constant<ratio_level, ratio_level::sequence>{});
+    run(std::integral_constant<ratio_level, ratio_level::sequence>{});
     break;
   case ratio_level::sequence_token:
-    with_adv(std::integral_constant<ratio_level, ratio_level::sequence_token>{});
+    run(std::integral_constant<ratio_level, ratio_level::sequence_token>{});
     break;
   }
 
   using detail::stat;
+  // The token pass validated the log-probs and per-token advantages; on this error the gradient
+  // buffer holds whatever the pass wrote.
+  require<value_error>(tot[stat::s_bad] == 0.0, where, finite_names, finite_rule);
   loss_result res;
   res.loss = tot[stat::s_loss] + empty_rows;
   loss_metrics& mt = res.metrics;

@@ -102,8 +102,11 @@ struct cispo {
     s.value = -W * x.adv * x.logp;
     s.dratio = zero;
     s.dlogp = -W * x.adv;
-    s.clipped_low = relative ? x.rho < splat<V>(lo) : simd::mask_of<V>(false);
-    s.clipped_high = relative ? x.rho > splat<V>(hi) : simd::mand(x.rho > splat<V>(cap), x.adv > zero);
+    // Mask choices by lane algebra rather than `?:` on masks (GCC 12 fails on the latter in float lanes).
+    const auto rel = simd::mask_of<V>(relative);
+    s.clipped_low = simd::mand(rel, x.rho < splat<V>(lo));
+    s.clipped_high = simd::mor(simd::mand(rel, x.rho > splat<V>(hi)),
+                               simd::mand(simd::mnot(rel), simd::mand(x.rho > splat<V>(cap), x.adv > zero)));
     s.dual_clipped = simd::mask_of<V>(false);
     return s;
   }

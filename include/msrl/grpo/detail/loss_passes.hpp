@@ -1,8 +1,10 @@
 #pragma once
 /// \file The passes of msrl::grpo::policy_loss, each a functor a backend runs through for_each_n /
 /// reduce_n (backend/concept.hpp). One body per pass, written over the lane type with
-/// simd::for_lanes: vector lanes for whole groups of tokens on host builds that have them, double
-/// lanes for the tail and on the device.
+/// simd::for_lanes: `run<VL>` takes whole groups of tokens in the vector lane type VL (chosen at
+/// run time on the host by simd::host_lanes: float lanes for fp32 inputs, double lanes otherwise)
+/// and the tail in double; the call operator (the device, and hosts without vector lanes) runs
+/// run<double>, token by token.
 ///
 ///   seq_pass     one task per row: L_i, the mean log-ratio (GSPO) and input validation counts
 ///   seq_coef     GSPO sequence level only: c_i = sum_t w_t d surrogate / d s_i
@@ -22,7 +24,7 @@
 
 namespace msrl::grpo::detail {
 
-enum stat : int { s_loss, s_pg, s_kl, s_tok, s_ratio, s_klsum, s_low, s_high, s_dual, s_lr, s_count };
+enum stat : int { s_loss, s_pg, s_kl, s_tok, s_ratio, s_klsum, s_low, s_high, s_dual, s_lr, s_bad, s_count };
 
 template <class M>
 MSRL_HOST_DEVICE inline double mask_at(const M* mask, std::size_t t) {
@@ -34,12 +36,14 @@ MSRL_HOST_DEVICE inline bool finite(double x) { return x == x && x != HUGE_VAL &
 // Accumulators of the row pass, one lane each.
 template <class V>
 struct seq_acc {
-  V len{}, slr{}, bad_mask{}, bad_val{}, bad_w{}, bad_pm{};
-  auto fields() { return std::tie(len, slr, bad_mask, bad_val, bad_w, bad_pm); }
+  V len{}, slr{}, bad_mask{}, bad_w{}, bad_pm{};
+  auto fields() { return std::tie(len, slr, bad_mask, bad_w, bad_pm); }
 };
 
-// Pass 1, one task per row: L_i, mean log-ratio (GSPO) and validation counts. Absent old / ref
-// arrays alias logp (validated once more, harmlessly); isw (the IS weights) may be null.
+// Pass 1, one task per row: L_i, the mean log-ratio (GSPO levels only: need_lr) and the validation
+// counts of the mask, the policy mask and the IS weights; the row's advantage must be finite when
+// the row has tokens. The log-probs (and per-token advantages) are validated by the token pass,
+// which reads them anyway. Absent old arrays alias logp; isw (the IS weights) may be null.
 template <class T, class M>
 struct seq_pass {
   token_layout lay;
@@ -50,36 +54,46 @@ struct seq_pass {
   const T* isw = nullptr;
   bool isw_per_token = false;
   const M* pmask = nullptr;
+  bool need_lr = true;
 
-  MSRL_HOST_DEVICE sums<6> operator()(std::size_t i) const {
+  MSRL_HOST_DEVICE sums<6> operator()(std::size_t i) const { return run<double>(i); }
+  // run<VL> works on a local copy of the pass, so that the compiler keeps its parameters in
+  // registers across the lane loop (stores to the outputs cannot alias a local).
+  template <class VL>
+  MSRL_HOST_DEVICE sums<6> run(std::size_t i) const {
+    const seq_pass local = *this;
+    return local.template body<VL>(i);
+  }
+  template <class VL>
+  MSRL_HOST_DEVICE MSRL_FORCEINLINE sums<6> body(std::size_t i) const {
     seq_acc<double> acc;
-    simd::for_lanes(lay.begin(i), lay.end(i), acc, [&](std::size_t t, auto& a) {
+    simd::for_lanes<VL>(lay.begin(i), lay.end(i), acc, [&](std::size_t t, auto& a, auto n) MSRL_LAMBDA_INLINE {
       using V = std::remove_reference_t<decltype(a.len)>;
       using simd::mand;
       using simd::select;
       using simd::splat;
       const V zero = splat<V>(0.0), one = splat<V>(1.0);
-      const V m = mask ? simd::load_as<V>(mask + t) : one;
-      const V l = simd::load_as<V>(lp + t), o = simd::load_as<V>(old + t), r = simd::load_as<V>(ref + t);
-      const V av = adv_per_token ? simd::load_as<V>(adv + t) : zero;
+      const auto live = simd::first_n<V>(n); // lanes past a row's tail read as mask 0
+      const V m = select(live, mask ? simd::load_as<V>(mask + t, n) : one, zero);
       const auto on = m == one;
       const auto valid = simd::mor(m == zero, on);
-      // x - x == 0 exactly when x is finite (inf - inf and NaN - NaN are NaN).
-      const auto fin = mand(mand(l - l == zero, o - o == zero), mand(r - r == zero, av - av == zero));
       a.bad_mask = a.bad_mask + select(valid, zero, one);
       if (pmask) {
-        const V pm = simd::load_as<V>(pmask + t);
+        const V pm = simd::load_as<V>(pmask + t, n);
         a.bad_pm = a.bad_pm + select(simd::mor(pm == zero, pm == one), zero, one);
       }
-      a.bad_val = a.bad_val + select(mand(on, simd::mnot(fin)), one, zero);
       a.len = a.len + select(on, one, zero);
-      a.slr = a.slr + select(on, l - o, zero);
+      if (need_lr) {
+        const V l = simd::load_as<V>(lp + t, n), o = simd::load_as<V>(old + t, n);
+        a.slr = a.slr + select(on, l - o, zero);
+      }
       if (isw && isw_per_token) { // a weight must be finite and >= 0 (NaN fails w >= 0)
-        const V wt = simd::load_as<V>(isw + t);
+        const V wt = simd::load_as<V>(isw + t, n);
         a.bad_w = a.bad_w + select(mand(on, simd::mnot(mand(wt >= zero, wt - wt == zero))), one, zero);
       }
     });
-    if (!adv_per_token && acc.len > 0.0 && !finite(static_cast<double>(adv[i]))) acc.bad_val += 1.0;
+    double bad_adv = 0.0;
+    if (!adv_per_token && acc.len > 0.0 && !finite(static_cast<double>(adv[i]))) bad_adv = 1.0;
     if (isw && !isw_per_token && acc.len > 0.0) {
       const double wi = static_cast<double>(isw[i]);
       if (!(wi >= 0.0) || !finite(wi)) acc.bad_w += 1.0;
@@ -90,7 +104,7 @@ struct seq_pass {
     s[0] = acc.len;
     s[1] = acc.len > 0.0 ? 1.0 : 0.0;
     s[2] = acc.bad_mask;
-    s[3] = acc.bad_val;
+    s[3] = bad_adv;
     s[4] = acc.bad_w;
     s[5] = acc.bad_pm;
     return s;
@@ -182,15 +196,15 @@ struct row_pass {
 // Accumulators of the token pass, one lane each.
 template <class V>
 struct token_acc {
-  V pg{}, kl{}, tok{}, rsum{}, klsum{}, low{}, high{}, dual{}, lr{};
-  auto fields() { return std::tie(pg, kl, tok, rsum, klsum, low, high, dual, lr); }
+  V pg{}, kl{}, tok{}, rsum{}, klsum{}, low{}, high{}, dual{}, lr{}, bad{};
+  auto fields() { return std::tie(pg, kl, tok, rsum, klsum, low, high, dual, lr, bad); }
 };
 
 // The token pass over one block of tokens [bi*blk, min(N, (bi+1)*blk)), split at row boundaries.
 // Masked tokens' inputs are replaced by 0 before any arithmetic, so -inf/NaN there never reach
 // it. When the caller passes no old_logp that pointer aliases logp (ratio = 1, on-policy);
 // without ref_logp the KL term is skipped.
-template <ratio_level Level, bool AdvPerToken, bool HasMask, class T, class M, class G, class Form>
+template <ratio_level Level, class T, class M, class G, class Form>
 struct token_pass {
   token_layout lay;
   const T *lp, *old, *ref, *adv;
@@ -202,13 +216,20 @@ struct token_pass {
   math::kl_params kp;
   double beta, log_ratio_clamp, smax;
   std::size_t n, blk;
-  bool has_kl;
+  bool has_kl, adv_per_token;
   const T* isw = nullptr; ///< IS weights (null = none), per token or per row
   bool isw_per_token = false, is_weight_kl = false, kl_corrected = false;
   const M* pmask = nullptr;                                 ///< the surrogate-only mask (null = none)
   const double *seq_row = nullptr, *seq_row_grad = nullptr; ///< row forms: row_pass's coefficients
 
-  MSRL_HOST_DEVICE sums<s_count> operator()(std::size_t bi) const {
+  MSRL_HOST_DEVICE sums<s_count> operator()(std::size_t bi) const { return run<double>(bi); }
+  template <class VL>
+  MSRL_HOST_DEVICE sums<s_count> run(std::size_t bi) const {
+    const token_pass local = *this; // parameters in registers (see seq_pass::run)
+    return local.template body<VL>(bi);
+  }
+  template <class VL>
+  MSRL_HOST_DEVICE MSRL_FORCEINLINE sums<s_count> body(std::size_t bi) const {
     token_acc<double> acc;
     const std::size_t t0 = bi * blk, t1 = t0 + blk < n ? t0 + blk : n;
     std::size_t i = lay.sequence_of(t0);
@@ -218,7 +239,7 @@ struct token_pass {
       const double w = weight(seq_len[i]);
       const double len1 = seq_len[i] > 1.0 ? seq_len[i] : 1.0;
       const double lr = seq_lr[i];
-      const double adv_seq = AdvPerToken ? 0.0 : static_cast<double>(adv[i]);
+      const double adv_seq = adv_per_token ? 0.0 : static_cast<double>(adv[i]);
       // GSPO: the sequence ratio, its token derivative and (direct form) the token gradient are
       // constant over the row.
       const double srho = Level == ratio_level::token ? 1.0 : math::exp(lr < smax ? lr : smax);
@@ -233,16 +254,23 @@ struct token_pass {
       constexpr bool folds = row_form<Form>;
       constexpr bool eats_pm = consumes_policy_mask_v<Form>;
       const double row = folds ? seq_row[i] : 1.0, row_grad = folds ? seq_row_grad[i] : 1.0;
-      simd::for_lanes(ta, tb, acc, [&](std::size_t t, auto& a) {
+      simd::for_lanes<VL>(ta, tb, acc, [&](std::size_t t, auto& a, auto cnt) MSRL_LAMBDA_INLINE {
         using V = std::remove_reference_t<decltype(a.pg)>;
+        using simd::mand;
         using simd::select;
         using simd::splat;
         const V zero = splat<V>(0.0), one = splat<V>(1.0);
-        const auto on = HasMask ? simd::load_as<V>(mask + t) != zero : simd::mask_of<V>(true);
-        const V l = select(on, simd::load_as<V>(lp + t), zero);
-        const V o = select(on, simd::load_as<V>(old + t), zero);
-        const V r = select(on, simd::load_as<V>(ref + t), zero);
-        const V av = AdvPerToken ? select(on, simd::load_as<V>(adv + t), zero) : splat<V>(adv_seq);
+        const auto live = simd::first_n<V>(cnt);
+        const auto on = mask ? mand(live, simd::load_as<V>(mask + t, cnt) != zero) : live;
+        const V l0 = simd::load_as<V>(lp + t, cnt), o0 = simd::load_as<V>(old + t, cnt), r0 = simd::load_as<V>(ref + t, cnt);
+        const V a0 = adv_per_token ? simd::load_as<V>(adv + t, cnt) : zero;
+        // x - x == 0 exactly when x is finite (inf - inf and NaN - NaN are NaN).
+        const auto fin = mand(mand(l0 - l0 == zero, o0 - o0 == zero), mand(r0 - r0 == zero, a0 - a0 == zero));
+        a.bad = a.bad + select(mand(on, simd::mnot(fin)), one, zero);
+        const V l = select(on, l0, zero);
+        const V o = select(on, o0, zero);
+        const V r = select(on, r0, zero);
+        const V av = adv_per_token ? select(on, a0, zero) : splat<V>(adv_seq);
         V rho = splat<V>(srho), drho = splat<V>(sdrho), lrho = splat<V>(lr);
         if constexpr (Level == ratio_level::token) {
           const math::value_grad<V> q = math::ratio(l, o, log_ratio_clamp);
@@ -251,9 +279,9 @@ struct token_pass {
           lrho = l - o;
         }
         const V wv = splat<V>(w);
-        const V v = isw && isw_per_token ? select(on, simd::load_as<V>(isw + t), zero) : splat<V>(isw_seq);
+        const V v = isw && isw_per_token ? select(on, simd::load_as<V>(isw + t, cnt), zero) : splat<V>(isw_seq);
         const V wk = is_weight_kl ? wv * v : wv; // the KL's weight
-        const V pm = pmask ? select(on, simd::load_as<V>(pmask + t), zero) : one;
+        const V pm = pmask ? select(on, simd::load_as<V>(pmask + t, cnt), zero) : one;
         const V vs = folds ? one : v;                  // the surrogate's IS weight
         const V wp = eats_pm ? wv * vs : wv * vs * pm; // the surrogate's weight
         const math::surrogate<V> sur = form(token_args<V>{rho, lrho, l, av, splat<V>(row), splat<V>(row_grad), pm});
@@ -279,7 +307,7 @@ struct token_pass {
         a.low = a.low + select(simd::mand(on, sur.clipped_low), one, zero);
         a.high = a.high + select(simd::mand(on, sur.clipped_high), one, zero);
         a.dual = a.dual + select(simd::mand(on, sur.dual_clipped), one, zero);
-        simd::store_as(grad + t, select(on, g, zero));
+        simd::store_as(grad + t, select(on, g, zero), cnt);
       });
       ta = tb;
     }
@@ -294,6 +322,7 @@ struct token_pass {
     s[s_high] = acc.high;
     s[s_dual] = acc.dual;
     s[s_lr] = acc.lr;
+    s[s_bad] = acc.bad;
     return s;
   }
 };

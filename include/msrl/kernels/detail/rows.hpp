@@ -1,15 +1,11 @@
 #pragma once
 /// \file Per-row kernels of the host selective log-softmax for each instruction set, and the
-/// runtime choice among them (AVX-512 > AVX2 > scalar). MSRL_KERNELS_ISA=scalar|avx2|avx512 in
-/// the environment caps the choice (tests use it to cover every path on one machine).
+/// runtime choice among them (AVX-512 > AVX2 > scalar; core/cpu_isa.hpp).
 #include <cmath>
 #include <cstddef>
-#include <atomic>
-#include <cstdlib>
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <string_view>
 
 #include "simd_isa.hpp"
 
@@ -102,52 +98,11 @@ namespace msrl::kernels::detail::scalar_rows {}
 #endif
 
 namespace msrl::kernels {
-
-/// Instruction set used by the host kernels.
-enum class cpu_isa { scalar, avx2, avx512 };
-
-inline const char* to_string(cpu_isa i) {
-  return i == cpu_isa::avx512 ? "avx512" : (i == cpu_isa::avx2 ? "avx2" : "scalar");
-}
-
-/// The best ISA this CPU supports, capped by MSRL_KERNELS_ISA when set.
-inline cpu_isa detected_isa() {
-  static const cpu_isa isa = [] {
-    cpu_isa best = cpu_isa::scalar;
-#ifdef MSRL_KERNELS_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = cpu_isa::avx2;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq"))
-      best = cpu_isa::avx512;
-#endif
-    if (const char* cap = std::getenv("MSRL_KERNELS_ISA")) {
-      const std::string_view c(cap);
-      if (c == "scalar") best = cpu_isa::scalar;
-      else if (c == "avx2" && best == cpu_isa::avx512) best = cpu_isa::avx2;
-    }
-    return best;
-  }();
-  return isa;
-}
-
-namespace detail {
-inline std::atomic<int>& isa_cap() {
-  static std::atomic<int> cap{-1};
-  return cap;
-}
-} // namespace detail
-
-/// Caps the ISA the host kernels use from now on (tests and benchmarks cover each path this way);
-/// an ISA the CPU lacks falls back to the best one it has below the cap.
-inline void set_isa_cap(cpu_isa cap) { detail::isa_cap().store(static_cast<int>(cap)); }
-inline void clear_isa_cap() { detail::isa_cap().store(-1); }
-
-/// The ISA the host kernels use now.
-inline cpu_isa active_isa() {
-  const int cap = detail::isa_cap().load(std::memory_order_relaxed);
-  const cpu_isa best = detected_isa();
-  return cap < 0 ? best : static_cast<cpu_isa>(std::min(cap, static_cast<int>(best)));
-}
-
+// The ISA choice is msrl's (core/cpu_isa.hpp); these names are kept for the kernels' users.
+using msrl::active_isa;
+using msrl::clear_isa_cap;
+using msrl::cpu_isa;
+using msrl::detected_isa;
+using msrl::set_isa_cap;
+using msrl::to_string;
 } // namespace msrl::kernels

@@ -14,11 +14,10 @@
 
 #include "../half.hpp"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "../../core/cpu_isa.hpp"
+#ifdef MSRL_X86_DISPATCH
 #define MSRL_KERNELS_X86 1
 #include <immintrin.h>
-#define MSRL_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
-#define MSRL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #endif
 
 // GCC 12 flags the self-initialised "undefined" vectors inside its own AVX-512 intrinsics.
