@@ -13,6 +13,8 @@ Output JSON line fields (null where a side did not produce the number; "notes" s
                                                                       means msrl is faster),
   GBps, pct_measured_read_bw, measured_read_bw_GBps   (memory-bound kernel rows, from bench_kernels),
   GFLOPs, pct_measured_gemm_peak, gemm_alone_GFLOPs   (fused linear rows, from bench_kernels),
+  floor_ms, floor_ratio, isa                          (GRPO core: bench_grpo's in-cache data-movement floor,
+                                                       a pass that only reads the inputs and writes a gradient),
   quick, notes
 
 Usage: bench_report.py --threads 2 [--grpo F] [--kernels F] [--torch F] [--meta F.json]
@@ -142,6 +144,8 @@ def merge(args, meta):
                 "measured_read_bw_GBps": bw if "GBps" in m else None,
                 "GFLOPs": num(m.get("GFLOPs")), "pct_measured_gemm_peak": num(m.get("pct_measured_gemm_peak")),
                 "gemm_alone_GFLOPs": num(m.get("gemm_alone_GFLOPs")),
+                "floor_ms": num(m.get("floor_ms")), "floor_ratio": num(m.get("floor_ratio")),
+                "isa": m.get("isa"),
                 "quick": bool(meta.get("quick")), "notes": list(notes),
             }
             if ms is None and not any(n.startswith("msrl n/a") for n in notes):
@@ -168,7 +172,12 @@ def markdown(rows, meta, bw):
     out = [head, "|" + "---|" * 13]
     notes = []
     for r in rows:
-        if r["GBps"] is not None:
+        if r.get("floor_ms") is not None and r["GBps"] is not None:
+            # GRPO core: in cache, so the ceiling is the data-movement floor measured beside it
+            thr = "%.1f GB/s" % r["GBps"]
+            pct = "%.0f %% of the in-cache floor (%.3f ms, %s)" % (100.0 * r["floor_ms"] / r["msrl_ms"], r["floor_ms"],
+                                                                 r.get("isa") or "?")
+        elif r["GBps"] is not None:
             thr = "%.1f GB/s" % r["GBps"]
             pct = "%.0f %% of read BW" % r["pct_measured_read_bw"] if r["pct_measured_read_bw"] is not None else "n/a"
         elif r["GFLOPs"] is not None:
