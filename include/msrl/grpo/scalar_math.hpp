@@ -8,6 +8,7 @@
 /// gradient in half on ties; abs has derivative 0 at 0.
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "../core/config.hpp"
 #include "../core/simd.hpp"
@@ -59,6 +60,33 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE V log(V x) {
 }
 
 namespace detail {
+/// 1 / k!, exact to double rounding (k! is exact in double for k <= 18).
+constexpr double inv_factorial(int k) {
+  double f = 1.0;
+  for (int j = 2; j <= k; ++j) f *= j;
+  return 1.0 / f;
+}
+/// sum_{k=0}^{N} r^k / (k + Off)! in Horner form, unrolled: e^r's Taylor polynomial for Off = 0, the
+/// series of (e^r - 1 - r) / r^2 for Off = 2.
+template <int N, int Off, class V, int... J>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE V taylor(V r, std::integer_sequence<int, J...>) {
+  V p = splat<V>(inv_factorial(N + Off));
+  ((p = p * r + inv_factorial(N - 1 - J + Off)), ...);
+  return p;
+}
+template <int N, int Off = 0, class V>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE V taylor(V r) {
+  return taylor<N, Off>(r, std::make_integer_sequence<int, N>{});
+}
+/// p 2^k for integer lanes k, as two normal powers (Bias, MantBits: the element type's exponent
+/// bias and mantissa width) so that subnormal results are reached without overflowing the field.
+template <int Bias, int MantBits, class V, class K>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE V scale_pow2(V p, K k) {
+  const K k1 = k >> 1;
+  const K k2 = k - k1;
+  return p * simd::from_bits<V>((k1 + Bias) << MantBits) * simd::from_bits<V>((k2 + Bias) << MantBits);
+}
+
 /// e^x in single-precision lanes. x = k ln2 + r with k = round(x log2e) and ln2 split as
 /// C1 + C2 (C1 = 0.693359375 has 10 significant bits, so k C1 and x - k C1 are exact for the
 /// |k| <= 150 reached here); e^r by its Taylor series to r^7 on |r| <= 0.3467, whose truncation
@@ -75,19 +103,7 @@ MSRL_FORCEINLINE V exp_single(V x) {
   const auto k = simd::to_bits(kd) - simd::to_bits(splat<V>(shifter));
   const V kf = kd - shifter;
   const V r = (xc - kf * 0.693359375) - kf * -2.12194440e-4;
-  V p = splat<V>(1.0 / 5040.0);
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  const auto k1 = k >> 1;
-  const auto k2 = k - k1;
-  const V s1 = simd::from_bits<V>((k1 + 127) << 23);
-  const V s2 = simd::from_bits<V>((k2 + 127) << 23);
-  const V y = p * s1 * s2;
+  const V y = scale_pow2<127, 23>(taylor<7>(r), k);
   return select(x != x, x, select(x > splat<V>(88.72283935546875), splat<V>(HUGE_VAL),
                                   select(x < splat<V>(-103.97208404541016), splat<V>(0.0), y)));
 }
@@ -115,26 +131,7 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE V exp(V x) {
   const V kf = kd - shifter;
   const V r = (xc - kf * ln2_hi) - kf * ln2_lo;
   // e^r by its Taylor series to r^13 (truncation < 2e-17 for |r| <= 0.347), Horner form.
-  V p = splat<V>(1.0 / 6227020800.0);
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  // 2^k as two normal powers so that subnormal results are reached without overflowing the field.
-  const auto k1 = k >> 1;
-  const auto k2 = k - k1;
-  const V s1 = simd::from_bits<V>((k1 + 1023) << 52);
-  const V s2 = simd::from_bits<V>((k2 + 1023) << 52);
-  const V y = p * s1 * s2;
+  const V y = detail::scale_pow2<1023, 52>(detail::taylor<13>(r), k);
   return select(x != x, x, select(x > splat<V>(709.782712893384), splat<V>(inf),
                                   select(x < splat<V>(-745.1332191019412), splat<V>(0.0), y)));
   }
@@ -235,18 +232,7 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE value_grad<V> kl_penalty(V logp, V ref_logp, c
       // for |d| <= 1 the Taylor series q = e^d - 1 - d = d^2 sum_k d^k / (k + 2)! to d^11
       // (truncation below 1 / 12! = 2.1e-9 relative), e^d - 1 = d + q; beyond, the direct forms,
       // whose cancellation costs at most 2 ulp there.
-      V q = splat<V>(1.0 / 479001600.0);
-      q = q * dc + 1.0 / 39916800.0;
-      q = q * dc + 1.0 / 3628800.0;
-      q = q * dc + 1.0 / 362880.0;
-      q = q * dc + 1.0 / 40320.0;
-      q = q * dc + 1.0 / 5040.0;
-      q = q * dc + 1.0 / 720.0;
-      q = q * dc + 1.0 / 120.0;
-      q = q * dc + 1.0 / 24.0;
-      q = q * dc + 1.0 / 6.0;
-      q = q * dc + 0.5;
-      q = q * dc * dc;
+      const V q = detail::taylor<10, 2>(dc) * dc * dc;
       const auto small = inside(dc, -1.0, 1.0);
       V e = one + dc + q; // e^d where |d| <= 1 (only its big lanes are read)
       if (simd::any(simd::mnot(small))) e = math::exp(dc);
