@@ -383,6 +383,8 @@ BOOST_AUTO_TEST_CASE(bad_launch_variables_are_named) {
   BOOST_TEST(fails({{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MSRL_DIST_STORE", none}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", none}}, "MASTER_PORT"));
   BOOST_TEST(fails({{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MSRL_DIST_BACKEND", "mpi"}}, "MSRL_DIST_BACKEND"));
   BOOST_TEST(fails({{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"LOCAL_RANK", "x"}}, "LOCAL_RANK"));
+  BOOST_TEST(fails({{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MSRL_DIST_TIMEOUT", "0"}}, "MSRL_DIST_TIMEOUT"));
+  BOOST_TEST(fails({{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MSRL_DIST_TIMEOUT", "1.5"}}, "MSRL_DIST_TIMEOUT"));
   if (!mt::has_nccl) {
     env_guard env{{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MSRL_DIST_BACKEND", "nccl"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "1234"}};
     BOOST_CHECK_THROW(mt::communicator_from_env(), msrl::invalid_argument);
@@ -400,6 +402,26 @@ BOOST_AUTO_TEST_CASE(rendezvous_without_peers_times_out) {
   } catch (const msrl::error& e) {
     BOOST_TEST_MESSAGE(e.what());
     BOOST_TEST(std::string(e.what()).find("MASTER_ADDR:MASTER_PORT") != std::string::npos);
+  }
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  BOOST_TEST_MESSAGE("rendezvous gave up after " << took << " s");
+  BOOST_TEST(took < 30.0);
+}
+
+BOOST_AUTO_TEST_CASE(the_timeout_comes_from_the_environment) {
+  // MSRL_DIST_TIMEOUT=1 overrides the caller's 120 s: rank 1 without peers gives up in seconds, and
+  // the store's error reports the 1 s it was given (c10d's wording: "timed out after 1s").
+  const std::string port = std::to_string(free_port());
+  env_guard env{{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MSRL_DIST_STORE", nullptr}, {"MASTER_ADDR", "127.0.0.1"},
+                {"MASTER_PORT", port.c_str()}, {"MSRL_DIST_TIMEOUT", "1"}};
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    mt::communicator_from_env({.timeout = std::chrono::seconds(120)});
+    BOOST_ERROR("a rendezvous without peers succeeded");
+  } catch (const msrl::error& e) {
+    BOOST_TEST_MESSAGE(e.what());
+    BOOST_TEST(std::string(e.what()).find("MASTER_ADDR:MASTER_PORT") != std::string::npos, e.what());
+    BOOST_TEST(std::string(e.what()).find("after 1s") != std::string::npos, e.what());
   }
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   BOOST_TEST_MESSAGE("rendezvous gave up after " << took << " s");

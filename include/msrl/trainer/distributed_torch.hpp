@@ -205,7 +205,9 @@ inline std::string env_str(const char* name) {
 /// The communicator the environment describes, the torchrun way: WORLD_SIZE (unset or 1: this
 /// process alone, a no-op communicator), RANK, MASTER_ADDR, MASTER_PORT; optional LOCAL_RANK
 /// (NCCL device), GLOO_SOCKET_IFNAME (Gloo interface), MSRL_DIST_BACKEND (gloo | nccl),
-/// MSRL_DIST_STORE (a FileStore path, fresh for each run, instead of the TCP store). Fields of
+/// MSRL_DIST_STORE (a FileStore path, fresh for each run, instead of the TCP store),
+/// MSRL_DIST_TIMEOUT (whole seconds in [1, 86400] for the rendezvous and every collective: how long
+/// the other ranks wait for a lost one before they stop with an error naming the collective). Fields of
 /// `defaults` fill what the environment leaves unset. Bad values throw msrl::invalid_argument
 /// naming the variable; a failed rendezvous throws msrl::error after defaults.timeout.
 inline std::shared_ptr<communicator> communicator_from_env(process_group_options defaults = {}) {
@@ -226,6 +228,8 @@ inline std::shared_ptr<communicator> communicator_from_env(process_group_options
     o.backend = b == "nccl" ? dist_backend::nccl : dist_backend::gloo;
   }
   if (const auto s = detail::env_str("MSRL_DIST_STORE"); !s.empty()) o.store_path = s;
+  if (const auto t = detail::env_str("MSRL_DIST_TIMEOUT"); !t.empty())
+    o.timeout = std::chrono::seconds(detail::env_int("MSRL_DIST_TIMEOUT", 1, 86400, "must be whole seconds in [1, 86400]"));
   if (const auto i = detail::env_str("GLOO_SOCKET_IFNAME"); !i.empty()) o.gloo_interface = i;
   if (o.store_path.empty()) {
     if (const auto a = detail::env_str("MASTER_ADDR"); !a.empty()) o.master_addr = a;
