@@ -225,6 +225,13 @@ int main(int argc, char** argv) {
     const double t_grpo = median_ms([&] {
       loss = k::grpo_loss_from_logits(in, lo, {}, k::logits_loss_outputs<float>{{gx.data(), N, V}}, o).loss;
     }, reps);
+    // bf16 logits, bf16 gradient (written in place of a copy of the logits, as a trainer does)
+    std::vector<k::bf16> gxb(xb);
+    const k::logits_loss_inputs<k::bf16> inb{msrl::token_layout::padded(B, T), {xb.data(), N, V}, y, old, ref, adv, mask};
+    const double t_grpo_bf16 = median_ms([&] {
+      loss = k::grpo_loss_from_logits(inb, lo, {}, k::logits_loss_outputs<k::bf16>{{gxb.data(), N, V}}, o).loss;
+    }, reps);
+    std::vector<k::bf16>().swap(gxb);
     double b_fwd = 0, b_fwd_bf16 = 0, b_grpo = 0, b_bwd = 0, b_bwd_ent = 0;
 #ifdef MSRL_BENCH_TORCH
     at::set_num_threads(static_cast<int>(threads));
@@ -277,6 +284,7 @@ int main(int argc, char** argv) {
            "libtorch log_softmax+gather+entropy fwd+autograd bwd", b_bwd_ent, 2 * fbytes, peak);
     line("grpo_loss_from_logits_fwd_bwd", N, V, "fp32", threads, t_grpo, b_grpo > 0 ? "libtorch eager GRPO loss + autograd" : "none",
          b_grpo, 2 * fbytes, peak);
+    line("grpo_loss_from_logits_fwd_bwd", N, V, "bf16", threads, t_grpo_bf16, "none", 0, fbytes, peak);
 #ifdef MSRL_BENCH_EIGEN
     {
       // fused linear log-prob: hidden [NL, HL] x W [V, HL]. GFLOP/s of the GEMM work (forward 2NHV,
