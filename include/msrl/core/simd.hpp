@@ -20,7 +20,10 @@
 #include "config.hpp"
 #include "cpu_isa.hpp"
 
-#if defined(MSRL_X86_DISPATCH) && !defined(__CUDACC__) && !defined(MSRL_NO_VECTOR_LANES)
+// Vector lanes need the optimiser: they rely on the lane bodies being inlined into the function
+// compiled for their ISA (at -O0 every formula would be a call across ISAs). Unoptimised builds run
+// the scalar lanes.
+#if defined(MSRL_X86_DISPATCH) && !defined(__CUDACC__) && !defined(MSRL_NO_VECTOR_LANES) && defined(__OPTIMIZE__)
 #define MSRL_HAS_VECTOR_LANES 1
 #include <immintrin.h>
 #endif
@@ -63,10 +66,10 @@ struct ilanes;
 
 namespace detail {
 // Bytes (masks) to float / double lanes with the x86 widening instructions.
-typedef float raw_f32x16 __attribute__((vector_size(64)));
-typedef double raw_f64x8 __attribute__((vector_size(64)));
-typedef float raw_f32x8 __attribute__((vector_size(32)));
-typedef double raw_f64x4 __attribute__((vector_size(32)));
+typedef float raw_f32x16 __attribute__((vector_size(64), aligned(16)));
+typedef double raw_f64x8 __attribute__((vector_size(64), aligned(16)));
+typedef float raw_f32x8 __attribute__((vector_size(32), aligned(16)));
+typedef double raw_f64x4 __attribute__((vector_size(32), aligned(16)));
 MSRL_TARGET_AVX512 inline void load_bytes(const std::uint8_t* p, raw_f32x16& r) {
   r = __builtin_bit_cast(raw_f32x16, _mm512_maskz_cvtepi32_ps(0xffff, _mm512_maskz_cvtepu8_epi32(0xffff, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
 }
@@ -161,12 +164,23 @@ MSRL_TARGET_AVX512 inline bool any_bits(__m512i v) { return _mm512_test_epi32_ma
 MSRL_TARGET_AVX2 inline bool any_bits(__m256i v) { return !_mm256_testz_si256(v, v); }
 } // namespace detail
 
+// The copy constructor is user-provided so that a vector type is passed and returned through memory
+// (by invisible reference) in every ISA's calling convention: a call that is not inlined between
+// a function compiled for AVX-512 and one compiled without it (at -O0, say, or a user's loss form
+// that the compiler declined to inline) then still agrees on where the value is.
+#define MSRL_LANES_CTORS(NAME)                                                                                       \
+  NAME() = default;                                                                                                  \
+  MSRL_FORCEINLINE NAME(const raw& x) : v(x) {}                                                                           \
+  MSRL_FORCEINLINE NAME(const NAME& o) : v(o.v) {}                                                                   \
+  NAME& operator=(const NAME&) = default;
+
 #define MSRL_DEFINE_LANES(BYTES, TGT, ITYPE)                                                                                \
   template <class E, int W>                                                                                          \
   struct ilanes<E, W, BYTES> {                                                                                       \
     using I = int_of<E>;                                                                                             \
     typedef I raw __attribute__((vector_size(BYTES), aligned(16)));                                                               \
     raw v;                                                                                                           \
+    MSRL_LANES_CTORS(ilanes)                                                                                         \
     TGT inline friend ilanes operator&(ilanes a, ilanes b) { return {a.v & b.v}; }                         \
     TGT inline friend ilanes operator|(ilanes a, ilanes b) { return {a.v | b.v}; }                         \
     TGT inline ilanes operator~() const { return {~v}; }                                                   \
@@ -186,6 +200,7 @@ MSRL_TARGET_AVX2 inline bool any_bits(__m256i v) { return !_mm256_testz_si256(v,
     typedef E raw __attribute__((vector_size(BYTES), aligned(16)));                                                               \
     using mask = ilanes<E, W>;                                                                                       \
     raw v;                                                                                                           \
+    MSRL_LANES_CTORS(lanes)                                                                                          \
     TGT inline friend lanes operator+(lanes a, lanes b) { return {a.v + b.v}; }                            \
     TGT inline friend lanes operator-(lanes a, lanes b) { return {a.v - b.v}; }                            \
     TGT inline friend lanes operator*(lanes a, lanes b) { return {a.v * b.v}; }                            \
@@ -279,7 +294,9 @@ MSRL_TARGET_AVX2 inline bool any_bits(__m256i v) { return !_mm256_testz_si256(v,
     }                                                                                                                \
     /* lanes j < n set */                                                                                            \
     TGT static inline mask first(int n) {                                                                            \
-      return {detail::iota<typename mask::raw, W>() < static_cast<typename mask::I>(n)};                           \
+      /* a constant: a call to iota from here would cross the ISA boundary (another return ABI) */                   \
+      static constexpr typename mask::raw idx = detail::iota<typename mask::raw, W>();                               \
+      return {idx < static_cast<typename mask::I>(n)};                                                               \
     }                                                                                                                \
     /* f lane by lane */                                                                                             \
     template <class F>                                                                                               \
@@ -312,6 +329,7 @@ MSRL_TARGET_AVX2 inline bool any_bits(__m256i v) { return !_mm256_testz_si256(v,
 MSRL_DEFINE_LANES(64, MSRL_TARGET_AVX512, __m512i)
 MSRL_DEFINE_LANES(32, MSRL_TARGET_AVX2, __m256i)
 #undef MSRL_DEFINE_LANES
+#undef MSRL_LANES_CTORS
 
 template <class E, int W, int B>
 struct lane_traits<lanes<E, W, B>> {
