@@ -164,23 +164,12 @@ MSRL_TARGET_AVX512 inline bool any_bits(__m512i v) { return _mm512_test_epi32_ma
 MSRL_TARGET_AVX2 inline bool any_bits(__m256i v) { return !_mm256_testz_si256(v, v); }
 } // namespace detail
 
-// The copy constructor is user-provided so that a vector type is passed and returned through memory
-// (by invisible reference) in every ISA's calling convention: a call that is not inlined between
-// a function compiled for AVX-512 and one compiled without it (at -O0, say, or a user's loss form
-// that the compiler declined to inline) then still agrees on where the value is.
-#define MSRL_LANES_CTORS(NAME)                                                                                       \
-  NAME() = default;                                                                                                  \
-  MSRL_FORCEINLINE NAME(const raw& x) : v(x) {}                                                                           \
-  MSRL_FORCEINLINE NAME(const NAME& o) : v(o.v) {}                                                                   \
-  NAME& operator=(const NAME&) = default;
-
 #define MSRL_DEFINE_LANES(BYTES, TGT, ITYPE)                                                                                \
   template <class E, int W>                                                                                          \
   struct ilanes<E, W, BYTES> {                                                                                       \
     using I = int_of<E>;                                                                                             \
     typedef I raw __attribute__((vector_size(BYTES), aligned(16)));                                                               \
     raw v;                                                                                                           \
-    MSRL_LANES_CTORS(ilanes)                                                                                         \
     TGT inline friend ilanes operator&(ilanes a, ilanes b) { return {a.v & b.v}; }                         \
     TGT inline friend ilanes operator|(ilanes a, ilanes b) { return {a.v | b.v}; }                         \
     TGT inline ilanes operator~() const { return {~v}; }                                                   \
@@ -200,7 +189,6 @@ MSRL_TARGET_AVX2 inline bool any_bits(__m256i v) { return !_mm256_testz_si256(v,
     typedef E raw __attribute__((vector_size(BYTES), aligned(16)));                                                               \
     using mask = ilanes<E, W>;                                                                                       \
     raw v;                                                                                                           \
-    MSRL_LANES_CTORS(lanes)                                                                                          \
     TGT inline friend lanes operator+(lanes a, lanes b) { return {a.v + b.v}; }                            \
     TGT inline friend lanes operator-(lanes a, lanes b) { return {a.v - b.v}; }                            \
     TGT inline friend lanes operator*(lanes a, lanes b) { return {a.v * b.v}; }                            \
@@ -329,7 +317,6 @@ MSRL_TARGET_AVX2 inline bool any_bits(__m256i v) { return !_mm256_testz_si256(v,
 MSRL_DEFINE_LANES(64, MSRL_TARGET_AVX512, __m512i)
 MSRL_DEFINE_LANES(32, MSRL_TARGET_AVX2, __m256i)
 #undef MSRL_DEFINE_LANES
-#undef MSRL_LANES_CTORS
 
 template <class E, int W, int B>
 struct lane_traits<lanes<E, W, B>> {
