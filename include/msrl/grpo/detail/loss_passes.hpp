@@ -2,9 +2,9 @@
 /// \file The passes of msrl::grpo::policy_loss, each a functor a backend runs through for_each_n /
 /// reduce_n (backend/concept.hpp). One body per pass, written over the lane type with
 /// simd::for_lanes: `run<VL>` takes whole groups of tokens in the vector lane type VL (chosen at
-/// run time on the host by simd::host_lanes: float lanes for fp32 inputs, double lanes otherwise)
-/// and the tail in double; the call operator (the device, and hosts without vector lanes) runs
-/// run<double>, token by token.
+/// run time on the host by simd::host_lanes: float lanes for fp32 inputs, double lanes otherwise),
+/// a row's last tokens in the same lanes with masked loads; the call operator (the device, and hosts
+/// without vector lanes) runs run<double>, token by token.
 ///
 ///   seq_pass     one task per row: L_i, the mean log-ratio (GSPO) and input validation counts
 ///   seq_coef     GSPO sequence level only: c_i = sum_t w_t d surrogate / d s_i
