@@ -94,7 +94,7 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   };
   auto p1 = reduce_lanes(
       B,
-      detail::seq_pass<T, M>{lay, lp, old, ref, adv, mask, adv_per_token, seq_len, seq_lr, isw, isw_per_token, pmask,
+      detail::seq_pass<T, M>{lay, lp, old, adv, mask, adv_per_token, seq_len, seq_lr, isw, isw_per_token, pmask,
                              opt.level != ratio_level::token},
       sums<6>{});
   constexpr const char* finite_names = "logp/old_logp/ref_logp/advantages";

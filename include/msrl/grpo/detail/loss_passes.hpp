@@ -47,7 +47,7 @@ struct seq_acc {
 template <class T, class M>
 struct seq_pass {
   token_layout lay;
-  const T *lp, *old, *ref, *adv;
+  const T *lp, *old, *adv;
   const M* mask;
   bool adv_per_token;
   double *seq_len, *seq_lr;
