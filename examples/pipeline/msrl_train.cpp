@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -78,15 +79,29 @@ std::vector<std::string> split_commas(const std::string& s) {
   return out;
 }
 
+/// An error message on one line: its lines joined with "; ", blank ones dropped.
+std::string one_line(const std::string& what) {
+  std::string out, line;
+  std::istringstream in(what);
+  while (std::getline(in, line)) {
+    const auto b = line.find_first_not_of(" \t\r");
+    if (b == std::string::npos) continue;
+    const auto e = line.find_last_not_of(" \t\r");
+    if (!out.empty()) out += "; ";
+    out += line.substr(b, e - b + 1);
+  }
+  return out;
+}
+
 } // namespace
 
 #if defined(MSRL_TRAIN_CUDA_KERNELS)
-void msrl_train_install_cuda_kernels(); // cuda_kernels.cu
+void msrl_install_cuda_kernels(); // cuda_kernels.cu (or test/torch/cuda_kernels_install.cu, the same)
 #endif
 
 int main(int argc, char** argv) {
 #if defined(MSRL_TRAIN_CUDA_KERNELS)
-  msrl_train_install_cuda_kernels();
+  msrl_install_cuda_kernels();
 #endif
   CLI::App app{"msrl-train: the MSRL multi-stage recipe (SFT, textual GRPO, caption GRPO with replay, CMKD, multimodal GRPO, voting@k evaluation)"};
   app.require_subcommand(1);
@@ -219,8 +234,11 @@ int main(int argc, char** argv) {
       }
     }
     return 0;
+  } catch (const c10::Error& e) { // libtorch's own errors: the message without its stack frames
+    std::cerr << "msrl-train: error: " << one_line(e.what_without_backtrace()) << "\n";
+    return 1;
   } catch (const std::exception& e) {
-    std::cerr << "msrl-train: error: " << e.what() << "\n";
+    std::cerr << "msrl-train: error: " << one_line(e.what()) << "\n";
     return 1;
   }
 }

@@ -17,7 +17,8 @@
 ///
 /// Images come from data sets, so their size is bounded: decode_image reads the width and height
 /// from the file's header first and refuses (msrl::value_error) an image of more than `max_pixels`
-/// pixels before stb allocates anything for it; preprocess bounds its resize buffers the same way.
+/// pixels before stb allocates anything for it; preprocess bounds its resize buffers the same way,
+/// and decode_image_file reads only regular files no larger than the budget allows.
 /// JPEG decoders differ slightly (stb vs libjpeg), so JPEG pixels are close to, not equal to, PIL's.
 #include <algorithm>
 #include <cmath>
@@ -25,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -191,10 +193,30 @@ inline rgb_image decode_image(const std::uint8_t* bytes, std::size_t size, const
   return img;
 }
 
+/// The most bytes an image file within a budget of `max_pixels` may have: 16 per pixel (PNG at
+/// 16-bit RGBA needs 8, BMP 4) plus 1 MiB of headers and ancillary chunks, and under 2 GiB.
+inline std::uint64_t max_image_file_bytes(std::uint64_t max_pixels) {
+  constexpr std::uint64_t cap = (std::uint64_t{1} << 31) - 1;
+  return max_pixels >= (cap >> 4) ? cap : std::min(cap, 16 * max_pixels + (std::uint64_t{1} << 20));
+}
+
+/// Reads and decodes an image file. The path must name a regular file (links followed) of at most
+/// max_image_file_bytes(max_pixels) bytes: its size is checked before anything is read.
 inline rgb_image decode_image_file(const std::filesystem::path& path, std::uint64_t max_pixels = default_max_image_pixels) {
+  std::error_code ec;
+  require(std::filesystem::is_regular_file(path, ec), "decode_image_file", "path", "must be a readable file ('" + path.string() + "')");
+  const auto bytes_on_disk = std::filesystem::file_size(path, ec);
+  require(!ec, "decode_image_file", "path", "must be a readable file ('" + path.string() + "': " + ec.message() + ")");
+  const auto limit = max_image_file_bytes(max_pixels);
+  require<value_error>(bytes_on_disk <= limit, "decode_image_file", "path",
+                       "must be at most " + std::to_string(limit) + " bytes for a budget of " + std::to_string(max_pixels) +
+                           " pixels ('" + path.string() + "' has " + std::to_string(bytes_on_disk) + ")");
   std::ifstream in(path, std::ios::binary);
   require(static_cast<bool>(in), "decode_image_file", "path", "must be a readable file ('" + path.string() + "')");
-  std::vector<std::uint8_t> bytes{std::istreambuf_iterator<char>(in), {}};
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(bytes_on_disk));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  require<parse_error>(in.gcount() == static_cast<std::streamsize>(bytes.size()), "decode_image_file", "path",
+                       "must be readable to its end ('" + path.string() + "' changed or failed while read)");
   return decode_image(bytes.data(), bytes.size(), path.string(), max_pixels);
 }
 

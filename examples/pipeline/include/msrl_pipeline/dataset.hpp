@@ -23,6 +23,7 @@
 #include <msrl/trainer/image.hpp>
 #include <msrl/trainer/internvl_torch.hpp>
 #include <msrl/trainer/tokenizer.hpp>
+#include <msrl/trainer/video.hpp>
 
 namespace msrl_pipeline {
 
@@ -31,6 +32,7 @@ struct media_options {
   int image_size = 448;
   int max_tiles = 12;     ///< images (1 for the tiny model's 56 px tiles)
   int video_frames = 8;   ///< frames sampled per video (fewer if the folder has fewer)
+  bool allow_outside = false; ///< video frames may be links that lead out of their folder (allow_media_outside_data)
 };
 
 /// A prompt's token ids and pixels, ready for sampling or training.
@@ -38,23 +40,6 @@ struct encoded_prompt {
   std::vector<std::int64_t> ids;
   at::Tensor pixel_values; ///< [tiles, 3, S, S] or undefined
 };
-
-namespace detail {
-
-inline std::vector<std::filesystem::path> video_frames(const std::filesystem::path& dir, const std::string& where) {
-  msrl::require(std::filesystem::is_directory(dir), "msrl-train", "videos",
-                "must name folders of frame images (" + where + ": '" + dir.string() + "' is not a folder; video files are not decoded)");
-  std::vector<std::filesystem::path> frames;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    const auto ext = e.path().extension().string();
-    if (e.is_regular_file() && (ext == ".png" || ext == ".jpg" || ext == ".jpeg")) frames.push_back(e.path());
-  }
-  std::sort(frames.begin(), frames.end());
-  msrl::require(!frames.empty(), "msrl-train", "videos", where + ": folder '" + dir.string() + "' holds no .png/.jpg frames");
-  return frames;
-}
-
-} // namespace detail
 
 /// Builds the chat prompt (system override, the row's messages up to the last user turn, the
 /// generation prompt) and the pixels of its images and video frames.
@@ -102,15 +87,12 @@ inline encoded_prompt encode_prompt(const record& r, const std::vector<message>&
         pos = p + 7;
       } else {
         msrl::require(next_video < r.videos.size(), "msrl-train", "videos", r.source + ": more <video> markers than videos");
-        const auto frames = detail::video_frames(r.videos[next_video++], r.source);
-        const auto idx = msrl::trainer::video_frame_indices(static_cast<std::int64_t>(frames.size()),
-                                                            std::min<std::int64_t>(media.video_frames, static_cast<std::int64_t>(frames.size())));
-        for (std::size_t f = 0; f < idx.size(); ++f) {
-          auto t = msrl::trainer::preprocess(msrl::trainer::decode_image_file(frames[static_cast<std::size_t>(idx[f])]),
-                                             {.image_size = S, .max_tiles = 1, .use_thumbnail = false});
+        const auto v = msrl::trainer::load_video(r.videos[next_video++],
+                                                 {.frames = media.video_frames, .image_size = S, .allow_outside = media.allow_outside}, r.source);
+        for (std::size_t f = 0; f < v.frames.size(); ++f) {
           cm.content += "Frame-" + std::to_string(f + 1) + ": <image>\n";
-          cm.image_tiles.push_back(t.tiles);
-          add_tiles(t);
+          cm.image_tiles.push_back(v.frames[f].tiles);
+          add_tiles(v.frames[f]);
         }
         pos = p + 7;
       }

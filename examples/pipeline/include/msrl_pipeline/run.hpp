@@ -125,7 +125,8 @@ struct run_context {
   row_options rows() const { return {.allow_media_outside = cfg.allow_media_outside_data}; }
   fs::path resume_dir(const std::string& stage) const { return out / "checkpoints" / (stage + ".resume"); }
   media_options media(const internvl& m) const {
-    return {.image_size = static_cast<int>(m->cfg.vision.image_size), .max_tiles = m->cfg.vision.image_size <= 64 ? 1 : 12, .video_frames = 8};
+    return {.image_size = static_cast<int>(m->cfg.vision.image_size), .max_tiles = m->cfg.vision.image_size <= 64 ? 1 : 12, .video_frames = 8,
+            .allow_outside = cfg.allow_media_outside_data};
   }
   void say(const std::string& s) const {
     if (leader()) *log << "msrl-train: " << s << std::endl;
