@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -189,4 +190,52 @@ BOOST_AUTO_TEST_CASE(errors_name_the_argument) {
   c = b;
   c.y[1] = 11;
   expect([&] { run(c, lay); }, "'targets'");
+}
+
+// With a gradient and a token-level form the loss runs row by row in one pass (forward, the
+// core's term, backward while the row is in cache); without a gradient it runs the forward over
+// all rows, then the core. Both routes give the same loss, metrics and log-probs, and the same
+// errors; the sequence levels and row forms always take the second route.
+BOOST_AUTO_TEST_CASE(one_pass_and_two_pass_routes_agree) {
+  const batch b = make(17, 4, 7, 301);
+  const std::size_t N = b.B * b.T, V = b.V;
+  const auto lay = msrl::token_layout::padded(b.B, b.T);
+  const k::logits_loss_inputs<float> in{lay, {b.x.data(), N, V}, b.y, b.old, b.ref, b.adv, b.mask};
+  for (const g::preset* p : {&g::presets::verl_default, &g::presets::trl_default, &g::presets::gspo, &g::presets::trl_vespo}) {
+    g::loss_options o = p->loss;
+    o.beta = 0.04;
+    std::vector<float> dx(N * V, 7.f), lp1(N, 5.f), lp2(N, 5.f), ent1(N, 5.f), ent2(N, 5.f);
+    std::vector<double> lse1(N, 5.0), lse2(N, 5.0);
+    const auto one = k::grpo_loss_from_logits(in, o, {}, k::logits_loss_outputs<float>{{dx.data(), N, V}, lp1, lse1, ent1},
+                                              {.threads = 2});
+    const auto two = k::grpo_loss_from_logits(in, o, {}, k::logits_loss_outputs<float>{{}, lp2, lse2, ent2}, {.threads = 1});
+    BOOST_TEST_INFO("preset " << p->name);
+    BOOST_TEST(std::abs(one.loss - two.loss) <= 1e-6 * std::max(1.0, std::abs(two.loss)));
+    BOOST_TEST(one.metrics.tokens == two.metrics.tokens);
+    BOOST_TEST(one.metrics.normalizer == two.metrics.normalizer);
+    BOOST_TEST(std::abs(one.metrics.clip_fraction - two.metrics.clip_fraction) <= 1e-12);
+    BOOST_TEST(std::abs(one.metrics.kl_mean - two.metrics.kl_mean) <= 1e-6 * std::max(1.0, std::abs(two.metrics.kl_mean)));
+    for (std::size_t i = 0; i < N; ++i) {
+      BOOST_TEST(lp1[i] == lp2[i]);
+      BOOST_TEST(lse1[i] == lse2[i]);
+      BOOST_TEST(ent1[i] == ent2[i]);
+      if (!b.mask[i]) // masked rows: zeros, not read
+        for (std::size_t j = 0; j < V; ++j) BOOST_TEST_REQUIRE(dx[i * V + j] == 0.f);
+    }
+  }
+  // a row whose logits are all -inf has no log-prob: the same error on both routes
+  batch c = b;
+  BOOST_TEST_REQUIRE(c.mask[0] == 1); // the first token of every sequence but the empty one is unmasked
+  for (std::size_t j = 0; j < V; ++j) c.x[0 * V + j] = -std::numeric_limits<float>::infinity();
+  const k::logits_loss_inputs<float> inc{lay, {c.x.data(), N, V}, c.y, c.old, c.ref, c.adv, c.mask};
+  std::vector<float> dx(N * V);
+  for (bool grad : {true, false}) {
+    try {
+      k::grpo_loss_from_logits(inc, g::presets::verl_default.loss, {},
+                               grad ? k::logits_loss_outputs<float>{{dx.data(), N, V}} : k::logits_loss_outputs<float>{});
+      BOOST_ERROR("no exception for a row of -inf logits");
+    } catch (const msrl::value_error& e) {
+      BOOST_TEST(std::string(e.what()).find("must be finite") != std::string::npos, e.what());
+    }
+  }
 }

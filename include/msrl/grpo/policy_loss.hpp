@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "../backend/concept.hpp"
 #include "../backend/reference.hpp"
@@ -32,11 +33,48 @@
 
 namespace msrl::grpo {
 
+namespace detail {
+/// The token pass run by the backend over blocks of tokens, in the CPU's vector lanes on hosts.
+struct backend_sweep {};
+
+template <msrl::execution_backend Backend, surrogate_form Form, class T, class M, class G, class Sweep>
+loss_result policy_loss_impl(const Backend& exec, const Form& form, const loss_inputs<T, M>& in, const loss_options& opt,
+                             const loss_normalizer& norm, std::span<G> grad_logp, Sweep&& sweep);
+} // namespace detail
+
 /// Computes the aggregated loss under a given loss form, the metrics and (when grad_logp is
 /// non-empty) d loss / d logp. The options' clip fields are the built-in form's and unused here.
 template <msrl::execution_backend Backend, surrogate_form Form, class T, class M, class G = T>
 loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs<T, M>& in, const loss_options& opt,
                         const loss_normalizer& norm = {}, std::span<G> grad_logp = {}) {
+  return detail::policy_loss_impl(exec, form, in, opt, norm, grad_logp, detail::backend_sweep{});
+}
+
+/// policy_loss with its token pass driven by the caller, for kernels that produce each token's
+/// log-prob just before its term is needed (kernels/grpo_loss.hpp computes a row's log-prob, its
+/// term and its logits' gradient while the row is in cache). `sweep(pass)` must call `pass(t)` once
+/// for every unmasked token t, in any order and from any threads: with `pass.blk` set to 1,
+/// `pass(t)` reads in.logp[t] (and the other inputs at t), writes grad_logp[t] and returns the
+/// token's sums; sweep returns their total (sums<detail::s_count>). Masked tokens may be skipped,
+/// and then their grad_logp entries must be set to 0 by the sweep. Before the sweep nothing reads
+/// in.logp, so the sweep may fill it as it goes. Only the token ratio level and forms without a
+/// row statistic qualify (the sequence levels and row forms need every log-prob of a row first).
+template <msrl::execution_backend Backend, surrogate_form Form, class T, class M, class G, class Sweep>
+loss_result policy_loss_swept(const Backend& exec, const Form& form, const loss_inputs<T, M>& in, const loss_options& opt,
+                              const loss_normalizer& norm, std::span<G> grad_logp, Sweep&& sweep) {
+  static_assert(!row_form<Form>, "policy_loss_swept: row forms (vespo, gmpo) need the whole row's log-probs first");
+  require(opt.level == ratio_level::token, "msrl::grpo::policy_loss_swept", "options.level",
+          "must be the token ratio level (the sequence levels need a row's log-probs first)");
+  return detail::policy_loss_impl(exec, form, in, opt, norm, grad_logp, std::forward<Sweep>(sweep));
+}
+
+namespace detail {
+
+template <msrl::execution_backend Backend, surrogate_form Form, class T, class M, class G, class Sweep>
+loss_result policy_loss_impl(const Backend& exec, const Form& form, const loss_inputs<T, M>& in, const loss_options& opt,
+                             const loss_normalizer& norm, std::span<G> grad_logp, Sweep&& sweep) {
+  constexpr bool swept = !std::is_same_v<std::decay_t<Sweep>, backend_sweep>;
+  (void)sweep;
   constexpr const char* where = "msrl::grpo::policy_loss";
   const token_layout lay = in.layout;
   const std::size_t B = lay.num_sequences, N = lay.total_tokens;
@@ -193,7 +231,10 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
                                                                         .pmask = pmask,
                                                                         .seq_row = seq_row_buf.data(),
                                                                         .seq_row_grad = seq_row_grad_buf.data()};
-    tot = reduce_lanes(nblocks, fn, sums<detail::s_count>{});
+    if constexpr (!swept)
+      tot = reduce_lanes(nblocks, fn, sums<detail::s_count>{});
+    else if constexpr (decltype(level_c)::value == ratio_level::token)
+      tot = sweep(fn);
   };
   switch (opt.level) {
   case ratio_level::token:
@@ -231,6 +272,8 @@ loss_result policy_loss(const Backend& exec, const Form& form, const loss_inputs
   }
   return res;
 }
+
+} // namespace detail
 
 /// The loss under the built-in form the options name (loss_options::form: the clipped ratio,
 /// CISPO, SAPO, REINFORCE, with their parameters): every preset of presets.hpp.

@@ -8,10 +8,18 @@
 ///   pass 2  d logits = (d loss / d logp) (onehot - softmax) / T (one read + one write per row;
 ///           masked rows are written as zeros without being read)
 ///
+/// When each token's term needs only its own log-prob (the token ratio level with any form but
+/// the row forms VESPO / GMPO), the three steps run row by row instead (grpo::policy_loss_swept):
+/// a row's forward, its term and its backward follow each other while the row is in cache, so the
+/// logits are read from memory once. The core's weights come from the mask before the sweep.
+///
 /// The per-token GRPO math is the core's (grpo/policy_loss.hpp, grpo/scalar_math.hpp): every
 /// ratio level, clip, KL estimator, aggregation and normaliser behaves exactly as there.
 #include <cstdint>
+#include <cstring>
+#include <optional>
 #include <span>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -84,14 +92,49 @@ grpo::loss_result grpo_loss_from_logits(const logits_loss_inputs<T, M>& in, cons
   const std::span<float> logp = out.logp.empty() ? std::span<float>(logp_buf) : out.logp;
   const std::span<double> lse = out.lse.empty() ? std::span<double>(lse_buf) : out.lse;
 
-  // pass 1: log-probs of the unmasked tokens (masked rows are not read)
-  detail::forward_rows<T, M>(in.logits, in.targets.data(), logprob_outputs{logp, lse, out.entropy}, lopt,
-                             in.mask.empty() ? nullptr : in.mask.data());
-
-  // the core's loss, metrics and d loss / d logp
   const grpo::loss_inputs<float, M> li{in.layout, logp, in.old_logp, in.ref_logp, in.advantages, in.mask, in.is_weights,
                                        in.policy_mask};
   const backend::host_threads exec{lopt.threads, 4096};
+  const M* mask = in.mask.empty() ? nullptr : in.mask.data();
+  const logprob_outputs fwd_out{logp, lse, out.entropy};
+
+  // One pass when every token's term needs only its own log-prob (the token ratio level, a form
+  // without a row statistic): each row's log-prob, its term and its gradient while it is in cache.
+  if (want_grad && opt.level == grpo::ratio_level::token) {
+    std::optional<grpo::loss_result> one;
+    grpo::with_loss_form(opt, [&](const auto& form) {
+      if constexpr (!grpo::row_form<std::decay_t<decltype(form)>>) {
+        const detail::row_forward<T> fwd(fwd_out, lopt, in.logits.cols);
+        const detail::row_backward<T, G> bwd(lopt, in.logits.cols, false);
+        const auto sweep = [&](auto pass) {
+          pass.blk = 1;
+          using total = msrl::sums<grpo::detail::s_count>;
+          return detail::row_pool(lopt.threads, in.logits.cols).reduce_n(N, [&](std::size_t i) {
+            const T* row = in.logits.row(i);
+            G* g = out.grad_logits.row(i);
+            const std::int64_t y = in.targets[i];
+            if (y < 0 || (mask && mask[i] == M(0))) { // not read: zero log-prob and gradient
+              fwd.skip(i);
+              dlogp[i] = 0.0f;
+              std::memset(static_cast<void*>(g), 0, in.logits.cols * sizeof(G));
+              return total{};
+            }
+            const double row_lse = fwd(row, i, y);
+            const total s = pass(i);
+            bwd(row, g, y, row_lse, dlogp[i], 0.0f, 0.0);
+            return s;
+          }, total{});
+        };
+        one = grpo::policy_loss_swept(exec, form, li, opt, norm, std::span<float>(dlogp), sweep);
+      }
+    });
+    if (one) return *one;
+  }
+
+  // pass 1: log-probs of the unmasked tokens (masked rows are not read)
+  detail::forward_rows<T, M>(in.logits, in.targets.data(), fwd_out, lopt, mask);
+
+  // the core's loss, metrics and d loss / d logp
   const grpo::loss_result res = grpo::policy_loss(exec, li, opt, norm, std::span<float>(dlogp));
 
   // pass 2: d logits

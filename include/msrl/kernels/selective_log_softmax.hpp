@@ -141,27 +141,30 @@ backward_fn<T, G> pick_backward() {
   return &scalar_rows::backward_row<T, G, Entropy>;
 }
 
-/// Forward over all rows; rows with skip[i] == 0 (when skip is given) or a negative target are not read.
-template <class T, class M>
-void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, const logprob_outputs& out,
-                  const logprob_options& opt, const M* skip) {
-  const double inv_td = 1.0 / opt.temperature;
-  const forward_fn<T> fwd = pick_forward<T>(!out.entropy.empty(), !out.sum_p2.empty());
-  float* lp = out.logp.data();
-  double* ls = out.lse.empty() ? nullptr : out.lse.data();
-  float* en = out.entropy.empty() ? nullptr : out.entropy.data();
-  float* q2 = out.sum_p2.empty() ? nullptr : out.sum_p2.data();
-  const std::size_t V = x.cols;
-  row_pool(opt.threads, V).for_each_n(x.rows, [&](std::size_t i) {
-    const std::int64_t y = targets[i];
-    if (y < 0 || (skip && skip[i] == M(0))) {
-      lp[i] = 0.0f;
-      if (ls) ls[i] = 0.0;
-      if (en) en[i] = 0.0f;
-      if (q2) q2[i] = 0.0f;
-      return;
-    }
-    const T* row = x.row(i);
+/// The forward of one row at a time: row i's log-prob and the statistics `out` asks for.
+template <class T>
+struct row_forward {
+  forward_fn<T> fwd;
+  double inv_td;
+  std::size_t V;
+  float* lp;
+  double* ls;
+  float* en;
+  float* q2;
+
+  row_forward(const logprob_outputs& out, const logprob_options& opt, std::size_t cols)
+      : fwd(pick_forward<T>(!out.entropy.empty(), !out.sum_p2.empty())), inv_td(1.0 / opt.temperature), V(cols),
+        lp(out.logp.data()), ls(out.lse.empty() ? nullptr : out.lse.data()), en(out.entropy.empty() ? nullptr : out.entropy.data()),
+        q2(out.sum_p2.empty() ? nullptr : out.sum_p2.data()) {}
+  /// A row that is not read (masked, or a negative target): zeros.
+  void skip(std::size_t i) const {
+    lp[i] = 0.0f;
+    if (ls) ls[i] = 0.0;
+    if (en) en[i] = 0.0f;
+    if (q2) q2[i] = 0.0f;
+  }
+  /// Reads row i (target y >= 0); returns its lse (-inf when every logit is -inf).
+  double operator()(const T* row, std::size_t i, std::int64_t y) const {
     const row_stats st = fwd(row, V, inv_td);
     const double lse = st.max + st.log_sum;
     const double xy = static_cast<double>(to_float(row[y])) * inv_td;
@@ -169,38 +172,60 @@ void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, co
     if (ls) ls[i] = lse;
     if (en) en[i] = static_cast<float>(st.entropy);
     if (q2) q2[i] = static_cast<float>(st.sum_p2);
+    return st.sum > 0.0 ? lse : -std::numeric_limits<double>::infinity();
+  }
+};
+
+/// Forward over all rows; rows with skip[i] == 0 (when skip is given) or a negative target are not read.
+template <class T, class M>
+void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, const logprob_outputs& out,
+                  const logprob_options& opt, const M* skip) {
+  const row_forward<T> fwd(out, opt, x.cols);
+  row_pool(opt.threads, x.cols).for_each_n(x.rows, [&](std::size_t i) {
+    const std::int64_t y = targets[i];
+    if (y < 0 || (skip && skip[i] == M(0))) return fwd.skip(i);
+    fwd(x.row(i), i, y);
   });
 }
+
+/// The backward of one row at a time: g = d loss / d row from the row's lse and upstream
+/// gradients (gi: d loss / d logp, gh: d loss / d entropy, with the row's entropy H).
+template <class T, class G>
+struct row_backward {
+  backward_fn<T, G> bwd, bwd_ent;
+  float inv_t;
+  double inv_td, temperature;
+  std::size_t V;
+
+  row_backward(const logprob_options& opt, std::size_t cols, bool entropy_term)
+      : bwd(pick_backward<T, G, false>()), bwd_ent(entropy_term ? pick_backward<T, G, true>() : bwd),
+        inv_t(static_cast<float>(1.0 / opt.temperature)), inv_td(1.0 / opt.temperature), temperature(opt.temperature), V(cols) {}
+  void operator()(const T* row, G* g, std::int64_t y, double lse, float gi, float gh, double H) const {
+    if (y < 0 || (gi == 0.0f && gh == 0.0f) || !(lse > -std::numeric_limits<double>::infinity())) {
+      std::memset(static_cast<void*>(g), 0, V * sizeof(G));
+      return;
+    }
+    const double xy = static_cast<double>(to_float(row[y])) * inv_td; // read before an in-place overwrite
+    const double c = lse * temperature; // lse in raw logit units, split in two floats
+    const float hi = static_cast<float>(c), lo = static_cast<float>(c - static_cast<double>(hi));
+    const logit_grad_coeffs k = logit_grad_coefficients(gi, gh, H, inv_td);
+    const row_rest r = gh != 0.0f ? bwd_ent(row, g, V, static_cast<std::size_t>(y), inv_t, hi, lo, static_cast<float>(k.a),
+                                            static_cast<float>(k.b))
+                                  : bwd(row, g, V, static_cast<std::size_t>(y), inv_t, hi, lo, gi * inv_t, 0.0f);
+    constexpr double ln2 = 0.69314718055994530942;
+    g[y] = from_float<G>(static_cast<float>(target_logit_grad(gi, gh, H, inv_td, xy - lse, r.p, ln2 * r.plog2p)));
+  }
+};
 
 /// Backward over all rows. grad_logp and grad_entropy may be null (= 0); entropy is read only
 /// where grad_entropy is non-zero.
 template <class T, class G>
 void backward_rows(const matrix_view<const T>& x, const std::int64_t* targets, const double* lse, const float* grad_logp,
                    const float* entropy, const float* grad_entropy, const matrix_view<G>& gx, const logprob_options& opt) {
-  const float inv_t = static_cast<float>(1.0 / opt.temperature);
-  const double inv_td = 1.0 / opt.temperature;
-  const backward_fn<T, G> bwd = pick_backward<T, G, false>();
-  const backward_fn<T, G> bwd_ent = grad_entropy ? pick_backward<T, G, true>() : bwd;
-  const std::size_t V = x.cols;
-  row_pool(opt.threads, V).for_each_n(x.rows, [&](std::size_t i) {
-    G* g = gx.row(i);
-    const std::int64_t y = targets[i];
+  const row_backward<T, G> bwd(opt, x.cols, grad_entropy != nullptr);
+  row_pool(opt.threads, x.cols).for_each_n(x.rows, [&](std::size_t i) {
     const float gi = grad_logp ? grad_logp[i] : 0.0f, gh = grad_entropy ? grad_entropy[i] : 0.0f;
-    if (y < 0 || (gi == 0.0f && gh == 0.0f) || !(lse[i] > -std::numeric_limits<double>::infinity())) {
-      std::memset(static_cast<void*>(g), 0, V * sizeof(G));
-      return;
-    }
-    const T* row = x.row(i);
-    const double xy = static_cast<double>(to_float(row[y])) * inv_td; // read before an in-place overwrite
-    const double c = lse[i] * opt.temperature; // lse in raw logit units, split in two floats
-    const float hi = static_cast<float>(c), lo = static_cast<float>(c - static_cast<double>(hi));
-    const double H = gh != 0.0f ? static_cast<double>(entropy[i]) : 0.0;
-    const logit_grad_coeffs k = logit_grad_coefficients(gi, gh, H, inv_td);
-    const row_rest r = gh != 0.0f ? bwd_ent(row, g, V, static_cast<std::size_t>(y), inv_t, hi, lo, static_cast<float>(k.a),
-                                            static_cast<float>(k.b))
-                                  : bwd(row, g, V, static_cast<std::size_t>(y), inv_t, hi, lo, gi * inv_t, 0.0f);
-    constexpr double ln2 = 0.69314718055994530942;
-    g[y] = from_float<G>(static_cast<float>(target_logit_grad(gi, gh, H, inv_td, xy - lse[i], r.p, ln2 * r.plog2p)));
+    bwd(x.row(i), gx.row(i), targets[i], lse[i], gi, gh, gh != 0.0f ? static_cast<double>(entropy[i]) : 0.0);
   });
 }
 
