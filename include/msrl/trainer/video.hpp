@@ -57,7 +57,6 @@ inline std::vector<std::filesystem::path> list_video_frames(const std::filesyste
   std::filesystem::directory_iterator it(dir, ec), end;
   require(!ec, where, "dir", "must be a readable folder ('" + dir.string() + "': " + ec.message() + ")");
   for (; it != end; it.increment(ec)) {
-    require(!ec, where, "dir", "must be a readable folder ('" + dir.string() + "': " + ec.message() + ")");
     require<value_error>(++entries <= o.max_entries, where, "dir",
                          "must hold at most " + std::to_string(o.max_entries) + " entries ('" + dir.string() + "' holds more)");
     const auto& e = *it;
@@ -74,6 +73,8 @@ inline std::vector<std::filesystem::path> list_video_frames(const std::filesyste
     }
     frames.push_back(e.path());
   }
+  // an error while listing ends the iteration: refuse rather than return part of the folder
+  require(!ec, where, "dir", "must be a readable folder ('" + dir.string() + "': " + ec.message() + ")");
   std::sort(frames.begin(), frames.end());
   require(!frames.empty(), where, "dir", "must hold .png/.jpg frames ('" + dir.string() + "' holds none)");
   return frames;
