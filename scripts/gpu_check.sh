@@ -86,6 +86,18 @@ if [[ ${MSRL_GPU_QUICK:-0} != 1 ]]; then
   PYTHONUNBUFFERED=1 timeout 240 python3 kernels/torch_baseline.py "${pyargs[@]}" 2> "$report/torch_baseline.err" | tee "$report/torch_baseline.jsonl"
 fi
 
+log "Liger-Kernel baselines (benchmarks/liger_gpu.py; its wheel travels in .whl, scripts/gpu_wheels.sh)"
+if [[ ${MSRL_GPU_QUICK:-0} != 1 ]]; then
+  liger_site=$build/liger-site
+  if compgen -G ".whl/liger_kernel-*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$liger_site" .whl/liger_kernel-*.whl \
+      2> "$report/liger_install.err" || echo "liger wheel did not install (see liger_install.err)"
+  fi
+  rm -f "$report/liger.jsonl"
+  PYTHONPATH="$liger_site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 timeout 240 python3 benchmarks/liger_gpu.py \
+    --out "$report/liger.jsonl" 2> "$report/liger.err" || echo "liger baselines failed (see liger.err)"
+fi
+
 trainer_rc=skipped
 log "example trainer: one GRPO step on CUDA, fp32 and bf16 autocast (test/trainer/gpu_grpo_step.cpp)"
 # Built against the machine's PyTorch (its wheel carries libtorch); needs nlohmann/json.hpp on the
@@ -152,11 +164,18 @@ for r in t:
     kind = "forward" if r["bench"].endswith("forward") else "grpo_loss_fwd_bwd"
     o = ours.get((kind, r.get("dtype")))
     if o: ratios.append({"ours": kind, "baseline": r["bench"], "dtype": r["dtype"], "speedup": r["time_ms_median"] / o["time_ms_median"]})
+liger = lines("liger.jsonl")
+for r in liger:  # Liger's rows against msrl's rows of the same work (bf16, 8192 tokens x 151,936)
+    kind = {"liger_triton_grpo_loss_fwd_bwd": "grpo_loss_fwd_bwd", "liger_fused_linear_grpo_fwd_bwd": "linear_logprob_fwd_bwd"}.get(r.get("op"))
+    o = ours.get((kind, "bf16")) if kind else None
+    if o and "time_ms_median" in r:
+        ratios.append({"ours": kind, "baseline": r["op"], "dtype": "bf16", "speedup": r["time_ms_median"] / o["time_ms_median"],
+                       "note": "msrl's fused linear row is the log-prob's forward + backward, Liger's the GRPO loss's" if kind.startswith("linear") else ""})
 rep = {"build_rc": build_rc, "gpu_check_rc": check_rc, "boost_tests": boost_rc, "core_thrust_cuda_rc": core_rc,
        "trainer_gpu_step_rc": trainer_rc, "trainer_gpu_step": lines("trainer_gpu_step.jsonl"),
        "cuda_kernel_set_rc": set_rc, "torch_ops_cuda_rc": torch_ops_rc, "torch_ops_cuda": lines("torch_ops_cuda.jsonl"),
        "checks": [r for r in g if "check" in r], "benchmarks": [r for r in g if "bench" in r or "device" in r],
-       "baselines": t, "speedups": ratios}
+       "baselines": t, "liger": liger, "speedups": ratios}
 json.dump(rep, open(os.path.join(d, "gpu_report.json"), "w"), indent=1)
 print(json.dumps({"speedups": ratios}, indent=None))
 PY
