@@ -301,14 +301,15 @@ int main(int argc, char** argv) {
       std::vector<std::int64_t> yl(NL);
       for (std::size_t i = 0; i < NL; ++i) yl[i] = y[i % N]; // N may be smaller than NL
       const k::matrix_view<const float> hv{h.data(), NL, HL}, wv{w.data(), V, HL};
-      const k::linear_options lin_o{.chunk = NL, .threads = threads};
+      // the chunk's logits block is kept across calls, as a trainer keeps it (linear_options::workspace)
+      std::vector<float> Lg(NL * V);
+      const k::linear_options lin_o{.chunk = NL, .threads = threads, .workspace = Lg};
       const double t_lin = median_ms([&] { k::linear_selective_log_softmax(hv, wv, yl, lpl, lin_o, lsel); }, 3);
       const double t_lin_bwd = median_ms([&] {
         k::linear_selective_log_softmax(hv, wv, yl, lpl, lin_o, lsel);
         std::fill(dw.begin(), dw.end(), 0.f);
         k::linear_selective_log_softmax_backward(hv, wv, yl, lsel, g_lin, {dh.data(), NL, HL}, {dw.data(), V, HL}, lin_o);
       }, 3);
-      std::vector<float> Lg(NL * V);
       const double t_gemm = median_ms([&] { k::detail::host_gemm({h.data(), NL, HL, HL}, {w.data(), V, HL, HL, true}, Lg.data(), V, false, threads); }, 3);
       double t_tl = 0, t_tl_bwd = 0;
 #ifdef MSRL_BENCH_TORCH

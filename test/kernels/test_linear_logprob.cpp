@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -209,4 +210,45 @@ BOOST_AUTO_TEST_CASE(padded_views_give_the_contiguous_results) {
   const auto dense = run({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, p.H);
   const auto padded = run({hp.data(), p.N, p.H, hs}, {wp.data(), p.V, p.H, hs}, hs);
   BOOST_TEST(dense == padded, boost::test_tools::per_element());
+}
+
+// A caller's workspace (reused across calls, dirty from the last one) gives the results of the
+// per-call block, also for the GRPO loss; one smaller than min(N, chunk) x V is refused by name.
+BOOST_AUTO_TEST_CASE(a_reused_workspace_gives_the_same_results) {
+  const problem p = make(9, 7, 41, 11);
+  std::vector<float> g(p.N, 0.25f);
+  auto run = [&](const k::linear_options& o) {
+    std::vector<float> lp(p.N), dh(p.N * p.H), dw(p.V * p.H, 0.f);
+    std::vector<double> lse(p.N);
+    k::linear_selective_log_softmax({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, p.y, lp, o, lse);
+    k::linear_selective_log_softmax_backward({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, p.y, lse, g, {dh.data(), p.N, p.H},
+                                             {dw.data(), p.V, p.H}, o);
+    lp.insert(lp.end(), dh.begin(), dh.end());
+    lp.insert(lp.end(), dw.begin(), dw.end());
+    return lp;
+  };
+  const auto own = run({.chunk = 4, .threads = 2});
+  std::vector<float> ws(4 * p.V, std::numeric_limits<float>::quiet_NaN());
+  BOOST_TEST(run({.chunk = 4, .threads = 2, .workspace = ws}) == own, boost::test_tools::per_element());
+  BOOST_TEST(run({.chunk = 4, .threads = 2, .workspace = ws}) == own, boost::test_tools::per_element()); // reused
+  std::vector<float> small(4 * p.V - 1);
+  std::vector<float> lp(p.N);
+  try {
+    k::linear_selective_log_softmax({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, p.y, lp, {.chunk = 4, .workspace = small});
+    BOOST_ERROR("no exception for a short workspace");
+  } catch (const msrl::shape_error& e) {
+    BOOST_TEST(std::string(e.what()).find("'options.workspace'") != std::string::npos, e.what());
+  }
+  // the GRPO loss with a workspace: the same loss and gradients
+  std::vector<float> old(p.N, -3.f), ref(p.N, -3.2f), adv{0.7f, -0.4f, 1.1f};
+  const auto lay = msrl::token_layout::padded(3, 3);
+  auto loss = [&](const k::linear_options& o, std::vector<float>& dh, std::vector<float>& dw) {
+    return k::linear_grpo_loss<std::uint8_t>({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, p.y, lay, old, ref, adv, {},
+                                             g::presets::verl_default.loss, {}, {dh.data(), p.N, p.H}, {dw.data(), p.V, p.H}, o)
+        .loss;
+  };
+  std::vector<float> dh1(p.N * p.H), dw1(p.V * p.H, 0.f), dh2(p.N * p.H), dw2(p.V * p.H, 0.f);
+  BOOST_TEST(loss({.chunk = 4}, dh1, dw1) == loss({.chunk = 4, .workspace = ws}, dh2, dw2));
+  BOOST_TEST(dh1 == dh2, boost::test_tools::per_element());
+  BOOST_TEST(dw1 == dw2, boost::test_tools::per_element());
 }
