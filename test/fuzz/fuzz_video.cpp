@@ -74,7 +74,7 @@ const fs::path& base() {
     std::ofstream(p / "outside" / "o.png", std::ios::binary) << valid_png();
     std::atexit([] {
       std::error_code ec;
-      fs::remove_all(fs::temp_directory_path() / ("msrl_fuzz_video_" + std::to_string(::getpid())), ec);
+      fs::remove_all(base(), ec);
     });
     return p;
   }();

@@ -16,7 +16,6 @@
 /// The per-token GRPO math is the core's (grpo/policy_loss.hpp, grpo/scalar_math.hpp): every
 /// ratio level, clip, KL estimator, aggregation and normaliser behaves exactly as there.
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <span>
 #include <type_traits>
@@ -116,7 +115,7 @@ grpo::loss_result grpo_loss_from_logits(const logits_loss_inputs<T, M>& in, cons
             if (y < 0 || (mask && mask[i] == M(0))) { // not read: zero log-prob and gradient
               fwd.skip(i);
               dlogp[i] = 0.0f;
-              std::memset(static_cast<void*>(g), 0, in.logits.cols * sizeof(G));
+              bwd(row, g, y, 0.0, 0.0f, 0.0f, 0.0); // a zero upstream gradient: zeros, the row unread
               return total{};
             }
             const double row_lse = fwd(row, i, y);

@@ -89,7 +89,6 @@ inline void linear_selective_log_softmax(const matrix_view<const float>& hidden,
   require<shape_error>(logp.size() == N, where, "logp", "must have one entry per token");
   require<shape_error>(lse.empty() || lse.size() == N, where, "lse", "must be empty or have one entry per token");
   std::vector<double> lse_buf(lse.empty() ? std::min(N, o.chunk) : 0);
-  if (N == 0) return;
   const detail::logits_block logits(o, N, V, where);
   for (std::size_t c0 = 0; c0 < N; c0 += o.chunk) {
     const std::size_t C = std::min(o.chunk, N - c0);
@@ -113,7 +112,6 @@ inline void linear_selective_log_softmax_backward(const matrix_view<const float>
   require<shape_error>(lse.size() == N && grad_logp.size() == N, where, "lse/grad_logp", "must have one entry per token");
   require<shape_error>(d_hidden.data && d_hidden.rows == N && d_hidden.cols == hidden.cols, where, "d_hidden", "must have the shape of hidden");
   require<shape_error>(d_weight.data && d_weight.rows == V && d_weight.cols == weight.cols, where, "d_weight", "must have the shape of weight");
-  if (N == 0) return;
   const detail::logits_block logits(o, N, V, where);
   for (std::size_t c0 = 0; c0 < N; c0 += o.chunk) {
     const std::size_t C = std::min(o.chunk, N - c0);
@@ -142,11 +140,15 @@ grpo::loss_result linear_grpo_loss(const matrix_view<const float>& hidden, const
   require<shape_error>(layout.total_tokens == N, where, "layout.total_tokens", "must equal the number of hidden rows");
   std::vector<float> logp(N), dlogp(N);
   std::vector<double> lse(N);
-  linear_selective_log_softmax(hidden, weight, targets, logp, o, lse);
+  // one logits block for both sweeps (the caller's, or one made here)
+  linear_options ow = o;
+  std::vector<float> block(o.workspace.empty() ? std::min(N, o.chunk) * weight.rows : 0);
+  if (o.workspace.empty()) ow.workspace = block;
+  linear_selective_log_softmax(hidden, weight, targets, logp, ow, lse);
   const grpo::loss_inputs<float, M> li{layout, logp, old_logp, ref_logp, advantages, mask};
   const grpo::loss_result res = grpo::policy_loss(backend::host_threads{o.threads, 4096}, li, opt, norm, std::span<float>(dlogp));
   if (d_hidden.data || d_weight.data)
-    linear_selective_log_softmax_backward(hidden, weight, targets, lse, dlogp, d_hidden, d_weight, o);
+    linear_selective_log_softmax_backward(hidden, weight, targets, lse, dlogp, d_hidden, d_weight, ow);
   return res;
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/path_inside.hpp"
 #include "image.hpp"
 
 namespace msrl::trainer {
@@ -50,12 +51,13 @@ inline std::vector<std::filesystem::path> list_video_frames(const std::filesyste
   std::error_code ec;
   require(std::filesystem::is_directory(dir, ec), where, "dir",
           "must name a folder of frame images ('" + dir.string() + "' is not a folder; video files are not decoded)");
-  const auto root = std::filesystem::weakly_canonical(dir, ec);
-  require(!ec, where, "dir", "must be a readable folder ('" + dir.string() + "': " + ec.message() + ")");
+  const auto require_readable = [&] {
+    require(!ec, where, "dir", "must be a readable folder ('" + dir.string() + "': " + ec.message() + ")");
+  };
   std::vector<std::filesystem::path> frames;
   std::size_t entries = 0;
   std::filesystem::directory_iterator it(dir, ec), end;
-  require(!ec, where, "dir", "must be a readable folder ('" + dir.string() + "': " + ec.message() + ")");
+  require_readable();
   for (; it != end; it.increment(ec)) {
     require<value_error>(++entries <= o.max_entries, where, "dir",
                          "must hold at most " + std::to_string(o.max_entries) + " entries ('" + dir.string() + "' holds more)");
@@ -64,17 +66,13 @@ inline std::vector<std::filesystem::path> list_video_frames(const std::filesyste
     if (ext != ".png" && ext != ".jpg" && ext != ".jpeg") continue;
     std::error_code fe;
     if (!e.is_regular_file(fe) || fe) continue; // follows links; folders, devices and pipes are not frames
-    if (!o.allow_outside && e.is_symlink(fe)) {
-      const auto real = std::filesystem::weakly_canonical(e.path(), fe);
-      const auto rel = fe ? std::filesystem::path("..") : real.lexically_relative(root);
-      require<value_error>(!rel.empty() && *rel.begin() != "..", where, "dir",
+    if (!o.allow_outside && e.is_symlink(fe))
+      require<value_error>(resolves_inside(e.path(), dir), where, "dir",
                            "frame '" + e.path().filename().string() + "' of '" + dir.string() +
                                "' is a link that resolves outside the folder (allow_outside permits it)");
-    }
     frames.push_back(e.path());
   }
-  // an error while listing ends the iteration: refuse rather than return part of the folder
-  require(!ec, where, "dir", "must be a readable folder ('" + dir.string() + "': " + ec.message() + ")");
+  require_readable(); // an error while listing ends the iteration: refuse rather than return part of the folder
   std::sort(frames.begin(), frames.end());
   require(!frames.empty(), where, "dir", "must hold .png/.jpg frames ('" + dir.string() + "' holds none)");
   return frames;

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include <msrl/core/error.hpp>
+#include <msrl/core/path_inside.hpp>
 #include <msrl/voting/benchmarks.hpp>
 
 namespace msrl_pipeline {
@@ -136,12 +137,7 @@ inline std::filesystem::path media_path(const std::filesystem::path& base, const
                                         const char* field, const row_options& o) {
   std::filesystem::path path = p;
   if (path.is_relative()) path = base / path;
-  if (o.allow_media_outside) return path;
-  std::error_code ec;
-  const auto root = std::filesystem::weakly_canonical(base, ec);
-  const auto real = ec ? std::filesystem::path() : std::filesystem::weakly_canonical(path, ec);
-  const auto rel = ec ? std::filesystem::path("..") : real.lexically_relative(root);
-  if (rel.empty() || *rel.begin() == "..")
+  if (!o.allow_media_outside && !msrl::resolves_inside(path, base))
     bad_row(where, field, "'" + p + "' resolves outside the data folder " + base.string() +
                               " (set allow_media_outside_data to read media from elsewhere)");
   return path;
