@@ -1,7 +1,8 @@
 // msrl's exp (grpo/scalar_math.hpp) against libm, in every lane type the host runs: the double
 // vector lanes' polynomial (AVX-512 and AVX2) within 2 ulp over the whole double range; the fp32
 // lanes' exp within 2 ulp on every 61st float of its range; fp32 k3 KL values and gradients within
-// a few ulp where e^d - d - 1 cancels; exact special values everywhere.
+// a few ulp where e^d - d - 1 cancels; exact special values everywhere; the fp32 exp's short route
+// (all lanes in [-87, 87]) bit for bit against its general one.
 #define BOOST_TEST_MODULE math_exp
 #include <boost/test/unit_test.hpp>
 
@@ -148,6 +149,36 @@ BOOST_AUTO_TEST_CASE(float_lanes_within_two_ulp) {
     BOOST_TEST_MESSAGE(msrl::to_string(isa) << " fp32 exp: " << xs.size() << " points, max error " << worst
                                             << " ulp at x = " << at);
     BOOST_TEST(worst <= 2.0, msrl::to_string(isa) << ": max error " << worst << " ulp at x = " << at);
+  }
+}
+
+// The fp32 exp takes a short route when all lanes of a register lie in [-87, 87] and the general
+// one (clamp, special values, 2^k as two powers) otherwise. One lane out of range sends its
+// register down the general route: the other lanes must come out with the same bits.
+BOOST_AUTO_TEST_CASE(float_exp_short_and_general_routes_agree) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-87.f, 87.f);
+  std::vector<float> xs(16 * 400);
+  for (float& x : xs) x = u(rng);
+  for (std::size_t i = 0; i < 16 * 5; ++i) xs[i] = -87.f + 0.25f * static_cast<float>(i); // the edge
+  for (std::size_t i = xs.size() - 16 * 5; i < xs.size(); ++i) xs[i] = 87.f - 0.25f * static_cast<float>(xs.size() - 1 - i);
+  std::vector<float> mixed = xs; // one lane of every register out of range
+  for (std::size_t i = 0; i < mixed.size(); i += 8) mixed[i] = (i / 8) % 3 == 0 ? 100.f : (i / 8) % 3 == 1 ? -200.f : NAN;
+  for (msrl::cpu_isa isa : vector_isas()) {
+    const std::vector<float> a = lanes(isa, 0, xs), b = lanes(isa, 0, mixed);
+    std::size_t compared = 0, differ = 0;
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      if (i % 8 == 0) continue;
+      ++compared;
+      if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) ++differ;
+    }
+    BOOST_TEST(compared == xs.size() - xs.size() / 8);
+    BOOST_TEST(differ == 0u, msrl::to_string(isa) << ": " << differ << " of " << compared << " lanes differ");
+    for (std::size_t i = 0; i < mixed.size(); i += 8) { // and the out-of-range lanes are exact
+      if ((i / 8) % 3 == 0) BOOST_TEST(std::isinf(b[i]));
+      else if ((i / 8) % 3 == 1) BOOST_TEST(b[i] == 0.f);
+      else BOOST_TEST(std::isnan(b[i]));
+    }
   }
 }
 

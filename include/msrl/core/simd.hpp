@@ -162,6 +162,17 @@ MSRL_TARGET_AVX2 inline bool store_first(double* p, int n, raw_f64x4 v) {
 
 MSRL_TARGET_AVX512 inline bool any_bits(__m512i v) { return _mm512_test_epi32_mask(v, v) != 0; }
 MSRL_TARGET_AVX2 inline bool any_bits(__m256i v) { return !_mm256_testz_si256(v, v); }
+// The number of set lanes of a mask whose lanes are all ones or all zeros (S: the lane's bytes).
+template <int S>
+MSRL_TARGET_AVX512 inline int count_lanes(__m512i v) {
+  if constexpr (S == 4) return __builtin_popcount(static_cast<unsigned>(_mm512_movepi32_mask(v)));
+  else return __builtin_popcount(static_cast<unsigned>(_mm512_movepi64_mask(v)));
+}
+template <int S>
+MSRL_TARGET_AVX2 inline int count_lanes(__m256i v) {
+  if constexpr (S == 4) return __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(v))));
+  else return __builtin_popcount(static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(v))));
+}
 } // namespace detail
 
 #define MSRL_DEFINE_LANES(BYTES, TGT, ITYPE)                                                                                \
@@ -182,6 +193,10 @@ MSRL_TARGET_AVX2 inline bool any_bits(__m256i v) { return !_mm256_testz_si256(v,
     /* whether any lane is set */                                                                                    \
     TGT inline bool any() const {                                                                                    \
       return detail::any_bits(__builtin_bit_cast(ITYPE, v));                                                         \
+    }                                                                                                                \
+    /* the number of set lanes */                                                                                    \
+    TGT inline int count() const {                                                                                   \
+      return detail::count_lanes<static_cast<int>(sizeof(I))>(__builtin_bit_cast(ITYPE, v));                         \
     }                                                                                                                \
   };                                                                                                                 \
   template <class E, int W>                                                                                          \
@@ -345,7 +360,7 @@ inline constexpr bool single_v = std::is_same_v<elem_t<V>, float>;
 template <class V>
 MSRL_HOST_DEVICE MSRL_FORCEINLINE V splat(double x) {
   if constexpr (lane_traits<V>::width == 1) return x;
-  else return V{} + x;
+  else return x - V{}; // x - 0 is x for every x (also -0), so this folds to a broadcast; 0 + x would not
 }
 
 /// Per-lane choice: m ? a : b.
@@ -381,6 +396,12 @@ template <class M>
 MSRL_HOST_DEVICE MSRL_FORCEINLINE bool any(M m) {
   if constexpr (sizeof(M) == sizeof(bool)) return m;
   else return m.any();
+}
+/// The number of set lanes of a mask (0 or 1 for a bool).
+template <class M>
+MSRL_HOST_DEVICE MSRL_FORCEINLINE int count(M m) {
+  if constexpr (sizeof(M) == sizeof(bool)) return m ? 1 : 0;
+  else return m.count();
 }
 /// A mask with every lane set to b.
 template <class V>

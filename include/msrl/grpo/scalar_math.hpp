@@ -39,12 +39,16 @@ struct value_grad {
   V grad;
 };
 
+// The unbounded range [-inf, inf] (a clamp that is off) costs no lane arithmetic: the bounds are
+// scalars, so the test is one predicted branch.
 template <class V>
 MSRL_HOST_DEVICE MSRL_FORCEINLINE V clamp(V x, double lo, double hi) {
+  if (lo == -inf && hi == inf) return x;
   return select(x < splat<V>(lo), splat<V>(lo), select(x > splat<V>(hi), splat<V>(hi), x));
 }
 template <class V>
 MSRL_HOST_DEVICE MSRL_FORCEINLINE mask_t<V> inside(V x, double lo, double hi) {
+  if (lo == -inf && hi == inf) return x == x; // every lane but NaN
   return mand(splat<V>(lo) <= x, x <= splat<V>(hi));
 }
 
@@ -95,9 +99,20 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE V scale_pow2(V p, K k) {
 /// the result is within 2 ulp of e^x for normal results (test_math_exp sweeps every 61st float of
 /// the range: 0.92 ulp at most with FMA). Exact special cases: exp(NaN) = NaN, exp(+inf) =
 /// +inf, exp(-inf) = 0, overflow to +inf above 88.7228, underflow to 0 below -103.9721.
+///
+/// When every lane lies in [-87, 87] (the common case: no NaN, no overflow, no subnormal result,
+/// |k| <= 126) the clamp, the special cases and the split power are skipped: 2^k is then one
+/// normal power and every product by a power of two is exact, so both routes give the same bits.
 template <class V>
 MSRL_FORCEINLINE V exp_single(V x) {
   constexpr double shifter = 12582912.0; // 1.5 * 2^23: adding it rounds to an integer
+  if (!simd::any(simd::mnot(inside(x, -87.0, 87.0)))) {
+    const V kd = x * 1.44269504088896341 + shifter;
+    const auto k = simd::to_bits(kd) - simd::to_bits(splat<V>(shifter));
+    const V kf = kd - shifter;
+    const V r = (x - kf * 0.693359375) - kf * -2.12194440e-4;
+    return taylor<7>(r) * simd::from_bits<V>((k + 127) << 23);
+  }
   const V xc = select(x == x, clamp(x, -104.0, 89.0), splat<V>(0.0));
   const V kd = xc * 1.44269504088896341 + shifter;
   const auto k = simd::to_bits(kd) - simd::to_bits(splat<V>(shifter));
@@ -173,25 +188,31 @@ template <class V>
 MSRL_HOST_DEVICE MSRL_FORCEINLINE surrogate<V> clipped_surrogate(V rho, V adv, const clip_params& p) {
   const V zero = splat<V>(0.0), one = splat<V>(1.0);
   const double lo = 1.0 - p.clip_low, hi = 1.0 + p.clip_high;
-  const V r1 = select(rho < splat<V>(p.delta), rho, splat<V>(p.delta));
-  const V g1 = select(rho <= splat<V>(p.delta), one, zero); // d r1 / d rho
+  // Without the two-sided cap (delta = inf) r1 = rho and d r1 / d rho = 1, with no lane work.
+  const bool capped_ratio = p.delta < inf;
+  const V r1 = capped_ratio ? select(rho < splat<V>(p.delta), rho, splat<V>(p.delta)) : rho;
+  const V g1 = capped_ratio ? select(rho <= splat<V>(p.delta), one, zero) : one; // d r1 / d rho
   const V r2 = clamp(rho, lo, hi);
   const V g2 = select(inside(rho, lo, hi), one, zero); // d r2 / d rho
   const V a = r1 * adv, b = r2 * adv;
   // -min(a, b): gradient goes to the smaller branch, split in half on a tie (torch.minimum).
+  // g1, g2 are 0 or 1, so the half is exact and -A times it equals -A/2 times (g1 + g2).
   const V v = select(a < b, -a, -b);
-  const V dv = select(a < b, -adv * g1, select(b < a, -adv * g2, -adv * 0.5 * (g1 + g2)));
-  // Dual clip for A < 0: min(v, -A*c), with the same tie rule.
+  const V dv = -adv * select(a < b, g1, select(b < a, g2, 0.5 * (g1 + g2)));
   const auto neg = adv < zero;
-  const V cap = -adv * p.dual_clip;
-  const bool dual_on = p.dual_clip < inf;
-  const auto capped = mand(mand(neg, cap < v), simd::mask_of<V>(dual_on));
-  const auto tie = mand(mand(neg, cap == v), simd::mask_of<V>(dual_on));
   surrogate<V> s;
-  s.value = select(capped, cap, v);
-  s.dratio = select(capped, zero, select(tie, 0.5 * dv, dv));
+  s.value = v;
+  s.dratio = dv;
   s.dlogp = zero;
-  s.dual_clipped = capped;
+  s.dual_clipped = simd::mask_of<V>(false);
+  if (p.dual_clip < inf) { // dual clip for A < 0: min(v, -A*c), with the same tie rule
+    const V cap = -adv * p.dual_clip;
+    const auto capped = mand(neg, cap < v);
+    const auto tie = mand(neg, cap == v);
+    s.value = select(capped, cap, v);
+    s.dratio = select(capped, zero, select(tie, 0.5 * dv, dv));
+    s.dual_clipped = capped;
+  }
   s.clipped_low = mand(rho < splat<V>(lo), neg);
   s.clipped_high = mand(rho > splat<V>(hi), adv > zero);
   return s;
@@ -244,9 +265,10 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE value_grad<V> kl_penalty(V logp, V ref_logp, c
     break;
   }
   }
-  const auto in_range = inside(r.value, -p.value_clamp, p.value_clamp);
-  r.value = select(in_range, r.value, clamp(r.value, -p.value_clamp, p.value_clamp));
-  r.grad = select(in_range, r.grad, zero);
+  if (p.value_clamp < inf) { // clamp(x) is x inside the range (NaN stays NaN)
+    r.grad = select(inside(r.value, -p.value_clamp, p.value_clamp), r.grad, zero);
+    r.value = clamp(r.value, -p.value_clamp, p.value_clamp);
+  }
   if (p.straight_through) r.grad = x; // k2 - sg(k2) + sg(k): gradient of k2 = x (unclamped, as verl)
   return r;
 }

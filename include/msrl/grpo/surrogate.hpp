@@ -77,6 +77,7 @@ concept row_form = surrogate_form<F> && requires(const F& f, row_sums& s, double
 /// The PPO/GRPO clipped ratio  -min(min(rho, delta) A, clip(rho, 1 - eps_lo, 1 + eps_hi) A), with
 /// verl's dual clip for A < 0 (math::clipped_surrogate). The form every preset uses.
 struct clipped_ratio {
+  static constexpr bool ratio_only = true; ///< dlogp is always 0 (see ratio_only_v)
   math::clip_params clip;
   template <class V>
   MSRL_HOST_DEVICE MSRL_FORCEINLINE math::surrogate<V> operator()(const token_args<V>& x) const {
@@ -328,6 +329,17 @@ template <class F>
 struct consumes_policy_mask<F> : std::bool_constant<F::consumes_policy_mask> {};
 template <class F>
 inline constexpr bool consumes_policy_mask_v = consumes_policy_mask<F>::value;
+
+/// Whether a form's gradient flows through the ratio alone (surrogate::dlogp is always 0): a form
+/// says so with `static constexpr bool ratio_only = true`, and the token pass then skips the
+/// dlogp term's lane arithmetic.
+template <class F>
+struct ratio_only : std::false_type {};
+template <class F>
+  requires requires { F::ratio_only; }
+struct ratio_only<F> : std::bool_constant<F::ratio_only> {};
+template <class F>
+inline constexpr bool ratio_only_v = ratio_only<F>::value;
 
 /// Calls f with the built-in form the options name (loss_options::form and its parameters).
 template <class F>

@@ -33,11 +33,14 @@ MSRL_HOST_DEVICE inline double mask_at(const M* mask, std::size_t t) {
 
 MSRL_HOST_DEVICE inline bool finite(double x) { return x == x && x != HUGE_VAL && x != -HUGE_VAL; }
 
-// Accumulators of the row pass, one lane each.
+// Accumulators of the row pass: the log-ratio sum in lanes, the counts as integers (simd::count).
 template <class V>
 struct seq_acc {
-  V len{}, slr{}, bad_mask{}, bad_w{}, bad_pm{};
-  auto fields() { return std::tie(len, slr, bad_mask, bad_w, bad_pm); }
+  V slr{};
+  auto fields() { return std::tie(slr); }
+};
+struct seq_counts {
+  std::size_t len = 0, bad_mask = 0, bad_w = 0, bad_pm = 0;
 };
 
 // Pass 1, one task per row: L_i, the mean log-ratio (GSPO levels only: need_lr) and the validation
@@ -67,46 +70,49 @@ struct seq_pass {
   template <class VL>
   MSRL_HOST_DEVICE MSRL_FORCEINLINE sums<6> body(std::size_t i) const {
     seq_acc<double> acc;
+    seq_counts cn;
     simd::for_lanes<VL>(lay.begin(i), lay.end(i), acc, [&](std::size_t t, auto& a, auto n) MSRL_LAMBDA_INLINE {
-      using V = std::remove_reference_t<decltype(a.len)>;
+      using V = std::remove_reference_t<decltype(a.slr)>;
+      using simd::count;
       using simd::mand;
+      using simd::mnot;
       using simd::select;
       using simd::splat;
       const V zero = splat<V>(0.0), one = splat<V>(1.0);
-      const auto live = simd::first_n<V>(n); // lanes past a row's tail read as mask 0
-      const V m = select(live, mask ? simd::load_as<V>(mask + t, n) : one, zero);
-      const auto on = m == one;
-      const auto valid = simd::mor(m == zero, on);
-      a.bad_mask = a.bad_mask + select(valid, zero, one);
+      const auto live = simd::first_n<V>(n); // lanes past a row's tail count as neither
+      const V m = mask ? simd::load_as<V>(mask + t, n) : one;
+      const auto on = mand(live, m == one);
+      cn.len += static_cast<std::size_t>(count(on));
+      cn.bad_mask += static_cast<std::size_t>(count(mand(live, mnot(simd::mor(m == zero, m == one)))));
       if (pmask) {
         const V pm = simd::load_as<V>(pmask + t, n);
-        a.bad_pm = a.bad_pm + select(simd::mor(pm == zero, pm == one), zero, one);
+        cn.bad_pm += static_cast<std::size_t>(count(mand(live, mnot(simd::mor(pm == zero, pm == one)))));
       }
-      a.len = a.len + select(on, one, zero);
       if (need_lr) {
         const V l = simd::load_as<V>(lp + t, n), o = simd::load_as<V>(old + t, n);
         a.slr = a.slr + select(on, l - o, zero);
       }
       if (isw && isw_per_token) { // a weight must be finite and >= 0 (NaN fails w >= 0)
         const V wt = simd::load_as<V>(isw + t, n);
-        a.bad_w = a.bad_w + select(mand(on, simd::mnot(mand(wt >= zero, wt - wt == zero))), one, zero);
+        cn.bad_w += static_cast<std::size_t>(count(mand(on, mnot(mand(wt >= zero, wt - wt == zero)))));
       }
     });
-    double bad_adv = 0.0;
-    if (!adv_per_token && acc.len > 0.0 && !finite(static_cast<double>(adv[i]))) bad_adv = 1.0;
-    if (isw && !isw_per_token && acc.len > 0.0) {
+    const double len = static_cast<double>(cn.len);
+    double bad_adv = 0.0, bad_w = static_cast<double>(cn.bad_w);
+    if (!adv_per_token && len > 0.0 && !finite(static_cast<double>(adv[i]))) bad_adv = 1.0;
+    if (isw && !isw_per_token && len > 0.0) {
       const double wi = static_cast<double>(isw[i]);
-      if (!(wi >= 0.0) || !finite(wi)) acc.bad_w += 1.0;
+      if (!(wi >= 0.0) || !finite(wi)) bad_w += 1.0;
     }
-    seq_len[i] = acc.len;
-    seq_lr[i] = acc.slr / (acc.len > 1.0 ? acc.len : 1.0);
+    seq_len[i] = len;
+    seq_lr[i] = acc.slr / (len > 1.0 ? len : 1.0);
     sums<6> s{};
-    s[0] = acc.len;
-    s[1] = acc.len > 0.0 ? 1.0 : 0.0;
-    s[2] = acc.bad_mask;
+    s[0] = len;
+    s[1] = len > 0.0 ? 1.0 : 0.0;
+    s[2] = static_cast<double>(cn.bad_mask);
     s[3] = bad_adv;
-    s[4] = acc.bad_w;
-    s[5] = acc.bad_pm;
+    s[4] = bad_w;
+    s[5] = static_cast<double>(cn.bad_pm);
     return s;
   }
 };
@@ -193,11 +199,16 @@ struct row_pass {
   }
 };
 
-// Accumulators of the token pass, one lane each.
+// Accumulators of the token pass, one lane each. The counts (tokens, clipped tokens, non-finite
+// inputs) are not lanes: each step adds its mask's popcount to an integer (simd::count), which
+// keeps five vector registers and their adds out of the loop.
 template <class V>
 struct token_acc {
-  V pg{}, kl{}, tok{}, rsum{}, klsum{}, low{}, high{}, dual{}, lr{}, bad{};
-  auto fields() { return std::tie(pg, kl, tok, rsum, klsum, low, high, dual, lr, bad); }
+  V pg{}, kl{}, rsum{}, klsum{}, lr{};
+  auto fields() { return std::tie(pg, kl, rsum, klsum, lr); }
+};
+struct token_counts {
+  std::size_t tok = 0, low = 0, high = 0, dual = 0, bad = 0;
 };
 
 // The token pass over one block of tokens [bi*blk, min(N, (bi+1)*blk)), split at row boundaries.
@@ -231,6 +242,7 @@ struct token_pass {
   template <class VL>
   MSRL_HOST_DEVICE MSRL_FORCEINLINE sums<s_count> body(std::size_t bi) const {
     token_acc<double> acc;
+    token_counts cn;
     const std::size_t t0 = bi * blk, t1 = t0 + blk < n ? t0 + blk : n;
     std::size_t i = lay.sequence_of(t0);
     for (std::size_t ta = t0; ta < t1;) {
@@ -264,9 +276,10 @@ struct token_pass {
         const auto on = mask ? mand(live, simd::load_as<V>(mask + t, cnt) != zero) : live;
         const V l0 = simd::load_as<V>(lp + t, cnt), o0 = simd::load_as<V>(old + t, cnt), r0 = simd::load_as<V>(ref + t, cnt);
         const V a0 = adv_per_token ? simd::load_as<V>(adv + t, cnt) : zero;
-        // x - x == 0 exactly when x is finite (inf - inf and NaN - NaN are NaN).
-        const auto fin = mand(mand(l0 - l0 == zero, o0 - o0 == zero), mand(r0 - r0 == zero, a0 - a0 == zero));
-        a.bad = a.bad + select(mand(on, simd::mnot(fin)), one, zero);
+        // x - x is 0 exactly when x is finite (inf - inf and NaN - NaN are NaN), so the sum of the
+        // four differences is 0 exactly when all four inputs are.
+        const auto fin = (l0 - l0) + (o0 - o0) + ((r0 - r0) + (a0 - a0)) == zero;
+        cn.bad += static_cast<std::size_t>(simd::count(mand(on, simd::mnot(fin))));
         const V l = select(on, l0, zero);
         const V o = select(on, o0, zero);
         const V r = select(on, r0, zero);
@@ -278,12 +291,18 @@ struct token_pass {
           drho = q.grad;
           lrho = l - o;
         }
-        const V wv = splat<V>(w);
-        const V v = isw && isw_per_token ? select(on, simd::load_as<V>(isw + t, cnt), zero) : splat<V>(isw_seq);
-        const V wk = is_weight_kl ? wv * v : wv; // the KL's weight
         const V pm = pmask ? select(on, simd::load_as<V>(pmask + t, cnt), zero) : one;
-        const V vs = folds ? one : v;                  // the surrogate's IS weight
-        const V wp = eats_pm ? wv * vs : wv * vs * pm; // the surrogate's weight
+        V wk, wp; // the KL's weight, the surrogate's weight
+        if ((isw && isw_per_token) || pmask) {
+          const V wv = splat<V>(w);
+          const V v = isw && isw_per_token ? select(on, simd::load_as<V>(isw + t, cnt), zero) : splat<V>(isw_seq);
+          const V vs = folds ? one : v; // the surrogate's IS weight
+          wk = is_weight_kl ? wv * v : wv;
+          wp = eats_pm ? wv * vs : wv * vs * pm;
+        } else { // constant over the row
+          wk = splat<V>(is_weight_kl ? w * isw_seq : w);
+          wp = splat<V>(folds ? w : w * isw_seq);
+        }
         const math::surrogate<V> sur = form(token_args<V>{rho, lrho, l, av, splat<V>(row), splat<V>(row_grad), pm});
         // Without ref_logp there is no KL term at all (skips an exp per token).
         math::value_grad<V> k = has_kl ? math::kl_penalty(l, r, kp) : math::value_grad<V>{zero, zero};
@@ -297,16 +316,18 @@ struct token_pass {
           }
         }
         V g = Level == ratio_level::sequence ? splat<V>(gseq) : wp * sur.dratio * drho;
-        g = g + wp * sur.dlogp + wk * beta * k.grad + splat<V>(gkl_seq);
+        if constexpr (!ratio_only_v<Form>) g = g + wp * sur.dlogp;
+        if (has_kl) g = g + wk * beta * k.grad;
+        if constexpr (Level == ratio_level::sequence) g = g + splat<V>(gkl_seq);
         a.pg = a.pg + select(on, wp * sur.value, zero);
         a.kl = a.kl + select(on, wk * beta * k.value, zero);
-        a.tok = a.tok + select(on, one, zero);
         a.rsum = a.rsum + select(on, rho, zero);
         a.klsum = a.klsum + select(on, kraw, zero);
         a.lr = a.lr + (l - o); // masked tokens' inputs are 0 here
-        a.low = a.low + select(simd::mand(on, sur.clipped_low), one, zero);
-        a.high = a.high + select(simd::mand(on, sur.clipped_high), one, zero);
-        a.dual = a.dual + select(simd::mand(on, sur.dual_clipped), one, zero);
+        cn.tok += static_cast<std::size_t>(simd::count(on));
+        cn.low += static_cast<std::size_t>(simd::count(mand(on, sur.clipped_low)));
+        cn.high += static_cast<std::size_t>(simd::count(mand(on, sur.clipped_high)));
+        cn.dual += static_cast<std::size_t>(simd::count(mand(on, sur.dual_clipped)));
         simd::store_as(grad + t, select(on, g, zero), cnt);
       });
       ta = tb;
@@ -315,14 +336,14 @@ struct token_pass {
     s[s_pg] = acc.pg;
     s[s_kl] = acc.kl;
     s[s_loss] = acc.pg + acc.kl;
-    s[s_tok] = acc.tok;
+    s[s_tok] = static_cast<double>(cn.tok);
     s[s_ratio] = acc.rsum;
     s[s_klsum] = acc.klsum;
-    s[s_low] = acc.low;
-    s[s_high] = acc.high;
-    s[s_dual] = acc.dual;
+    s[s_low] = static_cast<double>(cn.low);
+    s[s_high] = static_cast<double>(cn.high);
+    s[s_dual] = static_cast<double>(cn.dual);
     s[s_lr] = acc.lr;
-    s[s_bad] = acc.bad;
+    s[s_bad] = static_cast<double>(cn.bad);
     return s;
   }
 };
