@@ -2,7 +2,7 @@
 // vector lanes' polynomial (AVX-512 and AVX2) within 2 ulp over the whole double range; the fp32
 // lanes' exp within 2 ulp on every 61st float of its range; fp32 k3 KL values and gradients within
 // a few ulp where e^d - d - 1 cancels; exact special values everywhere; the fp32 exp's short route
-// (all lanes in [-87, 87]) bit for bit against its general one.
+// (all lanes in [-87, 87]) and the double one's (all in [-708, 708]) bit for bit against the general ones.
 #define BOOST_TEST_MODULE math_exp
 #include <boost/test/unit_test.hpp>
 
@@ -177,6 +177,30 @@ BOOST_AUTO_TEST_CASE(float_exp_short_and_general_routes_agree) {
     for (std::size_t i = 0; i < mixed.size(); i += 8) { // and the out-of-range lanes are exact
       if ((i / 8) % 3 == 0) BOOST_TEST(std::isinf(b[i]));
       else if ((i / 8) % 3 == 1) BOOST_TEST(b[i] == 0.f);
+      else BOOST_TEST(std::isnan(b[i]));
+    }
+  }
+}
+
+// The same for the double lanes: short route on [-708, 708], general one beyond.
+BOOST_AUTO_TEST_CASE(double_exp_short_and_general_routes_agree) {
+  std::mt19937 rng(6);
+  std::uniform_real_distribution<double> u(-708.0, 708.0);
+  std::vector<double> xs(16 * 400);
+  for (double& x : xs) x = u(rng);
+  for (std::size_t i = 0; i < 16 * 5; ++i) xs[i] = -708.0 + 0.125 * static_cast<double>(i); // the edges
+  for (std::size_t i = xs.size() - 16 * 5; i < xs.size(); ++i) xs[i] = 708.0 - 0.125 * static_cast<double>(xs.size() - 1 - i);
+  std::vector<double> mixed = xs; // one lane of every register out of range (4 lanes on AVX2)
+  for (std::size_t i = 0; i < mixed.size(); i += 4) mixed[i] = (i / 4) % 3 == 0 ? 800.0 : (i / 4) % 3 == 1 ? -800.0 : NAN;
+  for (msrl::cpu_isa isa : vector_isas()) {
+    const std::vector<double> a = lanes(isa, 0, xs), b = lanes(isa, 0, mixed);
+    std::size_t differ = 0;
+    for (std::size_t i = 0; i < xs.size(); ++i)
+      if (i % 4 != 0 && std::memcmp(&a[i], &b[i], sizeof(double)) != 0) ++differ;
+    BOOST_TEST(differ == 0u, msrl::to_string(isa) << ": " << differ << " lanes differ");
+    for (std::size_t i = 0; i < mixed.size(); i += 4) {
+      if ((i / 4) % 3 == 0) BOOST_TEST(std::isinf(b[i]));
+      else if ((i / 4) % 3 == 1) BOOST_TEST(b[i] == 0.0);
       else BOOST_TEST(std::isnan(b[i]));
     }
   }

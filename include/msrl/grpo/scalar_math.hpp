@@ -139,6 +139,15 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE V exp(V x) {
   else {
   constexpr double log2e = 1.4426950408889634074, ln2_hi = 6.93147180369123816490e-01,
                    ln2_lo = 1.90821492927058770002e-10, shifter = 0x1.8p52;
+  // The short route, as in exp_single: every lane in [-708, 708] (|k| <= 1022, a normal result),
+  // so 2^k is one normal power and the bits are those of the general route.
+  if (!simd::any(simd::mnot(inside(x, -708.0, 708.0)))) {
+    const V kd = x * log2e + shifter;
+    const auto k = simd::to_bits(kd) - simd::to_bits(shifter);
+    const V kf = kd - shifter;
+    const V r = (x - kf * ln2_hi) - kf * ln2_lo;
+    return detail::taylor<13>(r) * simd::from_bits<V>((k + 1023) << 52);
+  }
   const V xc = select(x == x, clamp(x, -746.0, 710.0), splat<V>(0.0));
   // x = k ln2 + r, |r| <= ln2/2; k read from the low mantissa bits of (x*log2e + 1.5*2^52).
   const V kd = xc * log2e + shifter;
