@@ -20,6 +20,7 @@
 #include <msrl/trainer/distributed_torch.hpp>
 
 #include "msrl_pipeline/ablation.hpp"
+#include "msrl_pipeline/blas_threads.hpp"
 #include "msrl_pipeline/config.hpp"
 #include "msrl_pipeline/datagen.hpp"
 #include "msrl_pipeline/run.hpp"
@@ -195,6 +196,8 @@ int main(int argc, char** argv) {
     }
     auto cfg = mp::load_config(config_file, sets);
     if (cfg.threads > 0) torch::set_num_threads(cfg.threads);
+    if (cfg.blas_threads > 0 && !mp::set_blas_threads(cfg.blas_threads))
+      std::cerr << "msrl-train: blas_threads: the BLAS in use has no known thread control (OpenBLAS, BLIS); left as it is\n";
     auto comm = make_comm();
     if (*eval) {
       auto ctx = make_context(cfg, comm);

@@ -59,6 +59,7 @@ struct world {
     json c = json::parse(slurp(tiny_config()));
     c["data_dir"] = (root / "data").string();
     c["threads"] = 1;
+    c["blas_threads"] = 1; // and one BLAS thread
     c["progress"] = false;
     // Random weights and both pretraining stages (the bundled run starts from the shipped foundation)
     c["model"]["init"] = "tiny";
@@ -171,6 +172,7 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"model.autocast=fp8", "model.autocast"},
       {"model.fused_logprobs=2", "model.fused_logprobs"},
       {"mm_grpo.entropy_coeff=1e999", "mm_grpo.entropy_coeff"},
+      {"blas_threads=-1", "blas_threads"},
   };
   for (const auto& c : cases) {
     const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set " + c.set, dir);
