@@ -118,6 +118,50 @@ void check_backward(std::size_t N, std::size_t V, double temp, unsigned seed) {
   }
 }
 
+#ifdef MSRL_KERNELS_X86
+// The bf16 gradient stores through AVX512_BF16's conversion (taken where the CPU has it) against
+// the rounding by integer arithmetic of the plain AVX-512 rows: the same bits, except that the
+// conversion reads an fp32 subnormal (|g| < 2^-126) as 0. Logits spread wide (scale 40) so that
+// some gradients fall into that range; a -inf logit gets exactly 0 from both.
+template <class T>
+void check_bf16_conversion_store(unsigned seed) {
+  if (!msrl::has_avx512_bf16()) {
+    BOOST_TEST_MESSAGE("no AVX512_BF16 on this CPU: the conversion store is not used here");
+    return;
+  }
+  const std::size_t N = 3, V = 4099;
+  auto p = make<T>(N, V, seed, 40.0);
+  p.x[5] = k::from_float<T>(ninf);
+  std::vector<float> lp(N);
+  std::vector<double> lse(N);
+  k::selective_log_softmax(k::matrix_view<const T>{p.x.data(), N, V}, p.y, {lp, lse, {}}, {});
+  std::size_t same = 0, flushed = 0, other = 0;
+  for (std::size_t i = 0; i < N; ++i) {
+    std::vector<k::bf16> a(V), b(V);
+    const T* row = p.x.data() + i * V;
+    const auto y = static_cast<std::size_t>(p.y[i]);
+    const float hi = static_cast<float>(lse[i]), lo = static_cast<float>(lse[i] - hi); // as row_backward splits it
+    const auto ra = k::detail::avx512_rows::backward_row<T, k::bf16, false>(row, a.data(), V, y, 1.0f, hi, lo, 0.7f, 0.0f);
+    const auto rb = k::detail::avx512_bf16_rows::backward_row<T, k::bf16, false>(row, b.data(), V, y, 1.0f, hi, lo, 0.7f, 0.0f);
+    BOOST_TEST(ra.p == rb.p); // the sums do not depend on the store
+    for (std::size_t j = 0; j < V; ++j) {
+      if (j == y) continue; // left for the caller
+      if (a[j].bits == b[j].bits) ++same;
+      else if ((b[j].bits & 0x7fffu) == 0 && (a[j].bits & 0x7f80u) == 0) ++flushed; // a subnormal read as 0
+      else ++other;
+    }
+  }
+  BOOST_TEST_MESSAGE("bf16 conversion store: " << same << " equal, " << flushed << " subnormals stored as 0");
+  BOOST_TEST(other == 0u);
+  BOOST_TEST(same > N * (V - 1) / 2);
+}
+
+BOOST_AUTO_TEST_CASE(bf16_conversion_store_matches_the_integer_rounding) {
+  check_bf16_conversion_store<k::bf16>(21);
+  check_bf16_conversion_store<float>(22);
+}
+#endif
+
 BOOST_AUTO_TEST_CASE(backward_matches_double_reference) {
   for (std::size_t V : {1, 3, 16, 31, 100, 4099}) check_backward<float, float>(7, V, 1.0, static_cast<unsigned>(V));
   check_backward<float, float>(3, 151936, 0.7, 11);

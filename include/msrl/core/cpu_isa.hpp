@@ -16,6 +16,8 @@
 /// Function attributes that compile one function for an ISA.
 #define MSRL_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
 #define MSRL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+/// AVX-512 with the AVX512_BF16 conversions (one instruction from fp32 to bf16).
+#define MSRL_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx512bf16")))
 /// The same, with every call inside inlined (recursively), so that generic code reached from the
 /// function (the lane formulas) is compiled for its ISA too.
 #define MSRL_FLATTEN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"), flatten))
@@ -71,6 +73,20 @@ inline cpu_isa active_isa() {
   const int cap = detail::isa_cap().load(std::memory_order_relaxed);
   const cpu_isa best = detected_isa();
   return cap < 0 ? best : static_cast<cpu_isa>(std::min(cap, static_cast<int>(best)));
+}
+
+/// Whether the CPU has AVX512_BF16 (fp32 -> bf16 in one instruction); the host kernels use it
+/// only while active_isa() is avx512.
+inline bool has_avx512_bf16() {
+  static const bool has = [] {
+#ifdef MSRL_X86_DISPATCH
+    __builtin_cpu_init();
+    return detected_isa() == cpu_isa::avx512 && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+  }();
+  return has;
 }
 
 } // namespace msrl

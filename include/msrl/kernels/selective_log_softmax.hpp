@@ -133,7 +133,10 @@ template <class T, class G, bool Entropy>
 backward_fn<T, G> pick_backward() {
 #ifdef MSRL_KERNELS_X86
   switch (active_isa()) {
-  case cpu_isa::avx512: return &avx512_rows::backward_row<T, G, Entropy>;
+  case cpu_isa::avx512:
+    if constexpr (std::is_same_v<G, bf16>)
+      if (has_avx512_bf16()) return &avx512_bf16_rows::backward_row<T, G, Entropy>;
+    return &avx512_rows::backward_row<T, G, Entropy>;
   case cpu_isa::avx2: return &avx2_rows::backward_row<T, G, Entropy>;
   default: break;
   }

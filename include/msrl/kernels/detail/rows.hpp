@@ -1,6 +1,7 @@
 #pragma once
 /// \file Per-row kernels of the host selective log-softmax for each instruction set, and the
-/// runtime choice among them (AVX-512 > AVX2 > scalar; core/cpu_isa.hpp).
+/// runtime choice among them (AVX-512 > AVX2 > scalar; core/cpu_isa.hpp; AVX-512 with AVX512_BF16
+/// for the backward rows that write bf16).
 #include <cmath>
 #include <cstddef>
 #include <algorithm>
@@ -88,6 +89,15 @@ namespace msrl::kernels::detail::scalar_rows {}
 #define MSRL_ROW_NS msrl::kernels::detail::avx512_rows
 #define MSRL_ROW_ISA ::msrl::kernels::detail::isa_avx512
 #define MSRL_ROW_TARGET MSRL_TARGET_AVX512
+#include "row_kernels.inl"
+#undef MSRL_ROW_NS
+#undef MSRL_ROW_ISA
+#undef MSRL_ROW_TARGET
+
+// Only its backward rows with bf16 gradients are used (selective_log_softmax.hpp pick_backward).
+#define MSRL_ROW_NS msrl::kernels::detail::avx512_bf16_rows
+#define MSRL_ROW_ISA ::msrl::kernels::detail::isa_avx512_bf16
+#define MSRL_ROW_TARGET MSRL_TARGET_AVX512_BF16
 #include "row_kernels.inl"
 #undef MSRL_ROW_NS
 #undef MSRL_ROW_ISA

@@ -121,6 +121,20 @@ struct isa_avx512 {
   MSRL_TARGET_AVX512 static inline void lanes(vec v, float* out) { _mm512_storeu_ps(out, v); }
 };
 
+/// AVX-512 whose bf16 stores take AVX512_BF16's conversion (vcvtneps2bf16: round to nearest
+/// even, one instruction instead of five). It reads fp32 subnormals as zero, so a gradient below
+/// 2^-126 in magnitude is stored as 0 where isa_avx512 keeps a bf16 subnormal; every other
+/// finite value gets the same bits (test_selective_log_softmax compares the two).
+struct isa_avx512_bf16 : isa_avx512 {
+  template <class G>
+  MSRL_TARGET_AVX512_BF16 static inline void store(G* p, vec v) {
+    if constexpr (std::is_same_v<G, bf16>)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), __builtin_bit_cast(__m256i, _mm512_cvtneps_pbh(v)));
+    else
+      isa_avx512::store<G>(p, v);
+  }
+};
+
 struct isa_avx2 {
   static constexpr int width = 8;
   using vec = __m256;
