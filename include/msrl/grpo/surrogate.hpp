@@ -319,27 +319,27 @@ struct gmpo {
 static_assert(surrogate_form<cispo> && surrogate_form<sapo> && surrogate_form<reinforce> && surrogate_form<dppo> &&
               surrogate_form<dro> && surrogate_form<kl_cov> && row_form<vespo> && row_form<gmpo>);
 
-/// Whether a form reads the policy mask itself (token_args::pm) instead of having the surrogate
-/// multiplied by it: a form says so with `static constexpr bool consumes_policy_mask = true` (gmpo:
-/// inside its row statistic; kl_cov: the tokens its penalty selects).
+/// A form's optional flags: each is a `static constexpr bool` member a form may declare; absent
+/// means false.
+///   consumes_policy_mask  the form reads the policy mask itself (token_args::pm) instead of having
+///                         the surrogate multiplied by it (gmpo: inside its row statistic; kl_cov:
+///                         the tokens its penalty selects)
+///   ratio_only            the gradient flows through the ratio alone (surrogate::dlogp is always
+///                         0), so the token pass skips the dlogp term's lane arithmetic
 template <class F>
-struct consumes_policy_mask : std::false_type {};
+consteval bool consumes_policy_mask_of() {
+  if constexpr (requires { F::consumes_policy_mask; }) return F::consumes_policy_mask;
+  else return false;
+}
 template <class F>
-  requires requires { F::consumes_policy_mask; }
-struct consumes_policy_mask<F> : std::bool_constant<F::consumes_policy_mask> {};
+consteval bool ratio_only_of() {
+  if constexpr (requires { F::ratio_only; }) return F::ratio_only;
+  else return false;
+}
 template <class F>
-inline constexpr bool consumes_policy_mask_v = consumes_policy_mask<F>::value;
-
-/// Whether a form's gradient flows through the ratio alone (surrogate::dlogp is always 0): a form
-/// says so with `static constexpr bool ratio_only = true`, and the token pass then skips the
-/// dlogp term's lane arithmetic.
+inline constexpr bool consumes_policy_mask_v = consumes_policy_mask_of<F>();
 template <class F>
-struct ratio_only : std::false_type {};
-template <class F>
-  requires requires { F::ratio_only; }
-struct ratio_only<F> : std::bool_constant<F::ratio_only> {};
-template <class F>
-inline constexpr bool ratio_only_v = ratio_only<F>::value;
+inline constexpr bool ratio_only_v = ratio_only_of<F>();
 
 /// Calls f with the built-in form the options name (loss_options::form and its parameters).
 template <class F>
