@@ -106,19 +106,15 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE V scale_pow2(V p, K k) {
 template <class V>
 MSRL_FORCEINLINE V exp_single(V x) {
   constexpr double shifter = 12582912.0; // 1.5 * 2^23: adding it rounds to an integer
-  if (!simd::any(simd::mnot(inside(x, -87.0, 87.0)))) {
-    const V kd = x * 1.44269504088896341 + shifter;
-    const auto k = simd::to_bits(kd) - simd::to_bits(splat<V>(shifter));
-    const V kf = kd - shifter;
-    const V r = (x - kf * 0.693359375) - kf * -2.12194440e-4;
-    return taylor<7>(r) * simd::from_bits<V>((k + 127) << 23);
-  }
-  const V xc = select(x == x, clamp(x, -104.0, 89.0), splat<V>(0.0));
+  const bool normal = !simd::any(simd::mnot(inside(x, -87.0, 87.0)));
+  const V xc = normal ? x : select(x == x, clamp(x, -104.0, 89.0), splat<V>(0.0));
   const V kd = xc * 1.44269504088896341 + shifter;
   const auto k = simd::to_bits(kd) - simd::to_bits(splat<V>(shifter));
   const V kf = kd - shifter;
   const V r = (xc - kf * 0.693359375) - kf * -2.12194440e-4;
-  const V y = scale_pow2<127, 23>(taylor<7>(r), k);
+  const V p = taylor<7>(r);
+  if (normal) return p * simd::from_bits<V>((k + 127) << 23);
+  const V y = scale_pow2<127, 23>(p, k);
   return select(x != x, x, select(x > splat<V>(88.72283935546875), splat<V>(HUGE_VAL),
                                   select(x < splat<V>(-103.97208404541016), splat<V>(0.0), y)));
 }
@@ -141,21 +137,17 @@ MSRL_HOST_DEVICE MSRL_FORCEINLINE V exp(V x) {
                    ln2_lo = 1.90821492927058770002e-10, shifter = 0x1.8p52;
   // The short route, as in exp_single: every lane in [-708, 708] (|k| <= 1022, a normal result),
   // so 2^k is one normal power and the bits are those of the general route.
-  if (!simd::any(simd::mnot(inside(x, -708.0, 708.0)))) {
-    const V kd = x * log2e + shifter;
-    const auto k = simd::to_bits(kd) - simd::to_bits(shifter);
-    const V kf = kd - shifter;
-    const V r = (x - kf * ln2_hi) - kf * ln2_lo;
-    return detail::taylor<13>(r) * simd::from_bits<V>((k + 1023) << 52);
-  }
-  const V xc = select(x == x, clamp(x, -746.0, 710.0), splat<V>(0.0));
+  const bool normal = !simd::any(simd::mnot(inside(x, -708.0, 708.0)));
+  const V xc = normal ? x : select(x == x, clamp(x, -746.0, 710.0), splat<V>(0.0));
   // x = k ln2 + r, |r| <= ln2/2; k read from the low mantissa bits of (x*log2e + 1.5*2^52).
   const V kd = xc * log2e + shifter;
   const auto k = simd::to_bits(kd) - simd::to_bits(shifter);
   const V kf = kd - shifter;
   const V r = (xc - kf * ln2_hi) - kf * ln2_lo;
   // e^r by its Taylor series to r^13 (truncation < 2e-17 for |r| <= 0.347), Horner form.
-  const V y = detail::scale_pow2<1023, 52>(detail::taylor<13>(r), k);
+  const V p = detail::taylor<13>(r);
+  if (normal) return p * simd::from_bits<V>((k + 1023) << 52);
+  const V y = detail::scale_pow2<1023, 52>(p, k);
   return select(x != x, x, select(x > splat<V>(709.782712893384), splat<V>(inf),
                                   select(x < splat<V>(-745.1332191019412), splat<V>(0.0), y)));
   }

@@ -59,15 +59,15 @@ inline void check_linear(const matrix_view<const float>& h, const matrix_view<co
 struct logits_block {
   std::vector<float> own;
   float* data = nullptr;
-  logits_block(const linear_options& o, std::size_t N, std::size_t V, const char* where) {
-    const std::size_t need = std::min(N, o.chunk) * V;
+  std::size_t size = 0;
+  logits_block(const linear_options& o, std::size_t N, std::size_t V, const char* where) : size(std::min(N, o.chunk) * V) {
     if (!o.workspace.empty()) {
-      require<shape_error>(o.workspace.size() >= need, where, "options.workspace",
-                           "must be empty or hold at least min(N, chunk) x V = " + std::to_string(need) + " floats, got " +
+      require<shape_error>(o.workspace.size() >= size, where, "options.workspace",
+                           "must be empty or hold at least min(N, chunk) x V = " + std::to_string(size) + " floats, got " +
                                std::to_string(o.workspace.size()));
       data = o.workspace.data();
     } else {
-      own.resize(need);
+      own.resize(size);
       data = own.data();
     }
   }
@@ -141,9 +141,9 @@ grpo::loss_result linear_grpo_loss(const matrix_view<const float>& hidden, const
   std::vector<float> logp(N), dlogp(N);
   std::vector<double> lse(N);
   // one logits block for both sweeps (the caller's, or one made here)
+  detail::logits_block block(o, N, weight.rows, where);
   linear_options ow = o;
-  std::vector<float> block(o.workspace.empty() ? std::min(N, o.chunk) * weight.rows : 0);
-  if (o.workspace.empty()) ow.workspace = block;
+  ow.workspace = std::span<float>(block.data, block.size);
   linear_selective_log_softmax(hidden, weight, targets, logp, ow, lse);
   const grpo::loss_inputs<float, M> li{layout, logp, old_logp, ref_logp, advantages, mask};
   const grpo::loss_result res = grpo::policy_loss(backend::host_threads{o.threads, 4096}, li, opt, norm, std::span<float>(dlogp));
