@@ -60,6 +60,7 @@ struct world {
     c["data_dir"] = (root / "data").string();
     c["threads"] = 1;
     c["blas_threads"] = 1; // and one BLAS thread
+    c["sampling_workers"] = 2; // prompts sampled on two threads (each request's tokens depend on its seed only)
     c["progress"] = false;
     // Random weights and both pretraining stages (the bundled run starts from the shipped foundation)
     c["model"]["init"] = "tiny";
@@ -173,6 +174,7 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"model.fused_logprobs=2", "model.fused_logprobs"},
       {"mm_grpo.entropy_coeff=1e999", "mm_grpo.entropy_coeff"},
       {"blas_threads=-1", "blas_threads"},
+      {"sampling_workers=-1", "sampling_workers"},
   };
   for (const auto& c : cases) {
     const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set " + c.set, dir);

@@ -524,6 +524,45 @@ BOOST_AUTO_TEST_CASE(sampling_is_seeded_and_logprobs_match_a_full_forward) {
   BOOST_CHECK_THROW(mt::sample(m, in.prompt, in.pixels, {.top_p = 0.0}), msrl::invalid_argument);
 }
 
+// sample_many runs sample() per request on worker threads: each request's tokens and log-probs
+// are those of sample() with its seed, whatever the worker count; errors come back to the caller.
+BOOST_AUTO_TEST_CASE(sample_many_matches_sample_per_request) {
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  m->train();
+  const auto in = tiny_prompt();
+  const auto text_only = at::tensor({5, 6, 7, 8, 9, 10}, at::kLong);
+  const std::vector<mt::sample_request> req{{in.prompt, in.pixels, 11}, {text_only, {}, 12}, {in.prompt, in.pixels, 13}, {text_only, {}, 14}, {in.prompt, in.pixels, 11}};
+  const mt::sampling_options opt{.num_samples = 3, .max_new_tokens = 9, .temperature = 0.9, .stop_ids = {3}, .seed = 999};
+  const int threads_before = at::get_num_threads();
+  for (const int workers : {1, 2, 3}) {
+    const auto got = mt::sample_many(m, req, opt, workers);
+    BOOST_TEST_REQUIRE(got.size() == req.size());
+    BOOST_TEST(at::get_num_threads() == threads_before);
+    BOOST_TEST(m->is_training()); // restored
+    for (std::size_t i = 0; i < req.size(); ++i) {
+      auto one = opt;
+      one.seed = req[i].seed;
+      const auto ref = mt::sample(m, req[i].prompt_ids, req[i].pixel_values, one);
+      BOOST_TEST(at::equal(got[i].tokens, ref.tokens));
+      BOOST_TEST(at::equal(got[i].mask, ref.mask));
+      BOOST_TEST(max_abs_diff(got[i].logprobs, ref.logprobs) < 1e-6);
+      BOOST_TEST(got[i].lengths == ref.lengths);
+    }
+    BOOST_TEST(at::equal(got[0].tokens, got[4].tokens)); // same prompt, same seed
+    BOOST_TEST(!at::equal(got[0].tokens, got[2].tokens)); // same prompt, another seed
+  }
+  // a request that fails inside a worker (image-context tokens without pixels) is reported
+  std::vector<mt::sample_request> bad = req;
+  bad[3] = {in.prompt, {}, 1};
+  BOOST_CHECK_THROW(mt::sample_many(m, bad, opt, 2), msrl::shape_error);
+  BOOST_TEST(at::get_num_threads() == threads_before);
+  BOOST_TEST(m->is_training());
+  bad[3] = {at::zeros({0}, at::kLong), {}, 1};
+  BOOST_CHECK_THROW(mt::sample_many(m, bad, opt, 2), msrl::shape_error);
+  BOOST_CHECK_THROW(mt::sample_many(m, req, opt, 0), msrl::invalid_argument);
+  BOOST_TEST(mt::sample_many(m, std::span<const mt::sample_request>(), opt, 2).empty());
+}
+
 BOOST_AUTO_TEST_CASE(filter_logits_keeps_top_k_and_nucleus) {
   auto x = at::log(at::tensor({0.5f, 0.3f, 0.15f, 0.05f})).unsqueeze(0);
   auto k2 = mt::detail::filter_logits(x, 2, 1.0);

@@ -1,15 +1,21 @@
 #pragma once
 /// \file Sampling G completions of one prompt with a KV cache: temperature, top-k, top-p, stop ids,
-/// seeded (component msrl::torch).
+/// seeded (component msrl::torch); many prompts on worker threads (sample_many).
 ///
 ///   auto s = msrl::trainer::sample(model, prompt_ids, pixels, {.num_samples = 8, .max_new_tokens = 512,
 ///                                  .temperature = 1.0, .top_p = 1.0, .stop_ids = {im_end}, .seed = 7});
 ///   // s.tokens [G, L], s.logprobs [G, L] (log softmax(logits / T) of each sampled token), s.mask, s.lengths
+///   auto all = msrl::trainer::sample_many(model, requests, opt, /*workers=*/2); // one result per request
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <exception>
 #include <optional>
+#include <span>
+#include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -60,33 +66,37 @@ inline at::Tensor filter_logits(at::Tensor logits, std::int64_t top_k, double to
   return logits;
 }
 
-} // namespace detail
-
-/// Samples G completions of one prompt ([T] or [1, T] int64) with a KV cache. The image-context
-/// token is never sampled. Seeded: the same seed gives the same tokens on the same build.
-inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values, const sampling_options& opt) {
-  constexpr const char* where = "msrl::trainer::sample";
+inline void check_sampling_options(const internvl& model, const sampling_options& opt, const char* where) {
   require(opt.num_samples >= 1, where, "num_samples", "must be >= 1");
   require(opt.max_new_tokens >= 1, where, "max_new_tokens", "must be >= 1");
   require(std::isfinite(opt.temperature) && opt.temperature >= 0.0, where, "temperature", "must be finite and >= 0");
   require(opt.top_p > 0.0 && opt.top_p <= 1.0, where, "top_p", "must lie in (0, 1]");
   require(opt.top_k >= 0, where, "top_k", "must be >= 0");
-  const auto V = model->cfg.text.vocab_size;
-  require(opt.pad_id >= 0 && opt.pad_id < V, where, "pad_id", "must be a token id of the vocabulary");
+  require(opt.pad_id >= 0 && opt.pad_id < model->cfg.text.vocab_size, where, "pad_id", "must be a token id of the vocabulary");
+}
+
+inline at::Tensor one_prompt(const at::Tensor& prompt_ids, const char* where, const std::string& name) {
+  require<shape_error>(prompt_ids.defined(), where, name, "must be one non-empty prompt [T] or [1, T]");
   at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
-  require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, "prompt_ids", "must be one non-empty prompt [T] or [1, T]");
-  at::NoGradGuard ng;
-  const bool was_training = model->is_training();
-  model->eval();
+  require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, name, "must be one non-empty prompt [T] or [1, T]");
+  return prompt;
+}
+
+/// sample() after validation, with the model in eval mode and gradients off (the caller's).
+/// The prompt is encoded once and its KV cache shared by the G rows (expanded, not copied).
+inline sampling_result sample_one(internvl& model, const at::Tensor& prompt, const at::Tensor& pixel_values, const sampling_options& opt,
+                                  std::uint64_t seed) {
+  const auto V = model->cfg.text.vocab_size;
   const auto dev = model->language_model->model->embed_tokens->weight.device();
   const auto G = opt.num_samples, L = opt.max_new_tokens;
-  auto gen = at::detail::createCPUGenerator(opt.seed);
+  auto gen = at::detail::createCPUGenerator(seed);
 
   kv_cache cache;
   auto e = model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values);
-  auto h = model->language_model->hidden(e.expand({G, e.size(1), e.size(2)}).contiguous(), &cache);
-  auto logits = model->language_model->logits(h.narrow(1, h.size(1) - 1, 1)).squeeze(1);
-
+  auto h = model->language_model->hidden(e, &cache);
+  for (auto* kv : {&cache.k, &cache.v})
+    for (auto& t : *kv) t = t.expand({G, t.size(1), t.size(2), t.size(3)});
+  auto logits = model->language_model->logits(h.narrow(1, h.size(1) - 1, 1)).squeeze(1).expand({G, V}).contiguous();
   at::Tensor tokens = at::full({G, L}, opt.pad_id, at::kLong), logps = at::zeros({G, L}, at::kFloat),
              mask = at::zeros({G, L}, at::kByte);
   std::vector<std::int64_t> lengths(static_cast<std::size_t>(G), 0);
@@ -135,9 +145,89 @@ inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, con
     if (all_done || t + 1 == L) break;
     logits = model->forward(next_cpu.unsqueeze(1).to(dev), {}, &cache).squeeze(1);
   }
-  if (was_training) model->train();
   const auto used = *std::max_element(lengths.begin(), lengths.end());
   return {tokens.narrow(1, 0, used).contiguous(), logps.narrow(1, 0, used).contiguous(), mask.narrow(1, 0, used).contiguous(), lengths};
+}
+
+} // namespace detail
+
+/// Samples G completions of one prompt ([T] or [1, T] int64) with a KV cache. The image-context
+/// token is never sampled. Seeded: the same seed gives the same tokens on the same build.
+inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values, const sampling_options& opt) {
+  constexpr const char* where = "msrl::trainer::sample";
+  detail::check_sampling_options(model, opt, where);
+  const auto prompt = detail::one_prompt(prompt_ids, where, "prompt_ids");
+  at::NoGradGuard ng;
+  const bool was_training = model->is_training();
+  model->eval();
+  auto out = detail::sample_one(model, prompt, pixel_values, opt, opt.seed);
+  if (was_training) model->train();
+  return out;
+}
+
+/// One prompt of sample_many: its ids ([T] or [1, T] int64), its pixels (or undefined) and the
+/// seed of its G completions (sampling_options::seed is not used).
+struct sample_request {
+  at::Tensor prompt_ids;
+  at::Tensor pixel_values;
+  std::uint64_t seed = 0;
+};
+
+/// sample() for every request, result i for request i, on `workers` threads (at most one per
+/// request; 1 runs them here, in order). Each worker runs libtorch with one intra-op thread: a
+/// decoding step of a small model is a few dozen small ops, and several prompts at once use the
+/// cores better than one prompt's ops split over them. A request's tokens depend on its seed and
+/// prompt only, not on `workers` or on the other requests. The caller's intra-op thread count is
+/// restored; so is the model's training mode. The first error of any request is rethrown after
+/// every worker has stopped.
+inline std::vector<sampling_result> sample_many(internvl& model, std::span<const sample_request> requests, const sampling_options& opt,
+                                                int workers = 1) {
+  constexpr const char* where = "msrl::trainer::sample_many";
+  detail::check_sampling_options(model, opt, where);
+  require(workers >= 1, where, "workers", "must be >= 1");
+  std::vector<at::Tensor> prompts;
+  prompts.reserve(requests.size());
+  for (std::size_t i = 0; i < requests.size(); ++i)
+    prompts.push_back(detail::one_prompt(requests[i].prompt_ids, where, "requests[" + std::to_string(i) + "].prompt_ids"));
+  std::vector<sampling_result> out(requests.size());
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto run = [&](std::size_t i) { out[i] = detail::sample_one(model, prompts[i], requests[i].pixel_values, opt, requests[i].seed); };
+  const auto n_workers = std::min<std::size_t>(static_cast<std::size_t>(workers), requests.size());
+  std::exception_ptr failed;
+  if (n_workers <= 1) {
+    at::NoGradGuard ng;
+    try {
+      for (std::size_t i = 0; i < requests.size(); ++i) run(i);
+    } catch (...) {
+      failed = std::current_exception();
+    }
+  } else {
+    const int caller_threads = at::get_num_threads();
+    std::atomic<std::size_t> next{0};
+    std::atomic<bool> stop{false};
+    std::vector<std::exception_ptr> errors(n_workers);
+    std::vector<std::thread> pool;
+    pool.reserve(n_workers);
+    for (std::size_t w = 0; w < n_workers; ++w)
+      pool.emplace_back([&, w] {
+        try {
+          at::set_num_threads(1);
+          at::NoGradGuard ng; // grad mode is per thread
+          for (std::size_t i; !stop.load() && (i = next.fetch_add(1)) < requests.size();) run(i);
+        } catch (...) {
+          errors[w] = std::current_exception();
+          stop = true;
+        }
+      });
+    for (auto& t : pool) t.join();
+    at::set_num_threads(caller_threads); // libtorch keeps the last count for threads it starts later
+    for (auto& e : errors)
+      if (e && !failed) failed = e;
+  }
+  if (was_training) model->train();
+  if (failed) std::rethrow_exception(failed);
+  return out;
 }
 
 } // namespace msrl::trainer

@@ -24,4 +24,29 @@ inline const char* set_blas_threads(int n) {
   return nullptr;
 }
 
+/// The loaded BLAS's thread count (OpenBLAS or BLIS), 0 when neither is loaded.
+inline int blas_threads() {
+  if (auto f = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"))) return f();
+  if (auto f = reinterpret_cast<std::int64_t (*)()>(dlsym(RTLD_DEFAULT, "bli_thread_get_num_threads"))) return static_cast<int>(f());
+  return 0;
+}
+
+/// The BLAS at n threads while it lives (when n >= 1 and a known BLAS is loaded), then at the
+/// count it found. For code that runs its own threads, each calling the BLAS on small matrices.
+class scoped_blas_threads {
+public:
+  explicit scoped_blas_threads(int n) : before_(n >= 1 ? blas_threads() : 0) {
+    if (before_ > 0 && before_ != n) set_blas_threads(n);
+    else before_ = 0;
+  }
+  ~scoped_blas_threads() {
+    if (before_ > 0) set_blas_threads(before_);
+  }
+  scoped_blas_threads(const scoped_blas_threads&) = delete;
+  scoped_blas_threads& operator=(const scoped_blas_threads&) = delete;
+
+private:
+  int before_;
+};
+
 } // namespace msrl_pipeline

@@ -29,6 +29,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -45,6 +46,7 @@
 #include <msrl/voting/vote.hpp>
 
 #include "atomic_io.hpp"
+#include "blas_threads.hpp"
 #include "config.hpp"
 #include "datagen.hpp"
 #include "dataset.hpp"
@@ -420,26 +422,51 @@ struct sampled_group {
   std::vector<std::string> texts;
 };
 
-inline sampled_group sample_texts(const run_context& ctx, internvl& m, const encoded_prompt& p, std::int64_t n, double temperature,
-                                  double top_p, std::int64_t top_k, std::int64_t max_new, std::uint64_t seed) {
-  at::NoGradGuard ng;
-  m->eval();
-  sampled_group g;
-  g.s = msrl::trainer::sample(m, torch::tensor(p.ids, at::kLong), p.pixel_values,
-                              {.num_samples = n, .max_new_tokens = max_new, .temperature = temperature, .top_p = top_p,
-                               .top_k = top_k, .stop_ids = {ctx.im_end}, .pad_id = ctx.pad, .seed = seed});
-  const at::Tensor tokens = g.s.tokens.to(at::kCPU).contiguous();
-  const auto tok = tokens.accessor<std::int64_t, 2>();
-  for (std::int64_t i = 0; i < n; ++i) {
-    std::vector<std::int64_t> ids;
-    for (std::int64_t k = 0; k < g.s.lengths[static_cast<std::size_t>(i)]; ++k) {
-      const auto id = tok[i][k];
-      if (id == ctx.im_end) break;
-      ids.push_back(id);
-    }
-    g.texts.push_back(ctx.tok.decode(ids));
+/// Rows whose prompts the evaluation and CMKD encode and sample in one call (the workers share them).
+inline constexpr std::size_t sampling_chunk = 32;
+
+/// Threads that sample prompts at once (sampling_workers; 0: `threads`, or one per core).
+inline int sampling_workers(const run_context& ctx) {
+  if (ctx.cfg.sampling_workers > 0) return ctx.cfg.sampling_workers;
+  if (ctx.cfg.threads > 0) return ctx.cfg.threads;
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+/// n completions of each prompt (prompt i with seeds[i]) and their texts up to <|im_end|>, on
+/// sampling_workers threads; the BLAS runs one thread meanwhile (its own pool would compete with
+/// the workers for the cores, on matrices this small).
+inline std::vector<sampled_group> sample_texts(const run_context& ctx, internvl& m, const std::vector<encoded_prompt>& prompts,
+                                               const std::vector<std::uint64_t>& seeds, std::int64_t n, double temperature, double top_p,
+                                               std::int64_t top_k, std::int64_t max_new) {
+  std::vector<msrl::trainer::sample_request> req;
+  req.reserve(prompts.size());
+  for (std::size_t i = 0; i < prompts.size(); ++i) req.push_back({torch::tensor(prompts[i].ids, at::kLong), prompts[i].pixel_values, seeds.at(i)});
+  const int workers = std::min<int>(sampling_workers(ctx), static_cast<int>(std::max<std::size_t>(1, req.size())));
+  std::vector<msrl::trainer::sampling_result> res;
+  {
+    const scoped_blas_threads one(workers > 1 ? 1 : 0);
+    res = msrl::trainer::sample_many(m, req,
+                                     {.num_samples = n, .max_new_tokens = max_new, .temperature = temperature, .top_p = top_p, .top_k = top_k,
+                                      .stop_ids = {ctx.im_end}, .pad_id = ctx.pad},
+                                     workers);
   }
-  return g;
+  std::vector<sampled_group> out(res.size());
+  for (std::size_t p = 0; p < res.size(); ++p) {
+    auto& g = out[p];
+    g.s = std::move(res[p]);
+    const at::Tensor tokens = g.s.tokens.to(at::kCPU).contiguous();
+    const auto tok = tokens.accessor<std::int64_t, 2>();
+    for (std::int64_t i = 0; i < n; ++i) {
+      std::vector<std::int64_t> ids;
+      for (std::int64_t k = 0; k < g.s.lengths[static_cast<std::size_t>(i)]; ++k) {
+        const auto id = tok[i][k];
+        if (id == ctx.im_end) break;
+        ids.push_back(id);
+      }
+      g.texts.push_back(ctx.tok.decode(ids));
+    }
+  }
+  return out;
 }
 
 /// The fresh rows with rows of `replay_file` mixed in at the fresh:replay `ratio`
@@ -535,10 +562,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       std::array<double, 5> stats{};
       std::vector<double> columns; ///< the reward functions' raw values, [G, functions] (verl_gdpo)
     };
-    const auto sample_slot = [&](const record& drawn, bool twin, std::uint64_t seed) {
-      const record r = twin ? mirrored(drawn) : drawn;
-      auto p = encode_prompt(r, r.messages, c.system, ctx.tok, tpt, media);
-      auto g = sample_texts(ctx, m, p, c.num_generations, c.temperature, c.top_p, c.top_k, c.max_completion, seed);
+    const auto score_slot = [&](const record& r, const encoded_prompt& p, sampled_group& g) {
       slot_group out;
       std::vector<double> rw(g.texts.size()), terms(rewards.size());
       for (std::size_t k = 0; k < g.texts.size(); ++k) {
@@ -563,6 +587,15 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
     // draws, and groups the dynamic-sampling rule still drops after the last draw
     double sums[5] = {0, 0, 0, 0, 0}, count = 0, resampled = 0, still_dropped = 0;
     const std::size_t unit = c.both_orders ? 2 : 1; // slots drawn (and replaced) together
+    // this rank's units: its slots, the row drawn for them, their groups
+    struct unit_draw {
+      std::size_t u;
+      std::vector<std::size_t> mine;
+      const record* drawn;
+      std::vector<slot_group> got;
+      bool settled = false;
+    };
+    std::vector<unit_draw> units;
     for (std::size_t u = 0; u < P / unit; ++u) {
       // the rank of a unit: per slot as always without dynamic sampling; per unit with it, so that
       // A/B twins are replaced together
@@ -571,38 +604,58 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
         if (static_cast<int>((dynamic ? u : j) % static_cast<std::size_t>(ctx.world())) == ctx.rank()) mine.push_back(j);
       if (mine.empty()) continue;
       const auto gi = static_cast<std::size_t>(step) * fresh + u;
-      const record* drawn = &rows[row_at(ctx, stage, n, gi, perms)];
-      std::vector<slot_group> got;
-      for (int attempt = 0;; ++attempt) {
-        got.clear();
-        for (const auto j : mine)
-          got.push_back(sample_slot(*drawn, c.both_orders && j % 2 == 1,
-                                    attempt == 0 ? derive_seed(ctx.cfg.seed, stage, static_cast<std::uint64_t>(step), j)
-                                                 : derive_seed(ctx.cfg.seed, stage + "/resample", static_cast<std::uint64_t>(step),
-                                                               j * 1024 + static_cast<std::uint64_t>(attempt))));
-        if (!dynamic) break;
+      units.push_back({.u = u, .mine = std::move(mine), .drawn = &rows[row_at(ctx, stage, n, gi, perms)], .got = {}});
+    }
+    // rounds: the slots of every unsettled unit sampled together (sampling_workers at a time);
+    // with dynamic sampling a unit the rule drops draws another row for the next round
+    for (int attempt = 0;; ++attempt) {
+      std::vector<record> slot_rows;
+      std::vector<encoded_prompt> prompts;
+      std::vector<std::uint64_t> seeds;
+      std::vector<std::size_t> owner;
+      for (std::size_t k = 0; k < units.size(); ++k) {
+        if (units[k].settled) continue;
+        units[k].got.clear();
+        for (const auto j : units[k].mine) {
+          slot_rows.push_back(c.both_orders && j % 2 == 1 ? mirrored(*units[k].drawn) : *units[k].drawn);
+          prompts.push_back(encode_prompt(slot_rows.back(), slot_rows.back().messages, c.system, ctx.tok, tpt, media));
+          seeds.push_back(attempt == 0 ? derive_seed(ctx.cfg.seed, stage, static_cast<std::uint64_t>(step), j)
+                                       : derive_seed(ctx.cfg.seed, stage + "/resample", static_cast<std::uint64_t>(step),
+                                                     j * 1024 + static_cast<std::uint64_t>(attempt)));
+          owner.push_back(k);
+        }
+      }
+      if (prompts.empty()) break;
+      auto sampled = sample_texts(ctx, m, prompts, seeds, c.num_generations, c.temperature, c.top_p, c.top_k, c.max_completion);
+      for (std::size_t i = 0; i < sampled.size(); ++i) units[owner[i]].got.push_back(score_slot(slot_rows[i], prompts[i], sampled[i]));
+      for (auto& ud : units) {
+        if (ud.settled) continue;
+        ud.settled = true;
+        if (!dynamic) continue;
         // keep the unit when any of its groups carries a signal under the rule
         bool keep = false;
-        for (const auto& sg : got) {
+        for (const auto& sg : ud.got) {
           std::uint8_t k = 0;
           msrl::grpo::filter_groups(std::span<const double>(sg.group.rewards), sg.group.rewards.size(), filter, std::span<std::uint8_t>(&k, 1));
           keep = keep || k != 0;
         }
-        if (keep) break;
+        if (keep) continue;
         if (attempt == c.max_resample_times) {
-          still_dropped += static_cast<double>(got.size());
-          break;
+          still_dropped += static_cast<double>(ud.got.size());
+          continue;
         }
-        resampled += static_cast<double>(got.size());
-        drawn = &rows[derive_seed(ctx.cfg.seed, stage + "/resample-row", static_cast<std::uint64_t>(step), u * 1024 + static_cast<std::uint64_t>(attempt)) % n];
+        resampled += static_cast<double>(ud.got.size());
+        ud.settled = false;
+        ud.drawn = &rows[derive_seed(ctx.cfg.seed, stage + "/resample-row", static_cast<std::uint64_t>(step), ud.u * 1024 + static_cast<std::uint64_t>(attempt)) % n];
       }
-      for (auto& sg : got) {
+    }
+    for (auto& ud : units)
+      for (auto& sg : ud.got) {
         for (int k = 0; k < 5; ++k) sums[k] += sg.stats[static_cast<std::size_t>(k)];
         count += static_cast<double>(sg.group.rewards.size());
         columns.insert(columns.end(), sg.columns.begin(), sg.columns.end());
         groups.push_back(std::move(sg.group));
       }
-    }
     const double lr = scheduled_lr(c.lr, c.warmup, step, total);
     t.set_lr(lr);
     const auto t_sampled = std::chrono::steady_clock::now();
@@ -729,12 +782,21 @@ inline std::pair<std::vector<record>, std::vector<std::string>> cmkd_select_rows
   std::string jsonl;
   progress_bar bar({.label = "cmkd sample", .total = rows.size(), .enabled = ctx.cfg.progress && ctx.leader()});
   const auto tpt = m->cfg.tokens_per_tile();
+  std::vector<sampled_group> chunk;
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const record& r = rows[i];
-    msrl::require(!r.caption_messages.empty() && !r.caption.empty(), "msrl-train", "cmkd.file",
-                  r.source + ": CMKD rows need 'caption' and 'caption_messages'");
-    auto p = encode_prompt(r, r.caption_messages, "", ctx.tok, tpt, ctx.media(m), false);
-    auto g = sample_texts(ctx, m, p, c.k, c.temperature, c.top_p, c.top_k, c.max_completion, derive_seed(ctx.cfg.seed, "cmkd", i));
+    if (i % sampling_chunk == 0) { // the next rows' prompts, sampled together
+      std::vector<encoded_prompt> ps;
+      std::vector<std::uint64_t> seeds;
+      for (std::size_t k = i; k < std::min(rows.size(), i + sampling_chunk); ++k) {
+        msrl::require(!rows[k].caption_messages.empty() && !rows[k].caption.empty(), "msrl-train", "cmkd.file",
+                      rows[k].source + ": CMKD rows need 'caption' and 'caption_messages'");
+        ps.push_back(encode_prompt(rows[k], rows[k].caption_messages, "", ctx.tok, tpt, ctx.media(m), false));
+        seeds.push_back(derive_seed(ctx.cfg.seed, "cmkd", k));
+      }
+      chunk = sample_texts(ctx, m, ps, seeds, c.k, c.temperature, c.top_p, c.top_k, c.max_completion);
+    }
+    const auto& g = chunk[i % sampling_chunk];
     std::vector<std::vector<double>> lps(g.texts.size());
     std::vector<msrl::voting::cmkd_candidate> cand;
     for (std::size_t k = 0; k < g.texts.size(); ++k) {
@@ -866,11 +928,23 @@ inline eval_result run_eval(run_context& ctx, internvl& m, const std::vector<rec
   const auto tpt = m->cfg.tokens_per_tile();
   std::vector<double> local(rows.size() * 2, 0.0); // per row: label@1, label@k (0 none, 1 A, 2 B)
   if (completions) completions->assign(rows.size(), {});
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    if (static_cast<int>(i % static_cast<std::size_t>(ctx.world())) != ctx.rank()) continue;
-    const record& r = rows[i];
-    auto p = encode_prompt(r, r.messages, "", ctx.tok, tpt, ctx.media(m));
-    auto g = sample_texts(ctx, m, p, c.k, c.temperature, c.top_p, c.top_k, c.max_completion, derive_seed(ctx.cfg.seed, "eval", i));
+  // this rank's rows, sampled sampling_chunk at a time
+  std::vector<std::size_t> mine;
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    if (static_cast<int>(i % static_cast<std::size_t>(ctx.world())) == ctx.rank()) mine.push_back(i);
+  std::vector<sampled_group> chunk;
+  for (std::size_t q = 0; q < mine.size(); ++q) {
+    const std::size_t i = mine[q];
+    if (q % sampling_chunk == 0) {
+      std::vector<encoded_prompt> ps;
+      std::vector<std::uint64_t> seeds;
+      for (std::size_t k = q; k < std::min(mine.size(), q + sampling_chunk); ++k) {
+        ps.push_back(encode_prompt(rows[mine[k]], rows[mine[k]].messages, "", ctx.tok, tpt, ctx.media(m)));
+        seeds.push_back(derive_seed(ctx.cfg.seed, "eval", mine[k]));
+      }
+      chunk = sample_texts(ctx, m, ps, seeds, c.k, c.temperature, c.top_p, c.top_k, c.max_completion);
+    }
+    const auto& g = chunk[q % sampling_chunk];
     std::vector<std::string_view> views(g.texts.begin(), g.texts.end());
     // Ties go to the earliest valid judgment (an even k ties often; abstaining would count them wrong).
     const auto v = msrl::voting::vote_at_k(views, static_cast<std::size_t>(c.k), msrl::reward::label_format::msrl,
