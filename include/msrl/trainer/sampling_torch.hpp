@@ -10,8 +10,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <exception>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -81,6 +81,18 @@ inline at::Tensor one_prompt(const at::Tensor& prompt_ids, const char* where, co
   require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, name, "must be one non-empty prompt [T] or [1, T]");
   return prompt;
 }
+
+/// The model in eval mode while it lives, then back in the mode it found (also when sampling throws).
+struct eval_mode {
+  internvl& model;
+  bool was_training;
+  explicit eval_mode(internvl& m) : model(m), was_training(m->is_training()) { model->eval(); }
+  ~eval_mode() {
+    if (was_training) model->train();
+  }
+  eval_mode(const eval_mode&) = delete;
+  eval_mode& operator=(const eval_mode&) = delete;
+};
 
 /// sample() after validation, with the model in eval mode and gradients off (the caller's).
 /// The prompt is encoded once and its KV cache shared by the G rows (expanded, not copied).
@@ -158,11 +170,8 @@ inline sampling_result sample(internvl& model, const at::Tensor& prompt_ids, con
   detail::check_sampling_options(model, opt, where);
   const auto prompt = detail::one_prompt(prompt_ids, where, "prompt_ids");
   at::NoGradGuard ng;
-  const bool was_training = model->is_training();
-  model->eval();
-  auto out = detail::sample_one(model, prompt, pixel_values, opt, opt.seed);
-  if (was_training) model->train();
-  return out;
+  const detail::eval_mode em(model);
+  return detail::sample_one(model, prompt, pixel_values, opt, opt.seed);
 }
 
 /// One prompt of sample_many: its ids ([T] or [1, T] int64), its pixels (or undefined) and the
@@ -190,42 +199,43 @@ inline std::vector<sampling_result> sample_many(internvl& model, std::span<const
   for (std::size_t i = 0; i < requests.size(); ++i)
     prompts.push_back(detail::one_prompt(requests[i].prompt_ids, where, "requests[" + std::to_string(i) + "].prompt_ids"));
   std::vector<sampling_result> out(requests.size());
-  const bool was_training = model->is_training();
-  model->eval();
+  const detail::eval_mode em(model);
   const auto run = [&](std::size_t i) { out[i] = detail::sample_one(model, prompts[i], requests[i].pixel_values, opt, requests[i].seed); };
   const auto n_workers = std::min<std::size_t>(static_cast<std::size_t>(workers), requests.size());
-  std::exception_ptr failed;
   if (n_workers <= 1) {
     at::NoGradGuard ng;
-    try {
-      for (std::size_t i = 0; i < requests.size(); ++i) run(i);
-    } catch (...) {
-      failed = std::current_exception();
-    }
-  } else {
+    for (std::size_t i = 0; i < requests.size(); ++i) run(i);
+    return out;
+  }
+  std::exception_ptr failed;
+  {
     const int caller_threads = at::get_num_threads();
     std::atomic<std::size_t> next{0};
     std::atomic<bool> stop{false};
     std::vector<std::exception_ptr> errors(n_workers);
     std::vector<std::thread> pool;
     pool.reserve(n_workers);
-    for (std::size_t w = 0; w < n_workers; ++w)
-      pool.emplace_back([&, w] {
-        try {
-          at::set_num_threads(1);
-          at::NoGradGuard ng; // grad mode is per thread
-          for (std::size_t i; !stop.load() && (i = next.fetch_add(1)) < requests.size();) run(i);
-        } catch (...) {
-          errors[w] = std::current_exception();
-          stop = true;
-        }
-      });
+    try {
+      for (std::size_t w = 0; w < n_workers; ++w)
+        pool.emplace_back([&, w] {
+          try {
+            at::set_num_threads(1);
+            at::NoGradGuard ng; // grad mode is per thread
+            for (std::size_t i; !stop.load() && (i = next.fetch_add(1)) < requests.size();) run(i);
+          } catch (...) {
+            errors[w] = std::current_exception();
+            stop = true;
+          }
+        });
+    } catch (...) { // a thread that could not start: the started ones stop after their request
+      failed = std::current_exception();
+      stop = true;
+    }
     for (auto& t : pool) t.join();
     at::set_num_threads(caller_threads); // libtorch keeps the last count for threads it starts later
     for (auto& e : errors)
       if (e && !failed) failed = e;
   }
-  if (was_training) model->train();
   if (failed) std::rethrow_exception(failed);
   return out;
 }
