@@ -368,6 +368,18 @@ struct internvl_impl : torch::nn::Module {
 };
 TORCH_MODULE_IMPL(internvl, internvl_impl);
 
+namespace detail {
+/// One prompt as [1, T] (from [T] or [1, T] int64 ids), refused with a shape_error naming `name`
+/// unless it is defined, of that shape and non-empty. The check of sample, sample_many and
+/// completion_logprobs.
+inline at::Tensor one_prompt(const at::Tensor& prompt_ids, const char* where, const std::string& name) {
+  require<shape_error>(prompt_ids.defined(), where, name, "must be one non-empty prompt [T] or [1, T]");
+  at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
+  require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, name, "must be one non-empty prompt [T] or [1, T]");
+  return prompt;
+}
+} // namespace detail
+
 /// Re-initialises a freshly built model the way transformers' `_init_weights` does for a model
 /// trained from scratch: every Linear / Conv2d weight and every Embedding ~ N(0, std), their
 /// biases 0, LayerNorm / RMSNorm weights 1 and biases 0; class and position embeddings and the

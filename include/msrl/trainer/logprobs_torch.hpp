@@ -23,8 +23,7 @@ namespace detail {
 /// one prompt [T]/[1, T] with its image: the prompt is embedded once and shared by the G rows.
 inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
                                     const at::Tensor& completions, double temperature, const char* where) {
-  at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
-  require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, "prompt_ids", "must be one non-empty prompt");
+  const at::Tensor prompt = one_prompt(prompt_ids, where, "prompt_ids");
   require<shape_error>(completions.dim() == 2 && completions.size(1) >= 1 && completions.scalar_type() == at::kLong, where, "completions",
                        "must be int64 [G, L] with L >= 1");
   require(temperature > 0.0 && std::isfinite(temperature), where, "temperature", "must be finite and > 0");

@@ -75,13 +75,6 @@ inline void check_sampling_options(const internvl& model, const sampling_options
   require(opt.pad_id >= 0 && opt.pad_id < model->cfg.text.vocab_size, where, "pad_id", "must be a token id of the vocabulary");
 }
 
-inline at::Tensor one_prompt(const at::Tensor& prompt_ids, const char* where, const std::string& name) {
-  require<shape_error>(prompt_ids.defined(), where, name, "must be one non-empty prompt [T] or [1, T]");
-  at::Tensor prompt = prompt_ids.dim() == 1 ? prompt_ids.unsqueeze(0) : prompt_ids;
-  require<shape_error>(prompt.dim() == 2 && prompt.size(0) == 1 && prompt.size(1) >= 1, where, name, "must be one non-empty prompt [T] or [1, T]");
-  return prompt;
-}
-
 /// The model in eval mode while it lives, then back in the mode it found (also when sampling throws).
 struct eval_mode {
   internvl& model;

@@ -422,7 +422,7 @@ struct sampled_group {
   std::vector<std::string> texts;
 };
 
-/// Rows whose prompts the evaluation and CMKD encode and sample in one call (the workers share them).
+/// Prompts that sample_in_chunks encodes and samples in one call (the workers share them).
 inline constexpr std::size_t sampling_chunk = 32;
 
 /// Threads that sample prompts at once (sampling_workers; 0: `threads`, or one per core).
@@ -467,6 +467,25 @@ inline std::vector<sampled_group> sample_texts(const run_context& ctx, internvl&
     }
   }
   return out;
+}
+
+/// sample_texts over `count` items, sampling_chunk prompts per call: item(k) gives item k's
+/// prompt and seed, each(k, group) receives its n completions, in order.
+template <class Item, class Each>
+void sample_in_chunks(const run_context& ctx, internvl& m, std::size_t count, std::int64_t n, double temperature, double top_p,
+                      std::int64_t top_k, std::int64_t max_new, Item item, Each each) {
+  for (std::size_t k0 = 0; k0 < count; k0 += sampling_chunk) {
+    const std::size_t k1 = std::min(count, k0 + sampling_chunk);
+    std::vector<encoded_prompt> ps;
+    std::vector<std::uint64_t> seeds;
+    for (std::size_t k = k0; k < k1; ++k) {
+      auto [p, seed] = item(k);
+      ps.push_back(std::move(p));
+      seeds.push_back(seed);
+    }
+    const auto groups = sample_texts(ctx, m, ps, seeds, n, temperature, top_p, top_k, max_new);
+    for (std::size_t k = k0; k < k1; ++k) each(k, groups[k - k0]);
+  }
 }
 
 /// The fresh rows with rows of `replay_file` mixed in at the fresh:replay `ratio`
@@ -562,7 +581,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       std::array<double, 5> stats{};
       std::vector<double> columns; ///< the reward functions' raw values, [G, functions] (verl_gdpo)
     };
-    const auto score_slot = [&](const record& r, const encoded_prompt& p, sampled_group& g) {
+    const auto score_slot = [&](const record& r, const encoded_prompt& p, const sampled_group& g) {
       slot_group out;
       std::vector<double> rw(g.texts.size()), terms(rewards.size());
       for (std::size_t k = 0; k < g.texts.size(); ++k) {
@@ -782,21 +801,13 @@ inline std::pair<std::vector<record>, std::vector<std::string>> cmkd_select_rows
   std::string jsonl;
   progress_bar bar({.label = "cmkd sample", .total = rows.size(), .enabled = ctx.cfg.progress && ctx.leader()});
   const auto tpt = m->cfg.tokens_per_tile();
-  std::vector<sampled_group> chunk;
-  for (std::size_t i = 0; i < rows.size(); ++i) {
+  const auto item = [&](std::size_t k) {
+    msrl::require(!rows[k].caption_messages.empty() && !rows[k].caption.empty(), "msrl-train", "cmkd.file",
+                  rows[k].source + ": CMKD rows need 'caption' and 'caption_messages'");
+    return std::pair{encode_prompt(rows[k], rows[k].caption_messages, "", ctx.tok, tpt, ctx.media(m), false), derive_seed(ctx.cfg.seed, "cmkd", k)};
+  };
+  sample_in_chunks(ctx, m, rows.size(), c.k, c.temperature, c.top_p, c.top_k, c.max_completion, item, [&](std::size_t i, const sampled_group& g) {
     const record& r = rows[i];
-    if (i % sampling_chunk == 0) { // the next rows' prompts, sampled together
-      std::vector<encoded_prompt> ps;
-      std::vector<std::uint64_t> seeds;
-      for (std::size_t k = i; k < std::min(rows.size(), i + sampling_chunk); ++k) {
-        msrl::require(!rows[k].caption_messages.empty() && !rows[k].caption.empty(), "msrl-train", "cmkd.file",
-                      rows[k].source + ": CMKD rows need 'caption' and 'caption_messages'");
-        ps.push_back(encode_prompt(rows[k], rows[k].caption_messages, "", ctx.tok, tpt, ctx.media(m), false));
-        seeds.push_back(derive_seed(ctx.cfg.seed, "cmkd", k));
-      }
-      chunk = sample_texts(ctx, m, ps, seeds, c.k, c.temperature, c.top_p, c.top_k, c.max_completion);
-    }
-    const auto& g = chunk[i % sampling_chunk];
     std::vector<std::vector<double>> lps(g.texts.size());
     std::vector<msrl::voting::cmkd_candidate> cand;
     for (std::size_t k = 0; k < g.texts.size(); ++k) {
@@ -832,7 +843,7 @@ inline std::pair<std::vector<record>, std::vector<std::string>> cmkd_select_rows
       jsonl += dump_text(row) + "\n";
     }
     bar.update(i + 1);
-  }
+  });
   bar.finish();
   std::size_t pseudo_right = 0;
   for (std::size_t i = 0; i < kept.size(); ++i) {
@@ -928,23 +939,14 @@ inline eval_result run_eval(run_context& ctx, internvl& m, const std::vector<rec
   const auto tpt = m->cfg.tokens_per_tile();
   std::vector<double> local(rows.size() * 2, 0.0); // per row: label@1, label@k (0 none, 1 A, 2 B)
   if (completions) completions->assign(rows.size(), {});
-  // this rank's rows, sampled sampling_chunk at a time
-  std::vector<std::size_t> mine;
+  std::vector<std::size_t> mine; // this rank's rows
   for (std::size_t i = 0; i < rows.size(); ++i)
     if (static_cast<int>(i % static_cast<std::size_t>(ctx.world())) == ctx.rank()) mine.push_back(i);
-  std::vector<sampled_group> chunk;
-  for (std::size_t q = 0; q < mine.size(); ++q) {
+  const auto item = [&](std::size_t q) {
+    return std::pair{encode_prompt(rows[mine[q]], rows[mine[q]].messages, "", ctx.tok, tpt, ctx.media(m)), derive_seed(ctx.cfg.seed, "eval", mine[q])};
+  };
+  sample_in_chunks(ctx, m, mine.size(), c.k, c.temperature, c.top_p, c.top_k, c.max_completion, item, [&](std::size_t q, const sampled_group& g) {
     const std::size_t i = mine[q];
-    if (q % sampling_chunk == 0) {
-      std::vector<encoded_prompt> ps;
-      std::vector<std::uint64_t> seeds;
-      for (std::size_t k = q; k < std::min(mine.size(), q + sampling_chunk); ++k) {
-        ps.push_back(encode_prompt(rows[mine[k]], rows[mine[k]].messages, "", ctx.tok, tpt, ctx.media(m)));
-        seeds.push_back(derive_seed(ctx.cfg.seed, "eval", mine[k]));
-      }
-      chunk = sample_texts(ctx, m, ps, seeds, c.k, c.temperature, c.top_p, c.top_k, c.max_completion);
-    }
-    const auto& g = chunk[q % sampling_chunk];
     std::vector<std::string_view> views(g.texts.begin(), g.texts.end());
     // Ties go to the earliest valid judgment (an even k ties often; abstaining would count them wrong).
     const auto v = msrl::voting::vote_at_k(views, static_cast<std::size_t>(c.k), msrl::reward::label_format::msrl,
@@ -953,7 +955,7 @@ inline eval_result run_eval(run_context& ctx, internvl& m, const std::vector<rec
     local[2 * i] = static_cast<double>(msrl::reward::parse_label(g.texts[0]));
     local[2 * i + 1] = static_cast<double>(v.winner);
     bar.update(i + 1);
-  }
+  });
   bar.finish();
   if (ctx.comm && ctx.world() > 1) {
     auto t = torch::tensor(local, at::kDouble);
