@@ -524,6 +524,56 @@ BOOST_AUTO_TEST_CASE(sampling_is_seeded_and_logprobs_match_a_full_forward) {
   BOOST_CHECK_THROW(mt::sample(m, in.prompt, in.pixels, {.top_p = 0.0}), msrl::invalid_argument);
 }
 
+// completion_logits runs the prompt once and shares its keys and values between the G rows.
+// Independent route: model->forward over each row's whole sequence (prompt + completion), with no
+// cache. Logits and the parameter gradients of a random functional of them must agree, with an
+// image and without, for L = 1 (no completion pass at all) and L > 1.
+BOOST_AUTO_TEST_CASE(completion_logits_share_the_prompt_and_match_full_forwards) {
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  m->train();
+  const auto in = tiny_prompt();
+  const auto text_only = at::tensor({5, 6, 7, 8, 9, 10}, at::kLong);
+  at::Generator gen = at::detail::createCPUGenerator(17);
+  for (const bool image : {true, false})
+    for (const std::int64_t L : {1, 5}) {
+      const at::Tensor prompt = image ? in.prompt : text_only, pix = image ? in.pixels : at::Tensor();
+      const std::int64_t G = 3, Tp = prompt.size(0);
+      const auto comp = at::randint(11, 200, {G, L}, gen, at::kLong);
+      const auto w = at::randn({G, L, m->cfg.text.vocab_size}, gen);
+      const auto params = m->parameters();
+      const auto grads_of = [&](const at::Tensor& loss) {
+        const auto g = torch::autograd::grad({loss}, params, {}, false, false, true);
+        std::vector<at::Tensor> out;
+        for (const auto& t : g) out.push_back(t.defined() ? t : at::Tensor());
+        return out;
+      };
+      const auto got = mt::detail::completion_logits(m, prompt, pix, comp, 1.0, "test");
+      BOOST_TEST_REQUIRE((got.sizes() == at::IntArrayRef{G, L, m->cfg.text.vocab_size}));
+      std::vector<at::Tensor> rows;
+      for (std::int64_t g = 0; g < G; ++g) {
+        const auto ids = at::cat({prompt, comp[g]}).unsqueeze(0);
+        rows.push_back(m->forward(ids, pix).narrow(1, Tp - 1, L));
+      }
+      const auto want = at::cat(rows, 0);
+      BOOST_TEST(max_abs_diff(got, want) < 1e-5);
+      const auto ga = grads_of((got * w).sum()), gb = grads_of((want * w).sum());
+      BOOST_TEST_REQUIRE(ga.size() == gb.size());
+      double worst = 0, scale = 0;
+      std::size_t with_grad = 0;
+      for (std::size_t i = 0; i < ga.size(); ++i) {
+        BOOST_TEST(ga[i].defined() == gb[i].defined());
+        if (!ga[i].defined() || !gb[i].defined()) continue;
+        ++with_grad;
+        worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
+        scale = std::max(scale, gb[i].abs().max().item<double>());
+      }
+      BOOST_TEST(with_grad > 10u);
+      BOOST_TEST(scale > 0.0);
+      BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale), "image " << image << " L " << L << ": gradient difference " << worst << " (scale " << scale << ")");
+    }
+  BOOST_CHECK_THROW(mt::detail::completion_logits(m, text_only, {}, at::zeros({2, 0}, at::kLong), 1.0, "test"), msrl::invalid_argument);
+}
+
 // sample_many runs sample() per request on worker threads: each request's tokens and log-probs
 // are those of sample() with its seed, whatever the worker count; errors come back to the caller.
 BOOST_AUTO_TEST_CASE(sample_many_matches_sample_per_request) {

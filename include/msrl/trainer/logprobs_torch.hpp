@@ -20,20 +20,32 @@ namespace msrl::trainer {
 
 namespace detail {
 /// The logits [G, L, V] (the model's dtype) of every position of `completions` [G, L] following
-/// one prompt [T]/[1, T] with its image: the prompt is embedded once and shared by the G rows.
+/// one prompt [T]/[1, T] with its image. The prompt runs through the model once, as one row: its
+/// keys and values are shared by the G completion rows (expanded, not copied; autograd sums their
+/// gradients over the rows), the logits of completion token 0 come from the prompt's last
+/// position, and the last completion token, which predicts nothing, is not run. For a prompt of
+/// T tokens and completions of L that is T + G (L - 1) positions instead of G (T + L).
 inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
                                     const at::Tensor& completions, double temperature, const char* where) {
   const at::Tensor prompt = one_prompt(prompt_ids, where, "prompt_ids");
-  require<shape_error>(completions.dim() == 2 && completions.size(1) >= 1 && completions.scalar_type() == at::kLong, where, "completions",
-                       "must be int64 [G, L] with L >= 1");
+  require<shape_error>(completions.dim() == 2 && completions.size(1) >= 1 && completions.scalar_type() == at::kLong, where,
+                       "completions", "must be int64 [G, L] with L >= 1");
   require(temperature > 0.0 && std::isfinite(temperature), where, "temperature", "must be finite and > 0");
   const auto dev = model->language_model->model->embed_tokens->weight.device();
   const auto G = completions.size(0), L = completions.size(1), Tp = prompt.size(1);
-  auto pe = model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values);
-  auto ce = model->embed(completions.to(dev));
-  auto e = at::cat({pe.expand({G, Tp, pe.size(2)}), ce}, 1);
-  auto h = model->language_model->hidden(e).narrow(1, Tp - 1, L); // position Tp-1+t predicts completion token t
-  return model->language_model->logits(h);
+  auto& lm = model->language_model;
+  kv_cache cache;
+  const auto hp = lm->hidden(model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values), &cache);
+  auto h = hp.narrow(1, Tp - 1, 1).expand({G, 1, hp.size(2)}); // position Tp-1 predicts completion token 0
+  if (L > 1) {
+    for (std::size_t i = 0; i < cache.k.size(); ++i) {
+      cache.k[i] = cache.k[i].expand({G, cache.k[i].size(1), cache.k[i].size(2), cache.k[i].size(3)});
+      cache.v[i] = cache.v[i].expand({G, cache.v[i].size(1), cache.v[i].size(2), cache.v[i].size(3)});
+    }
+    // completion position t-1 (absolute Tp+t-1) predicts completion token t
+    h = at::cat({h, lm->hidden(model->embed(completions.narrow(1, 0, L - 1).to(dev)), &cache)}, 1);
+  }
+  return lm->logits(h);
 }
 
 /// log softmax(logits / T)[targets] (fp32, differentiable): msrl's fused op when `fused` and a
