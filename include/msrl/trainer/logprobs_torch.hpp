@@ -28,8 +28,8 @@ namespace detail {
 inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
                                     const at::Tensor& completions, double temperature, const char* where) {
   const at::Tensor prompt = one_prompt(prompt_ids, where, "prompt_ids");
-  require<shape_error>(completions.dim() == 2 && completions.size(1) >= 1 && completions.scalar_type() == at::kLong, where,
-                       "completions", "must be int64 [G, L] with L >= 1");
+  require<shape_error>(completions.dim() == 2 && completions.size(1) >= 1 && completions.scalar_type() == at::kLong, where, "completions",
+                       "must be int64 [G, L] with L >= 1");
   require(temperature > 0.0 && std::isfinite(temperature), where, "temperature", "must be finite and > 0");
   const auto dev = model->language_model->model->embed_tokens->weight.device();
   const auto G = completions.size(0), L = completions.size(1), Tp = prompt.size(1);
