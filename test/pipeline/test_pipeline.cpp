@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <msrl/reward/labels.hpp>
 #include <msrl_pipeline/dataset.hpp>
 
 #include "scratch.hpp"
@@ -283,6 +284,23 @@ BOOST_AUTO_TEST_CASE(every_stage_runs_and_the_evaluation_is_reported) {
   BOOST_TEST(rep["rows"].get<int>() == 8);
   const double micro = rep["voting_at_k"]["micro"].get<double>();
   BOOST_TEST((micro >= 0.0 && micro <= 1.0));
+  // Rows whose k samples are all right / none right, recounted from the written judgments.
+  {
+    std::size_t n = 0, all = 0, none = 0;
+    for (const auto& row : jsonl(dir / "out" / "eval" / "report_completions.jsonl")) {
+      const auto gold = msrl::reward::parse_label(row["solution"].get<std::string>(), msrl::reward::label_format::any);
+      std::size_t right = 0;
+      for (const auto& t : row["completions"]) right += msrl::reward::parse_label(t.get<std::string>()) == gold ? 1 : 0;
+      ++n;
+      all += right == row["completions"].size() ? 1 : 0;
+      none += right == 0 ? 1 : 0;
+    }
+    BOOST_REQUIRE(n == 8u);
+    BOOST_TEST(rep["all_right_at_k"]["micro"].get<double>() == static_cast<double>(all) / 8.0);
+    BOOST_TEST(rep["none_right_at_k"]["micro"].get<double>() == static_cast<double>(none) / 8.0);
+    BOOST_TEST(contains(r.err, "mm_grpo: held-out media acc@1 "), r.err);
+    BOOST_TEST(contains(r.err, "; all 3 samples right "), r.err);
+  }
   // The final media report is mm_grpo's trajectory evaluation (same model, rows and seeds), copied,
   // and equals a fresh evaluation of the mm_grpo checkpoint by the eval subcommand.
   BOOST_TEST(contains(r.err, "eval: report = the media evaluation after mm_grpo"), r.err);

@@ -10,6 +10,9 @@ struct eval_result {
   msrl::voting::accuracy_report at1, at_k, pairs; ///< first sample; voting@k; items right in both orders (voting@k)
   int k = 1;
   std::size_t rows = 0;
+  /// Rows whose k samples are all right / none right (an unparsable sample counts as wrong): the
+  /// headroom of on-policy GRPO, which gets no gradient from a group whose samples all agree.
+  msrl::voting::accuracy_report all_right, none_right;
 };
 
 inline std::string eval_table(const eval_result& e) {
@@ -31,6 +34,11 @@ inline std::string eval_table(const eval_result& e) {
   std::snprintf(buf, sizeof buf, "| **all (micro)** | %zu | %.1f | %.1f | %.1f | %zu |\n", e.rows, 100 * e.at1.micro, 100 * e.at_k.micro,
                 100 * e.pairs.micro, e.at1.unparsable);
   s += buf;
+  if (e.all_right.correct + e.all_right.wrong > 0) { // absent from reports written before they existed
+    std::snprintf(buf, sizeof buf, "\nRows whose %d samples are all right: %.1f %%, none right: %.1f %%.\n", e.k, 100 * e.all_right.micro,
+                  100 * e.none_right.micro);
+    s += buf;
+  }
   return s;
 }
 
@@ -48,12 +56,13 @@ inline eval_result run_eval(run_context& ctx, internvl& m, const std::vector<rec
   rows.resize(evaluated_rows(c, rows.size()));
   using msrl::voting::accuracy_table;
   using msrl::voting::unparsable_policy;
-  accuracy_table at1(unparsable_policy::wrong), atk(unparsable_policy::wrong), pairs(unparsable_policy::wrong);
+  accuracy_table at1(unparsable_policy::wrong), atk(unparsable_policy::wrong), pairs(unparsable_policy::wrong),
+      all_right(unparsable_policy::wrong), none_right(unparsable_policy::wrong);
   std::map<std::string, std::pair<std::string, int>> by_id; // id -> (task, orders right)
   std::map<std::string, int> seen;
   progress_bar bar({.label = label, .total = rows.size(), .enabled = ctx.cfg.progress && ctx.leader()});
   const auto tpt = m->cfg.tokens_per_tile();
-  std::vector<double> local(rows.size() * 2, 0.0); // per row: label@1, label@k (0 none, 1 A, 2 B)
+  std::vector<double> local(rows.size() * 3, 0.0); // per row: label@1, label@k (0 none, 1 A, 2 B), samples right
   if (completions) completions->assign(rows.size(), {});
   std::vector<std::size_t> mine; // this rank's rows
   for (std::size_t i = 0; i < rows.size(); ++i)
@@ -68,8 +77,10 @@ inline eval_result run_eval(run_context& ctx, internvl& m, const std::vector<rec
     const auto v = msrl::voting::vote_at_k(views, static_cast<std::size_t>(c.k), msrl::reward::label_format::msrl,
                                            msrl::voting::tie_policy::first_vote);
     if (completions) (*completions)[i] = g.texts;
-    local[2 * i] = static_cast<double>(msrl::reward::parse_label(g.texts[0]));
-    local[2 * i + 1] = static_cast<double>(v.winner);
+    local[3 * i] = static_cast<double>(msrl::reward::parse_label(g.texts[0]));
+    local[3 * i + 1] = static_cast<double>(v.winner);
+    const auto gold = msrl::reward::parse_label(rows[i].solution, msrl::reward::label_format::any);
+    for (const auto& t : g.texts) local[3 * i + 2] += gold != msrl::reward::label::none && msrl::reward::parse_label(t) == gold ? 1.0 : 0.0;
     bar.update(i + 1);
   });
   bar.finish();
@@ -81,11 +92,16 @@ inline eval_result run_eval(run_context& ctx, internvl& m, const std::vector<rec
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const record& r = rows[i];
     const auto gold = msrl::reward::parse_label(r.solution, msrl::reward::label_format::any);
-    const auto l1 = static_cast<msrl::reward::label>(static_cast<int>(local[2 * i]));
-    const auto lk = static_cast<msrl::reward::label>(static_cast<int>(local[2 * i + 1]));
+    const auto l1 = static_cast<msrl::reward::label>(static_cast<int>(local[3 * i]));
+    const auto lk = static_cast<msrl::reward::label>(static_cast<int>(local[3 * i + 1]));
+    const auto right = static_cast<int>(local[3 * i + 2]);
     const std::string task = !r.category.empty() ? r.category : r.task_type.empty() ? "unknown" : r.task_type;
     at1.add(task, l1, gold);
     atk.add(task, lk, gold);
+    // "all right" / "none right" as accuracies: the row counts as correct when it holds
+    const auto holds = [&](bool yes) { return yes ? gold : msrl::reward::swapped(gold); };
+    all_right.add(task, gold == msrl::reward::label::none ? gold : holds(right == c.k), gold);
+    none_right.add(task, gold == msrl::reward::label::none ? gold : holds(right == 0), gold);
     auto& e = by_id[r.id];
     e.first = task;
     e.second += (lk == gold && gold != msrl::reward::label::none) ? 1 : 0;
@@ -95,7 +111,7 @@ inline eval_result run_eval(run_context& ctx, internvl& m, const std::vector<rec
     const int orders = seen[id];
     pairs.add(e.first, e.second == orders ? msrl::reward::label::a : msrl::reward::label::b, msrl::reward::label::a);
   }
-  eval_result res{at1.report(), atk.report(), pairs.report(), c.k, rows.size()};
+  eval_result res{at1.report(), atk.report(), pairs.report(), c.k, rows.size(), all_right.report(), none_right.report()};
   return res;
 }
 
@@ -116,7 +132,8 @@ inline std::vector<record> eval_rows(const run_context& ctx) {
 /// An evaluation as JSON: k, rows, and the three reports (read back by result_from_json).
 inline json result_json(const eval_result& e) {
   return {{"k", e.k}, {"rows", e.rows}, {"acc_at_1", report_json(e.at1)}, {"voting_at_k", report_json(e.at_k)},
-          {"both_orders_at_k", report_json(e.pairs)}};
+          {"both_orders_at_k", report_json(e.pairs)}, {"all_right_at_k", report_json(e.all_right)},
+          {"none_right_at_k", report_json(e.none_right)}};
 }
 
 /// Writes out/eval/<file>: one JSON line per evaluated row (id, order, task_type, solution, its k judgments).
@@ -162,8 +179,13 @@ inline msrl::voting::accuracy_report report_from_json(const json& j) {
 /// number of rows.
 inline std::optional<eval_result> result_from_json(const json& j, int k, std::size_t rows) {
   try {
-    if (!j.is_discarded() && j.is_object() && j.at("k").get<int>() == k && j.at("rows").get<std::size_t>() == rows)
-      return eval_result{report_from_json(j.at("acc_at_1")), report_from_json(j.at("voting_at_k")), report_from_json(j.at("both_orders_at_k")), k, rows};
+    if (!j.is_discarded() && j.is_object() && j.at("k").get<int>() == k && j.at("rows").get<std::size_t>() == rows) {
+      eval_result e{report_from_json(j.at("acc_at_1")), report_from_json(j.at("voting_at_k")), report_from_json(j.at("both_orders_at_k")), k, rows};
+      // reports written before these two counts existed read back without them
+      if (j.contains("all_right_at_k")) e.all_right = report_from_json(j.at("all_right_at_k"));
+      if (j.contains("none_right_at_k")) e.none_right = report_from_json(j.at("none_right_at_k"));
+      return e;
+    }
   } catch (const json::exception&) {
   }
   return std::nullopt;
