@@ -13,6 +13,8 @@ struct eval_result {
   /// Rows whose k samples are all right / none right (an unparsable sample counts as wrong): the
   /// headroom of on-policy GRPO, which gets no gradient from a group whose samples all agree.
   msrl::voting::accuracy_report all_right, none_right;
+  /// Whether all_right / none_right were counted (reports written before they existed lack them).
+  bool has_agreement_counts() const noexcept { return all_right.correct + all_right.wrong > 0; }
 };
 
 inline std::string eval_table(const eval_result& e) {
@@ -34,7 +36,7 @@ inline std::string eval_table(const eval_result& e) {
   std::snprintf(buf, sizeof buf, "| **all (micro)** | %zu | %.1f | %.1f | %.1f | %zu |\n", e.rows, 100 * e.at1.micro, 100 * e.at_k.micro,
                 100 * e.pairs.micro, e.at1.unparsable);
   s += buf;
-  if (e.all_right.correct + e.all_right.wrong > 0) { // absent from reports written before they existed
+  if (e.has_agreement_counts()) {
     std::snprintf(buf, sizeof buf, "\nRows whose %d samples are all right: %.1f %%, none right: %.1f %%.\n", e.k, 100 * e.all_right.micro,
                   100 * e.none_right.micro);
     s += buf;

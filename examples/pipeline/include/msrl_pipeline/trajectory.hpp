@@ -60,7 +60,7 @@ inline std::string trajectory_line(const std::string& stage, const std::string& 
   std::snprintf(buf, sizeof buf, "%s: held-out %s acc@1 %.1f, voting@%d %.1f, both orders@%d %.1f (%zu rows", stage.c_str(), family.c_str(),
                 100 * e.at1.micro, e.k, 100 * e.at_k.micro, e.k, 100 * e.pairs.micro, e.rows);
   std::string s = buf;
-  if (e.all_right.correct + e.all_right.wrong > 0) { // absent from reports written before they existed
+  if (e.has_agreement_counts()) {
     std::snprintf(buf, sizeof buf, "; all %d samples right %.1f, none right %.1f", e.k, 100 * e.all_right.micro, 100 * e.none_right.micro);
     s += buf;
   }
