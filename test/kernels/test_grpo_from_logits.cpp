@@ -6,8 +6,10 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <msrl/grpo.hpp>
@@ -17,6 +19,10 @@
 
 namespace g = msrl::grpo;
 namespace k = msrl::kernels;
+
+struct isa_cap_guard {
+  ~isa_cap_guard() { msrl::clear_isa_cap(); }
+};
 
 struct batch {
   std::size_t B, T, V;
@@ -157,6 +163,92 @@ BOOST_AUTO_TEST_CASE(bf16_logits_in_place_gradient) {
   for (double d : dref) mx = std::max(mx, std::abs(d));
   for (std::size_t i = 0; i < N * V; ++i)
     BOOST_TEST_REQUIRE(std::abs(k::to_float(xb[i]) - dref[i]) <= std::abs(dref[i]) * 0x1p-8 + 1e-5 * mx);
+}
+
+// Rows keep their softmax numerators between the row's forward and backward
+// (detail/kept_row.hpp): on every instruction set, with fp32 gradients, the loss, log-probs and
+// gradient match the double path to fp32 rounding, on rows with -inf logits, targets at both ends
+// of the row (the backward's two spans) and ragged V; with the entropy asked for, the online
+// kernels run instead and agree with the kept ones.
+template <class T>
+static void check_kept_rows(std::size_t V, double temp) {
+  batch b = make(23, 3, 6, V);
+  const std::size_t N = b.B * b.T;
+  b.y[0] = 0;
+  b.y[2] = static_cast<std::int64_t>(V - 1);
+  for (std::size_t i = 0; i < 4; ++i) b.mask[i] = 1; // the first sequence's first four tokens
+  for (std::size_t j = 5; j < V; j += 7)
+    if (static_cast<std::int64_t>(j) != b.y[3]) b.x[3 * V + j] = -std::numeric_limits<float>::infinity();
+  std::vector<T> xh(N * V);
+  std::vector<double> xd(N * V);
+  for (std::size_t i = 0; i < N * V; ++i) {
+    if constexpr (std::is_same_v<T, k::bf16>) xh[i] = k::to_bf16(b.x[i]);
+    else if constexpr (std::is_same_v<T, k::f16>) xh[i] = k::to_f16(b.x[i]);
+    else xh[i] = b.x[i];
+    xd[i] = k::to_float(xh[i]);
+  }
+  const g::loss_options o = g::presets::verl_default.loss;
+  const auto lay = msrl::token_layout::padded(b.B, b.T);
+  std::vector<double> dref;
+  const auto want = core_path(b, xd, lay, o, temp, &dref);
+  double mx = 0.0;
+  for (double d : dref) mx = std::max(mx, std::abs(d));
+  BOOST_TEST_REQUIRE(mx > 0.0);
+  const k::logits_loss_inputs<T> in{lay, {xh.data(), N, V}, b.y, b.old, b.ref, b.adv, b.mask};
+  isa_cap_guard guard;
+  for (msrl::cpu_isa isa : {msrl::cpu_isa::scalar, msrl::cpu_isa::avx2, msrl::cpu_isa::avx512}) {
+    msrl::set_isa_cap(isa);
+    std::vector<float> dx(N * V, 99.f), lp(N), dx2(N * V, 99.f), lp2(N), ent(N);
+    const auto got = k::grpo_loss_from_logits(in, o, {}, k::logits_loss_outputs<float>{{dx.data(), N, V}, lp},
+                                              {.temperature = temp, .threads = 2});
+    // the entropy output sends every row through the online kernels
+    const auto online = k::grpo_loss_from_logits(in, o, {}, k::logits_loss_outputs<float>{{dx2.data(), N, V}, lp2, {}, ent},
+                                                 {.temperature = temp, .threads = 2});
+    BOOST_TEST_INFO("V " << V << " isa " << msrl::to_string(isa));
+    BOOST_TEST(std::abs(got.loss - want.loss) <= 1e-6 * std::max(1.0, std::abs(want.loss)));
+    BOOST_TEST(std::abs(online.loss - got.loss) <= 1e-6 * std::max(1.0, std::abs(got.loss)));
+    double err = 0.0, err2 = 0.0;
+    for (std::size_t i = 0; i < N; ++i) {
+      if (!b.mask[i]) continue;
+      const double r = msrl::lab::ref_forward(xd.data() + i * V, V, b.y[i], temp).logp;
+      BOOST_TEST(std::abs(lp[i] - r) <= 2e-6 * std::max(1.0, std::abs(r)));
+    }
+    for (std::size_t i = 0; i < N * V; ++i) {
+      err = std::max(err, std::abs(dx[i] - dref[i]));
+      err2 = std::max(err2, static_cast<double>(std::abs(dx2[i] - dx[i])));
+      if (!std::isfinite(b.x[i])) BOOST_TEST_REQUIRE(dx[i] == 0.f); // -inf logits get exactly 0
+    }
+    BOOST_TEST(err <= 1e-5 * mx);
+    BOOST_TEST(err2 <= 1e-5 * mx);
+    // bf16 gradients into a separate buffer one element off 32-byte alignment (non-temporal
+    // stores past a peeled head), and in place over a copy of the logits (normal stores): the
+    // fp32 gradient rounded once
+    std::vector<k::bf16> gb(N * V + 1, k::to_bf16(99.f)), xin(xh.size());
+    if constexpr (std::is_same_v<T, k::bf16>) xin = xh;
+    const auto sep = k::grpo_loss_from_logits(in, o, {}, k::logits_loss_outputs<k::bf16>{{gb.data() + 1, N, V}},
+                                              {.temperature = temp, .threads = 2});
+    BOOST_TEST(sep.loss == got.loss);
+    std::optional<g::loss_result> inpl;
+    if constexpr (std::is_same_v<T, k::bf16>) {
+      const k::logits_loss_inputs<T> in2{lay, {xin.data(), N, V}, b.y, b.old, b.ref, b.adv, b.mask};
+      inpl = k::grpo_loss_from_logits(in2, o, {}, k::logits_loss_outputs<k::bf16>{{xin.data(), N, V}},
+                                      {.temperature = temp, .threads = 2});
+      BOOST_TEST(inpl->loss == got.loss);
+    }
+    for (std::size_t i = 0; i < N * V; ++i) {
+      const double tol = std::abs(dx[i]) * 0x1p-8 + 1e-30;
+      BOOST_TEST_REQUIRE(std::abs(k::to_float(gb[i + 1]) - dx[i]) <= tol);
+      if (inpl) BOOST_TEST_REQUIRE(std::abs(k::to_float(xin[i]) - dx[i]) <= tol);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(rows_keep_their_numerators_between_forward_and_backward) {
+  for (std::size_t V : {std::size_t{1000}, std::size_t{77}, std::size_t{3}}) {
+    check_kept_rows<k::bf16>(V, 1.0);
+    check_kept_rows<k::f16>(V, 0.7);
+    check_kept_rows<float>(V, 0.9);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_argument) {

@@ -12,6 +12,8 @@
 /// the row forms VESPO / GMPO), the three steps run row by row instead (grpo::policy_loss_swept):
 /// a row's forward, its term and its backward follow each other while the row is in cache, so the
 /// logits are read from memory once. The core's weights come from the mask before the sweep.
+/// A row keeps its softmax numerators in an fp32 scratch row between its forward and backward
+/// (detail/kept_row.hpp): one exponential per element instead of two.
 ///
 /// The per-token GRPO math is the core's (grpo/policy_loss.hpp, grpo/scalar_math.hpp): every
 /// ratio level, clip, KL estimator, aggregation and normaliser behaves exactly as there.
@@ -24,6 +26,7 @@
 
 #include "../backend/host_threads.hpp"
 #include "../grpo/policy_loss.hpp"
+#include "detail/kept_row.hpp"
 #include "selective_log_softmax.hpp"
 
 namespace msrl::kernels {
@@ -103,8 +106,7 @@ grpo::loss_result grpo_loss_from_logits(const logits_loss_inputs<T, M>& in, cons
     std::optional<grpo::loss_result> one;
     grpo::with_loss_form(opt, [&](const auto& form) {
       if constexpr (!grpo::row_form<std::decay_t<decltype(form)>>) {
-        const detail::row_forward<T> fwd(fwd_out, lopt, in.logits.cols);
-        const detail::row_backward<T, G> bwd(lopt, in.logits.cols, false);
+        const detail::kept_row<T, G> rows(fwd_out, lopt, in.logits.cols);
         const auto sweep = [&](auto pass) {
           pass.blk = 1;
           using total = msrl::sums<grpo::detail::s_count>;
@@ -113,14 +115,13 @@ grpo::loss_result grpo_loss_from_logits(const logits_loss_inputs<T, M>& in, cons
             G* g = out.grad_logits.row(i);
             const std::int64_t y = in.targets[i];
             if (y < 0 || (mask && mask[i] == M(0))) { // not read: zero log-prob and gradient
-              fwd.skip(i);
+              rows.skip(i, g);
               dlogp[i] = 0.0f;
-              bwd(row, g, y, 0.0, 0.0f, 0.0f, 0.0); // a zero upstream gradient: zeros, the row unread
               return total{};
             }
-            const double row_lse = fwd(row, i, y);
+            const auto st = rows.forward(row, i, y, i + 1 < N ? in.logits.row(i + 1) : nullptr);
             const total s = pass(i);
-            bwd(row, g, y, row_lse, dlogp[i], 0.0f, 0.0);
+            rows.backward(st, row, g, y, dlogp[i]);
             return s;
           }, total{});
         };

@@ -195,4 +195,147 @@ MSRL_ROW_TARGET inline row_rest backward_row(const T* x, G* g, std::size_t V, st
   return r;
 }
 
+/// The largest logit of a row (raw units; -inf when every logit is -inf). A NaN logit is passed
+/// over, as the online forward passes over it (max(x, m) returns m when x is NaN).
+template <class T>
+MSRL_ROW_TARGET inline float row_max(const T* x, std::size_t V) {
+  vec m[U];
+MSRL_UNROLL(4)
+  for (int u = 0; u < U; ++u) m[u] = isa::set1(-std::numeric_limits<float>::infinity());
+  std::size_t j = 0;
+  for (; j + U * W <= V; j += U * W) {
+MSRL_UNROLL(4)
+    for (int u = 0; u < U; ++u) m[u] = isa::max(isa::template load<T>(x + j + u * W), m[u]);
+  }
+  for (; j + W <= V; j += W) m[0] = isa::max(isa::template load<T>(x + j), m[0]);
+  if (j < V) m[1 % U] = isa::max(load_tail(x + j, V - j), m[1 % U]);
+  float l[U * W];
+MSRL_UNROLL(4)
+  for (int u = 0; u < U; ++u) isa::lanes(m[u], l + u * W);
+  float r = l[0];
+  for (int i = 1; i < U * W; ++i) r = l[i] > r ? l[i] : r;
+  return r;
+}
+
+/// Writes e_j = 2^((x_j - m) k) (k = log2(e) / T, m = row_max(x), finite) to the fp32 scratch
+/// row e and returns sum_j e_j: the softmax numerators the backward (scale_row) reuses, so the
+/// row pays one exponential per element for forward and backward together. Two-level summation
+/// as in forward_row. When next is given (the row to be read after this one), its lines are
+/// prefetched into L2 at the pace of this row's: the exponentials are compute-bound, so its
+/// memory traffic overlaps them instead of stalling the next row's first pass.
+template <class T>
+MSRL_ROW_TARGET inline double exp_row(const T* x, std::size_t V, float m, float k, float* e, const T* next) {
+  const vec kv = isa::set1(k), mv = isa::set1(m), lo = isa::set1(isa::exp2_lo);
+  vec s[U], S[U];
+MSRL_UNROLL(4)
+  for (int u = 0; u < U; ++u) s[u] = S[u] = isa::set1(0.0f);
+  std::size_t j = 0;
+  int since_fold = 0;
+  constexpr std::size_t line = 64 / sizeof(T);
+  for (; j + U * W <= V; j += U * W) {
+    if (next)
+      for (std::size_t b = 0; b < U * W; b += line) __builtin_prefetch(next + j + b, 0, 2);
+MSRL_UNROLL(4)
+    for (int u = 0; u < U; ++u) {
+      const vec p = isa::exp2(isa::max(isa::mul(isa::sub(isa::template load<T>(x + j + u * W), mv), kv), lo));
+      isa::template store<float>(e + j + u * W, p);
+      s[u] = isa::add(s[u], p);
+    }
+    if (++since_fold == 64) {
+      since_fold = 0;
+MSRL_UNROLL(4)
+      for (int u = 0; u < U; ++u) {
+        S[u] = isa::add(S[u], s[u]);
+        s[u] = isa::set1(0.0f);
+      }
+    }
+  }
+  if (next)
+    for (std::size_t b = j; b < V; b += line) __builtin_prefetch(next + b, 0, 2);
+  for (; j + W <= V; j += W) {
+    const vec p = isa::exp2(isa::max(isa::mul(isa::sub(isa::template load<T>(x + j), mv), kv), lo));
+    isa::template store<float>(e + j, p);
+    s[0] = isa::add(s[0], p);
+  }
+  if (j < V) {
+    float buf[W];
+    const vec p = isa::exp2(isa::max(isa::mul(isa::sub(load_tail(x + j, V - j), mv), kv), lo));
+    isa::template store<float>(buf, p);
+    for (std::size_t i = 0; i < V - j; ++i) e[j + i] = buf[i];
+    s[1 % U] = isa::add(s[1 % U], p);
+  }
+  float l[U * W];
+  double r = 0.0;
+MSRL_UNROLL(4)
+  for (int u = 0; u < U; ++u) isa::lanes(isa::add(S[u], s[u]), l + u * W);
+  for (int i = 0; i < U * W; ++i) r += static_cast<double>(l[i]);
+  return r;
+}
+
+/// g[j] = c e[j] for j in [j, j + n), n <= W, through a lane buffer; adds those e to acc.
+template <class G>
+MSRL_ROW_TARGET inline void scale_part(const float* e, G* g, std::size_t n, vec c, vec& acc) {
+  float in[W];
+  G buf[W];
+  for (int i = 0; i < W; ++i) in[i] = 0.0f;
+  for (std::size_t i = 0; i < n; ++i) in[i] = e[i];
+  const vec a = isa::template load<float>(in);
+  acc = isa::add(acc, a);
+  isa::template store<G>(buf, isa::mul(a, c));
+  for (std::size_t i = 0; i < n; ++i) g[i] = buf[i];
+}
+
+template <class G, bool Stream>
+MSRL_ROW_TARGET MSRL_FORCEINLINE void put(G* p, vec v) {
+  if constexpr (Stream) isa::template stream<G>(p, v);
+  else isa::template store<G>(p, v);
+}
+
+/// g[j] = c e[j] for j in [j0, j1); adds those e to acc0 / acc1. With Stream the whole vectors
+/// go to memory past the caches (no read for ownership of g's lines): g's lines up to the first
+/// aligned vector and after the last one are written through lane buffers.
+template <class G, bool Stream>
+MSRL_ROW_TARGET inline void scale_span(const float* e, G* g, std::size_t j0, std::size_t j1, vec c, vec& acc0, vec& acc1) {
+  std::size_t j = j0;
+  if constexpr (Stream) {
+    constexpr std::size_t a = W * sizeof(G);
+    const std::size_t head = (a - reinterpret_cast<std::uintptr_t>(g + j) % a) % a / sizeof(G);
+    if (reinterpret_cast<std::uintptr_t>(g) % sizeof(G) != 0 || head >= j1 - j) return scale_span<G, false>(e, g, j0, j1, c, acc0, acc1);
+    if (head) scale_part<G>(e + j, g + j, head, c, acc0);
+    j += head;
+  }
+  for (; j + 2 * W <= j1; j += 2 * W) {
+    const vec a = isa::template load<float>(e + j), b = isa::template load<float>(e + j + W);
+    acc0 = isa::add(acc0, a);
+    acc1 = isa::add(acc1, b);
+    put<G, Stream>(g + j, isa::mul(a, c));
+    put<G, Stream>(g + j + W, isa::mul(b, c));
+  }
+  for (; j + W <= j1; j += W) {
+    const vec a = isa::template load<float>(e + j);
+    acc0 = isa::add(acc0, a);
+    put<G, Stream>(g + j, isa::mul(a, c));
+  }
+  if (j < j1) scale_part<G>(e + j, g + j, j1 - j, c, acc1);
+}
+
+/// The backward of a row from its kept numerators (exp_row): g[j] = c e[j] for j != y (c = -(d
+/// loss / d logp) / (T sum_j e_j)); returns sum_{j != y} e_j. Element y is left for the caller.
+/// Stream: non-temporal stores, for a g that is not the row just read (its lines are not in the
+/// caches, and a normal store would first read each of them from memory).
+template <class G, bool Stream>
+MSRL_ROW_TARGET inline double scale_row(const float* e, G* g, std::size_t V, std::size_t y, float c) {
+  const vec cv = isa::set1(c);
+  vec a0 = isa::set1(0.0f), a1 = isa::set1(0.0f);
+  scale_span<G, Stream>(e, g, 0, y, cv, a0, a1);
+  scale_span<G, Stream>(e, g, y + 1, V, cv, a0, a1);
+  if constexpr (Stream) isa::fence();
+  float l0[W], l1[W];
+  isa::lanes(a0, l0);
+  isa::lanes(a1, l1);
+  double r = 0.0;
+  for (int i = 0; i < W; ++i) r += static_cast<double>(l0[i]) + static_cast<double>(l1[i]);
+  return r;
+}
+
 } // namespace MSRL_ROW_NS

@@ -4,6 +4,7 @@
 /// for the backward rows that write bf16).
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <algorithm>
 #include <cstring>
 #include <limits>

@@ -64,6 +64,10 @@ struct isa_scalar {
   static vec load(const T* p) { return to_float(*p); }
   template <class G>
   static void store(G* p, vec v) { *p = from_float<G>(v); }
+  /// The store that bypasses the caches (here: a plain store); p aligned to width * sizeof(G).
+  template <class G>
+  static void stream(G* p, vec v) { store<G>(p, v); }
+  static void fence() {}
   static void lanes(vec v, float* out) { out[0] = v; }
 };
 
@@ -104,20 +108,32 @@ struct isa_avx512 {
       return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     }
   }
+  /// The 16 lanes as bf16 / fp16 bits.
   template <class G>
-  MSRL_TARGET_AVX512 static inline void store(G* p, vec v) {
-    if constexpr (std::is_same_v<G, float>) {
-      _mm512_storeu_ps(p, v);
-    } else if constexpr (std::is_same_v<G, bf16>) {
+  MSRL_TARGET_AVX512 static inline __m256i to_half(vec v) {
+    if constexpr (std::is_same_v<G, bf16>) {
       // round to nearest even on the bit pattern (gradients are finite)
       __m512i u = _mm512_castps_si512(v);
       const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
       u = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16)));
+      return _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16));
     } else {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     }
   }
+  template <class G>
+  MSRL_TARGET_AVX512 static inline void store(G* p, vec v) {
+    if constexpr (std::is_same_v<G, float>) _mm512_storeu_ps(p, v);
+    else _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_half<G>(v));
+  }
+  /// A non-temporal store (no read for ownership, the caches bypassed); p aligned to 16 * sizeof(G).
+  template <class G>
+  MSRL_TARGET_AVX512 static inline void stream(G* p, vec v) {
+    if constexpr (std::is_same_v<G, float>) _mm512_stream_ps(p, v);
+    else _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_half<G>(v));
+  }
+  /// Orders the non-temporal stores before what follows.
+  MSRL_TARGET_AVX512 static inline void fence() { _mm_sfence(); }
   MSRL_TARGET_AVX512 static inline void lanes(vec v, float* out) { _mm512_storeu_ps(out, v); }
 };
 
@@ -132,6 +148,13 @@ struct isa_avx512_bf16 : isa_avx512 {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), __builtin_bit_cast(__m256i, _mm512_cvtneps_pbh(v)));
     else
       isa_avx512::store<G>(p, v);
+  }
+  template <class G>
+  MSRL_TARGET_AVX512_BF16 static inline void stream(G* p, vec v) {
+    if constexpr (std::is_same_v<G, bf16>)
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(p), __builtin_bit_cast(__m256i, _mm512_cvtneps_pbh(v)));
+    else
+      isa_avx512::stream<G>(p, v);
   }
 };
 
@@ -171,21 +194,31 @@ struct isa_avx2 {
       return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     }
   }
+  /// The 8 lanes as bf16 / fp16 bits.
   template <class G>
-  MSRL_TARGET_AVX2 static inline void store(G* p, vec v) {
-    if constexpr (std::is_same_v<G, float>) {
-      _mm256_storeu_ps(p, v);
-    } else if constexpr (std::is_same_v<G, bf16>) {
+  MSRL_TARGET_AVX2 static inline __m128i to_half(vec v) {
+    if constexpr (std::is_same_v<G, bf16>) {
       __m256i u = _mm256_castps_si256(v);
       const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
       u = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
       // pack 8 x u32 (< 65536) into 8 x u16
-      const __m128i lo = _mm256_castsi256_si128(u), hi = _mm256_extracti128_si256(u, 1);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packus_epi32(lo, hi));
+      return _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
     } else {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     }
   }
+  template <class G>
+  MSRL_TARGET_AVX2 static inline void store(G* p, vec v) {
+    if constexpr (std::is_same_v<G, float>) _mm256_storeu_ps(p, v);
+    else _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_half<G>(v));
+  }
+  /// A non-temporal store; p aligned to 8 * sizeof(G).
+  template <class G>
+  MSRL_TARGET_AVX2 static inline void stream(G* p, vec v) {
+    if constexpr (std::is_same_v<G, float>) _mm256_stream_ps(p, v);
+    else _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_half<G>(v));
+  }
+  MSRL_TARGET_AVX2 static inline void fence() { _mm_sfence(); }
   MSRL_TARGET_AVX2 static inline void lanes(vec v, float* out) { _mm256_storeu_ps(out, v); }
 };
 
