@@ -100,8 +100,9 @@ struct kept_row {
 
   kept_row(const logprob_outputs& out, const logprob_options& opt, std::size_t cols)
       : fwd(out, opt, cols), bwd(opt, cols, false), max_of(pick_row_max<T>()), exp_of(pick_exp_row<T>()),
-        scale(pick_scale_row<G, false>()), scale_stream(pick_scale_row<G, true>()), k(static_cast<float>(1.0 / opt.temperature) * log2e), inv_td(1.0 / opt.temperature),
-        V(cols), kept(out.entropy.empty() && out.sum_p2.empty()) {}
+        scale(pick_scale_row<G, false>()), scale_stream(pick_scale_row<G, true>()),
+        k(static_cast<float>(1.0 / opt.temperature) * log2e), inv_td(1.0 / opt.temperature), V(cols),
+        kept(out.entropy.empty() && out.sum_p2.empty()) {}
 
   /// A row that is not read: zero outputs and (when g is given) a zero gradient.
   void skip(std::size_t i, G* g) const {

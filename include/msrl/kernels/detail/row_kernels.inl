@@ -233,7 +233,7 @@ MSRL_UNROLL(4)
   int since_fold = 0;
   constexpr std::size_t line = 64 / sizeof(T);
   for (; j + U * W <= V; j += U * W) {
-    if (next)
+    if (next && (U * W >= line || j % line == 0))
       for (std::size_t b = 0; b < U * W; b += line) __builtin_prefetch(next + j + b, 0, 2);
 MSRL_UNROLL(4)
     for (int u = 0; u < U; ++u) {
@@ -300,7 +300,8 @@ MSRL_ROW_TARGET inline void scale_span(const float* e, G* g, std::size_t j0, std
   if constexpr (Stream) {
     constexpr std::size_t a = W * sizeof(G);
     const std::size_t head = (a - reinterpret_cast<std::uintptr_t>(g + j) % a) % a / sizeof(G);
-    if (reinterpret_cast<std::uintptr_t>(g) % sizeof(G) != 0 || head >= j1 - j) return scale_span<G, false>(e, g, j0, j1, c, acc0, acc1);
+    if (reinterpret_cast<std::uintptr_t>(g) % sizeof(G) != 0 || head >= j1 - j)
+      return scale_span<G, false>(e, g, j0, j1, c, acc0, acc1);
     if (head) scale_part<G>(e + j, g + j, head, c, acc0);
     j += head;
   }
