@@ -168,9 +168,11 @@ struct row_forward {
   }
   /// Reads row i (target y >= 0); returns its lse (-inf when every logit is -inf).
   double operator()(const T* row, std::size_t i, std::int64_t y) const {
-    const row_stats st = fwd(row, V, inv_td);
+    return record(i, static_cast<double>(to_float(row[y])) * inv_td, fwd(row, V, inv_td));
+  }
+  /// Writes row i's outputs from its statistics and its target's scaled logit xy; returns its lse.
+  double record(std::size_t i, double xy, const row_stats& st) const {
     const double lse = st.max + st.log_sum;
-    const double xy = static_cast<double>(to_float(row[y])) * inv_td;
     lp[i] = st.sum > 0.0 ? static_cast<float>((xy - st.max) - st.log_sum) : -std::numeric_limits<float>::infinity();
     if (ls) ls[i] = lse;
     if (en) en[i] = static_cast<float>(st.entropy);

@@ -118,11 +118,8 @@ struct kept_row {
     if (!std::isfinite(m)) return {fwd(row, i, y), 0.0, nullptr};
     float* e = scratch_row(V);
     const double S = exp_of(row, V, m, k, e, next); // >= 1: the max's own term is 2^0
-    const double mt = static_cast<double>(m) * inv_td, ls = std::log(S);
-    const double xy = static_cast<double>(to_float(row[y])) * inv_td;
-    fwd.lp[i] = static_cast<float>((xy - mt) - ls);
-    if (fwd.ls) fwd.ls[i] = mt + ls;
-    return {mt + ls, S, e};
+    const row_stats st{static_cast<double>(m) * inv_td, std::log(S), S, 0.0, 0.0}; // no entropy / sum_p2 asked for
+    return {fwd.record(i, static_cast<double>(to_float(row[y])) * inv_td, st), S, e};
   }
 
   /// d loss / d row into g (may alias the row) from the forward's state and gi = d loss / d logp.
