@@ -119,6 +119,16 @@ MSRL_UNROLL(4)
   return combine_lanes(lm, ls, lt, SumP2 ? lq : nullptr, U * W, inv_t);
 }
 
+/// The sum of the lanes of two accumulators, in double (lane by lane, a's then b's per lane).
+MSRL_ROW_TARGET inline double lane_sum(vec a, vec b) {
+  float la[W], lb[W];
+  isa::lanes(a, la);
+  isa::lanes(b, lb);
+  double r = 0.0;
+  for (int i = 0; i < W; ++i) r += static_cast<double>(la[i]) + static_cast<double>(lb[i]);
+  return r;
+}
+
 /// Writes g[j] = -p_j (a + b d_j) for j in [j0, j1), p_j = 2^d_j, d_j = (x_j - c) k (log2 p_j), and
 /// adds those p to acc (and, with Entropy, p_j d_j to accq); na = -a, nb = -b. Without Entropy
 /// b = 0 and g[j] = -a p_j. d_j is clamped to exp2_lo first, so a -inf logit gives p_j = 0 times a
@@ -182,17 +192,7 @@ MSRL_ROW_TARGET inline row_rest backward_row(const T* x, G* g, std::size_t V, st
   sums acc{isa::set1(0.0f), isa::set1(0.0f), isa::set1(0.0f), isa::set1(0.0f)};
   sweep<T, G, Entropy>(x, g, 0, y, k, ch, cl, na, nb, acc);
   sweep<T, G, Entropy>(x, g, y + 1, V, k, ch, cl, na, nb, acc);
-  float l0[W], l1[W];
-  row_rest r{0.0, 0.0};
-  isa::lanes(acc.p0, l0);
-  isa::lanes(acc.p1, l1);
-  for (int i = 0; i < W; ++i) r.p += static_cast<double>(l0[i]) + static_cast<double>(l1[i]);
-  if constexpr (Entropy) {
-    isa::lanes(acc.q0, l0);
-    isa::lanes(acc.q1, l1);
-    for (int i = 0; i < W; ++i) r.plog2p += static_cast<double>(l0[i]) + static_cast<double>(l1[i]);
-  }
-  return r;
+  return {lane_sum(acc.p0, acc.p1), Entropy ? lane_sum(acc.q0, acc.q1) : 0.0};
 }
 
 /// The largest logit of a row (raw units; -inf when every logit is -inf). A NaN logit is passed
@@ -331,12 +331,7 @@ MSRL_ROW_TARGET inline double scale_row(const float* e, G* g, std::size_t V, std
   scale_span<G, Stream>(e, g, 0, y, cv, a0, a1);
   scale_span<G, Stream>(e, g, y + 1, V, cv, a0, a1);
   if constexpr (Stream) isa::fence();
-  float l0[W], l1[W];
-  isa::lanes(a0, l0);
-  isa::lanes(a1, l1);
-  double r = 0.0;
-  for (int i = 0; i < W; ++i) r += static_cast<double>(l0[i]) + static_cast<double>(l1[i]);
-  return r;
+  return lane_sum(a0, a1);
 }
 
 } // namespace MSRL_ROW_NS
