@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +26,8 @@
 
 #include <msrl/reward/labels.hpp>
 #include <msrl_pipeline/dataset.hpp>
+#include <msrl_pipeline/item_groups.hpp>
+#include <msrl/grpo/presets.hpp>
 
 #include "scratch.hpp"
 
@@ -176,6 +179,9 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"mm_grpo.entropy_coeff=1e999", "mm_grpo.entropy_coeff"},
       {"blas_threads=-1", "blas_threads"},
       {"sampling_workers=-1", "sampling_workers"},
+      {"text_grpo.advantage_group=row", "text_grpo.advantage_group"},
+      {"caption_grpo.advantage_group=item --set caption_grpo.both_orders=false", "caption_grpo.advantage_group"},
+      {"mm_grpo.advantage_group=item --set mm_grpo.estimator=openrlhf_rloo", "mm_grpo.advantage_group"},
   };
   for (const auto& c : cases) {
     const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set " + c.set, dir);
@@ -449,6 +455,58 @@ BOOST_AUTO_TEST_CASE(dynamic_sampling_replaces_flat_groups) {
   const auto bad = run("run --config '" + w.config() + "' --out '" + (dir / "bad").string() + "' --set text_grpo.dynamic_sample=always", dir);
   BOOST_TEST(bad.rc != 0);
   BOOST_TEST(contains(bad.err, "text_grpo.dynamic_sample"), bad.err);
+}
+
+// Item advantages, hand-worked with TRL's rule (r - mean) / (unbiased std + 1e-4) over an item's
+// completions in both orders: groups {0, 0} and {1, 1}, each flat on its own, give -+0.5 / (sqrt(1/3)
+// + 1e-4); {1, 0} and {1, 1} have mean 0.75 and unbiased std 0.5.
+BOOST_AUTO_TEST_CASE(item_advantages_normalise_both_orders_together) {
+  const auto& opt = msrl::grpo::presets::trl_default.advantages;
+  const auto a = msrl_pipeline::item_advantages({{0.0, 0.0}, {1.0, 1.0}}, opt);
+  const double s = 0.5 / (std::sqrt(1.0 / 3.0) + 1e-4);
+  BOOST_REQUIRE(a.per_group.size() == 2u);
+  for (int k = 0; k < 2; ++k) {
+    BOOST_TEST(a.per_group[0][k] == -s, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(a.per_group[1][k] == s, boost::test_tools::tolerance(1e-12));
+  }
+  BOOST_TEST(a.stats.zero_std_groups == 0u);
+  const auto b = msrl_pipeline::item_advantages({{1.0, 0.0}, {1.0, 1.0}}, opt);
+  BOOST_TEST(b.per_group[0][0] == 0.25 / 0.5001, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(b.per_group[0][1] == -0.75 / 0.5001, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(b.per_group[1][1] == 0.25 / 0.5001, boost::test_tools::tolerance(1e-12));
+  const auto c = msrl_pipeline::item_advantages({{1.0, 1.0}, {1.0, 1.0}}, opt);
+  BOOST_TEST(c.stats.zero_std_groups == 1u);
+  BOOST_TEST(c.per_group[1][0] == 0.0);
+  // without the std division (msrl_release), 16 equal rewards of 1.04 average to 1.04 - 4e-16; the
+  // flat item's advantages are still exactly 0
+  const auto d = msrl_pipeline::item_advantages({std::vector<double>(8, 1.04), std::vector<double>(8, 1.04)},
+                                                msrl::grpo::presets::msrl_release.advantages);
+  for (const auto& g : d.per_group)
+    for (const double x : g) BOOST_TEST(x == 0.0);
+  BOOST_CHECK_THROW(msrl_pipeline::item_advantages({{}, {}}, opt), msrl::invalid_argument);
+}
+
+// Item groups (advantage_group "item"): a row and its mirrored twin share one baseline. An item is
+// flat only when both of its groups are, and a group the trainer skips as flat (advantages all 0)
+// is one of a flat item's two groups unless its rewards all equal its item's mean.
+BOOST_AUTO_TEST_CASE(item_groups_share_a_baseline_across_both_orders) {
+  auto& w = shared();
+  const auto dir = w.root / "items";
+  const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() +
+                         "' --set stages='[\"text_grpo\"]' --set text_grpo.advantage_group=item --set text_grpo.max_steps=3",
+                     dir);
+  BOOST_REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto rows = jsonl(dir / "out" / "metrics" / "text_grpo.jsonl");
+  BOOST_REQUIRE(rows.size() == 3u);
+  const double groups = 2, items = 1; // prompts_per_step of the small configuration: one A/B pair
+  for (const auto& row : rows) {
+    const double flat_items = row["item_zero_std_fraction"].get<double>() * items;
+    const double zero_std = row["zero_std_fraction"].get<double>() * groups, skipped = row["skipped_groups"].get<double>();
+    BOOST_TEST((flat_items == 0.0 || flat_items == 1.0), flat_items);
+    BOOST_TEST(2 * flat_items <= zero_std);  // a flat item's two groups are flat
+    BOOST_TEST(skipped >= 2 * flat_items);   // and skipped
+    BOOST_TEST(skipped <= zero_std);         // a skipped group is flat in its own rewards
+  }
 }
 
 // A GRPO stage with an estimator from the config, the KL in the reward under the adaptive

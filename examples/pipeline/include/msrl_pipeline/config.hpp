@@ -82,6 +82,12 @@ struct grpo_stage_config {
   /// (the candidates swapped, msrl_pipeline::mirrored), so that a bias towards one letter earns
   /// nothing and only judging the candidates does.
   bool both_orders = false;
+  /// Which completions share an advantage baseline: "prompt" (GRPO's group: the G completions of one
+  /// prompt) or "item" (with both_orders: the 2 G completions of a row and its mirrored twin, the
+  /// same item judged in both orders, normalised together by the preset's rule). With "item" a
+  /// judge that is right in one order and wrong in the other gets a signal where each order's own
+  /// group is flat.
+  std::string advantage_group = "prompt";
   /// Dynamic sampling (DAPO): a prompt whose group the rule drops (msrl::grpo::filter_groups: "verl"
   /// population std 0, "ms_swift" unbiased std 0, "openrlhf" mean outside (dynamic_sample_lo, _hi))
   /// is replaced by another row, drawn and sampled again, up to max_resample_times times (ms-swift's
@@ -283,7 +289,7 @@ inline void read_grpo(object_reader& r, grpo_stage_config& c) {
       .get("max_completion", c.max_completion).get("temperature", c.temperature).get("top_p", c.top_p).get("top_k", c.top_k)
       .get("weight_decay", c.weight_decay).get("max_grad_norm", c.max_grad_norm).get("entropy_coeff", c.entropy_coeff)
       .get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector).get("both_orders", c.both_orders)
-      .get("dynamic_sample", c.dynamic_sample).get("max_resample_times", c.max_resample_times)
+      .get("advantage_group", c.advantage_group).get("dynamic_sample", c.dynamic_sample).get("max_resample_times", c.max_resample_times)
       .get("dynamic_sample_lo", c.dynamic_sample_lo).get("dynamic_sample_hi", c.dynamic_sample_hi)
       .get("estimator", c.estimator).get("gamma", c.gamma).get("kl_in_reward", c.kl_in_reward)
       .get("kl_in_reward_estimator", c.kl_in_reward_estimator).get("kl_target", c.kl_target).get("kl_horizon", c.kl_horizon)
@@ -412,6 +418,11 @@ inline pipeline_config parse_config(const json& doc) {
     check(g->epochs >= 1, P + ".epochs", "must be at least 1");
     check(g->prompts_per_step >= 1, P + ".prompts_per_step", "must be at least 1");
     check(!g->both_orders || g->prompts_per_step % 2 == 0, P + ".prompts_per_step", "must be even with both_orders (A/B pairs)");
+    check(g->advantage_group == "prompt" || g->advantage_group == "item", P + ".advantage_group",
+          "must be prompt or item (got '" + g->advantage_group + "')");
+    check(g->advantage_group != "item" || g->both_orders, P + ".advantage_group", "item needs both_orders (an item's two orders)");
+    check(g->advantage_group != "item" || (g->estimator == "grpo" && g->kl_in_reward == 0), P + ".advantage_group",
+          "item needs estimator grpo and kl_in_reward 0 (the other estimators run over the whole step batch)");
     check(g->num_generations >= 2, P + ".num_generations", "must be at least 2 (advantages are group-relative)");
     check(g->max_steps >= 0, P + ".max_steps", "must not be negative");
     check(g->dynamic_sample == "none" || g->dynamic_sample == "verl" || g->dynamic_sample == "ms_swift" || g->dynamic_sample == "openrlhf",

@@ -1,6 +1,7 @@
 #pragma once
 /// \file The GRPO stages (text_grpo, caption_grpo, mm_grpo): rows, sampling with dynamic
 /// resampling, verifiable rewards, the trainer's step and the step's metrics.
+#include "item_groups.hpp"
 #include "replay_rows.hpp"
 #include "run_context.hpp"
 #include "stage_sampling.hpp"
@@ -53,6 +54,9 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
   const auto tpt = m->cfg.tokens_per_tile();
   const auto media = ctx.media(m);
   const bool dynamic = c.dynamic_sample != "none";
+  // advantage_group "item": a row and its mirrored twin share one baseline, so they are sampled on
+  // one rank and normalised together (the config requires both_orders and the grpo estimator)
+  const bool item_groups = c.advantage_group == "item";
   const msrl::grpo::group_filter_options filter{
       .rule = c.dynamic_sample == "ms_swift"   ? msrl::grpo::group_filter_rule::ms_swift_zero_std
               : c.dynamic_sample == "openrlhf" ? msrl::grpo::group_filter_rule::openrlhf_range
@@ -94,7 +98,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
     };
     // sums over this rank's trained completions (the stats above, then their count), replacement
     // draws, and groups the dynamic-sampling rule still drops after the last draw
-    double sums[5] = {0, 0, 0, 0, 0}, count = 0, resampled = 0, still_dropped = 0;
+    double sums[5] = {0, 0, 0, 0, 0}, count = 0, resampled = 0, still_dropped = 0, items = 0, flat_items = 0;
     const std::size_t unit = c.both_orders ? 2 : 1; // slots drawn (and replaced) together
     // this rank's units: its slots, the row drawn for them, their groups
     struct unit_draw {
@@ -110,7 +114,8 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
       // A/B twins are replaced together
       std::vector<std::size_t> mine;
       for (std::size_t j = u * unit; j < (u + 1) * unit; ++j)
-        if (static_cast<int>((dynamic ? u : j) % static_cast<std::size_t>(ctx.world())) == ctx.rank()) mine.push_back(j);
+        if (static_cast<int>((dynamic || item_groups ? u : j) % static_cast<std::size_t>(ctx.world())) == ctx.rank())
+          mine.push_back(j);
       if (mine.empty()) continue;
       const auto gi = static_cast<std::size_t>(step) * fresh + u;
       units.push_back({.u = u, .mine = std::move(mine), .drawn = &rows[row_at(ctx, stage, n, gi, perms)], .got = {}});
@@ -141,9 +146,18 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
         if (ud.settled) continue;
         ud.settled = true;
         if (!dynamic) continue;
-        // keep the unit when any of its groups carries a signal under the rule
+        // keep the unit when any of its groups (with item groups: the item's one group) carries a
+        // signal under the rule
         bool keep = false;
+        if (item_groups) {
+          std::vector<double> r;
+          for (const auto& sg : ud.got) r.insert(r.end(), sg.group.rewards.begin(), sg.group.rewards.end());
+          std::uint8_t k = 0;
+          msrl::grpo::filter_groups(std::span<const double>(r), r.size(), filter, std::span<std::uint8_t>(&k, 1));
+          keep = k != 0;
+        }
         for (const auto& sg : ud.got) {
+          if (item_groups) break;
           std::uint8_t k = 0;
           msrl::grpo::filter_groups(std::span<const double>(sg.group.rewards), sg.group.rewards.size(), filter, std::span<std::uint8_t>(&k, 1));
           keep = keep || k != 0;
@@ -158,6 +172,17 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
         ud.drawn = &rows[derive_seed(ctx.cfg.seed, stage + "/resample-row", static_cast<std::uint64_t>(step), ud.u * 1024 + static_cast<std::uint64_t>(attempt)) % n];
       }
     }
+    // item groups: the advantages of a row's and its twin's completions, normalised over both
+    // groups; each order's own group still gives the zero-std and reward statistics
+    if (item_groups)
+      for (auto& ud : units) {
+        std::vector<std::vector<double>> r;
+        for (const auto& sg : ud.got) r.push_back(sg.group.rewards);
+        const auto ia = item_advantages(r, preset.advantages);
+        items += 1;
+        flat_items += static_cast<double>(ia.stats.zero_std_groups);
+        for (std::size_t k = 0; k < ud.got.size(); ++k) ud.got[k].group.advantages = torch::tensor(ia.per_group[k], at::kFloat);
+      }
     for (auto& ud : units)
       for (auto& sg : ud.got) {
         for (int k = 0; k < 5; ++k) sums[k] += sg.stats[static_cast<std::size_t>(k)];
@@ -233,11 +258,11 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
     ctl.entropy.update(st.entropy);
     const double sample_s = std::chrono::duration<double>(t_sampled - t_start).count();
     const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_sampled).count();
-    double tot[8] = {sums[0], sums[1], sums[2], sums[3], sums[4], count, resampled, still_dropped};
+    double tot[10] = {sums[0], sums[1], sums[2], sums[3], sums[4], count, resampled, still_dropped, items, flat_items};
     if (ctx.comm && ctx.world() > 1) {
-      auto v = torch::tensor(std::vector<double>(tot, tot + 8), at::kDouble);
+      auto v = torch::tensor(std::vector<double>(tot, tot + 10), at::kDouble);
       ctx.comm->all_reduce_sum(v);
-      for (int k = 0; k < 8; ++k) tot[k] = v[k].item<double>();
+      for (int k = 0; k < 10; ++k) tot[k] = v[k].item<double>();
     }
     const double N = std::max(1.0, tot[5]);
     const double reward = tot[0] / N, accuracy = tot[1] / N, fmt = tot[2] / N, length = tot[3] / N;
@@ -257,6 +282,8 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
         fields.emplace_back("resampled_groups", tot[6]);
         fields.emplace_back("dropped_groups", tot[7]);
       }
+      // item groups: the share of items (a row and its twin) whose 2 G rewards are all equal
+      if (item_groups) fields.emplace_back("item_zero_std_fraction", tot[8] > 0 ? tot[9] / tot[8] : 0.0);
       // the KL in the reward (its coefficient in this step, the KL it measured) and the entropy controller
       if (kl_reward) {
         fields.emplace_back("kl_in_reward", es.kl.row_mean);
