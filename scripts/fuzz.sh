@@ -3,7 +3,8 @@
 # time, starting from the seed corpus in test/fuzz/corpus (copied, so the repository is not touched).
 #   scripts/fuzz.sh                    every target, MSRL_FUZZ_SECONDS (default 30) each
 #   scripts/fuzz.sh fuzz_format        one target
-# Environment: CXX_FUZZ (default clang++), MSRL_FUZZ_SECONDS, MSRL_FUZZ_DIR (default build-fuzz).
+# Environment: CXX_FUZZ (default clang++), MSRL_FUZZ_SECONDS, MSRL_FUZZ_DIR (default build-fuzz),
+# MSRL_FUZZ_JOBS (targets run at once, default: the number of cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cxx=${CXX_FUZZ:-clang++}
@@ -26,18 +27,33 @@ for t in "${targets[@]}"; do
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
-status=0
-for t in "${targets[@]}"; do
-  work="$out/$t.corpus"
+# each target runs for its full time on its own core: MSRL_FUZZ_JOBS targets at once (default: the
+# number of cores), each reported when it ends
+run_one() {
+  local t=$1 work="$out/$1.corpus"
   rm -rf "$work" && mkdir -p "$work" && cp test/fuzz/corpus/* "$work/"
-  echo "fuzz: $t for ${seconds}s"
   if ! (cd "$out" && "./$t" -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
           -print_final_stats=1 "$t.corpus" > "$t.log" 2>&1); then
     echo "fuzz: $t FAILED (log: $out/$t.log; reproducer: $out/crash-*)" >&2
     tail -40 "$out/$t.log" >&2
-    status=1
-  else
-    grep -E "stat::number_of_executed_units|Done [0-9]+ runs" "$out/$t.log" | tail -2 | sed "s/^/fuzz: $t: /"
+    return 1
   fi
+  grep -E "stat::number_of_executed_units|Done [0-9]+ runs" "$out/$t.log" | tail -2 | sed "s/^/fuzz: $t: /"
+}
+jobs_at_once=${MSRL_FUZZ_JOBS:-$(nproc)}
+status=0
+running=0
+for t in "${targets[@]}"; do
+  if ((running >= jobs_at_once)); then
+    wait -n || status=1
+    running=$((running - 1))
+  fi
+  echo "fuzz: $t for ${seconds}s"
+  run_one "$t" &
+  running=$((running + 1))
+done
+while ((running > 0)); do
+  wait -n || status=1
+  running=$((running - 1))
 done
 exit $status
