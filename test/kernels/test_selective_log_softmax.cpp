@@ -579,9 +579,15 @@ void check_sum_p2(std::size_t N, std::size_t V, double temp, unsigned seed, doub
         BOOST_TEST_INFO("row " << i);
         const double want = p.y[i] < 0 ? 0.0 : ref_sum_p2(p.xd.data() + i * V, V, temp);
         BOOST_TEST(std::abs(q2[i] - want) <= 1e-5 * want, q2[i] << " vs " << want);
-        BOOST_TEST((lp[i] == lp0[i] || (std::isnan(lp[i]) && std::isnan(lp0[i]))));
-        BOOST_TEST(lse[i] == lse0[i]);
-        if (with_entropy) BOOST_TEST(ent[i] == ent0[i]);
+        if (with_entropy || sizeof(T) == 4) { // the same online pass with and without sum_p2: same bits
+          BOOST_TEST((lp[i] == lp0[i] || (std::isnan(lp[i]) && std::isnan(lp0[i]))));
+          BOOST_TEST(lse[i] == lse0[i]);
+          if (with_entropy) BOOST_TEST(ent[i] == ent0[i]);
+        } else { // half-precision rows without extras take the two-pass forward: equal up to fp32 rounding
+          BOOST_TEST((lp[i] == lp0[i] || std::abs(lp[i] - lp0[i]) <= 2e-6f * (1.0f + std::abs(lp0[i])) || (std::isnan(lp[i]) && std::isnan(lp0[i]))),
+                     lp[i] << " vs " << lp0[i]);
+          BOOST_TEST((std::abs(lse[i] - lse0[i]) <= 1e-6 * (1.0 + std::abs(lse0[i])) || lse[i] == lse0[i]), lse[i] << " vs " << lse0[i]);
+        }
       }
       if (N >= 4) {
         BOOST_TEST(q2[1] == 0.f); // every logit -inf

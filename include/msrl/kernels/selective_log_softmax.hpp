@@ -144,6 +144,36 @@ backward_fn<T, G> pick_backward() {
   return &scalar_rows::backward_row<T, G, Entropy>;
 }
 
+template <class T>
+using row_max_fn = float (*)(const T*, std::size_t);
+template <class T>
+using exp_row_fn = double (*)(const T*, std::size_t, float, float, float*, const T*);
+
+template <class T>
+row_max_fn<T> pick_row_max() {
+#ifdef MSRL_KERNELS_X86
+  switch (active_isa()) {
+  case cpu_isa::avx512: return &avx512_rows::row_max<T>;
+  case cpu_isa::avx2: return &avx2_rows::row_max<T>;
+  default: break;
+  }
+#endif
+  return &scalar_rows::row_max<T>;
+}
+
+/// Keep: write the numerators to the scratch row (kept_row.hpp) or only sum them.
+template <class T, bool Keep>
+exp_row_fn<T> pick_exp_row() {
+#ifdef MSRL_KERNELS_X86
+  switch (active_isa()) {
+  case cpu_isa::avx512: return &avx512_rows::exp_row<T, Keep>;
+  case cpu_isa::avx2: return &avx2_rows::exp_row<T, Keep>;
+  default: break;
+  }
+#endif
+  return &scalar_rows::exp_row<T, Keep>;
+}
+
 /// The forward of one row at a time: row i's log-prob and the statistics `out` asks for.
 template <class T>
 struct row_forward {
@@ -182,14 +212,35 @@ struct row_forward {
 };
 
 /// Forward over all rows; rows with skip[i] == 0 (when skip is given) or a negative target are not read.
+/// Half-precision logits without entropy / sum_p2 take two passes over each row instead of the
+/// online one: its max, then sum_j 2^((x_j - m) log2(e) / T) with the next row prefetched. The
+/// online update's compare and rescale per vector cost more than the second read of a row from L2
+/// where the exponentials, not the memory, bound the row (bf16 on AVX-512: docs/benchmarks.md).
+/// Rows whose max is not finite take the online kernel.
 template <class T, class M>
 void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, const logprob_outputs& out,
                   const logprob_options& opt, const M* skip) {
   const row_forward<T> fwd(out, opt, x.cols);
+  const bool two_pass = sizeof(T) == 2 && out.entropy.empty() && out.sum_p2.empty();
+  const row_max_fn<T> max_of = pick_row_max<T>();
+  const exp_row_fn<T> sum_of = pick_exp_row<T, false>();
+  const float k = static_cast<float>(1.0 / opt.temperature) * log2e;
+  const double inv_td = 1.0 / opt.temperature;
+  const std::size_t V = x.cols;
   row_pool(opt.threads, x.cols).for_each_n(x.rows, [&](std::size_t i) {
     const std::int64_t y = targets[i];
     if (y < 0 || (skip && skip[i] == M(0))) return fwd.skip(i);
-    fwd(x.row(i), i, y);
+    const T* row = x.row(i);
+    if (two_pass) {
+      const float m = max_of(row, V);
+      if (std::isfinite(m)) {
+        const double S = sum_of(row, V, m, k, nullptr, i + 1 < x.rows ? x.row(i + 1) : nullptr); // >= 1
+        const row_stats st{static_cast<double>(m) * inv_td, std::log(S), S, 0.0, 0.0};
+        fwd.record(i, static_cast<double>(to_float(row[y])) * inv_td, st);
+        return;
+      }
+    }
+    fwd(row, i, y);
   });
 }
 

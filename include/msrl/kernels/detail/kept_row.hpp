@@ -24,36 +24,8 @@
 
 namespace msrl::kernels::detail {
 
-template <class T>
-using row_max_fn = float (*)(const T*, std::size_t);
-template <class T>
-using exp_row_fn = double (*)(const T*, std::size_t, float, float, float*, const T*);
 template <class G>
 using scale_row_fn = double (*)(const float*, G*, std::size_t, std::size_t, float);
-
-template <class T>
-row_max_fn<T> pick_row_max() {
-#ifdef MSRL_KERNELS_X86
-  switch (active_isa()) {
-  case cpu_isa::avx512: return &avx512_rows::row_max<T>;
-  case cpu_isa::avx2: return &avx2_rows::row_max<T>;
-  default: break;
-  }
-#endif
-  return &scalar_rows::row_max<T>;
-}
-
-template <class T>
-exp_row_fn<T> pick_exp_row() {
-#ifdef MSRL_KERNELS_X86
-  switch (active_isa()) {
-  case cpu_isa::avx512: return &avx512_rows::exp_row<T>;
-  case cpu_isa::avx2: return &avx2_rows::exp_row<T>;
-  default: break;
-  }
-#endif
-  return &scalar_rows::exp_row<T>;
-}
 
 template <class G, bool Stream>
 scale_row_fn<G> pick_scale_row() {
@@ -99,7 +71,7 @@ struct kept_row {
   };
 
   kept_row(const logprob_outputs& out, const logprob_options& opt, std::size_t cols)
-      : fwd(out, opt, cols), bwd(opt, cols, false), max_of(pick_row_max<T>()), exp_of(pick_exp_row<T>()),
+      : fwd(out, opt, cols), bwd(opt, cols, false), max_of(pick_row_max<T>()), exp_of(pick_exp_row<T, true>()),
         scale(pick_scale_row<G, false>()), scale_stream(pick_scale_row<G, true>()),
         k(static_cast<float>(1.0 / opt.temperature) * log2e), inv_td(1.0 / opt.temperature), V(cols),
         kept(out.entropy.empty() && out.sum_p2.empty()) {}

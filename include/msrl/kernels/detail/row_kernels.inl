@@ -223,7 +223,8 @@ MSRL_UNROLL(4)
 /// as in forward_row. When next is given (the row to be read after this one), its lines are
 /// prefetched into L2 at the pace of this row's: the exponentials are compute-bound, so its
 /// memory traffic overlaps them instead of stalling the next row's first pass.
-template <class T>
+/// Keep = false: the sum alone, nothing written (e is not read; a forward that has no backward).
+template <class T, bool Keep = true>
 MSRL_ROW_TARGET inline double exp_row(const T* x, std::size_t V, float m, float k, float* e, const T* next) {
   const vec kv = isa::set1(k), mv = isa::set1(m), lo = isa::set1(isa::exp2_lo);
   vec s[U], S[U];
@@ -238,7 +239,7 @@ MSRL_UNROLL(4)
 MSRL_UNROLL(4)
     for (int u = 0; u < U; ++u) {
       const vec p = isa::exp2(isa::max(isa::mul(isa::sub(isa::template load<T>(x + j + u * W), mv), kv), lo));
-      isa::template store<float>(e + j + u * W, p);
+      if constexpr (Keep) isa::template store<float>(e + j + u * W, p);
       s[u] = isa::add(s[u], p);
     }
     if (++since_fold == 64) {
@@ -254,14 +255,16 @@ MSRL_UNROLL(4)
     for (std::size_t b = j; b < V; b += line) __builtin_prefetch(next + b, 0, 2);
   for (; j + W <= V; j += W) {
     const vec p = isa::exp2(isa::max(isa::mul(isa::sub(isa::template load<T>(x + j), mv), kv), lo));
-    isa::template store<float>(e + j, p);
+    if constexpr (Keep) isa::template store<float>(e + j, p);
     s[0] = isa::add(s[0], p);
   }
   if (j < V) {
-    float buf[W];
     const vec p = isa::exp2(isa::max(isa::mul(isa::sub(load_tail(x + j, V - j), mv), kv), lo));
-    isa::template store<float>(buf, p);
-    for (std::size_t i = 0; i < V - j; ++i) e[j + i] = buf[i];
+    if constexpr (Keep) {
+      float buf[W];
+      isa::template store<float>(buf, p);
+      for (std::size_t i = 0; i < V - j; ++i) e[j + i] = buf[i];
+    }
     s[1 % U] = isa::add(s[1 % U], p);
   }
   float l[U * W];
