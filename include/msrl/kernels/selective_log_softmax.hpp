@@ -7,7 +7,8 @@
 /// (entropy bonus / penalty; formula in logit_grad.hpp).
 ///
 /// One read of each row: online max / sum-exp per SIMD lane (a lane rescales only when its max
-/// grows, which is rare after the first vectors), a cheap polynomial exp (detail/simd_isa.hpp),
+/// grows, which is rare after the first vectors; bf16 / fp16 rows without entropy or sum_p2: the
+/// row's max, then its sum-exp, the second read from L2), a cheap polynomial exp (detail/simd_isa.hpp),
 /// AVX-512 / AVX2 / scalar chosen at run time, rows split over threads. The backward reads the
 /// row once more and writes the gradient once, the entropy term included (rows whose upstream
 /// gradients are zero are written without being read). -inf logits contribute exactly 0 (and get
