@@ -155,12 +155,12 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
           std::uint8_t k = 0;
           msrl::grpo::filter_groups(std::span<const double>(r), r.size(), filter, std::span<std::uint8_t>(&k, 1));
           keep = k != 0;
-        }
-        for (const auto& sg : ud.got) {
-          if (item_groups) break;
-          std::uint8_t k = 0;
-          msrl::grpo::filter_groups(std::span<const double>(sg.group.rewards), sg.group.rewards.size(), filter, std::span<std::uint8_t>(&k, 1));
-          keep = keep || k != 0;
+        } else {
+          for (const auto& sg : ud.got) {
+            std::uint8_t k = 0;
+            msrl::grpo::filter_groups(std::span<const double>(sg.group.rewards), sg.group.rewards.size(), filter, std::span<std::uint8_t>(&k, 1));
+            keep = keep || k != 0;
+          }
         }
         if (keep) continue;
         if (attempt == c.max_resample_times) {
