@@ -201,6 +201,12 @@ struct row_forward {
   double operator()(const T* row, std::size_t i, std::int64_t y) const {
     return record(i, static_cast<double>(to_float(row[y])) * inv_td, fwd(row, V, inv_td));
   }
+  /// Writes row i's outputs from its raw max m (finite) and S = sum_j 2^((x_j - m) log2(e) / T),
+  /// the two-pass statistics (no entropy / sum_p2); returns its lse.
+  double record_max_sum(const T* row, std::size_t i, std::int64_t y, float m, double S) const {
+    const row_stats st{static_cast<double>(m) * inv_td, std::log(S), S, 0.0, 0.0};
+    return record(i, static_cast<double>(to_float(row[y])) * inv_td, st);
+  }
   /// Writes row i's outputs from its statistics and its target's scaled logit xy; returns its lse.
   double record(std::size_t i, double xy, const row_stats& st) const {
     const double lse = st.max + st.log_sum;
@@ -226,7 +232,6 @@ void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, co
   const row_max_fn<T> max_of = pick_row_max<T>();
   const exp_row_fn<T> sum_of = pick_exp_row<T, false>();
   const float k = static_cast<float>(1.0 / opt.temperature) * log2e;
-  const double inv_td = 1.0 / opt.temperature;
   const std::size_t V = x.cols;
   row_pool(opt.threads, x.cols).for_each_n(x.rows, [&](std::size_t i) {
     const std::int64_t y = targets[i];
@@ -236,8 +241,7 @@ void forward_rows(const matrix_view<const T>& x, const std::int64_t* targets, co
       const float m = max_of(row, V);
       if (std::isfinite(m)) {
         const double S = sum_of(row, V, m, k, nullptr, i + 1 < x.rows ? x.row(i + 1) : nullptr); // >= 1
-        const row_stats st{static_cast<double>(m) * inv_td, std::log(S), S, 0.0, 0.0};
-        fwd.record(i, static_cast<double>(to_float(row[y])) * inv_td, st);
+        fwd.record_max_sum(row, i, y, m, S);
         return;
       }
     }

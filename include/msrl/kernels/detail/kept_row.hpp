@@ -90,8 +90,7 @@ struct kept_row {
     if (!std::isfinite(m)) return {fwd(row, i, y), 0.0, nullptr};
     float* e = scratch_row(V);
     const double S = exp_of(row, V, m, k, e, next); // >= 1: the max's own term is 2^0
-    const row_stats st{static_cast<double>(m) * inv_td, std::log(S), S, 0.0, 0.0}; // no entropy / sum_p2 asked for
-    return {fwd.record(i, static_cast<double>(to_float(row[y])) * inv_td, st), S, e};
+    return {fwd.record_max_sum(row, i, y, m, S), S, e};
   }
 
   /// d loss / d row into g (may alias the row) from the forward's state and gi = d loss / d logp.
