@@ -5,9 +5,9 @@
 /// e_j = 2^((x_j - m) log2(e) / T) to a per-thread fp32 scratch row and sums them (S); the
 /// backward scales that row: d x_j = -(g / T) e_j / S for j != y, and the target entry from
 /// sum_{j != y} e_j / S (logit_grad.hpp). One exponential per element for both instead of two
-/// (the online kernels, row_forward / row_backward, take one in each). While a row's
-/// exponentials run, the next row is prefetched; a gradient that does not overwrite the row is
-/// written with non-temporal stores (its lines are not in the caches, and a normal store would
+/// (the online kernels, row_forward / row_backward, take one in each). While the exponentials of
+/// a row of 16-bit logits run, the next row is prefetched; a gradient that does not overwrite the
+/// row is written with non-temporal stores (its lines are not in the caches, and a normal store would
 /// first read each from memory).
 ///
 /// The online kernels still take rows whose max is not finite and any call that asks for the
@@ -83,13 +83,17 @@ struct kept_row {
   }
 
   /// Reads row i (target y >= 0): its log-prob and lse as row_forward writes them.
-  /// next: the row this thread reads after this one (prefetched during the exponentials), or null.
+  /// next: the row this thread reads after this one (prefetched during the exponentials of 16-bit
+  /// rows), or null.
   row_state forward(const T* row, std::size_t i, std::int64_t y, const T* next = nullptr) const {
     if (!kept) return {fwd(row, i, y), 0.0, nullptr};
     const float m = max_of(row, V);
     if (!std::isfinite(m)) return {fwd(row, i, y), 0.0, nullptr};
     float* e = scratch_row(V);
-    const double S = exp_of(row, V, m, k, e, next); // >= 1: the max's own term is 2^0
+    // The next row is prefetched during the exponentials for 16-bit logits only: an fp32 row, its
+    // scratch row and the next row (3 x 600 KB at V = 151,936) crowd a 2 MB L2, and the evictions
+    // cost the exponentials more than the prefetch saves the next max pass (docs/benchmarks.md).
+    const double S = exp_of(row, V, m, k, e, sizeof(T) == 2 ? next : nullptr); // >= 1: the max's own term is 2^0
     return {fwd.record_max_sum(row, i, y, m, S), S, e};
   }
 
