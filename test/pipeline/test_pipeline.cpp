@@ -182,6 +182,8 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"text_grpo.advantage_group=row", "text_grpo.advantage_group"},
       {"caption_grpo.advantage_group=item --set caption_grpo.both_orders=false", "caption_grpo.advantage_group"},
       {"mm_grpo.advantage_group=item --set mm_grpo.estimator=openrlhf_rloo", "mm_grpo.advantage_group"},
+      {"text_grpo.num_iterations=0", "text_grpo.num_iterations"},
+      {"mm_grpo.num_iterations=65", "mm_grpo.num_iterations"},
   };
   for (const auto& c : cases) {
     const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set " + c.set, dir);

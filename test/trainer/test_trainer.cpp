@@ -478,6 +478,7 @@ BOOST_AUTO_TEST_CASE(chat_prompt_layout) {
 // Sampling and training steps
 
 #include <msrl/trainer/steps_torch.hpp>
+#include <msrl/trainer/grpo_updates_torch.hpp>
 
 namespace {
 struct tiny_inputs {
@@ -890,6 +891,51 @@ BOOST_AUTO_TEST_CASE(grpo_step_metrics_cover_every_group) {
   BOOST_TEST(st.advantages.zero_std_fraction == 0.5);
   BOOST_TEST(std::abs(st.advantages.reward_mean - 0.75) < 1e-12);                 // 6 of 8
   BOOST_TEST(std::abs(st.advantages.reward_std - std::sqrt(0.75 * 0.25)) < 1e-12); // population std of 0/1 rewards
+}
+
+BOOST_AUTO_TEST_CASE(grpo_updates_train_one_batch_several_times) {
+  // Independent route: the second update's ratios and clip fractions written out by hand from the
+  // policy after one grpo_step (a second copy of the model) against the sampler's log-probs, and
+  // the weights after two updates compared with two grpo_step calls on that copy.
+  auto m1 = mt::load_internvl(fixtures / "tiny_internvl"), m2 = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto in = tiny_prompt();
+  const auto s = mt::sample(m1, in.prompt, in.pixels, {.num_samples = 4, .max_new_tokens = 8, .temperature = 1.0, .seed = 3});
+  const std::vector<double> r{0.0, 1.0, 0.0, 1.0}; // advantages -0.5 / +0.5 (msrl_release: r - mean)
+  const auto& preset = msrl::grpo::presets::msrl_release; // eps 0.2 / 0.28
+  const std::vector<mt::grpo_group> groups{{in.prompt, in.pixels, s.tokens, s.mask, s.logprobs, r}};
+  const mt::train_options opt{.lr = 3e-4, .max_grad_norm = 0.0};
+  mt::trainer t1(m1, opt), t2(m2, opt);
+  const auto first = t1.grpo_step(groups, preset);
+  double low = 0, high = 0, ratio = 0, tokens = 0;
+  {
+    at::NoGradGuard ng;
+    const auto lp = mt::completion_logprobs(m1, in.prompt, in.pixels, s.tokens);
+    for (std::int64_t i = 0; i < s.tokens.size(0); ++i)
+      for (std::int64_t k = 0; k < s.tokens.size(1); ++k) {
+        if (!s.mask[i][k].item<bool>()) continue;
+        const double q = std::exp(lp[i][k].item<double>() - s.logprobs[i][k].item<double>()), a = r[static_cast<std::size_t>(i)] - 0.5;
+        low += (q < 0.8 && a < 0) ? 1 : 0;
+        high += (q > 1.28 && a > 0) ? 1 : 0;
+        ratio += q;
+        tokens += 1;
+      }
+  }
+  const auto second = t1.grpo_step(groups, preset);
+  const auto both = mt::grpo_updates(t2, groups, preset, {.num_iterations = 2});
+  BOOST_TEST_MESSAGE("second update: ratio mean " << ratio / tokens << ", clipped " << (low + high) << " of " << tokens);
+  BOOST_TEST(std::abs(first.metrics.ratio_mean - 1.0) < 1e-4); // the first update is on-policy
+  BOOST_TEST(std::abs(ratio / tokens - 1.0) > 1e-3);           // the second one is not
+  BOOST_TEST(low + high > 0);                                   // and its clip acts
+  BOOST_TEST(std::abs(second.metrics.ratio_mean - ratio / tokens) < 1e-5);
+  BOOST_TEST(std::abs(second.metrics.clip_fraction - (low + high) / tokens) < 1e-12);
+  BOOST_TEST(std::abs(both.metrics.ratio_mean - (1.0 * first.metrics.ratio_mean + ratio / tokens) / 2) < 1e-5);
+  BOOST_TEST(std::abs(both.metrics.clip_fraction - (first.metrics.clip_fraction + (low + high) / tokens) / 2) < 1e-12);
+  BOOST_TEST(std::abs(both.loss - (first.loss + second.loss) / 2) < 1e-6);
+  BOOST_TEST(std::abs(both.grad_norm - (first.grad_norm + second.grad_norm) / 2) < 1e-6);
+  BOOST_TEST(both.advantages.num_groups == 1u);
+  BOOST_TEST(same_params(m1, m2)); // two updates, the same weights as two grpo_step calls
+  BOOST_CHECK_EXCEPTION(mt::grpo_updates(t2, groups, preset, {.num_iterations = 0}), msrl::invalid_argument,
+                        [](const msrl::invalid_argument& e) { return std::string(e.what()).find("num_iterations") != std::string::npos; });
 }
 
 BOOST_AUTO_TEST_CASE(grpo_gradient_matches_autograd_of_the_same_loss) {

@@ -69,6 +69,10 @@ struct grpo_stage_config {
   int epochs = 1;
   int prompts_per_step = 16;        ///< over all processes; x num_generations completions
   int num_generations = 8;
+  /// Optimizer updates per sampled batch (TRL's num_iterations, verl's ppo_epochs): the step's groups
+  /// are trained on this many times, each update's ratio taken against the sampler's log-probs, so
+  /// from the second update on the clip acts. 1: on-policy, one update per batch.
+  int num_iterations = 1;
   int max_steps = 0;
   int max_completion = 1024;
   double temperature = 1.0, top_p = 0.9;
@@ -286,7 +290,7 @@ inline void read_grpo(object_reader& r, grpo_stage_config& c) {
   r.get("file", c.file).get("replay_file", c.replay_file).get("replay_ratio", c.replay_ratio).get("preset", c.preset)
       .get("reward", c.reward).get("system", c.system).get("lr", c.lr).get("warmup", c.warmup).get("epochs", c.epochs)
       .get("prompts_per_step", c.prompts_per_step).get("num_generations", c.num_generations).get("max_steps", c.max_steps)
-      .get("max_completion", c.max_completion).get("temperature", c.temperature).get("top_p", c.top_p).get("top_k", c.top_k)
+      .get("num_iterations", c.num_iterations).get("max_completion", c.max_completion).get("temperature", c.temperature).get("top_p", c.top_p).get("top_k", c.top_k)
       .get("weight_decay", c.weight_decay).get("max_grad_norm", c.max_grad_norm).get("entropy_coeff", c.entropy_coeff)
       .get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector).get("both_orders", c.both_orders)
       .get("advantage_group", c.advantage_group).get("dynamic_sample", c.dynamic_sample).get("max_resample_times", c.max_resample_times)
@@ -424,6 +428,7 @@ inline pipeline_config parse_config(const json& doc) {
     check(g->advantage_group != "item" || (g->estimator == "grpo" && g->kl_in_reward == 0), P + ".advantage_group",
           "item needs estimator grpo and kl_in_reward 0 (the other estimators run over the whole step batch)");
     check(g->num_generations >= 2, P + ".num_generations", "must be at least 2 (advantages are group-relative)");
+    check(g->num_iterations >= 1 && g->num_iterations <= 64, P + ".num_iterations", "must be in [1, 64]");
     check(g->max_steps >= 0, P + ".max_steps", "must not be negative");
     check(g->dynamic_sample == "none" || g->dynamic_sample == "verl" || g->dynamic_sample == "ms_swift" || g->dynamic_sample == "openrlhf",
           P + ".dynamic_sample", "must be none, verl, ms_swift or openrlhf (got '" + g->dynamic_sample + "')");

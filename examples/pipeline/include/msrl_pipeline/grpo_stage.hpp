@@ -1,6 +1,8 @@
 #pragma once
 /// \file The GRPO stages (text_grpo, caption_grpo, mm_grpo): rows, sampling with dynamic
 /// resampling, verifiable rewards, the trainer's step and the step's metrics.
+#include <msrl/trainer/grpo_updates_torch.hpp>
+
 #include "item_groups.hpp"
 #include "replay_rows.hpp"
 #include "run_context.hpp"
@@ -242,7 +244,9 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
     }
     auto& ctl = t.control();
     const double kl_coef = ctl.kl.value, entropy_coef = ctl.entropy.applied();
-    const auto st = t.grpo_step(groups, preset, c.temperature, entropy_coef, ctl.entropy.adaptive);
+    const auto st = msrl::trainer::grpo_updates(t, groups, preset,
+                                                 {.num_iterations = c.num_iterations, .temperature = c.temperature,
+                                                  .entropy_coeff = entropy_coef, .measure_entropy = ctl.entropy.adaptive});
     if (kl_reward) {
       // the controller's input over every rank: the mean over rows of each row's masked-mean KL
       double kv[2] = {es.kl.row_mean * est_rows, est_rows};
