@@ -10,6 +10,8 @@
 /// are the mean over the updates (loss, grad norm, entropy, clip fractions, ratio, KL, token-shaping
 /// counts), as verl averages the metrics of its updates; the advantage statistics and the skipped
 /// groups are the first update's (every update sees the same rewards).
+#include <cstddef>
+#include <iterator>
 #include <vector>
 
 #include "../core/error.hpp"
