@@ -17,6 +17,15 @@ MSRL_ROW_TARGET inline vec load_tail(const T* p, std::size_t n) {
   return isa::template load<T>(buf);
 }
 
+/// Requests the cache lines of the block [j, j + U W) of p with the given locality (__builtin_prefetch's
+/// 0-3). A block shorter than a line (the scalar ISA) requests its line on the block that starts it.
+template <int Locality, class T>
+MSRL_ROW_TARGET MSRL_FORCEINLINE void prefetch_block(const T* p, std::size_t j) {
+  constexpr std::size_t line = 64 / sizeof(T);
+  if (U * W >= line || j % line == 0)
+    for (std::size_t b = 0; b < U * W; b += line) __builtin_prefetch(p + j + b, 0, Locality);
+}
+
 /// Lane state of the online softmax: max m (raw logit units); block sums s = sum 2^d2 and
 /// t = sum 2^d2 d2 with d2 = (x - m) log2(e) / T; totals S, Tt. Block sums are folded into the
 /// totals every few vectors (two-level summation keeps fp32 rounding near 1e-7 at V = 151,936).
@@ -92,10 +101,9 @@ MSRL_UNROLL(4)
   // The lines 2 KiB ahead are requested while this block's exponentials run: with the hardware
   // prefetcher alone the loads of this compute-heavy pass wait on memory (an AVX-512 Xeon, 256 x
   // 151,936 fp32 logits: 12.4 -> 10.5 ms on two threads; docs/benchmarks.md).
-  constexpr std::size_t line = 64 / sizeof(T), ahead = 2048 / sizeof(T);
+  constexpr std::size_t ahead = 2048 / sizeof(T); // a multiple of a line
   for (; j + U * W <= V; j += U * W) {
-    if (j + ahead + U * W <= V && (U * W >= line || j % line == 0))
-      for (std::size_t b = 0; b < U * W; b += line) __builtin_prefetch(x + j + ahead + b, 0, 3);
+    if (j + ahead + U * W <= V) prefetch_block<3>(x + ahead, j);
 MSRL_UNROLL(4)
     for (int u = 0; u < U; ++u) update<Entropy, SumP2>(isa::template load<T>(x + j + u * W), k, st[u], sq[u % UQ]);
     if (++since_fold == 64) {
@@ -240,8 +248,7 @@ MSRL_UNROLL(4)
   int since_fold = 0;
   constexpr std::size_t line = 64 / sizeof(T);
   for (; j + U * W <= V; j += U * W) {
-    if (next && (U * W >= line || j % line == 0))
-      for (std::size_t b = 0; b < U * W; b += line) __builtin_prefetch(next + j + b, 0, 2);
+    if (next) prefetch_block<2>(next, j);
 MSRL_UNROLL(4)
     for (int u = 0; u < U; ++u) {
       const vec p = isa::exp2(isa::max(isa::mul(isa::sub(isa::template load<T>(x + j + u * W), mv), kv), lo));
