@@ -184,6 +184,8 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"mm_grpo.advantage_group=item --set mm_grpo.estimator=openrlhf_rloo", "mm_grpo.advantage_group"},
       {"text_grpo.num_iterations=0", "text_grpo.num_iterations"},
       {"mm_grpo.num_iterations=65", "mm_grpo.num_iterations"},
+      {"sft.open_choice='[\"matches\"]'", "sft.open_choice"},
+      {"cmkd.sft.open_choice='[\"A\",\"A\"]'", "cmkd.sft.open_choice"},
   };
   for (const auto& c : cases) {
     const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set " + c.set, dir);

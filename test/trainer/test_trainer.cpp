@@ -653,6 +653,83 @@ BOOST_AUTO_TEST_CASE(sft_step_lowers_the_loss_and_freezing_holds) {
   BOOST_CHECK_THROW(t2.sft_step({{ids, at::zeros_like(ids), in.pixels}}), msrl::value_error); // no targets
 }
 
+// Open choices (sft_batch::alternative_ids): the loss of a position with an alternative is
+// -log(p(token) + p(alternative)). Independent route: libtorch's full log-softmax in double on a
+// second copy of the model, the pair's probabilities summed, autograd for the gradient; both
+// log-prob routes of the trainer (fused kernels and libtorch's) against it.
+BOOST_AUTO_TEST_CASE(sft_open_choice_sums_the_pair_probability) {
+  const auto in = tiny_prompt();
+  const auto ids = at::cat({in.prompt, at::tensor({40, 41, 42, 43, 44, 3}, at::kLong)}).unsqueeze(0);
+  const auto T = ids.size(1);
+  auto target = at::zeros_like(ids);
+  target.narrow(1, T - 6, 6).fill_(1);
+  auto alt = at::full_like(ids, -1);
+  alt[0][T - 5] = 45; // the second target token: 41 or 45
+  alt[0][T - 3] = 7;  // the fourth: 43 or 7
+  const std::vector<mt::sft_batch> batch{{ids, target, in.pixels, alt}};
+
+  // independent route: loss and gradients from the model's logits
+  auto ref_model = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto logits = ref_model->forward(ids, in.pixels).narrow(1, 0, T - 1).to(at::kDouble);
+  const auto p = logits.softmax(-1)[0];
+  at::Tensor sum = at::zeros({}, at::kDouble);
+  for (std::int64_t t = T - 6; t < T; ++t) {
+    auto q = p[t - 1][ids[0][t].item<std::int64_t>()];
+    if (const auto a = alt[0][t].item<std::int64_t>(); a >= 0) q = q + p[t - 1][a];
+    sum = sum + q.log();
+  }
+  const auto want_loss = -sum / 6.0;
+  want_loss.backward();
+  std::vector<at::Tensor> want_grad;
+  for (auto& q : ref_model->parameters()) want_grad.push_back(q.grad().defined() ? q.grad().clone() : at::zeros_like(q));
+  double scale = 0;
+  for (const auto& g : want_grad) scale = std::max(scale, g.abs().max().item<double>());
+  BOOST_TEST(scale > 1e-4);
+
+  for (const bool fused : {true, false}) {
+    auto m = mt::load_internvl(fixtures / "tiny_internvl");
+    mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0, .freeze_vision = false, .freeze_projector = false, .fused_logprobs = fused});
+    const auto st = t.sft_step(batch);
+    BOOST_TEST_INFO("fused " << fused << ": loss " << st.loss << " vs " << want_loss.item<double>());
+    BOOST_TEST(std::abs(st.loss - want_loss.item<double>()) < 1e-5);
+    BOOST_TEST(st.tokens == 6.0); // an open choice is one target
+    double worst = 0;
+    std::size_t i = 0;
+    for (auto& q : m->parameters()) {
+      worst = std::max(worst, max_abs_diff(q.grad().defined() ? q.grad() : at::zeros_like(q), want_grad[i]));
+      ++i;
+    }
+    BOOST_TEST_INFO("fused " << fused << ": grad diff " << worst << " of " << scale);
+    BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale));
+    // without the alternatives the loss is the plain cross-entropy, which is larger
+    auto m2 = mt::load_internvl(fixtures / "tiny_internvl");
+    mt::trainer t2(m2, {.lr = 0.0, .fused_logprobs = fused});
+    BOOST_TEST(t2.sft_step({{ids, target, in.pixels}}).loss > st.loss + 1e-3);
+  }
+
+  // bad alternatives are refused, naming the argument
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  mt::trainer t(m, {.lr = 0.0});
+  auto same = alt.clone();
+  same[0][T - 5] = 41; // the token itself
+  BOOST_CHECK_THROW(t.sft_step({{ids, target, in.pixels, same}}), msrl::value_error);
+  auto off_target = alt.clone();
+  off_target[0][1] = 5; // outside the learned tokens
+  BOOST_CHECK_THROW(t.sft_step({{ids, target, in.pixels, off_target}}), msrl::value_error);
+  auto beyond = alt.clone();
+  beyond[0][T - 5] = m->language_model->model->embed_tokens->weight.size(0);
+  BOOST_CHECK_THROW(t.sft_step({{ids, target, in.pixels, beyond}}), msrl::value_error);
+  auto below = alt.clone();
+  below[0][T - 5] = -2;
+  BOOST_CHECK_THROW(t.sft_step({{ids, target, in.pixels, below}}), msrl::value_error);
+  BOOST_CHECK_THROW(t.sft_step({{ids, target, in.pixels, alt.narrow(1, 0, T - 1)}}), msrl::shape_error);
+  try {
+    t.sft_step({{ids, target, in.pixels, same}});
+  } catch (const msrl::value_error& e) {
+    BOOST_TEST(std::string(e.what()).find("alternative_ids") != std::string::npos);
+  }
+}
+
 // bf16 autocast (CPU here; the same switch drives CUDA autocast): the step's loss and gradients
 // follow the fp32 ones to bf16 precision, while weights, gradients and optimizer stay fp32.
 BOOST_AUTO_TEST_CASE(bf16_autocast_steps_track_fp32) {

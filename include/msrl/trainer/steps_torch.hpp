@@ -85,10 +85,16 @@ struct train_options {
 
 /// One SFT micro-batch: right-padded sequences and a 0/1 mask of the tokens to learn (assistant
 /// tokens); the loss at position t predicts input_ids[t] from the tokens before it.
+///
+/// Open choices: where alternative_ids[b, t] >= 0, the target at t is the pair {input_ids[b, t],
+/// alternative_ids[b, t]} and its loss is -log(p(input) + p(alternative)): the step teaches that
+/// one of the two comes there and leaves which one to a later stage (e.g. a verdict word a cold
+/// start leaves to RL). The sequence goes on from input_ids[b, t] (teacher forcing) either way.
 struct sft_batch {
-  at::Tensor input_ids;    ///< [B, T] int64
-  at::Tensor target_mask;  ///< [B, T] 0/1 (position 0 is never a target)
-  at::Tensor pixel_values; ///< [tiles, 3, S, S] for every image-context token in the batch, or undefined
+  at::Tensor input_ids;       ///< [B, T] int64
+  at::Tensor target_mask;     ///< [B, T] 0/1 (position 0 is never a target)
+  at::Tensor pixel_values;    ///< [tiles, 3, S, S] for every image-context token in the batch, or undefined
+  at::Tensor alternative_ids; ///< [B, T] int64, -1 where the target is input_ids alone; or undefined (no open choice)
 };
 
 /// One GRPO group: a prompt, its image and G sampled completions with their rewards.
@@ -252,7 +258,8 @@ public:
     }
   }
 
-  /// Masked cross-entropy (token mean over all micro-batches' targets), backward, clip, AdamW.
+  /// Masked cross-entropy (token mean over all micro-batches' targets; an open choice counts as one
+  /// target, -log of its pair's summed probability, see sft_batch), backward, clip, AdamW.
   step_stats sft_step(const std::vector<sft_batch>& micro) {
     constexpr const char* where = "msrl::trainer::trainer::sft_step";
     double total = 0;
@@ -261,6 +268,18 @@ public:
       require(!micro.empty(), where, "micro", "must hold at least one micro-batch");
       for (const auto& b : micro) {
         require<shape_error>(b.input_ids.dim() == 2 && b.target_mask.sizes() == b.input_ids.sizes(), where, "target_mask", "must match input_ids [B, T]");
+        if (b.alternative_ids.defined()) {
+          require<shape_error>(b.alternative_ids.sizes() == b.input_ids.sizes(), where, "alternative_ids", "must match input_ids [B, T]");
+          require(b.alternative_ids.scalar_type() == at::kLong, where, "alternative_ids", "must be int64");
+          const auto open = b.alternative_ids >= 0;
+          const auto vocab = model_->language_model->model->embed_tokens->weight.size(0);
+          require<value_error>(((b.alternative_ids >= -1) & (b.alternative_ids < vocab)).all().item<bool>(), where, "alternative_ids",
+                               "must hold -1 or a token id below the vocabulary size " + std::to_string(vocab));
+          require<value_error>(!(open & (b.alternative_ids == b.input_ids.to(at::kLong))).any().item<bool>(), where, "alternative_ids",
+                               "must differ from input_ids where it is set (the pair would count one token twice)");
+          require<value_error>(!(open & (b.target_mask == 0)).any().item<bool>(), where, "alternative_ids",
+                               "must be -1 where target_mask is 0");
+        }
         total += b.target_mask.narrow(1, 1, b.input_ids.size(1) - 1).sum().item<double>();
       }
     } catch (...) {
@@ -278,7 +297,14 @@ public:
       {
         const autocast_guard ac(device(), opt_.autocast);
         auto logits = model_->forward(b.input_ids.to(device()), b.pixel_values.defined() ? b.pixel_values.to(device()) : b.pixel_values);
-        auto lp = detail::token_logprobs(logits.narrow(1, 0, T - 1), b.input_ids.narrow(1, 1, T - 1).to(device()), 1.0, opt_.fused_logprobs);
+        const auto z = logits.narrow(1, 0, T - 1);
+        auto lp = detail::token_logprobs(z, b.input_ids.narrow(1, 1, T - 1).to(device()), 1.0, opt_.fused_logprobs);
+        if (b.alternative_ids.defined()) {
+          const auto alt = b.alternative_ids.narrow(1, 1, T - 1).to(device());
+          const auto open = alt >= 0;
+          if (open.any().item<bool>())
+            lp = at::where(open, at::logaddexp(lp, detail::token_logprobs(z, alt.clamp_min(0), 1.0, opt_.fused_logprobs)), lp);
+        }
         auto m = b.target_mask.narrow(1, 1, T - 1).to(device(), at::kFloat);
         loss = -(lp * m).sum() / total;
       }

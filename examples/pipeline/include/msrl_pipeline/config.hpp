@@ -55,6 +55,10 @@ struct sft_config {
   double max_grad_norm = 1.0;
   bool freeze_vision = true;
   bool freeze_projector = true;
+  /// Two words ("" = none, the default): the first of them in each target is trained as either
+  /// of the two (msrl::trainer::sft_batch::alternative_ids), e.g. {"matches", "differs"}: the
+  /// cold start teaches the format and the rationale and leaves the verdict to RL.
+  std::vector<std::string> open_choice;
 };
 
 struct grpo_stage_config {
@@ -283,7 +287,7 @@ private:
 inline void read_sft(object_reader& r, sft_config& c) {
   r.get("file", c.file).get("replay_file", c.replay_file).get("replay_ratio", c.replay_ratio).get("lr", c.lr).get("warmup", c.warmup)
       .get("epochs", c.epochs).get("batch_size", c.batch_size).get("max_steps", c.max_steps).get("max_length", c.max_length).get("weight_decay", c.weight_decay)
-      .get("max_grad_norm", c.max_grad_norm).get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector);
+      .get("max_grad_norm", c.max_grad_norm).get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector).get("open_choice", c.open_choice);
 }
 
 inline void read_grpo(object_reader& r, grpo_stage_config& c) {
@@ -313,6 +317,8 @@ inline void validate_sft(const sft_config& c, const std::string& p, bool needs_f
   check(c.max_steps >= 0, p + ".max_steps", "must not be negative");
   check(c.max_length >= 2, p + ".max_length", "must be at least 2");
   check(c.weight_decay >= 0, p + ".weight_decay", "must not be negative");
+  check(c.open_choice.empty() || (c.open_choice.size() == 2 && c.open_choice[0] != c.open_choice[1]), p + ".open_choice",
+        "must be empty or hold two different words");
 }
 
 inline void validate_sampling(double temperature, double top_p, int top_k, int max_completion, const std::string& p) {

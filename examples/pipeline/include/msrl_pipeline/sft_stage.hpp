@@ -5,14 +5,30 @@
 
 namespace msrl_pipeline {
 
-/// One tokenized SFT example: the prompt, then the target and <|im_end|> (the learned tokens).
+/// One tokenized SFT example: the prompt, then the target and <|im_end|> (the learned tokens);
+/// `alt` is empty or holds, per token, the open choice's other token (-1 elsewhere).
 struct sft_example {
   std::vector<std::int64_t> ids;
   std::vector<std::int64_t> mask;
+  std::vector<std::int64_t> alt;
   at::Tensor pixels;
 };
 
-inline sft_example make_sft_example(const run_context& ctx, const internvl& m, const record& r, const std::string& target, int max_length) {
+/// The token ids of sft_config::open_choice's two words as they follow a space in a target;
+/// empty when the option is off. Each word must be one token (msrl::invalid_argument otherwise).
+inline std::vector<std::int64_t> open_choice_ids(const run_context& ctx, const std::string& stage, const sft_config& c) {
+  std::vector<std::int64_t> ids;
+  for (const auto& w : c.open_choice) {
+    const auto t = ctx.tok.encode(" " + w);
+    msrl::require(t.size() == 1, "msrl-train config", (stage == "cmkd" ? "cmkd.sft" : stage) + ".open_choice",
+                  "must hold words the tokenizer encodes as one token each ('" + w + "' is " + std::to_string(t.size()) + " tokens)");
+    ids.push_back(t[0]);
+  }
+  return ids;
+}
+
+inline sft_example make_sft_example(const run_context& ctx, const internvl& m, const record& r, const std::string& target, int max_length,
+                                    const std::vector<std::int64_t>& open = {}) {
   auto p = encode_prompt(r, r.messages, "", ctx.tok, m->cfg.tokens_per_tile(), ctx.media(m));
   msrl::require(!target.empty(), "msrl-train", "messages", r.source + ": an SFT row needs a final assistant turn");
   auto t = ctx.tok.encode(target);
@@ -22,6 +38,11 @@ inline sft_example make_sft_example(const run_context& ctx, const internvl& m, c
   e.ids.insert(e.ids.end(), t.begin(), t.end());
   e.mask.assign(p.ids.size(), 0);
   e.mask.resize(e.ids.size(), 1);
+  if (open.size() == 2)
+    if (const auto it = std::find_if(t.begin(), t.end(), [&](std::int64_t id) { return id == open[0] || id == open[1]; }); it != t.end()) {
+      e.alt.assign(e.ids.size(), -1);
+      e.alt[p.ids.size() + static_cast<std::size_t>(it - t.begin())] = *it == open[0] ? open[1] : open[0];
+    }
   msrl::require(static_cast<int>(e.ids.size()) <= max_length, "msrl-train", "max_length",
                 r.source + ": the row has " + std::to_string(e.ids.size()) + " tokens, more than max_length " + std::to_string(max_length));
   e.pixels = p.pixel_values;
@@ -33,14 +54,19 @@ inline msrl::trainer::sft_batch collate(const std::vector<const sft_example*>& e
   for (auto* e : ex) T = std::max(T, e->ids.size());
   auto ids = torch::full({static_cast<std::int64_t>(ex.size()), static_cast<std::int64_t>(T)}, pad, at::kLong);
   auto mask = torch::zeros({static_cast<std::int64_t>(ex.size()), static_cast<std::int64_t>(T)}, at::kLong);
+  at::Tensor alt;
   std::vector<at::Tensor> px;
   for (std::size_t i = 0; i < ex.size(); ++i) {
     const auto n = static_cast<std::int64_t>(ex[i]->ids.size());
     ids[static_cast<std::int64_t>(i)].narrow(0, 0, n).copy_(torch::tensor(ex[i]->ids, at::kLong));
     mask[static_cast<std::int64_t>(i)].narrow(0, 0, n).copy_(torch::tensor(ex[i]->mask, at::kLong));
+    if (!ex[i]->alt.empty()) {
+      if (!alt.defined()) alt = torch::full_like(ids, -1);
+      alt[static_cast<std::int64_t>(i)].narrow(0, 0, n).copy_(torch::tensor(ex[i]->alt, at::kLong));
+    }
     if (ex[i]->pixels.defined()) px.push_back(ex[i]->pixels);
   }
-  return {ids, mask, px.empty() ? at::Tensor() : torch::cat(px, 0)};
+  return {ids, mask, px.empty() ? at::Tensor() : torch::cat(px, 0), alt};
 }
 
 /// Per-token loss of the learned tokens with each example's own media and with the media of the
@@ -88,8 +114,9 @@ inline void run_sft(run_context& ctx, const std::string& stage, internvl& m, con
                     const std::vector<std::string>& targets = {}) {
   std::vector<sft_example> ex;
   ex.reserve(rows.size());
+  const auto open = open_choice_ids(ctx, stage, c);
   for (std::size_t i = 0; i < rows.size(); ++i)
-    ex.push_back(make_sft_example(ctx, m, rows[i], targets.empty() ? assistant_target(rows[i]) : targets[i], c.max_length));
+    ex.push_back(make_sft_example(ctx, m, rows[i], targets.empty() ? assistant_target(rows[i]) : targets[i], c.max_length, open));
   const std::size_t n = ex.size(), B = static_cast<std::size_t>(c.batch_size);
   const auto per_epoch = static_cast<std::int64_t>((n + B - 1) / B);
   const std::int64_t total = c.max_steps > 0 ? c.max_steps : per_epoch * c.epochs;
