@@ -87,9 +87,10 @@ struct train_options {
 /// tokens); the loss at position t predicts input_ids[t] from the tokens before it.
 ///
 /// Open choices: where alternative_ids[b, t] >= 0, the target at t is the pair {input_ids[b, t],
-/// alternative_ids[b, t]} and its loss is -log(p(input) + p(alternative)): the step teaches that
-/// one of the two comes there and leaves which one to a later stage (e.g. a verdict word a cold
-/// start leaves to RL). The sequence goes on from input_ids[b, t] (teacher forcing) either way.
+/// alternative_ids[b, t]} with probability 1/2 each, and its loss the cross-entropy against that
+/// soft target, -(log p(input) + log p(alternative)) / 2: the step teaches that one of the two
+/// comes there and leaves the model unsure which, for a later stage to decide (e.g. a verdict
+/// word a cold start leaves to RL). The sequence goes on from input_ids[b, t] (teacher forcing).
 struct sft_batch {
   at::Tensor input_ids;       ///< [B, T] int64
   at::Tensor target_mask;     ///< [B, T] 0/1 (position 0 is never a target)
@@ -259,7 +260,7 @@ public:
   }
 
   /// Masked cross-entropy (token mean over all micro-batches' targets; an open choice counts as one
-  /// target, -log of its pair's summed probability, see sft_batch), backward, clip, AdamW.
+  /// target, its pair's two log-probs averaged, see sft_batch), backward, clip, AdamW.
   step_stats sft_step(const std::vector<sft_batch>& micro) {
     constexpr const char* where = "msrl::trainer::trainer::sft_step";
     double total = 0;
@@ -303,7 +304,7 @@ public:
           const auto alt = b.alternative_ids.narrow(1, 1, T - 1).to(device());
           const auto open = alt >= 0;
           if (open.any().item<bool>())
-            lp = at::where(open, at::logaddexp(lp, detail::token_logprobs(z, alt.clamp_min(0), 1.0, opt_.fused_logprobs)), lp);
+            lp = at::where(open, 0.5 * (lp + detail::token_logprobs(z, alt.clamp_min(0), 1.0, opt_.fused_logprobs)), lp);
         }
         auto m = b.target_mask.narrow(1, 1, T - 1).to(device(), at::kFloat);
         loss = -(lp * m).sum() / total;

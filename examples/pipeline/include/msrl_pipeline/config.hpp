@@ -55,9 +55,9 @@ struct sft_config {
   double max_grad_norm = 1.0;
   bool freeze_vision = true;
   bool freeze_projector = true;
-  /// Two words ("" = none, the default): the first of them in each target is trained as either
-  /// of the two (msrl::trainer::sft_batch::alternative_ids), e.g. {"matches", "differs"}: the
-  /// cold start teaches the format and the rationale and leaves the verdict to RL.
+  /// Two words (none by default): the first of them in each target is trained towards one half
+  /// each (msrl::trainer::sft_batch::alternative_ids), e.g. {"matches", "differs"}: the cold start
+  /// teaches the format and the rationale and leaves the verdict unsure, to RL.
   std::vector<std::string> open_choice;
 };
 
