@@ -186,6 +186,7 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"mm_grpo.num_iterations=65", "mm_grpo.num_iterations"},
       {"sft.open_choice='[\"matches\"]'", "sft.open_choice"},
       {"cmkd.sft.open_choice='[\"A\",\"A\"]'", "cmkd.sft.open_choice"},
+      {"sft.open_choice_weight=1", "sft.open_choice_weight"},
   };
   for (const auto& c : cases) {
     const auto r = run("run --config '" + w.config() + "' --out '" + (dir / "out").string() + "' --set " + c.set, dir);

@@ -654,11 +654,11 @@ BOOST_AUTO_TEST_CASE(sft_step_lowers_the_loss_and_freezing_holds) {
 }
 
 // Open choices (sft_batch::alternative_ids): the loss of a position with an alternative is the
-// cross-entropy against the soft target 1/2, 1/2 on the pair. Independent route: the probabilities
+// cross-entropy against the soft target 1 - w, w on the pair (w = 1/2 and 0.2 here). Independent route: the probabilities
 // of libtorch's softmax in double on a second copy of the model, the soft target's cross-entropy
 // sum_v q_v log p_v written out over the whole vocabulary, autograd for the gradient; both
 // log-prob routes of the trainer (fused kernels and libtorch's) against it.
-BOOST_AUTO_TEST_CASE(sft_open_choice_trains_a_half_half_target) {
+BOOST_AUTO_TEST_CASE(sft_open_choice_trains_a_soft_target) {
   const auto in = tiny_prompt();
   const auto ids = at::cat({in.prompt, at::tensor({40, 41, 42, 43, 44, 3}, at::kLong)}).unsqueeze(0);
   const auto T = ids.size(1);
@@ -667,47 +667,49 @@ BOOST_AUTO_TEST_CASE(sft_open_choice_trains_a_half_half_target) {
   auto alt = at::full_like(ids, -1);
   alt[0][T - 5] = 45; // the second target token: 41 or 45
   alt[0][T - 3] = 7;  // the fourth: 43 or 7
-  const std::vector<mt::sft_batch> batch{{ids, target, in.pixels, alt}};
+  for (const double w : {0.5, 0.2}) {
+    const std::vector<mt::sft_batch> batch{{ids, target, in.pixels, alt, w}};
 
-  // independent route: loss and gradients from the model's logits
-  auto ref_model = mt::load_internvl(fixtures / "tiny_internvl");
-  const auto logits = ref_model->forward(ids, in.pixels).narrow(1, 0, T - 1).to(at::kDouble);
-  const auto p = logits.softmax(-1)[0];
-  at::Tensor sum = at::zeros({}, at::kDouble);
-  for (std::int64_t t = T - 6; t < T; ++t) {
-    auto q = at::zeros({p.size(1)}, at::kDouble); // the soft target over the vocabulary
-    const auto a = alt[0][t].item<std::int64_t>();
-    q[ids[0][t].item<std::int64_t>()] = a >= 0 ? 0.5 : 1.0;
-    if (a >= 0) q[a] = 0.5;
-    sum = sum + (q * p[t - 1].log()).sum();
-  }
-  const auto want_loss = -sum / 6.0;
-  want_loss.backward();
-  std::vector<at::Tensor> want_grad;
-  for (auto& q : ref_model->parameters()) want_grad.push_back(q.grad().defined() ? q.grad().clone() : at::zeros_like(q));
-  double scale = 0;
-  for (const auto& g : want_grad) scale = std::max(scale, g.abs().max().item<double>());
-  BOOST_TEST(scale > 1e-4);
-
-  for (const bool fused : {true, false}) {
-    auto m = mt::load_internvl(fixtures / "tiny_internvl");
-    mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0, .freeze_vision = false, .freeze_projector = false, .fused_logprobs = fused});
-    const auto st = t.sft_step(batch);
-    BOOST_TEST_INFO("fused " << fused << ": loss " << st.loss << " vs " << want_loss.item<double>());
-    BOOST_TEST(std::abs(st.loss - want_loss.item<double>()) < 1e-5);
-    BOOST_TEST(st.tokens == 6.0); // an open choice is one target
-    double worst = 0;
-    std::size_t i = 0;
-    for (auto& q : m->parameters()) {
-      worst = std::max(worst, max_abs_diff(q.grad().defined() ? q.grad() : at::zeros_like(q), want_grad[i]));
-      ++i;
+    // independent route: loss and gradients from the model's logits
+    auto ref_model = mt::load_internvl(fixtures / "tiny_internvl");
+    const auto logits = ref_model->forward(ids, in.pixels).narrow(1, 0, T - 1).to(at::kDouble);
+    const auto p = logits.softmax(-1)[0];
+    at::Tensor sum = at::zeros({}, at::kDouble);
+    for (std::int64_t t = T - 6; t < T; ++t) {
+      auto q = at::zeros({p.size(1)}, at::kDouble); // the soft target over the vocabulary
+      const auto a = alt[0][t].item<std::int64_t>();
+      q[ids[0][t].item<std::int64_t>()] = a >= 0 ? 1.0 - w : 1.0;
+      if (a >= 0) q[a] = w;
+      sum = sum + (q * p[t - 1].log()).sum();
     }
-    BOOST_TEST_INFO("fused " << fused << ": grad diff " << worst << " of " << scale);
-    BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale));
-    // without the alternatives the loss is the plain cross-entropy, a different value
-    auto m2 = mt::load_internvl(fixtures / "tiny_internvl");
-    mt::trainer t2(m2, {.lr = 0.0, .fused_logprobs = fused});
-    BOOST_TEST(std::abs(t2.sft_step({{ids, target, in.pixels}}).loss - st.loss) > 1e-3);
+    const auto want_loss = -sum / 6.0;
+    want_loss.backward();
+    std::vector<at::Tensor> want_grad;
+    for (auto& q : ref_model->parameters()) want_grad.push_back(q.grad().defined() ? q.grad().clone() : at::zeros_like(q));
+    double scale = 0;
+    for (const auto& g : want_grad) scale = std::max(scale, g.abs().max().item<double>());
+    BOOST_TEST(scale > 1e-4);
+
+    for (const bool fused : {true, false}) {
+      auto m = mt::load_internvl(fixtures / "tiny_internvl");
+      mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0, .freeze_vision = false, .freeze_projector = false, .fused_logprobs = fused});
+      const auto st = t.sft_step(batch);
+      BOOST_TEST_INFO("w " << w << ", fused " << fused << ": loss " << st.loss << " vs " << want_loss.item<double>());
+      BOOST_TEST(std::abs(st.loss - want_loss.item<double>()) < 1e-5);
+      BOOST_TEST(st.tokens == 6.0); // an open choice is one target
+      double worst = 0;
+      std::size_t i = 0;
+      for (auto& q : m->parameters()) {
+        worst = std::max(worst, max_abs_diff(q.grad().defined() ? q.grad() : at::zeros_like(q), want_grad[i]));
+        ++i;
+      }
+      BOOST_TEST_INFO("w " << w << ", fused " << fused << ": grad diff " << worst << " of " << scale);
+      BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale));
+      // without the alternatives the loss is the plain cross-entropy, a different value
+      auto m2 = mt::load_internvl(fixtures / "tiny_internvl");
+      mt::trainer t2(m2, {.lr = 0.0, .fused_logprobs = fused});
+      BOOST_TEST(std::abs(t2.sft_step({{ids, target, in.pixels}}).loss - st.loss) > 1e-3);
+    }
   }
 
   // bad alternatives are refused, naming the argument
@@ -726,6 +728,8 @@ BOOST_AUTO_TEST_CASE(sft_open_choice_trains_a_half_half_target) {
   below[0][T - 5] = -2;
   BOOST_CHECK_THROW(t.sft_step({{ids, target, in.pixels, below}}), msrl::value_error);
   BOOST_CHECK_THROW(t.sft_step({{ids, target, in.pixels, alt.narrow(1, 0, T - 1)}}), msrl::shape_error);
+  BOOST_CHECK_THROW(t.sft_step({{ids, target, in.pixels, alt, 1.0}}), msrl::invalid_argument);
+  BOOST_CHECK_THROW(t.sft_step({{ids, target, in.pixels, alt, 0.0}}), msrl::invalid_argument);
   try {
     t.sft_step({{ids, target, in.pixels, same}});
   } catch (const msrl::value_error& e) {

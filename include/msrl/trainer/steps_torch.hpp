@@ -87,15 +87,17 @@ struct train_options {
 /// tokens); the loss at position t predicts input_ids[t] from the tokens before it.
 ///
 /// Open choices: where alternative_ids[b, t] >= 0, the target at t is the pair {input_ids[b, t],
-/// alternative_ids[b, t]} with probability 1/2 each, and its loss the cross-entropy against that
-/// soft target, -(log p(input) + log p(alternative)) / 2: the step teaches that one of the two
-/// comes there and leaves the model unsure which, for a later stage to decide (e.g. a verdict
-/// word a cold start leaves to RL). The sequence goes on from input_ids[b, t] (teacher forcing).
+/// alternative_ids[b, t]} with probabilities 1 - w and w (w = alternative_weight), and its loss
+/// the cross-entropy against that soft target, -((1 - w) log p(input) + w log p(alternative)): the
+/// step teaches that one of the two comes there and leaves the model unsure which (w = 1/2:
+/// either; smaller w: leaning to input_ids), for a later stage to decide (e.g. a verdict word a
+/// cold start leaves to RL). The sequence goes on from input_ids[b, t] (teacher forcing).
 struct sft_batch {
   at::Tensor input_ids;       ///< [B, T] int64
   at::Tensor target_mask;     ///< [B, T] 0/1 (position 0 is never a target)
   at::Tensor pixel_values;    ///< [tiles, 3, S, S] for every image-context token in the batch, or undefined
   at::Tensor alternative_ids; ///< [B, T] int64, -1 where the target is input_ids alone; or undefined (no open choice)
+  double alternative_weight = 0.5; ///< w in (0, 1), the soft target's mass on the alternative
 };
 
 /// One GRPO group: a prompt, its image and G sampled completions with their rewards.
@@ -260,7 +262,7 @@ public:
   }
 
   /// Masked cross-entropy (token mean over all micro-batches' targets; an open choice counts as one
-  /// target, its pair's two log-probs averaged, see sft_batch), backward, clip, AdamW.
+  /// target, its pair's two log-probs weighted by the soft target, see sft_batch), backward, clip, AdamW.
   step_stats sft_step(const std::vector<sft_batch>& micro) {
     constexpr const char* where = "msrl::trainer::trainer::sft_step";
     double total = 0;
@@ -272,6 +274,7 @@ public:
         if (b.alternative_ids.defined()) {
           require<shape_error>(b.alternative_ids.sizes() == b.input_ids.sizes(), where, "alternative_ids", "must match input_ids [B, T]");
           require(b.alternative_ids.scalar_type() == at::kLong, where, "alternative_ids", "must be int64");
+          require(b.alternative_weight > 0 && b.alternative_weight < 1, where, "alternative_weight", "must be in (0, 1)");
           const auto open = b.alternative_ids >= 0;
           const auto vocab = model_->language_model->model->embed_tokens->weight.size(0);
           require<value_error>(((b.alternative_ids >= -1) & (b.alternative_ids < vocab)).all().item<bool>(), where, "alternative_ids",
@@ -304,7 +307,7 @@ public:
           const auto alt = b.alternative_ids.narrow(1, 1, T - 1).to(device());
           const auto open = alt >= 0;
           if (open.any().item<bool>())
-            lp = at::where(open, 0.5 * (lp + detail::token_logprobs(z, alt.clamp_min(0), 1.0, opt_.fused_logprobs)), lp);
+            lp = at::where(open, (1.0 - b.alternative_weight) * lp + b.alternative_weight * detail::token_logprobs(z, alt.clamp_min(0), 1.0, opt_.fused_logprobs), lp);
         }
         auto m = b.target_mask.narrow(1, 1, T - 1).to(device(), at::kFloat);
         loss = -(lp * m).sum() / total;

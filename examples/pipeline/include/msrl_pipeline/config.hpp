@@ -59,6 +59,7 @@ struct sft_config {
   /// each (msrl::trainer::sft_batch::alternative_ids), e.g. {"matches", "differs"}: the cold start
   /// teaches the format and the rationale and leaves the verdict unsure, to RL.
   std::vector<std::string> open_choice;
+  double open_choice_weight = 0.5; ///< the soft target's mass on the word not in the row, in (0, 1)
 };
 
 struct grpo_stage_config {
@@ -287,7 +288,8 @@ private:
 inline void read_sft(object_reader& r, sft_config& c) {
   r.get("file", c.file).get("replay_file", c.replay_file).get("replay_ratio", c.replay_ratio).get("lr", c.lr).get("warmup", c.warmup)
       .get("epochs", c.epochs).get("batch_size", c.batch_size).get("max_steps", c.max_steps).get("max_length", c.max_length).get("weight_decay", c.weight_decay)
-      .get("max_grad_norm", c.max_grad_norm).get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector).get("open_choice", c.open_choice);
+      .get("max_grad_norm", c.max_grad_norm).get("freeze_vision", c.freeze_vision).get("freeze_projector", c.freeze_projector).get("open_choice", c.open_choice)
+      .get("open_choice_weight", c.open_choice_weight);
 }
 
 inline void read_grpo(object_reader& r, grpo_stage_config& c) {
@@ -319,6 +321,7 @@ inline void validate_sft(const sft_config& c, const std::string& p, bool needs_f
   check(c.weight_decay >= 0, p + ".weight_decay", "must not be negative");
   check(c.open_choice.empty() || (c.open_choice.size() == 2 && c.open_choice[0] != c.open_choice[1]), p + ".open_choice",
         "must be empty or hold two different words");
+  check(c.open_choice_weight > 0 && c.open_choice_weight < 1, p + ".open_choice_weight", "must be in (0, 1)");
 }
 
 inline void validate_sampling(double temperature, double top_p, int top_k, int max_completion, const std::string& p) {

@@ -133,6 +133,7 @@ inline void run_sft(run_context& ctx, const std::string& stage, internvl& m, con
     std::vector<msrl::trainer::sft_batch> mb;
     for (std::size_t k = 0; k < mine.size(); k += micro)
       mb.push_back(collate({mine.begin() + static_cast<std::ptrdiff_t>(k), mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), k + micro))}, ctx.pad));
+    for (auto& b : mb) b.alternative_weight = c.open_choice_weight;
     const double lr = scheduled_lr(c.lr, c.warmup, step, total);
     t.set_lr(lr);
     const auto st = t.sft_step(mb);
