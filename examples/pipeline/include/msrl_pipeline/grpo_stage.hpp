@@ -150,19 +150,18 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
         if (!dynamic) continue;
         // keep the unit when any of its groups (with item groups: the item's one group) carries a
         // signal under the rule
+        const auto signal = [&](std::span<const double> r) {
+          std::uint8_t k = 0;
+          msrl::grpo::filter_groups(r, r.size(), filter, std::span<std::uint8_t>(&k, 1));
+          return k != 0;
+        };
         bool keep = false;
         if (item_groups) {
           std::vector<double> r;
           for (const auto& sg : ud.got) r.insert(r.end(), sg.group.rewards.begin(), sg.group.rewards.end());
-          std::uint8_t k = 0;
-          msrl::grpo::filter_groups(std::span<const double>(r), r.size(), filter, std::span<std::uint8_t>(&k, 1));
-          keep = k != 0;
+          keep = signal(r);
         } else {
-          for (const auto& sg : ud.got) {
-            std::uint8_t k = 0;
-            msrl::grpo::filter_groups(std::span<const double>(sg.group.rewards), sg.group.rewards.size(), filter, std::span<std::uint8_t>(&k, 1));
-            keep = keep || k != 0;
-          }
+          for (const auto& sg : ud.got) keep = keep || signal(sg.group.rewards);
         }
         if (keep) continue;
         if (attempt == c.max_resample_times) {
