@@ -374,6 +374,25 @@ BOOST_AUTO_TEST_CASE(group_filters_match_hand_worked_values) {
   BOOST_TEST(k6 == (std::vector<std::uint8_t>(6, 1)), boost::test_tools::per_element());
   const auto ms = g::filter_groups(std::span<const double>(s), 1, {.rule = g::group_filter_rule::ms_swift_zero_std}, k6);
   BOOST_TEST(ms.dropped == 6u);
+  // equal scores are flat whatever their value: eight rewards of 0.2 (a format-only group), whose
+  // plain-loop mean is not 0.2 (0.2 + ... + 0.2 = 1.5999999999999999), and sixteen of 1.2;
+  // np.std gives 0.0 for both, so verl drops them, and so does ms-swift's unbiased std
+  double plain = 0;
+  for (int i = 0; i < 8; ++i) plain += 0.2;
+  BOOST_TEST(plain / 8 != 0.2); // the trap
+  std::vector<double> flat(8, 0.2);
+  flat.insert(flat.end(), 16, 1.2);
+  std::vector<std::uint8_t> k1(1);
+  for (const auto rule : {g::group_filter_rule::verl_zero_std, g::group_filter_rule::ms_swift_zero_std}) {
+    BOOST_TEST(g::filter_groups(std::span<const double>(flat).first(8), 8, {.rule = rule}, k1).dropped == 1u);
+    BOOST_TEST(g::filter_groups(std::span<const double>(flat).last(16), 16, {.rule = rule}, k1).dropped == 1u);
+    flat[3] = 0.2000000001; // one score apart: kept
+    BOOST_TEST(g::filter_groups(std::span<const double>(flat).first(8), 8, {.rule = rule}, k1).kept == 1u);
+    flat[3] = 0.2;
+  }
+  // OpenRLHF's range sees the mean of equal scores exactly: (0.2, 1) drops eight 0.2s
+  BOOST_TEST(g::filter_groups(std::span<const double>(flat).first(8), 8, {.rule = g::group_filter_rule::openrlhf_range, .lo = 0.2, .hi = 1.0}, k1)
+                 .dropped == 1u);
   BOOST_CHECK_THROW(g::filter_groups(std::span<const double>(s), 4, {}, keep), msrl::shape_error);
   BOOST_CHECK_THROW(g::filter_groups(std::span<const double>(s), 2, {}, k6), msrl::shape_error);
 }

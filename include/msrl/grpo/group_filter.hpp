@@ -10,8 +10,9 @@
 ///                       default (0, 1))
 ///
 /// Scores are the rows' scalar rewards (ms-swift: the weighted nansum of the reward columns),
-/// grouped consecutively. The statistics are summed in row order, so "exactly 0" means what it
-/// means for a plain loop: equal scores always give 0.
+/// grouped consecutively. The statistics are taken over the deviations from the group's first
+/// score (summed in row order), so equal scores always give exactly 0, as numpy's std does for
+/// verl; a plain loop's mean of eight scores of 0.2 is not 0.2, and its std not 0.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -50,16 +51,19 @@ group_filter_result filter_groups(std::span<const T> scores, std::size_t group_s
   require(!std::isnan(opt.lo) && !std::isnan(opt.hi), where, "options.lo/hi", "must not be NaN");
   group_filter_result res;
   for (std::size_t g = 0; g < ngroups; ++g) {
-    double sum = 0.0;
+    const double first = static_cast<double>(scores[g * G]);
+    double sum = 0.0; // of the deviations from the first score
     for (std::size_t j = g * G; j < (g + 1) * G; ++j) {
       const double v = static_cast<double>(scores[j]);
       require<value_error>(std::isfinite(v), where, "scores", "must be finite");
-      sum += v;
+      sum += v - first;
     }
-    const double mean = sum / static_cast<double>(G);
+    const double shift = sum / static_cast<double>(G), mean = first + shift;
     double ss = 0.0;
-    for (std::size_t j = g * G; j < (g + 1) * G; ++j)
-      ss += (static_cast<double>(scores[j]) - mean) * (static_cast<double>(scores[j]) - mean);
+    for (std::size_t j = g * G; j < (g + 1) * G; ++j) {
+      const double d = static_cast<double>(scores[j]) - first - shift;
+      ss += d * d;
+    }
     bool kept = true;
     switch (opt.rule) {
     case group_filter_rule::verl_zero_std:
