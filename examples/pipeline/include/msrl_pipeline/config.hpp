@@ -55,8 +55,9 @@ struct sft_config {
   double max_grad_norm = 1.0;
   bool freeze_vision = true;
   bool freeze_projector = true;
-  /// Two words (none by default): the first of them in each target is trained towards one half
-  /// each (msrl::trainer::sft_batch::alternative_ids), e.g. {"matches", "differs"}: the cold start
+  /// Two words (none by default): the first of them in each target is trained towards a soft
+  /// target, 1 - open_choice_weight on the row's word and open_choice_weight on the other
+  /// (msrl::trainer::sft_batch::alternative_ids), e.g. {"matches", "differs"}: the cold start
   /// teaches the format and the rationale and leaves the verdict unsure, to RL.
   std::vector<std::string> open_choice;
   double open_choice_weight = 0.5; ///< the soft target's mass on the word not in the row, in (0, 1)
