@@ -104,7 +104,7 @@ inline void run_cmkd(run_context& ctx, internvl& m) {
   }
   const auto& c = ctx.cfg.cmkd.sft;
   rows = mix_replay(ctx, "cmkd", std::move(rows), c.replay_file, c.replay_ratio, &targets);
-  run_sft(ctx, "cmkd", m, rows, c, targets);
+  run_sft(ctx, "cmkd", m, rows, c, targets, "cmkd.sft");
 }
 
 } // namespace msrl_pipeline

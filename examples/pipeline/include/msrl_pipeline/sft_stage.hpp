@@ -15,12 +15,13 @@ struct sft_example {
 };
 
 /// The token ids of sft_config::open_choice's two words as they follow a space in a target;
-/// empty when the option is off. Each word must be one token (msrl::invalid_argument otherwise).
-inline std::vector<std::int64_t> open_choice_ids(const run_context& ctx, const std::string& stage, const sft_config& c) {
+/// empty when the option is off. Each word must be one token (msrl::invalid_argument naming `key`,
+/// the configuration's name for `c`, otherwise).
+inline std::vector<std::int64_t> open_choice_ids(const run_context& ctx, const std::string& key, const sft_config& c) {
   std::vector<std::int64_t> ids;
   for (const auto& w : c.open_choice) {
     const auto t = ctx.tok.encode(" " + w);
-    msrl::require(t.size() == 1, "msrl-train config", (stage == "cmkd" ? "cmkd.sft" : stage) + ".open_choice",
+    msrl::require(t.size() == 1, "msrl-train config", key + ".open_choice",
                   "must hold words the tokenizer encodes as one token each ('" + w + "' is " + std::to_string(t.size()) + " tokens)");
     ids.push_back(t[0]);
   }
@@ -109,12 +110,13 @@ inline grounding media_grounding(const run_context& ctx, internvl& m, const std:
   return {own / tokens, swapped / tokens, n};
 }
 
-/// SFT over `rows` (each row's final assistant turn, or `targets[i]` when given) with `c`.
+/// SFT over `rows` (each row's final assistant turn, or `targets[i]` when given) with `c`; `key` is
+/// the configuration's name for `c` in error messages (the stage's name when empty).
 inline void run_sft(run_context& ctx, const std::string& stage, internvl& m, const std::vector<record>& rows, const sft_config& c,
-                    const std::vector<std::string>& targets = {}) {
+                    const std::vector<std::string>& targets = {}, const std::string& key = {}) {
   std::vector<sft_example> ex;
   ex.reserve(rows.size());
-  const auto open = open_choice_ids(ctx, stage, c);
+  const auto open = open_choice_ids(ctx, key.empty() ? stage : key, c);
   for (std::size_t i = 0; i < rows.size(); ++i)
     ex.push_back(make_sft_example(ctx, m, rows[i], targets.empty() ? assistant_target(rows[i]) : targets[i], c.max_length, open));
   const std::size_t n = ex.size(), B = static_cast<std::size_t>(c.batch_size);
