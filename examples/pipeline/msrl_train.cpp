@@ -143,6 +143,7 @@ int main(int argc, char** argv) {
   // rows per file (defaults: the bundled sizes)
   for (auto [name, field, what] : {std::tuple{"--pretrain", &data_opt.pretrain, "pretrain.jsonl rows"},
                                    std::tuple{"--pretrain-media", &data_opt.pretrain_media, "pretrain_media.jsonl rows"},
+                                   std::tuple{"--pretrain-text", &data_opt.pretrain_text, "pretrain_text.jsonl rows"},
                                    std::tuple{"--sft", &data_opt.sft, "stage1_sft.jsonl rows"},
                                    std::tuple{"--text-rl", &data_opt.text_rl, "stage1_rl.jsonl rows"},
                                    std::tuple{"--caption-rl", &data_opt.caption_rl, "stage2_caption_rl.jsonl rows"},

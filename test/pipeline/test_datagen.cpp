@@ -501,6 +501,69 @@ BOOST_AUTO_TEST_CASE(pretrain_media_rows_ask_for_captions_after_a_judging_contex
   BOOST_CHECK_GT(match_b, context / 2 - 45);
 }
 
+// pretrain_text.jsonl: each answer re-derived from the two texts of its question. Two single words
+// are compared as they are; two phrases must differ in exactly one word (same length), and the
+// answer names that word of each. "matches" exactly when the two values are equal.
+BOOST_AUTO_TEST_CASE(pretrain_text_rows_compare_two_texts) {
+  auto& b = bundled::get();
+  const mp::datagen_options d{};
+  BOOST_CHECK_EQUAL(b.sum.pretrain_text_rows, d.pretrain_text);
+  const auto rows = read_jsonl(b.dir / std::string(mp::datagen_pretrain_text_file));
+  BOOST_REQUIRE_EQUAL(rows.size(), d.pretrain_text);
+  std::size_t words = 0, same = 0;
+  const auto split = [](const std::string& t) {
+    std::vector<std::string> w;
+    std::istringstream in(t);
+    for (std::string x; in >> x;) w.push_back(x);
+    return w;
+  };
+  for (const auto& row : rows) {
+    BOOST_TEST_CONTEXT(row["id"]) {
+      BOOST_CHECK_EQUAL(row["task_type"], "text");
+      BOOST_CHECK(!row.contains("solution") && !row.contains("images") && !row.contains("videos"));
+      const auto& m = row["messages"];
+      BOOST_REQUIRE_EQUAL(m.size(), 2u);
+      const std::string user = m[0]["content"], said = m[1]["content"];
+      const std::string head = "Text A: ", mid = ".\nText B: ", tail = ".\nCompare both.";
+      BOOST_REQUIRE(user.starts_with(head) && user.ends_with(tail));
+      const auto k = user.find(mid);
+      BOOST_REQUIRE(k != std::string::npos);
+      const auto ta = split(user.substr(head.size(), k - head.size()));
+      const auto tb = split(user.substr(k + mid.size(), user.size() - tail.size() - k - mid.size()));
+      BOOST_REQUIRE_EQUAL(ta.size(), tb.size());
+      std::string va, vb;
+      if (ta.size() == 1) {
+        ++words;
+        va = ta[0];
+        vb = tb[0];
+      } else {
+        // phrases differ in one attribute: one word (with its article, "a red" / "an orange"), or a
+        // count word and then the noun's number ("one circle" / "two circles"); the answer names
+        // the value word where they differ
+        std::vector<std::size_t> at;
+        for (std::size_t i = 0; i < ta.size(); ++i)
+          if (ta[i] != tb[i] && !((ta[i] == "a" && tb[i] == "an") || (ta[i] == "an" && tb[i] == "a"))) at.push_back(i);
+        BOOST_REQUIRE(at.size() == 1u || at.size() == 2u);
+        va = ta[at[0]];
+        vb = tb[at[0]];
+        if (at.size() == 2u) {
+          const std::set<std::string> counts = {"one", "two", "three"};
+          BOOST_CHECK(counts.count(va) && counts.count(vb));
+          const auto &na = ta[at[1]], &nb = tb[at[1]];
+          BOOST_CHECK(na + "s" == nb || nb + "s" == na);
+        }
+      }
+      same += va == vb;
+      BOOST_CHECK_EQUAL(said, "Text A says " + va + ". Text B says " + vb + (va == vb ? ", which matches." : ", which differs."));
+    }
+  }
+  // half of the rows are word pairs, half of those equal (binomial sd 12 and 8.7 at 600 rows)
+  BOOST_CHECK_GT(words, 240u);
+  BOOST_CHECK_LT(words, 360u);
+  BOOST_CHECK_GT(same, words / 2 - 45);
+  BOOST_CHECK_LT(same, words / 2 + 45);
+}
+
 BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
   auto& b = bundled::get();
   for (const std::string name : {"stage1_sft.jsonl", "stage1_rl.jsonl", "stage2_caption_rl.jsonl", "eval_caption.jsonl", "eval_text.jsonl"}) {

@@ -60,6 +60,7 @@ struct datagen_options {
   std::size_t pretrain = 600;   ///< pretrain.jsonl rows (captioning one image -> its description; the backbone-pretraining stand-in)
   std::size_t pretrain_media = 600; ///< pretrain_media.jsonl rows (captioning image pairs, videos, video pairs and single
                                     ///< images in turn: the second pretraining phase)
+  std::size_t pretrain_text = 600;  ///< pretrain_text.jsonl rows (comparing two texts: the language-pretraining stand-in)
   std::size_t sft = 400;        ///< stage1_sft.jsonl rows (text, with the assistant rationale)
   std::size_t text_rl = 600;    ///< stage1_rl.jsonl rows (text)
   std::size_t caption_rl = 400; ///< stage2_caption_rl.jsonl rows (media replaced by captions)
@@ -100,6 +101,7 @@ struct datagen_file_summary {
 struct datagen_summary {
   std::size_t pretrain_rows = 0; ///< pretrain.jsonl (captioning rows; not in `files`)
   std::size_t pretrain_media_rows = 0; ///< pretrain_media.jsonl (captioning rows; not in `files`)
+  std::size_t pretrain_text_rows = 0;  ///< pretrain_text.jsonl (text comparison rows; not in `files`)
   std::filesystem::path dir;
   std::vector<datagen_file_summary> files; ///< in the order written (stage1_sft ... eval_caption)
   std::size_t images = 0;                  ///< distinct image files under images/
@@ -124,6 +126,8 @@ inline constexpr std::array<std::string_view, 8> datagen_jsonl_files = {"stage1_
 inline constexpr std::string_view datagen_pretrain_file = "pretrain.jsonl";
 /// Captioning rows over every media layout (pairs, videos, video pairs, single images): the second phase.
 inline constexpr std::string_view datagen_pretrain_media_file = "pretrain_media.jsonl";
+/// Rows that compare two texts of the world (no media, no label): the language-pretraining stand-in.
+inline constexpr std::string_view datagen_pretrain_text_file = "pretrain_text.jsonl";
 inline constexpr std::string_view datagen_generator_name = "msrl_pipeline::make_bundled_data";
 
 /// One drawn task: the truth, the wrong candidate (differs in the `asked` attribute only) and
@@ -354,6 +358,26 @@ inline std::string user_text(const datagen_item& it, bool media) {
   return u;
 }
 
+/// A row of pretrain_text.jsonl: two texts of the world and a comparison of them. Half of the rows
+/// (one draw) hold two values of one attribute, equal or not (one draw): "Text A: orange.\nText B:
+/// purple.\nCompare both." -> "Text A says orange. Text B says purple, which differs."; the others two
+/// scene phrases that differ in one attribute, in a drawn order, answered with the values where
+/// they differ ("Text A: one red circle on the left.\nText B: two red circles on the left." -> "Text
+/// A says one. Text B says two, which differs.").
+inline std::pair<std::string, std::string> comparison_row(msrl::data::splitmix64& rng) {
+  const auto it = draw_item(rng, task_type::text, 'A');
+  const bool words = (rng.next() & 1) != 0;
+  const bool same = words && (rng.next() & 1) != 0;
+  const bool swap = (rng.next() & 1) != 0;
+  std::string va = it.truth_value(), vb = same ? va : it.wrong_value(), pa = it.truth_phrase(), pb = it.wrong_phrase();
+  if (swap) {
+    std::swap(va, vb);
+    std::swap(pa, pb);
+  }
+  const std::string user = words ? "Text A: " + va + ".\nText B: " + vb + ".\nCompare both." : "Text A: " + pa + ".\nText B: " + pb + ".\nCompare both.";
+  return {user, "Text A says " + va + ". Text B says " + vb + (va == vb ? ", which matches." : ", which differs.")};
+}
+
 /// The describe request of a captioning row ("Describe both images.").
 inline std::string caption_request_words(task_type t) {
   switch (t) {
@@ -416,8 +440,9 @@ public:
     text_ += row.dump();
     text_ += '\n';
     ++sum_.rows;
-    (row["solution"] == "A" ? sum_.label_a : sum_.label_b) += 1;
-    ++sum_.task_types[row["task_type"].get<std::string>()];
+    // pretraining rows have no label (a const operator[] on a missing key is undefined behaviour)
+    if (const auto sol = row.find("solution"); sol != row.end()) (*sol == "A" ? sum_.label_a : sum_.label_b) += 1;
+    if (const auto t = row.find("task_type"); t != row.end()) ++sum_.task_types[t->get<std::string>()];
   }
   datagen_file_summary close() {
     media_store::write(path_, text_);
@@ -504,8 +529,8 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
                 "must be in [0, 100] (got " + std::to_string(opt.text_phrase_percent) + ")");
   msrl::require(opt.caption_context_percent <= 100, where, "options.caption_context_percent",
                 "must be in [0, 100] (got " + std::to_string(opt.caption_context_percent) + ")");
-  const std::array<std::pair<const char*, std::size_t>, 8> counts = {
-      {{"pretrain", opt.pretrain}, {"pretrain_media", opt.pretrain_media}, {"sft", opt.sft}, {"text_rl", opt.text_rl}, {"caption_rl", opt.caption_rl}, {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl}, {"eval", opt.eval}}};
+  const std::array<std::pair<const char*, std::size_t>, 9> counts = {
+      {{"pretrain", opt.pretrain}, {"pretrain_media", opt.pretrain_media}, {"pretrain_text", opt.pretrain_text}, {"sft", opt.sft}, {"text_rl", opt.text_rl}, {"caption_rl", opt.caption_rl}, {"cmkd", opt.cmkd}, {"mm_rl", opt.mm_rl}, {"eval", opt.eval}}};
   for (const auto& [name, n] : counts)
     msrl::require(n >= 1 && n <= max_rows, where, std::string("options.") + name,
                   "must be in [1, 1000000] (got " + std::to_string(n) + ")");
@@ -589,6 +614,21 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
                                task_type::image_understanding};
       sum.pretrain_media_rows = write_captions(datagen_pretrain_media_file, 0x70726d64ull, "prm", opt.pretrain_media, all,
                                                 opt.caption_context_percent);
+    }
+    // text comparisons for the language-pretraining stand-in (a stream of its own: the other files'
+    // bytes do not depend on it)
+    {
+      auto rng = rng_for(0x70727478ull);
+      detail_datagen::jsonl_file out(tmp, datagen_pretrain_text_file);
+      for (std::size_t i = 0; i < opt.pretrain_text; ++i) {
+        const auto [user, said] = detail_datagen::comparison_row(rng);
+        ojson row;
+        row["id"] = detail_datagen::row_id("prt", i);
+        row["messages"] = ojson::array({detail_datagen::message("user", user), detail_datagen::message("assistant", said)});
+        row["task_type"] = task_type_name(task_type::text);
+        out.add(row);
+      }
+      sum.pretrain_text_rows = out.close().rows;
     }
 
     // stage 2: caption-based RL (media replaced by captions)
@@ -715,6 +755,7 @@ inline datagen_summary make_bundled_data(const std::filesystem::path& out_dir, c
     ojson entries = ojson::array();
     entries.push_back(datagen_pretrain_file);
     entries.push_back(datagen_pretrain_media_file);
+    entries.push_back(datagen_pretrain_text_file);
     for (const auto f : datagen_jsonl_files) entries.push_back(f);
     entries.push_back("tokenizer.json");
     entries.push_back("manifest.json");
