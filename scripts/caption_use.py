@@ -33,6 +33,10 @@ def classify(words, truth, wrong):
     return "neither"
 
 
+def norm(text):
+    return " ".join(text.replace(".", " ").split())
+
+
 def main(argv):
     if len(argv) != 3:
         sys.exit(__doc__)
@@ -42,10 +46,17 @@ def main(argv):
             r = json.loads(line)
             rows[(r["id"], r.get("order", ""))] = r
     caption, quote, answer = collections.Counter(), collections.Counter(), collections.Counter()
+    exact = collections.defaultdict(collections.Counter)
     with open(argv[1]) as f:
         for line in f:
             c = json.loads(line)
             r = rows[(c["id"], c.get("order", ""))]
+            for text in c["completions"]:
+                cap = re.search(r"<caption>(.*?)</caption>", text)
+                ans = re.search(r"<answer>\s*([AB])\s*</answer>", text)
+                key = "equal" if cap and norm(cap.group(1)) == norm(r.get("caption", "")) else "other"
+                exact[r["task_type"]][key] += 1
+                exact[r["task_type"]][key + " right"] += bool(ans and ans.group(1) == r["solution"])
             if not r["task_type"].endswith("understanding"):
                 continue
             truth, wrong = differing_values(r["messages"][1]["content"], r["solution"])
@@ -71,6 +82,11 @@ def main(argv):
         right, wrong_ = answer[(qv, True)], answer[(qv, False)]
         follows = right if qv == "true" else wrong_
         print("rationale quotes %-5s -> answer follows it in %.1f %% of %d" % (qv, 100.0 * follows / max(right + wrong_, 1), right + wrong_))
+    for task in sorted(exact):
+        e = exact[task]
+        m = e["equal"] + e["other"]
+        print("%-19s caption equal to the reference in %5.1f %% of %d; answer right: %5.1f %% with it, %5.1f %% with another" % (
+            task, 100.0 * e["equal"] / max(m, 1), m, 100.0 * e["equal right"] / max(e["equal"], 1), 100.0 * e["other right"] / max(e["other"], 1)))
 
 
 if __name__ == "__main__":
