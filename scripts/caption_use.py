@@ -47,6 +47,9 @@ def main(argv):
             rows[(r["id"], r.get("order", ""))] = r
     caption, quote, answer = collections.Counter(), collections.Counter(), collections.Counter()
     exact = collections.defaultdict(collections.Counter)
+    steps = collections.Counter()
+    template = re.compile(r"The \w+ (?:says|shows) (\w+)\. Response A says (\w+), which (\w+)\. Response B says (\w+), which (\w+)\. "
+                          r"Response ([AB]) is correct\.</think><answer>\s*([AB])\s*</answer>")
     with open(argv[1]) as f:
         for line in f:
             c = json.loads(line)
@@ -57,9 +60,30 @@ def main(argv):
                 key = "equal" if cap and norm(cap.group(1)) == norm(r.get("caption", "")) else "other"
                 exact[r["task_type"]][key] += 1
                 exact[r["task_type"]][key + " right"] += bool(ans and ans.group(1) == r["solution"])
+            if r["task_type"].endswith("understanding") or r["task_type"] == "text":
+                truth, wrong = differing_values(r["messages"][-1]["content"], r["solution"])
+                va, vb = (truth, wrong) if r["solution"] == "A" else (wrong, truth)
+                for text in c["completions"]:
+                    m = template.search(text)
+                    steps["judgments"] += 1
+                    if not m:
+                        continue
+                    q, a, wa, b, wb, concl, ans = m.groups()
+                    steps["template"] += 1
+                    if q != truth:
+                        continue
+                    steps["quote true"] += 1
+                    steps["A copied right"] += a == va
+                    steps["B copied right"] += b == vb
+                    steps["A verdict contradicts"] += wa != ("matches" if a == q else "differs")
+                    steps["B verdict contradicts"] += wb != ("matches" if b == q else "differs")
+                    follows = "A" if (wa, wb) == ("matches", "differs") else "B" if (wa, wb) == ("differs", "matches") else "?"
+                    steps["conclusion follows verdicts"] += concl == follows
+                    steps["answer = conclusion"] += ans == concl
+                    steps["answer right"] += ans == r["solution"]
             if not r["task_type"].endswith("understanding"):
                 continue
-            truth, wrong = differing_values(r["messages"][1]["content"], r["solution"])
+            truth, wrong = differing_values(r["messages"][-1]["content"], r["solution"])
             for text in c["completions"]:
                 cap = re.search(r"<caption>(.*?)</caption>", text)
                 said = re.search(r"The \w+ (?:says|shows) (\w+)", text)
@@ -87,6 +111,11 @@ def main(argv):
         m = e["equal"] + e["other"]
         print("%-19s caption equal to the reference in %5.1f %% of %d; answer right: %5.1f %% with it, %5.1f %% with another" % (
             task, 100.0 * e["equal"] / max(m, 1), m, 100.0 * e["equal right"] / max(e["equal"], 1), 100.0 * e["other right"] / max(e["other"], 1)))
+    print("understanding and text judgments: %d, in the full template %d, quoting the true value %d; of those:" % (
+        steps["judgments"], steps["template"], steps["quote true"]))
+    for k in ("A copied right", "B copied right", "A verdict contradicts", "B verdict contradicts", "conclusion follows verdicts",
+              "answer = conclusion", "answer right"):
+        print("  %-28s %5d (%5.1f %%)" % (k, steps[k], 100.0 * steps[k] / max(steps["quote true"], 1)))
 
 
 if __name__ == "__main__":
