@@ -510,13 +510,7 @@ BOOST_AUTO_TEST_CASE(pretrain_text_rows_compare_two_texts) {
   BOOST_CHECK_EQUAL(b.sum.pretrain_text_rows, d.pretrain_text);
   const auto rows = read_jsonl(b.dir / std::string(mp::datagen_pretrain_text_file));
   BOOST_REQUIRE_EQUAL(rows.size(), d.pretrain_text);
-  std::size_t words = 0, same = 0;
-  const auto split = [](const std::string& t) {
-    std::vector<std::string> w;
-    std::istringstream in(t);
-    for (std::string x; in >> x;) w.push_back(x);
-    return w;
-  };
+  std::size_t word_rows = 0, same = 0;
   for (const auto& row : rows) {
     BOOST_TEST_CONTEXT(row["id"]) {
       BOOST_CHECK_EQUAL(row["task_type"], "text");
@@ -528,12 +522,12 @@ BOOST_AUTO_TEST_CASE(pretrain_text_rows_compare_two_texts) {
       BOOST_REQUIRE(user.starts_with(head) && user.ends_with(tail));
       const auto k = user.find(mid);
       BOOST_REQUIRE(k != std::string::npos);
-      const auto ta = split(user.substr(head.size(), k - head.size()));
-      const auto tb = split(user.substr(k + mid.size(), user.size() - tail.size() - k - mid.size()));
+      const auto ta = words(user.substr(head.size(), k - head.size()));
+      const auto tb = words(user.substr(k + mid.size(), user.size() - tail.size() - k - mid.size()));
       BOOST_REQUIRE_EQUAL(ta.size(), tb.size());
       std::string va, vb;
       if (ta.size() == 1) {
-        ++words;
+        ++word_rows;
         va = ta[0];
         vb = tb[0];
       } else {
@@ -558,10 +552,10 @@ BOOST_AUTO_TEST_CASE(pretrain_text_rows_compare_two_texts) {
     }
   }
   // half of the rows are word pairs, half of those equal (binomial sd 12 and 8.7 at 600 rows)
-  BOOST_CHECK_GT(words, 240u);
-  BOOST_CHECK_LT(words, 360u);
-  BOOST_CHECK_GT(same, words / 2 - 45);
-  BOOST_CHECK_LT(same, words / 2 + 45);
+  BOOST_CHECK_GT(word_rows, 240u);
+  BOOST_CHECK_LT(word_rows, 360u);
+  BOOST_CHECK_GT(same, word_rows / 2 - 45);
+  BOOST_CHECK_LT(same, word_rows / 2 + 45);
 }
 
 BOOST_AUTO_TEST_CASE(text_and_caption_rows_agree_with_their_labels) {
