@@ -60,30 +60,30 @@ def main(argv):
                 key = "equal" if cap and norm(cap.group(1)) == norm(r.get("caption", "")) else "other"
                 exact[r["task_type"]][key] += 1
                 exact[r["task_type"]][key + " right"] += bool(ans and ans.group(1) == r["solution"])
-            if r["task_type"].endswith("understanding") or r["task_type"] == "text":
-                truth, wrong = differing_values(r["messages"][-1]["content"], r["solution"])
-                va, vb = (truth, wrong) if r["solution"] == "A" else (wrong, truth)
-                for text in c["completions"]:
-                    m = template.search(text)
-                    steps["judgments"] += 1
-                    if not m:
-                        continue
-                    q, a, wa, b, wb, concl, ans = m.groups()
-                    steps["template"] += 1
-                    if q != truth:
-                        continue
-                    steps["quote true"] += 1
-                    steps["A copied right"] += a == va
-                    steps["B copied right"] += b == vb
-                    steps["A verdict contradicts"] += wa != ("matches" if a == q else "differs")
-                    steps["B verdict contradicts"] += wb != ("matches" if b == q else "differs")
-                    follows = "A" if (wa, wb) == ("matches", "differs") else "B" if (wa, wb) == ("differs", "matches") else "?"
-                    steps["conclusion follows verdicts"] += concl == follows
-                    steps["answer = conclusion"] += ans == concl
-                    steps["answer right"] += ans == r["solution"]
-            if not r["task_type"].endswith("understanding"):
+            if not (r["task_type"].endswith("understanding") or r["task_type"] == "text"):
                 continue
             truth, wrong = differing_values(r["messages"][-1]["content"], r["solution"])
+            va, vb = (truth, wrong) if r["solution"] == "A" else (wrong, truth)
+            for text in c["completions"]:
+                m = template.search(text)
+                steps["judgments"] += 1
+                if not m:
+                    continue
+                q, a, wa, b, wb, concl, ans = m.groups()
+                steps["template"] += 1
+                if q != truth:
+                    continue
+                steps["quote true"] += 1
+                steps["A copied right"] += a == va
+                steps["B copied right"] += b == vb
+                steps["A verdict contradicts"] += wa != ("matches" if a == q else "differs")
+                steps["B verdict contradicts"] += wb != ("matches" if b == q else "differs")
+                follows = "A" if (wa, wb) == ("matches", "differs") else "B" if (wa, wb) == ("differs", "matches") else "?"
+                steps["conclusion follows verdicts"] += concl == follows
+                steps["answer = conclusion"] += ans == concl
+                steps["answer right"] += ans == r["solution"]
+            if not r["task_type"].endswith("understanding"):
+                continue
             for text in c["completions"]:
                 cap = re.search(r"<caption>(.*?)</caption>", text)
                 said = re.search(r"The \w+ (?:says|shows) (\w+)", text)
