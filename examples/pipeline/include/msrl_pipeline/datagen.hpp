@@ -376,7 +376,7 @@ inline std::pair<std::string, std::string> comparison_row(msrl::data::splitmix64
     std::swap(va, vb);
     std::swap(pa, pb);
   }
-  const std::string user = words ? "Text A: " + va + ".\nText B: " + vb + ".\nCompare both." : "Text A: " + pa + ".\nText B: " + pb + ".\nCompare both.";
+  const std::string user = "Text A: " + (words ? va : pa) + ".\nText B: " + (words ? vb : pb) + ".\nCompare both.";
   return {user, "Text A says " + va + ". Text B says " + vb + (va == vb ? ", which matches." : ", which differs.")};
 }
 
