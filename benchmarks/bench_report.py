@@ -45,6 +45,8 @@ ROWS = [
     ("linear_selective_log_softmax_forward", "fp32", LINEAR, "bench_kernels", "fused linear log-prob forward"),
     ("linear_selective_log_softmax_fwd_bwd", "fp32", LINEAR, "bench_kernels",
      "fused linear log-prob fwd + bwd (d hidden, d W)"),
+    ("linear_grpo_loss_fwd_bwd", "fp32", LINEAR, "bench_kernels",
+     "fused linear GRPO loss, fwd + bwd (d hidden, d W)"),
 ]
 
 

@@ -28,6 +28,9 @@ the same arithmetic):
   linear_selective_log_softmax_forward / _fwd_bwd
                                    hidden [128, 512] @ W[151,936, 512]^T, log_softmax, gather;
                                    fwd_bwd: backward of sum(log-prob * g) to hidden and W.
+  linear_grpo_loss_fwd_bwd         the same matmul + log_softmax + gather, then the GRPO loss of
+                                   grpo_loss_from_logits_fwd_bwd (8 sequences x 16 tokens), autograd
+                                   backward to hidden and W (Liger's fused linear GRPO loss, eager).
 
 Usage: torch_baselines.py [--threads 2] [--reps 7] [--grpo-reps 51] [--linear-reps 3]
                           [--ops a,b,...] [--modes eager,compile] [--quick]
@@ -48,6 +51,7 @@ OPS = (
     "grpo_loss_from_logits_fwd_bwd",
     "linear_selective_log_softmax_forward",
     "linear_selective_log_softmax_fwd_bwd",
+    "linear_grpo_loss_fwd_bwd",
 )
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -220,6 +224,30 @@ class Runner:
                 return wg.grad
 
             self.time_modes("linear_selective_log_softmax_fwd_bwd", (NL, HL, V), "fp32", fb, None, self.args.linear_reps, False, step)
+        if "linear_grpo_loss_fwd_bwd" in ops:
+            hg, wg = h.clone().requires_grad_(True), w.clone().requires_grad_(True)
+            B = 8
+            with torch.no_grad():
+                lp = fwd(h, w, y).squeeze(-1)
+            old = (lp + 0.1 * torch.randn(NL, generator=g)).contiguous()
+            ref = old.clone()
+            adv = torch.randn(B, 1, generator=g).expand(B, NL // B).reshape(-1).contiguous()
+
+            def lin_loss(hh, ww, yy, told, tref, tadv):
+                lpx = fwd(hh, ww, yy).squeeze(-1)
+                ratio = torch.exp(lpx - told)
+                pg = -torch.minimum(ratio * tadv, torch.clamp(ratio, 0.8, 1.2) * tadv)
+                d = (tref - lpx).clamp(-20, 20)
+                kl = (torch.exp(d) - d - 1).clamp(-10, 10)
+                return (pg + 0.04 * kl).mean()
+
+            def loss_step(f):
+                hg.grad = None
+                wg.grad = None
+                f(hg, wg, y, old, ref, adv).backward()
+                return wg.grad
+
+            self.time_modes("linear_grpo_loss_fwd_bwd", (NL, HL, V), "fp32", lin_loss, None, self.args.linear_reps, False, loss_step)
 
 
 class _null:

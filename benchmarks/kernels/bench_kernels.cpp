@@ -288,7 +288,7 @@ int main(int argc, char** argv) {
 #ifdef MSRL_BENCH_EIGEN
     {
       // fused linear log-prob: hidden [NL, HL] x W [V, HL]. GFLOP/s of the GEMM work (forward 2NHV,
-      // forward + backward 8NHV: the backward recomputes the logits), against the same GEMM alone
+      // forward + backward 8NHV: the backward recomputes the logits; the GRPO loss 6NHV), against the same GEMM alone
       // (detail::host_gemm: the system BLAS or Eigen, the measured GEMM peak here) and libtorch
       // (matmul + log_softmax + gather; autograd backward to hidden and weight).
       set_blas_threads(threads);
@@ -310,8 +310,21 @@ int main(int argc, char** argv) {
         std::fill(dw.begin(), dw.end(), 0.f);
         k::linear_selective_log_softmax_backward(hv, wv, yl, lsel, g_lin, {dh.data(), NL, HL}, {dw.data(), V, HL}, lin_o);
       }, 3);
+      // the fused linear GRPO loss (token level, one sweep: 6NHV): the grpo_loss_from_logits row's
+      // formula (clip 0.2 / 0.2, k3 KL beta 0.04, token mean over 8 sequences x NL / 8 tokens)
+      std::vector<float> old_l(NL), ref_l(NL), adv_l(8);
+      for (std::size_t i = 0; i < NL; ++i) old_l[i] = ref_l[i] = lpl[i] + 0.1f * nd(rng) / 3.f;
+      for (auto& a : adv_l) a = nd(rng);
+      const auto lay_l = msrl::token_layout::padded(8, NL / 8);
+      double loss_l = 0;
+      const double t_lin_loss = median_ms([&] {
+        std::fill(dw.begin(), dw.end(), 0.f);
+        loss_l = k::linear_grpo_loss<std::uint8_t>(hv, wv, yl, lay_l, old_l, ref_l, adv_l, {}, lo, {}, {dh.data(), NL, HL},
+                                                   {dw.data(), V, HL}, lin_o)
+                     .loss;
+      }, 3);
       const double t_gemm = median_ms([&] { k::detail::host_gemm({h.data(), NL, HL, HL}, {w.data(), V, HL, HL, true}, Lg.data(), V, false, threads); }, 3);
-      double t_tl = 0, t_tl_bwd = 0;
+      double t_tl = 0, t_tl_bwd = 0, t_tl_loss = 0;
 #ifdef MSRL_BENCH_TORCH
       {
         const auto th = torch::from_blob(h.data(), {static_cast<long>(NL), static_cast<long>(HL)}, torch::kFloat32);
@@ -328,8 +341,26 @@ int main(int argc, char** argv) {
           twg.mutable_grad() = torch::Tensor();
           (torch::log_softmax(torch::matmul(thg, twg.t()), -1).gather(-1, tyl) * tgl).sum().backward();
         }, 3);
+        const auto told_l = torch::from_blob(old_l.data(), {static_cast<long>(NL)}, torch::kFloat32);
+        const auto tref_l = torch::from_blob(ref_l.data(), {static_cast<long>(NL)}, torch::kFloat32);
+        const auto tadv_l = torch::from_blob(adv_l.data(), {8, 1}, torch::kFloat32).expand({8, static_cast<long>(NL / 8)}).reshape({-1});
+        double tl_l = 0;
+        t_tl_loss = median_ms([&] {
+          thg.mutable_grad() = torch::Tensor();
+          twg.mutable_grad() = torch::Tensor();
+          auto l = torch::log_softmax(torch::matmul(thg, twg.t()), -1).gather(-1, tyl).squeeze(-1);
+          auto ratio = torch::exp(l - told_l);
+          auto pg = -torch::minimum(ratio * tadv_l, torch::clamp(ratio, 0.8, 1.2) * tadv_l);
+          auto d = (tref_l - l).clamp(-20, 20);
+          auto kl = (torch::exp(d) - d - 1).clamp(-10, 10);
+          auto loss_t = (pg + 0.04 * kl).mean();
+          loss_t.backward();
+          tl_l = loss_t.item<double>();
+        }, 3);
+        std::printf("{\"note\":\"linear grpo loss msrl %.9g libtorch %.9g\"}\n", loss_l, tl_l);
       }
 #endif
+      (void)loss_l;
       const double flop = 2.0 * static_cast<double>(NL * HL * V);
       const auto lin_line = [&](const char* op, double ms, const char* baseline, double base_ms, double work) {
         std::printf("{\"op\":\"%s\",\"shape\":[%zu,%zu,%zu],\"dtype\":\"fp32\",\"threads\":%u,\"gemm\":\"%s\","
@@ -342,6 +373,8 @@ int main(int argc, char** argv) {
       lin_line("linear_selective_log_softmax_forward", t_lin, "libtorch matmul+log_softmax+gather", t_tl, flop);
       lin_line("linear_selective_log_softmax_fwd_bwd", t_lin_bwd, "libtorch matmul+log_softmax+gather fwd+autograd bwd", t_tl_bwd,
                4 * flop);
+      lin_line("linear_grpo_loss_fwd_bwd", t_lin_loss, "libtorch matmul+log_softmax+gather+GRPO loss fwd+autograd bwd", t_tl_loss,
+               3 * flop);
     }
 #endif
   }

@@ -89,6 +89,10 @@ BOOST_AUTO_TEST_CASE(forward_and_backward_match_the_materialised_double_path) {
   }
 }
 
+// The loss, metrics, d hidden and d weight of linear_grpo_loss against the fused-from-logits loss on
+// materialised logits, whose d logits is then multiplied out in double: d H = dL W, d W = dL^T H.
+// The token level takes the one-sweep route (logits never recomputed), the sequence level and the
+// row forms the two-sweep route; every chunk size and a global normaliser go through both.
 BOOST_AUTO_TEST_CASE(linear_grpo_loss_equals_the_loss_from_materialised_logits) {
   const std::size_t B = 4, T = 5;
   const problem p = make(B * T, 16, 211, 7);
@@ -99,32 +103,87 @@ BOOST_AUTO_TEST_CASE(linear_grpo_loss_equals_the_loss_from_materialised_logits) 
   std::normal_distribution<float> n(0.f, 1.f);
   std::vector<float> old(p.N), ref(p.N), adv(B);
   std::vector<std::uint8_t> mask(p.N);
+  problem q = p;
   for (std::size_t i = 0; i < p.N; ++i) {
-    old[i] = -5.5f + n(rng);
-    ref[i] = -5.5f + n(rng);
     mask[i] = (i % T) <= i / T ? 1 : 0;
+    if (!mask[i]) q.y[i] = -100; // ignored ids at masked tokens
+  }
+  // old / ref near the current log-probs, so that some ratios clip and some do not
+  std::vector<float> lp0(p.N);
+  k::linear_selective_log_softmax({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, p.y, lp0);
+  for (std::size_t i = 0; i < p.N; ++i) {
+    old[i] = lp0[i] + 0.3f * n(rng);
+    ref[i] = lp0[i] + 0.3f * n(rng);
   }
   for (auto& a : adv) a = n(rng);
-  g::loss_options o = g::presets::verl_default.loss;
-  o.beta = 0.05;
   const auto lay = msrl::token_layout::padded(B, T);
-  std::vector<float> dL(p.N * p.V);
-  const k::logits_loss_inputs<float> in{lay, {L.data(), p.N, p.V}, p.y, old, ref, adv, mask};
-  const auto want = k::grpo_loss_from_logits(in, o, {}, k::logits_loss_outputs<float>{{dL.data(), p.N, p.V}});
-  std::vector<float> dh(p.N * p.H), dw(p.V * p.H, 0.f);
-  const auto got = k::linear_grpo_loss<std::uint8_t>({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, p.y, lay, old, ref, adv, mask, o, {},
-                                                     {dh.data(), p.N, p.H}, {dw.data(), p.V, p.H}, {.chunk = 6});
-  BOOST_TEST(std::abs(got.loss - want.loss) <= 1e-5 * std::max(1.0, std::abs(want.loss)));
-  double mh = 0, eh = 0;
-  for (std::size_t i = 0; i < p.N; ++i)
-    for (std::size_t j = 0; j < p.H; ++j) {
-      double s = 0;
-      for (std::size_t v = 0; v < p.V; ++v) s += static_cast<double>(dL[i * p.V + v]) * p.w[v * p.H + j];
-      mh = std::max(mh, std::abs(s));
-      eh = std::max(eh, std::abs(s - dh[i * p.H + j]));
-    }
-  BOOST_TEST(mh > 0.0);
-  BOOST_TEST(eh <= 1e-4 * mh);
+
+  struct variant {
+    const char* name;
+    g::loss_options opt;
+    g::loss_normalizer norm;
+  };
+  g::loss_options tok = g::presets::verl_default.loss;
+  tok.beta = 0.05;
+  g::loss_options seq = g::presets::gspo.loss;
+  seq.beta = 0.05;
+  const std::vector<variant> variants{{"token level, beta 0.05", tok, {}},
+                                      {"token level, global normaliser", tok, {.global_tokens = 31.0, .scale = 0.5}},
+                                      {"sequence level (gspo)", seq, {}},
+                                      {"row form (trl_gmpo)", g::presets::trl_gmpo.loss, {}}};
+  for (const auto& v : variants) {
+    std::vector<float> dL(p.N * p.V);
+    const k::logits_loss_inputs<float> in{lay, {L.data(), p.N, p.V}, q.y, old, ref, adv, mask};
+    const auto want = k::grpo_loss_from_logits(in, v.opt, v.norm, k::logits_loss_outputs<float>{{dL.data(), p.N, p.V}});
+    // the reference d H and d W in double
+    std::vector<double> rh(p.N * p.H, 0.0), rw(p.V * p.H, 0.0);
+    for (std::size_t i = 0; i < p.N; ++i)
+      for (std::size_t u = 0; u < p.V; ++u) {
+        const double d = dL[i * p.V + u];
+        if (d == 0.0) continue;
+        for (std::size_t j = 0; j < p.H; ++j) {
+          rh[i * p.H + j] += d * p.w[u * p.H + j];
+          rw[u * p.H + j] += d * p.h[i * p.H + j];
+        }
+      }
+    double mh = 0, mw = 0;
+    for (double x : rh) mh = std::max(mh, std::abs(x));
+    for (double x : rw) mw = std::max(mw, std::abs(x));
+    for (std::size_t chunk : {1, 6, 7, 1000})
+      for (unsigned threads : {1u, 2u}) {
+        BOOST_TEST_CONTEXT(v.name << ", chunk " << chunk << ", threads " << threads) {
+          std::vector<float> dh(p.N * p.H, 7.f), dw(p.V * p.H, 0.f);
+          const auto got = k::linear_grpo_loss<std::uint8_t>({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, q.y, lay, old, ref, adv,
+                                                             mask, v.opt, v.norm, {dh.data(), p.N, p.H}, {dw.data(), p.V, p.H},
+                                                             {.chunk = chunk, .threads = threads});
+          BOOST_TEST(std::abs(got.loss - want.loss) <= 1e-5 * std::max(1.0, std::abs(want.loss)));
+          BOOST_TEST(got.metrics.tokens == want.metrics.tokens);
+          BOOST_TEST(got.metrics.normalizer == want.metrics.normalizer);
+          BOOST_TEST(std::abs(got.metrics.clip_fraction - want.metrics.clip_fraction) <= 1e-12);
+          BOOST_TEST(std::abs(got.metrics.ratio_mean - want.metrics.ratio_mean) <= 1e-5);
+          BOOST_TEST(std::abs(got.metrics.kl_mean - want.metrics.kl_mean) <= 1e-5);
+          BOOST_TEST(std::abs(got.metrics.policy_loss - want.metrics.policy_loss) <= 1e-5 * std::max(1.0, std::abs(want.loss)));
+          double eh = 0, ew = 0;
+          for (std::size_t i = 0; i < rh.size(); ++i) eh = std::max(eh, std::abs(rh[i] - dh[i]));
+          for (std::size_t i = 0; i < rw.size(); ++i) ew = std::max(ew, std::abs(rw[i] - dw[i]));
+          BOOST_TEST(mh > 0.0);
+          BOOST_TEST(mw > 0.0);
+          BOOST_TEST(eh <= 1e-4 * mh);
+          BOOST_TEST(ew <= 1e-4 * mw);
+        }
+      }
+    // some ratios clip: the metrics above compare something
+    if (v.opt.form == g::loss_form::clipped_ratio) BOOST_TEST(want.metrics.clip_fraction > 0.0);
+  }
+  // an ignored id at an unmasked token is an error, not a zero log-prob
+  std::vector<float> dh(p.N * p.H), dw(p.V * p.H);
+  try {
+    k::linear_grpo_loss<std::uint8_t>({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, q.y, lay, old, ref, adv, {}, tok, {},
+                                      {dh.data(), p.N, p.H}, {dw.data(), p.V, p.H});
+    BOOST_ERROR("no exception");
+  } catch (const msrl::value_error& e) {
+    BOOST_TEST(std::string(e.what()).find("'targets'") != std::string::npos, e.what());
+  }
 }
 
 BOOST_AUTO_TEST_CASE(shape_errors_name_the_argument) {

@@ -6,17 +6,22 @@
 ///   forward   per chunk: logits = h_c W^T (GEMM) -> selective log-softmax forward        2NHV
 ///   backward  per chunk: recompute logits -> d logits (in place) -> d h_c = dL W,
 ///             d W += dL^T h_c                                                           6NHV
+///   GRPO loss per chunk: logits -> each row's log-prob, loss term and d logits (in
+///             (token level)   place) -> d h_c, d W: one sweep, no recompute                  6NHV
 /// fp32 throughout. The GEMM is detail::host_gemm: the system BLAS's SGEMM when the target links
 /// msrl::blas (MSRL_HAS_BLAS; its threads are the BLAS library's), otherwise Eigen's GEMM split
 /// over `threads` std::threads. The log-softmax sweeps always use `threads`.
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "../backend/host_threads.hpp"
 #include "../grpo/policy_loss.hpp"
 #include "detail/host_gemm.hpp"
+#include "detail/kept_row.hpp"
 #include "selective_log_softmax.hpp"
 
 namespace msrl::kernels {
@@ -128,7 +133,14 @@ inline void linear_selective_log_softmax_backward(const matrix_view<const float>
 }
 
 /// The GRPO loss of msrl::grpo::policy_loss from hidden states and the lm_head, with d hidden and
-/// d weight (accumulated). Two chunked sweeps: forward (logp), core loss, backward (recompute).
+/// d weight (accumulated into d_weight; both or neither).
+///
+/// When each token's term needs only its own log-prob (the token ratio level with any form but the
+/// row forms VESPO / GMPO) and gradients are asked for, one chunked sweep does it all
+/// (grpo::policy_loss_swept): per chunk, logits = h_c W^T, then each row's log-prob, its term and
+/// its logits' gradient (in place, while the row is in cache), then d h_c = dL W and d W += dL^T h_c.
+/// Three GEMMs (6NHV) instead of four: the logits are not recomputed. Otherwise two sweeps: forward
+/// (logp), the core loss, backward (recomputing the logits).
 template <class M = std::uint8_t>
 grpo::loss_result linear_grpo_loss(const matrix_view<const float>& hidden, const matrix_view<const float>& weight,
                                    std::span<const std::int64_t> targets, const token_layout& layout, std::span<const float> old_logp,
@@ -136,19 +148,73 @@ grpo::loss_result linear_grpo_loss(const matrix_view<const float>& hidden, const
                                    const grpo::loss_options& opt, const grpo::loss_normalizer& norm, const matrix_view<float>& d_hidden,
                                    const matrix_view<float>& d_weight, const linear_options& o = {}) {
   constexpr const char* where = "msrl::kernels::linear_grpo_loss";
-  const std::size_t N = hidden.rows;
+  detail::check_linear(hidden, weight, targets, o, where);
+  const std::size_t N = hidden.rows, V = weight.rows;
   require<shape_error>(layout.total_tokens == N, where, "layout.total_tokens", "must equal the number of hidden rows");
+  require<shape_error>(mask.empty() || mask.size() == N, where, "mask", "must be empty or have one entry per token");
+  for (std::size_t i = 0; i < N; ++i)
+    if (targets[i] < 0 && (mask.empty() || mask[i] != M(0)))
+      require<value_error>(false, where, "targets", "must be >= 0 at unmasked tokens (token " + std::to_string(i) + ")");
+  const bool want_grad = d_hidden.data || d_weight.data;
+  if (want_grad) {
+    require<shape_error>(d_hidden.data && d_hidden.rows == N && d_hidden.cols == hidden.cols, where, "d_hidden",
+                         "must have the shape of hidden");
+    require<shape_error>(d_weight.data && d_weight.rows == V && d_weight.cols == weight.cols, where, "d_weight",
+                         "must have the shape of weight");
+  }
   std::vector<float> logp(N), dlogp(N);
   std::vector<double> lse(N);
   // one logits block for both sweeps (the caller's, or one made here)
-  detail::logits_block block(o, N, weight.rows, where);
+  detail::logits_block block(o, N, V, where);
   linear_options ow = o;
   ow.workspace = std::span<float>(block.data, block.size);
-  linear_selective_log_softmax(hidden, weight, targets, logp, ow, lse);
   const grpo::loss_inputs<float, M> li{layout, logp, old_logp, ref_logp, advantages, mask};
-  const grpo::loss_result res = grpo::policy_loss(backend::host_threads{o.threads, 4096}, li, opt, norm, std::span<float>(dlogp));
-  if (d_hidden.data || d_weight.data)
-    linear_selective_log_softmax_backward(hidden, weight, targets, lse, dlogp, d_hidden, d_weight, ow);
+  const backend::host_threads exec{o.threads, 4096};
+
+  if (want_grad && opt.level == grpo::ratio_level::token) {
+    std::optional<grpo::loss_result> one;
+    grpo::with_loss_form(opt, [&](const auto& form) {
+      if constexpr (!grpo::row_form<std::decay_t<decltype(form)>>) {
+        const logprob_options lopt{o.temperature, o.threads};
+        const detail::kept_row<float, float> rows(logprob_outputs{logp, lse, {}}, lopt, V);
+        const M* mk = mask.empty() ? nullptr : mask.data();
+        const auto sweep = [&](auto pass) {
+          pass.blk = 1;
+          using total = msrl::sums<grpo::detail::s_count>;
+          total acc{};
+          for (std::size_t c0 = 0; c0 < N; c0 += o.chunk) {
+            const std::size_t C = std::min(o.chunk, N - c0);
+            const auto Hc = detail::operand_rows(hidden, c0, C);
+            detail::host_gemm(Hc, detail::operand(weight, true), block.data, V, false, o.threads);
+            // each row: its log-prob, its term, then d loss / d logits over the row
+            acc = acc + detail::row_pool(o.threads, V).reduce_n(C, [&](std::size_t r) {
+              const std::size_t i = c0 + r;
+              float* row = block.data + r * V;
+              if (mk && mk[i] == M(0)) { // not read: zero log-prob and gradient
+                rows.skip(i, row);
+                dlogp[i] = 0.0f;
+                return total{};
+              }
+              const auto st = rows.forward(row, i, targets[i]);
+              const total s = pass(i);
+              rows.backward(st, row, row, targets[i], dlogp[i]);
+              return s;
+            }, total{});
+            const detail::gemm_operand dL{block.data, C, V, V};
+            detail::host_gemm(dL, detail::operand(weight), d_hidden.row(c0), d_hidden.ld(), false, o.threads);
+            detail::host_gemm({dL.data, C, V, V, true}, Hc, d_weight.data, d_weight.ld(), true, o.threads);
+          }
+          return acc;
+        };
+        one = grpo::policy_loss_swept(exec, form, li, opt, norm, std::span<float>(dlogp), sweep);
+      }
+    });
+    if (one) return *one;
+  }
+
+  linear_selective_log_softmax(hidden, weight, targets, logp, ow, lse);
+  const grpo::loss_result res = grpo::policy_loss(exec, li, opt, norm, std::span<float>(dlogp));
+  if (want_grad) linear_selective_log_softmax_backward(hidden, weight, targets, lse, dlogp, d_hidden, d_weight, ow);
   return res;
 }
 
