@@ -56,6 +56,16 @@ OPS = (
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def grpo_loss_of_logp(lpx, told, tref, tadv):
+    """The loss rows' GRPO loss on per-token log-probs: clip 0.2 / 0.2, k3 KL (d clamped to
+    [-20, 20], KL to [-10, 10]) with beta 0.04, mean over every token."""
+    ratio = torch.exp(lpx - told)
+    pg = -torch.minimum(ratio * tadv, torch.clamp(ratio, 0.8, 1.2) * tadv)
+    d = (tref - lpx).clamp(-20, 20)
+    kl = (torch.exp(d) - d - 1).clamp(-10, 10)
+    return (pg + 0.04 * kl).mean()
+
+
 def median_ms(fn, reps, warmup):
     for _ in range(warmup):
         fn()
@@ -180,12 +190,7 @@ class Runner:
                 xg = x.clone().requires_grad_(True)
 
                 def grpo_loss(xx, yy, told, tref, tadv):
-                    lpx = selective(xx, yy).squeeze(-1)
-                    ratio = torch.exp(lpx - told)
-                    pg = -torch.minimum(ratio * tadv, torch.clamp(ratio, 0.8, 1.2) * tadv)
-                    d = (tref - lpx).clamp(-20, 20)
-                    kl = (torch.exp(d) - d - 1).clamp(-10, 10)
-                    return (pg + 0.04 * kl).mean()
+                    return grpo_loss_of_logp(selective(xx, yy).squeeze(-1), told, tref, tadv)
 
                 def loss_step(f, xg=xg):
                     xg.grad = None
@@ -234,12 +239,7 @@ class Runner:
             adv = torch.randn(B, 1, generator=g).expand(B, NL // B).reshape(-1).contiguous()
 
             def lin_loss(hh, ww, yy, told, tref, tadv):
-                lpx = fwd(hh, ww, yy).squeeze(-1)
-                ratio = torch.exp(lpx - told)
-                pg = -torch.minimum(ratio * tadv, torch.clamp(ratio, 0.8, 1.2) * tadv)
-                d = (tref - lpx).clamp(-20, 20)
-                kl = (torch.exp(d) - d - 1).clamp(-10, 10)
-                return (pg + 0.04 * kl).mean()
+                return grpo_loss_of_logp(fwd(hh, ww, yy).squeeze(-1), told, tref, tadv)
 
             def loss_step(f):
                 hg.grad = None

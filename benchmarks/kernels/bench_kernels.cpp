@@ -40,6 +40,19 @@ namespace g = msrl::grpo;
 // linear op both call it), so a row's "threads" holds for the GEMMs too. Other BLAS: left as is.
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 #endif
+#ifdef MSRL_BENCH_TORCH
+// The baseline GRPO loss of the loss rows, on per-token log-probs l: clip 0.2 / 0.2, k3 KL (d
+// clamped to [-20, 20], KL to [-10, 10]) with beta 0.04, mean over every token.
+static torch::Tensor libtorch_grpo_loss(const torch::Tensor& l, const torch::Tensor& told, const torch::Tensor& tref,
+                                        const torch::Tensor& tadv) {
+  auto ratio = torch::exp(l - told);
+  auto pg = -torch::minimum(ratio * tadv, torch::clamp(ratio, 0.8, 1.2) * tadv);
+  auto d = (tref - l).clamp(-20, 20);
+  auto kl = (torch::exp(d) - d - 1).clamp(-10, 10);
+  return (pg + 0.04 * kl).mean();
+}
+#endif
+
 static void set_blas_threads(unsigned threads) {
 #if defined(__GNUC__) || defined(__clang__)
   if (openblas_set_num_threads != nullptr) openblas_set_num_threads(static_cast<int>(threads));
@@ -249,12 +262,7 @@ int main(int argc, char** argv) {
     double tl = 0;
     b_grpo = median_ms([&] {
       xg.mutable_grad() = torch::Tensor();
-      auto l = torch::log_softmax(xg, -1).gather(-1, ty).squeeze(-1);
-      auto ratio = torch::exp(l - told);
-      auto pg = -torch::minimum(ratio * tadv, torch::clamp(ratio, 0.8, 1.2) * tadv);
-      auto d = (tref - l).clamp(-20, 20);
-      auto kl = (torch::exp(d) - d - 1).clamp(-10, 10);
-      auto loss_t = (pg + 0.04 * kl).mean();
+      auto loss_t = libtorch_grpo_loss(torch::log_softmax(xg, -1).gather(-1, ty).squeeze(-1), told, tref, tadv);
       loss_t.backward();
       tl = loss_t.item<double>();
     }, reps);
@@ -348,12 +356,8 @@ int main(int argc, char** argv) {
         t_tl_loss = median_ms([&] {
           thg.mutable_grad() = torch::Tensor();
           twg.mutable_grad() = torch::Tensor();
-          auto l = torch::log_softmax(torch::matmul(thg, twg.t()), -1).gather(-1, tyl).squeeze(-1);
-          auto ratio = torch::exp(l - told_l);
-          auto pg = -torch::minimum(ratio * tadv_l, torch::clamp(ratio, 0.8, 1.2) * tadv_l);
-          auto d = (tref_l - l).clamp(-20, 20);
-          auto kl = (torch::exp(d) - d - 1).clamp(-10, 10);
-          auto loss_t = (pg + 0.04 * kl).mean();
+          auto loss_t = libtorch_grpo_loss(torch::log_softmax(torch::matmul(thg, twg.t()), -1).gather(-1, tyl).squeeze(-1), told_l,
+                                           tref_l, tadv_l);
           loss_t.backward();
           tl_l = loss_t.item<double>();
         }, 3);
