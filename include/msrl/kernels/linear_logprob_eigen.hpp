@@ -6,8 +6,8 @@
 ///   forward   per chunk: logits = h_c W^T (GEMM) -> selective log-softmax forward        2NHV
 ///   backward  per chunk: recompute logits -> d logits (in place) -> d h_c = dL W,
 ///             d W += dL^T h_c                                                           6NHV
-///   GRPO loss per chunk: logits -> each row's log-prob, loss term and d logits (in
-///             (token level)   place) -> d h_c, d W: one sweep, no recompute                  6NHV
+///   GRPO loss (token level) per chunk: logits -> each row's log-prob, loss term and
+///             d logits in place -> d h_c, d W: one sweep, no recompute                   6NHV
 /// fp32 throughout. The GEMM is detail::host_gemm: the system BLAS's SGEMM when the target links
 /// msrl::blas (MSRL_HAS_BLAS; its threads are the BLAS library's), otherwise Eigen's GEMM split
 /// over `threads` std::threads. The log-softmax sweeps always use `threads`.
