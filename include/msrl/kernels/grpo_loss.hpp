@@ -76,11 +76,7 @@ grpo::loss_result grpo_loss_from_logits(const logits_loss_inputs<T, M>& in, cons
                        "must equal the number of logits rows (" + std::to_string(N) + ")");
   detail::check_targets(in.targets, N, in.logits.cols, where);
   require<shape_error>(in.mask.empty() || in.mask.size() == N, where, "mask", "must be empty or have one entry per row");
-  std::size_t bad = N;
-  for (std::size_t i = 0; i < N && bad == N; ++i)
-    if (in.targets[i] < 0 && (in.mask.empty() || in.mask[i] != M(0))) bad = i;
-  if (bad != N)
-    require<value_error>(false, where, "targets", "must be >= 0 at unmasked tokens (token " + std::to_string(bad) + ")");
+  detail::check_unmasked_targets(in.targets, in.mask, where);
   require<shape_error>(out.logp.empty() || out.logp.size() == N, where, "out.logp", "must be empty or have N entries");
   require<shape_error>(out.lse.empty() || out.lse.size() == N, where, "out.lse", "must be empty or have N entries");
   require<shape_error>(out.entropy.empty() || out.entropy.size() == N, where, "out.entropy", "must be empty or have N entries");

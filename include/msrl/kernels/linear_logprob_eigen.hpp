@@ -58,6 +58,13 @@ inline void check_linear(const matrix_view<const float>& h, const matrix_view<co
   check_targets(targets, h.rows, w.rows, where);
 }
 
+/// d hidden and d weight given and shaped as hidden and weight.
+inline void check_linear_grads(const matrix_view<const float>& h, const matrix_view<const float>& w, const matrix_view<float>& dh,
+                               const matrix_view<float>& dw, const char* where) {
+  require<shape_error>(dh.data && dh.rows == h.rows && dh.cols == h.cols, where, "d_hidden", "must have the shape of hidden");
+  require<shape_error>(dw.data && dw.rows == w.rows && dw.cols == w.cols, where, "d_weight", "must have the shape of weight");
+}
+
 /// The chunk x V logits block: the caller's workspace (checked) or a buffer of its own. The own
 /// buffer is zero-filled on purpose: its pages are then faulted in by one sequential sweep (left
 /// to the GEMM's threads, the faults made the backward 1.7x slower on the 2-core VM).
@@ -115,8 +122,7 @@ inline void linear_selective_log_softmax_backward(const matrix_view<const float>
   detail::check_linear(hidden, weight, targets, o, where);
   const std::size_t N = hidden.rows, V = weight.rows;
   require<shape_error>(lse.size() == N && grad_logp.size() == N, where, "lse/grad_logp", "must have one entry per token");
-  require<shape_error>(d_hidden.data && d_hidden.rows == N && d_hidden.cols == hidden.cols, where, "d_hidden", "must have the shape of hidden");
-  require<shape_error>(d_weight.data && d_weight.rows == V && d_weight.cols == weight.cols, where, "d_weight", "must have the shape of weight");
+  detail::check_linear_grads(hidden, weight, d_hidden, d_weight, where);
   const detail::logits_block logits(o, N, V, where);
   for (std::size_t c0 = 0; c0 < N; c0 += o.chunk) {
     const std::size_t C = std::min(o.chunk, N - c0);
@@ -152,16 +158,9 @@ grpo::loss_result linear_grpo_loss(const matrix_view<const float>& hidden, const
   const std::size_t N = hidden.rows, V = weight.rows;
   require<shape_error>(layout.total_tokens == N, where, "layout.total_tokens", "must equal the number of hidden rows");
   require<shape_error>(mask.empty() || mask.size() == N, where, "mask", "must be empty or have one entry per token");
-  for (std::size_t i = 0; i < N; ++i)
-    if (targets[i] < 0 && (mask.empty() || mask[i] != M(0)))
-      require<value_error>(false, where, "targets", "must be >= 0 at unmasked tokens (token " + std::to_string(i) + ")");
+  detail::check_unmasked_targets(targets, mask, where);
   const bool want_grad = d_hidden.data || d_weight.data;
-  if (want_grad) {
-    require<shape_error>(d_hidden.data && d_hidden.rows == N && d_hidden.cols == hidden.cols, where, "d_hidden",
-                         "must have the shape of hidden");
-    require<shape_error>(d_weight.data && d_weight.rows == V && d_weight.cols == weight.cols, where, "d_weight",
-                         "must have the shape of weight");
-  }
+  if (want_grad) detail::check_linear_grads(hidden, weight, d_hidden, d_weight, where);
   std::vector<float> logp(N), dlogp(N);
   std::vector<double> lse(N);
   // one logits block for both sweeps (the caller's, or one made here)

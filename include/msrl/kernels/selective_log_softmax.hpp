@@ -106,6 +106,15 @@ inline void check_targets(std::span<const std::int64_t> targets, std::size_t row
                        "must be < the vocabulary size (" + std::to_string(V) + "); negative ids are ignored tokens");
 }
 
+/// Ignored ids (negative) only at masked tokens: a loss counts every unmasked token. mask: 0/1 per
+/// token or empty (every token counts); its size is the caller's to check.
+template <class M>
+void check_unmasked_targets(std::span<const std::int64_t> targets, std::span<const M> mask, const char* where) {
+  for (std::size_t i = 0; i < targets.size(); ++i)
+    if (targets[i] < 0 && (mask.empty() || mask[i] != M(0)))
+      require<value_error>(false, where, "targets", "must be >= 0 at unmasked tokens (token " + std::to_string(i) + ")");
+}
+
 template <class T>
 using forward_fn = row_stats (*)(const T*, std::size_t, double);
 template <class T, class G>
