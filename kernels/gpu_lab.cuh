@@ -332,7 +332,8 @@ struct linear_errors {
 };
 
 template <class T>
-linear_errors check_linear(std::size_t N, std::size_t H, std::size_t V, std::int64_t chunk, float temp, bool grpo_loss, unsigned seed) {
+linear_errors check_linear(std::size_t N, std::size_t H, std::size_t V, std::int64_t chunk, float temp, bool grpo_loss, unsigned seed,
+                           bool overwrite_d_weight = false) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<T> h(N * H), w(V * H);
@@ -396,10 +397,11 @@ linear_errors check_linear(std::size_t N, std::size_t H, std::size_t V, std::int
   dev<float> dlp(N), gh(N * H), gw(V * H);
   dev<double> dls(N);
   cuda_ok(cudaMemset(gh.p, 0xff, N * H * sizeof(float)), "poison d_hidden"); // NaN: every row must be written
-  cuda_ok(cudaMemset(gw.p, 0, V * H * sizeof(float)), "zero d_weight");
+  // d_weight: zeros to accumulate into, or NaN that overwrite_d_weight must replace everywhere
+  cuda_ok(cudaMemset(gw.p, overwrite_d_weight ? 0xff : 0, V * H * sizeof(float)), "d_weight");
   const cuda::linear_operands<T> op{dhid.p, static_cast<std::int64_t>(N), static_cast<std::int64_t>(H), 0,
                                     dwt.p,  static_cast<std::int64_t>(V), 0,                             dy.p};
-  const cuda::linear_options o{.temperature = temp, .chunk = chunk, .handle = handle};
+  const cuda::linear_options o{.temperature = temp, .chunk = chunk, .handle = handle, .overwrite_d_weight = overwrite_d_weight};
   const cuda::linear_grads grads{gh.p, 0, gw.p, 0};
   if (grpo_loss) {
     dev<float> dold(old), dadv(adv);

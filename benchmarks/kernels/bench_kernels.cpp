@@ -313,10 +313,12 @@ int main(int argc, char** argv) {
       std::vector<float> Lg(NL * V);
       const k::linear_options lin_o{.chunk = NL, .threads = threads, .workspace = Lg};
       const double t_lin = median_ms([&] { k::linear_selective_log_softmax(hv, wv, yl, lpl, lin_o, lsel); }, 3);
+      // d W written fresh, as autograd's is (overwrite_d_weight: no caller-side fill)
+      k::linear_options lin_w = lin_o;
+      lin_w.overwrite_d_weight = true;
       const double t_lin_bwd = median_ms([&] {
         k::linear_selective_log_softmax(hv, wv, yl, lpl, lin_o, lsel);
-        std::fill(dw.begin(), dw.end(), 0.f);
-        k::linear_selective_log_softmax_backward(hv, wv, yl, lsel, g_lin, {dh.data(), NL, HL}, {dw.data(), V, HL}, lin_o);
+        k::linear_selective_log_softmax_backward(hv, wv, yl, lsel, g_lin, {dh.data(), NL, HL}, {dw.data(), V, HL}, lin_w);
       }, 3);
       // the fused linear GRPO loss (token level, one sweep: 6NHV): the grpo_loss_from_logits row's
       // formula (clip 0.2 / 0.2, k3 KL beta 0.04, token mean over 8 sequences x NL / 8 tokens)
@@ -326,9 +328,8 @@ int main(int argc, char** argv) {
       const auto lay_l = msrl::token_layout::padded(8, NL / 8);
       double loss_l = 0;
       const double t_lin_loss = median_ms([&] {
-        std::fill(dw.begin(), dw.end(), 0.f);
         loss_l = k::linear_grpo_loss<std::uint8_t>(hv, wv, yl, lay_l, old_l, ref_l, adv_l, {}, lo, {}, {dh.data(), NL, HL},
-                                                   {dw.data(), V, HL}, lin_o)
+                                                   {dw.data(), V, HL}, lin_w)
                      .loss;
       }, 3);
       const double t_gemm = median_ms([&] { k::detail::host_gemm({h.data(), NL, HL, HL}, {w.data(), V, HL, HL, true}, Lg.data(), V, false, threads); }, 3);

@@ -171,9 +171,10 @@ BOOST_AUTO_TEST_CASE(launchers_reject_bad_arguments) {
 }
 
 template <class T>
-void linear_case(std::size_t N, std::size_t H, std::size_t V, std::int64_t chunk, float temp, bool grpo) {
-  const auto e = lab::check_linear<T>(N, H, V, chunk, temp, grpo, 11);
-  BOOST_TEST_INFO(lab::dtype_name<T>() << " N " << N << " H " << H << " V " << V << " chunk " << chunk << " grpo " << grpo);
+void linear_case(std::size_t N, std::size_t H, std::size_t V, std::int64_t chunk, float temp, bool grpo, bool overwrite = false) {
+  const auto e = lab::check_linear<T>(N, H, V, chunk, temp, grpo, 11, overwrite);
+  BOOST_TEST_INFO(lab::dtype_name<T>() << " N " << N << " H " << H << " V " << V << " chunk " << chunk << " grpo " << grpo
+                                       << " overwrite " << overwrite);
   BOOST_TEST((e.st == mc::status::success));
   BOOST_TEST(e.all_written);
   BOOST_TEST(e.logp <= e.tol_logp);
@@ -189,6 +190,9 @@ BOOST_AUTO_TEST_CASE(fused_linear_matches_double_reference) {
   linear_case<__nv_bfloat16>(150, 96, 5003, 64, 1.0f, false);
   linear_case<__nv_bfloat16>(96, 64, 3001, 40, 1.0f, true);
   linear_case<__half>(37, 64, 1001, 16, 0.7f, false);
+  // overwrite_d_weight: d_weight starts as NaN, the first chunk's GEMM (beta = 0) replaces it
+  linear_case<float>(150, 96, 5003, 64, 1.0f, false, true);
+  linear_case<float>(96, 64, 3001, 40, 1.0f, true, true);
 }
 
 BOOST_AUTO_TEST_CASE(fused_linear_rejects_bad_arguments) {

@@ -4,6 +4,7 @@
 #define BOOST_TEST_MODULE kernels_linear_logprob
 #include <boost/test/unit_test.hpp>
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -310,4 +311,77 @@ BOOST_AUTO_TEST_CASE(a_reused_workspace_gives_the_same_results) {
   BOOST_TEST(loss({.chunk = 4}, dh1, dw1) == loss({.chunk = 4, .workspace = ws}, dh2, dw2));
   BOOST_TEST(dh1 == dh2, boost::test_tools::per_element());
   BOOST_TEST(dw1 == dw2, boost::test_tools::per_element());
+}
+
+// detail::zero_matrix zeroes exactly the rows x cols entries of a (possibly padded, unaligned)
+// matrix, on one or two threads, across its block boundaries; the padding keeps its values.
+BOOST_AUTO_TEST_CASE(zero_matrix_zeroes_the_matrix_and_nothing_else) {
+  for (std::size_t offset : {0, 1, 3})
+    for (const auto& [rows, cols, ld] : std::vector<std::array<std::size_t, 3>>{{1, 5, 5}, {3, 7, 9}, {2053, 40, 40}, {1700, 41, 43}})
+      for (unsigned threads : {1u, 2u}) {
+        BOOST_TEST_CONTEXT("offset " << offset << ", " << rows << " x " << cols << " ld " << ld << ", threads " << threads) {
+          std::vector<float> buf(offset + rows * ld + 5, 2.5f);
+          k::detail::zero_matrix(buf.data() + offset, rows, cols, ld, threads);
+          std::size_t wrong = 0;
+          for (std::size_t i = 0; i < buf.size(); ++i) {
+            const bool inside = i >= offset && i < offset + rows * ld && (i - offset) % ld < cols;
+            wrong += buf[i] != (inside ? 0.0f : 2.5f);
+          }
+          BOOST_TEST(wrong == 0u);
+        }
+      }
+}
+
+// linear_options::overwrite_d_weight: a d_weight full of NaN (and, padded, with its padding kept)
+// ends bit for bit as the gradient accumulated into zeros, for the log-prob backward, the one-sweep
+// GRPO loss (token level) and the two-sweep one (sequence level); without it the call adds to
+// what d_weight holds.
+BOOST_AUTO_TEST_CASE(overwrite_d_weight_gives_the_fresh_gradient) {
+  const problem p = make(6, 40, 2053, 13); // V x H spans two zeroing blocks
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> g(p.N, 0.5f), old(p.N, -7.f), ref(p.N, -7.2f), adv{0.7f, -0.4f};
+  const auto lay = msrl::token_layout::padded(2, 3);
+  g::loss_options seq = g::presets::verl_default.loss;
+  seq.level = g::ratio_level::sequence;
+  for (std::size_t ld : {p.H, p.H + 3})
+    for (int op = 0; op < 3; ++op) {
+      BOOST_TEST_CONTEXT("ld " << ld << ", op " << op) {
+        auto run = [&](bool overwrite, float fill) {
+          std::vector<float> dh(p.N * p.H), dw(p.V * ld, fill);
+          for (std::size_t v = 0; v < p.V; ++v)
+            for (std::size_t j = p.H; j < ld; ++j) dw[v * ld + j] = -1.f; // padding
+          const k::linear_options o{.chunk = 4, .threads = 2, .overwrite_d_weight = overwrite};
+          const k::matrix_view<const float> hv{p.h.data(), p.N, p.H}, wv{p.w.data(), p.V, p.H};
+          if (op == 0) {
+            std::vector<float> lp(p.N);
+            std::vector<double> lse(p.N);
+            k::linear_selective_log_softmax(hv, wv, p.y, lp, o, lse);
+            k::linear_selective_log_softmax_backward(hv, wv, p.y, lse, g, {dh.data(), p.N, p.H}, {dw.data(), p.V, p.H, ld}, o);
+          } else {
+            k::linear_grpo_loss<std::uint8_t>(hv, wv, p.y, lay, old, ref, adv, {}, op == 1 ? g::presets::verl_default.loss : seq, {},
+                                              {dh.data(), p.N, p.H}, {dw.data(), p.V, p.H, ld}, o);
+          }
+          return dw;
+        };
+        const auto fresh = run(false, 0.f);
+        const auto over = run(true, nan);
+        BOOST_TEST(fresh == over, boost::test_tools::per_element());
+        double m = 0;
+        for (float x : fresh) m = std::max(m, std::abs(static_cast<double>(x)));
+        BOOST_TEST(m > 0.0);
+        const auto added = run(false, 1.f); // accumulates: 1 + the gradient
+        double e = 0;
+        for (std::size_t i = 0; i < added.size(); ++i)
+          e = std::max(e, std::abs(added[i] - (i % ld < p.H ? 1.0 + fresh[i] : -1.0)));
+        BOOST_TEST(e <= 1e-6 * (1.0 + m));
+      }
+    }
+  std::vector<float> dh(p.N * p.H), dw(p.V * p.H);
+  try {
+    k::linear_selective_log_softmax_backward({p.h.data(), p.N, p.H}, {p.w.data(), p.V, p.H}, p.y, std::vector<double>(p.N), g,
+                                             {dh.data(), p.N, p.H}, {dw.data(), p.V, p.H, p.H - 1});
+    BOOST_ERROR("no exception for a stride shorter than the row");
+  } catch (const msrl::shape_error& e) {
+    BOOST_TEST(std::string(e.what()).find("'d_weight.stride'") != std::string::npos, e.what());
+  }
 }

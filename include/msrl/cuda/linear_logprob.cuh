@@ -37,6 +37,9 @@ struct linear_options {
   std::int64_t chunk = 4096;       ///< tokens per GEMM chunk (workspace chunk x V of T)
   cublasHandle_t handle = nullptr; ///< required
   cudaStream_t stream = nullptr;
+  /// d W of the backward ops: false adds to linear_grads::d_weight, true overwrites it (the first
+  /// chunk's GEMM runs with beta = 0, so d_weight need not hold valid numbers).
+  bool overwrite_d_weight = false;
 };
 
 /// Device-resident operands: hidden [rows, hidden_size] and weight [vocab, hidden_size], row-major
@@ -54,8 +57,8 @@ struct linear_operands {
 };
 
 /// Where the backward writes (device, fp32, row-major; leading dimensions 0 = hidden_size):
-/// d_hidden [rows, H] is overwritten, d_weight [V, H] accumulated into (zero it for a fresh
-/// gradient). Either may be null to skip it.
+/// d_hidden [rows, H] is overwritten, d_weight [V, H] accumulated into (or overwritten with
+/// linear_options::overwrite_d_weight). Either may be null to skip it.
 struct linear_grads {
   float* d_hidden = nullptr;
   std::int64_t ld_d_hidden = 0;
@@ -174,6 +177,11 @@ status linear_selective_log_softmax_backward(const linear_operands<T>& op, const
   const std::int64_t ldd = g.ld_d_hidden ? g.ld_d_hidden : p.H, lddw = g.ld_d_weight ? g.ld_d_weight : p.H;
   if (ldd < p.H || lddw < p.H || (p.N > 0 && (!lse || !grad_logp))) return status::invalid_argument;
   if (ldd > INT_MAX || lddw > INT_MAX) return status::unsupported;
+  if (p.N == 0 && g.d_weight && o.overwrite_d_weight) // no tokens: the fresh gradient is 0
+    return cudaMemset2DAsync(g.d_weight, static_cast<std::size_t>(lddw) * sizeof(float), 0, static_cast<std::size_t>(p.H) * sizeof(float),
+                             static_cast<std::size_t>(p.V), o.stream) == cudaSuccess && cudaStreamSynchronize(o.stream) == cudaSuccess
+               ? status::success
+               : status::launch_failed;
   if (p.N == 0 || (!g.d_hidden && !g.d_weight)) return status::success;
   try {
     device_buffer<T> ws(workspace ? 0 : static_cast<std::size_t>(p.chunk * p.V));
@@ -191,9 +199,11 @@ status linear_selective_log_softmax_backward(const linear_operands<T>& op, const
       if (g.d_hidden && !detail::gemm(o.handle, CUBLAS_OP_N, CUBLAS_OP_N, p.H, C, p.V, op.weight, t, p.ldw, logits, t, p.V, 0.0f,
                                       g.d_hidden + c0 * ldd, CUDA_R_32F, ldd))
         return status::runtime_error;
-      // d W [V, H] += dL^T [V, C] h_c [C, H]   (column-major: dW' [H, V] += h' [H, C] dL'^T [C, V])
+      // d W [V, H] += dL^T [V, C] h_c [C, H]   (column-major: dW' [H, V] += h' [H, C] dL'^T [C, V]);
+      // the first chunk overwrites it with overwrite_d_weight
+      const float beta_w = o.overwrite_d_weight && c0 == 0 ? 0.0f : 1.0f;
       if (g.d_weight && !detail::gemm(o.handle, CUBLAS_OP_N, CUBLAS_OP_T, p.H, p.V, C, op.hidden + c0 * p.ldh, t, p.ldh, logits, t, p.V,
-                                      1.0f, g.d_weight, CUDA_R_32F, lddw))
+                                      beta_w, g.d_weight, CUDA_R_32F, lddw))
         return status::runtime_error;
     }
     return cudaStreamSynchronize(o.stream) == cudaSuccess ? status::success : status::launch_failed;
@@ -207,7 +217,8 @@ status linear_selective_log_softmax_backward(const linear_operands<T>& op, const
 using linear_grpo_inputs = grpo::loss_arrays<float>;
 
 /// The GRPO loss of msrl::grpo::policy_loss from hidden states and the lm_head, with d hidden and
-/// d weight (accumulated): chunked forward (logp), the core loss on the device backend, chunked
+/// d weight (accumulated, or overwritten with linear_options::overwrite_d_weight): chunked
+/// forward (logp), the core loss on the device backend, chunked
 /// backward (recompute). logp_out (device, optional) receives the per-token log-probs.
 template <class T>
 status linear_grpo_loss(const linear_operands<T>& op, const linear_grpo_inputs& in, const grpo::loss_options& opt,

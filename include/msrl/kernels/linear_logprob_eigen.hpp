@@ -22,6 +22,7 @@
 #include "../grpo/policy_loss.hpp"
 #include "detail/host_gemm.hpp"
 #include "detail/kept_row.hpp"
+#include "detail/zero_fill.hpp"
 #include "selective_log_softmax.hpp"
 
 namespace msrl::kernels {
@@ -34,6 +35,11 @@ struct linear_options {
   /// empty: each call allocates its own. A fresh block costs its page faults on every call (about
   /// 45 ms for 128 x 151,936 on the 2-core VM, a quarter of the forward), which a reused one avoids.
   std::span<float> workspace = {};
+  /// d weight of the backward ops: false adds this call's gradient to d_weight (d W += ..., as a
+  /// trainer summing micro-batches wants); true overwrites d_weight with it, as autograd's fresh
+  /// gradient (zeroed first with streaming stores on `threads` threads: detail/zero_fill.hpp; a
+  /// caller's std::fill of a [151,936, 512] gradient costs 4x as much on the 2-core VM).
+  bool overwrite_d_weight = false;
 };
 
 namespace detail {
@@ -63,6 +69,8 @@ inline void check_linear_grads(const matrix_view<const float>& h, const matrix_v
                                const matrix_view<float>& dw, const char* where) {
   require<shape_error>(dh.data && dh.rows == h.rows && dh.cols == h.cols, where, "d_hidden", "must have the shape of hidden");
   require<shape_error>(dw.data && dw.rows == w.rows && dw.cols == w.cols, where, "d_weight", "must have the shape of weight");
+  require<shape_error>(dh.stride == 0 || dh.stride >= dh.cols, where, "d_hidden.stride", "must be 0 or >= cols");
+  require<shape_error>(dw.stride == 0 || dw.stride >= dw.cols, where, "d_weight.stride", "must be 0 or >= cols");
 }
 
 /// The chunk x V logits block: the caller's workspace (checked) or a buffer of its own. The own
@@ -113,7 +121,8 @@ inline void linear_selective_log_softmax(const matrix_view<const float>& hidden,
 
 /// d hidden = (d loss / d logits) W and d weight += (d loss / d logits)^T hidden for the loss whose
 /// gradient with respect to logp is grad_logp; logits are recomputed chunk by chunk.
-/// d_hidden is overwritten; d_weight is accumulated into (zero it first for a fresh gradient).
+/// d_hidden is overwritten; d_weight is accumulated into, or overwritten with
+/// linear_options::overwrite_d_weight.
 inline void linear_selective_log_softmax_backward(const matrix_view<const float>& hidden, const matrix_view<const float>& weight,
                                                   std::span<const std::int64_t> targets, std::span<const double> lse,
                                                   std::span<const float> grad_logp, const matrix_view<float>& d_hidden,
@@ -124,6 +133,7 @@ inline void linear_selective_log_softmax_backward(const matrix_view<const float>
   require<shape_error>(lse.size() == N && grad_logp.size() == N, where, "lse/grad_logp", "must have one entry per token");
   detail::check_linear_grads(hidden, weight, d_hidden, d_weight, where);
   const detail::logits_block logits(o, N, V, where);
+  if (o.overwrite_d_weight) detail::zero_matrix(d_weight.data, d_weight.rows, d_weight.cols, d_weight.ld(), o.threads);
   for (std::size_t c0 = 0; c0 < N; c0 += o.chunk) {
     const std::size_t C = std::min(o.chunk, N - c0);
     const auto Hc = detail::operand_rows(hidden, c0, C);
@@ -139,7 +149,8 @@ inline void linear_selective_log_softmax_backward(const matrix_view<const float>
 }
 
 /// The GRPO loss of msrl::grpo::policy_loss from hidden states and the lm_head, with d hidden and
-/// d weight (accumulated into d_weight; both or neither).
+/// d weight (both or neither; d_weight accumulated into, or overwritten with
+/// linear_options::overwrite_d_weight).
 ///
 /// When each token's term needs only its own log-prob (the token ratio level with any form but the
 /// row forms VESPO / GMPO) and gradients are asked for, one chunked sweep does it all
@@ -177,6 +188,7 @@ grpo::loss_result linear_grpo_loss(const matrix_view<const float>& hidden, const
         const logprob_options lopt{o.temperature, o.threads};
         const detail::kept_row<float, float> rows(logprob_outputs{logp, lse, {}}, lopt, V);
         const M* mk = mask.empty() ? nullptr : mask.data();
+        if (o.overwrite_d_weight) detail::zero_matrix(d_weight.data, d_weight.rows, d_weight.cols, d_weight.ld(), o.threads);
         const auto sweep = [&](auto pass) {
           pass.blk = 1;
           using total = msrl::sums<grpo::detail::s_count>;
