@@ -38,7 +38,7 @@ struct linear_options {
   /// d weight of the backward ops: false adds this call's gradient to d_weight (d W += ..., as a
   /// trainer summing micro-batches wants); true overwrites d_weight with it, as autograd's fresh
   /// gradient (zeroed first with streaming stores on `threads` threads: detail/zero_fill.hpp; a
-  /// caller's std::fill of a [151,936, 512] gradient costs 4x as much on the 2-core VM).
+  /// caller's std::fill of a [151,936, 512] gradient costs 3.7x as much on the 2-core VM).
   bool overwrite_d_weight = false;
 };
 

@@ -2,7 +2,7 @@
 /// \file Zeroing a large fp32 matrix on the host with streaming stores over `threads` threads: the
 /// fresh d W of the fused linear ops (linear_options::overwrite_d_weight). A [V, H] gradient is
 /// far larger than the caches (151,936 x 512 fp32: 311 MB), so a plain fill pays a read for
-/// ownership of every line and runs on one thread: 34.8 ms on the 2-core VM, against 7.7 ms for
+/// ownership of every line and runs on one thread: 32 ms on the 2-core VM, against 8.5 ms for
 /// the non-temporal stores on two threads (docs/benchmarks.md). The stores are SSE's movntps
 /// (part of x86-64's baseline, so no dispatch); other targets use std::fill.
 #include <algorithm>
