@@ -73,6 +73,11 @@ inline void check_linear_grads(const matrix_view<const float>& h, const matrix_v
   require<shape_error>(dw.stride == 0 || dw.stride >= dw.cols, where, "d_weight.stride", "must be 0 or >= cols");
 }
 
+/// With overwrite_d_weight, d_weight zeroed before the first chunk adds to it (the fresh gradient).
+inline void start_d_weight(const linear_options& o, const matrix_view<float>& dw) {
+  if (o.overwrite_d_weight) zero_matrix(dw.data, dw.rows, dw.cols, dw.ld(), o.threads);
+}
+
 /// The chunk x V logits block: the caller's workspace (checked) or a buffer of its own. The own
 /// buffer is zero-filled on purpose: its pages are then faulted in by one sequential sweep (left
 /// to the GEMM's threads, the faults made the backward 1.7x slower on the 2-core VM).
@@ -133,7 +138,7 @@ inline void linear_selective_log_softmax_backward(const matrix_view<const float>
   require<shape_error>(lse.size() == N && grad_logp.size() == N, where, "lse/grad_logp", "must have one entry per token");
   detail::check_linear_grads(hidden, weight, d_hidden, d_weight, where);
   const detail::logits_block logits(o, N, V, where);
-  if (o.overwrite_d_weight) detail::zero_matrix(d_weight.data, d_weight.rows, d_weight.cols, d_weight.ld(), o.threads);
+  detail::start_d_weight(o, d_weight);
   for (std::size_t c0 = 0; c0 < N; c0 += o.chunk) {
     const std::size_t C = std::min(o.chunk, N - c0);
     const auto Hc = detail::operand_rows(hidden, c0, C);
@@ -188,7 +193,7 @@ grpo::loss_result linear_grpo_loss(const matrix_view<const float>& hidden, const
         const logprob_options lopt{o.temperature, o.threads};
         const detail::kept_row<float, float> rows(logprob_outputs{logp, lse, {}}, lopt, V);
         const M* mk = mask.empty() ? nullptr : mask.data();
-        if (o.overwrite_d_weight) detail::zero_matrix(d_weight.data, d_weight.rows, d_weight.cols, d_weight.ld(), o.threads);
+        detail::start_d_weight(o, d_weight);
         const auto sweep = [&](auto pass) {
           pass.blk = 1;
           using total = msrl::sums<grpo::detail::s_count>;

@@ -73,8 +73,8 @@ struct datagen_options {
   std::size_t eval = 100;       ///< eval items; eval.jsonl, eval_caption.jsonl and eval_text.jsonl hold 2 rows each (orders AB, BA)
   /// Share of stage 1 text rows, in percent, phrased as "which response matches the prompt" (the text
   /// counterpart of the generation tasks) instead of "text + question" (one draw per row; 0: none,
-  /// and no draw). Default 30, with 560 / 840 stage 1 rows (about 400 / 600 in the question form; 840 was the
-  /// text_rl default then):
+  /// and no draw). Default 30, with 560 / 840 stage 1 rows (about 400 / 600 in the question form;
+  /// 840 was the text_rl default then):
   /// from the foundation that pretrains text comparisons the caption-based judge rose from 74.0 to
   /// 85.5 voting@16 and the CMKD pseudo-labels from 75 % to 91 % right; from the earlier,
   /// captioning-only foundation the same rows lowered it (docs/pipeline.md).
