@@ -250,6 +250,25 @@ BOOST_AUTO_TEST_CASE(kv_cache_matches_full_forward) {
   std::vector<at::Tensor> parts{first};
   for (int64_t t = T - 3; t < T; ++t) parts.push_back(m->forward(ids.narrow(1, t, 1), {}, &cache));
   BOOST_TEST(max_abs_diff(at::cat(parts, 1), full) < 1e-5);
+  // A shared prefix: three rows continue the first T - 3 tokens with their own tokens (a chunk of
+  // two, then one); each row's logits are those of a full forward over prefix + its tokens.
+  mt::kv_cache shared;
+  m->forward(ids.narrow(1, 0, T - 3), fx.load("pixel_values"), &shared);
+  shared.share_prefix();
+  BOOST_TEST(shared.length() == T - 3);
+  const auto own = at::tensor({11, 12, 13, 20, 21, 22, 30, 5, 32}, at::kLong).view({3, 3});
+  const auto a = m->forward(own.narrow(1, 0, 2), {}, &shared);
+  const auto b = m->forward(own.narrow(1, 2, 1), {}, &shared);
+  BOOST_TEST(shared.length() == T);
+  BOOST_TEST(shared.prefix_length() == T - 3);
+  for (int64_t r = 0; r < 3; ++r) {
+    const auto row = at::cat({ids.narrow(1, 0, T - 3), own.narrow(0, r, 1)}, 1);
+    const auto want = m->forward(row, fx.load("pixel_values")).narrow(1, T - 3, 3);
+    BOOST_TEST(max_abs_diff(at::cat({a.narrow(0, r, 1), b.narrow(0, r, 1)}, 1), want) < 1e-5, "row " << r);
+  }
+  BOOST_CHECK_THROW(shared.share_prefix(), msrl::shape_error); // a prefix already
+  mt::kv_cache empty;
+  BOOST_CHECK_THROW(empty.share_prefix(), msrl::shape_error);
 }
 
 BOOST_AUTO_TEST_CASE(round_trip_is_bit_identical) {

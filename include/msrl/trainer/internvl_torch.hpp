@@ -18,6 +18,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -173,9 +174,24 @@ struct rms_norm_impl : torch::nn::Module {
 TORCH_MODULE_IMPL(rms_norm, rms_norm_impl);
 
 /// Per-layer key/value cache for incremental decoding. k/v: [B, n_kv, T_past, head_dim].
+///
+/// After share_prefix() the keys and values so far (one prompt, B = 1) are the rows' shared
+/// prefix, held once (prefix_k / prefix_v [1, n_kv, P, head_dim]), and k/v grow with each row's
+/// own tokens after it: attention reads the prefix once for all the rows of a step (one matrix
+/// product per key-value head) instead of once per row, and no step copies it.
 struct kv_cache {
-  std::vector<at::Tensor> k, v;
-  std::int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
+  std::vector<at::Tensor> k, v, prefix_k, prefix_v;
+  std::int64_t prefix_length() const { return prefix_k.empty() ? 0 : prefix_k[0].size(2); }
+  /// Positions cached per row: the shared prefix and the row's own tokens.
+  std::int64_t length() const { return prefix_length() + (k.empty() || !k[0].defined() ? 0 : k[0].size(2)); }
+  /// Makes the cached keys and values of one prompt (B = 1) the shared prefix of every row that
+  /// continues it (any number of rows).
+  void share_prefix() {
+    require<shape_error>(!k.empty() && prefix_k.empty() && k[0].defined() && k[0].size(0) == 1, "msrl::trainer::kv_cache::share_prefix", "k",
+                         "must hold one row's keys and no shared prefix yet");
+    prefix_k = std::exchange(k, std::vector<at::Tensor>(k.size()));
+    prefix_v = std::exchange(v, std::vector<at::Tensor>(v.size()));
+  }
 };
 
 /// split-half RoPE tables for positions [offset, offset+T): cos, sin [T, head_dim] in fp32.
@@ -233,15 +249,29 @@ struct qwen3_attention_impl : torch::nn::Module {
       k = k.unsqueeze(2).expand({B, kv_heads, rep, S, head_dim}).reshape({B, heads, S, head_dim});
       v = v.unsqueeze(2).expand({B, kv_heads, rep, S, head_dim}).reshape({B, heads, S, head_dim});
     }
-    auto att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+    auto att = at::matmul(q, k.transpose(-2, -1)) * scale;
     if (T > 1) { // causal: query i (absolute past+i) sees keys j <= past+i
       auto qi = at::arange(past, past + T, at::TensorOptions().dtype(at::kLong).device(x.device())).unsqueeze(1);
       auto kj = at::arange(0, S, at::TensorOptions().dtype(at::kLong).device(x.device())).unsqueeze(0);
       att = att.masked_fill(kj > qi, -std::numeric_limits<float>::infinity());
     }
+    const bool prefixed = cache && layer < cache->prefix_k.size();
+    const auto P = prefixed ? cache->prefix_k[layer].size(2) : 0;
+    // the shared prefix (every query sees all of it): the B x rep x T queries of a key-value head
+    // as the rows of one matrix product against the head's P prefix keys, and back
+    const auto by_kv_head = [&](const at::Tensor& t) { // [B, heads, T, n] -> [kv_heads, B*rep*T, n]
+      return t.reshape({B, kv_heads, rep, T, t.size(-1)}).permute({1, 0, 2, 3, 4}).reshape({kv_heads, B * rep * T, t.size(-1)});
+    };
+    const auto by_row = [&](const at::Tensor& t) { // the inverse
+      return t.view({kv_heads, B, rep, T, t.size(-1)}).permute({1, 0, 2, 3, 4}).reshape({B, heads, T, t.size(-1)});
+    };
+    if (prefixed)
+      att = at::cat({by_row(at::matmul(by_kv_head(q), cache->prefix_k[layer][0].transpose(-2, -1)) * scale), att}, -1);
     att = at::softmax(att, -1, at::kFloat).to(q.scalar_type());
-    auto o = at::matmul(att, v).transpose(1, 2).reshape({B, T, heads * head_dim});
-    return o_proj->forward(o);
+    at::Tensor o = at::matmul(att.narrow(-1, P, S), v);
+    if (prefixed) o = o + by_row(at::matmul(by_kv_head(att.narrow(-1, 0, P)), cache->prefix_v[layer][0]));
+    return o_proj->forward(o.transpose(1, 2).reshape({B, T, heads * head_dim}));
   }
 };
 TORCH_MODULE_IMPL(qwen3_attention, qwen3_attention_impl);

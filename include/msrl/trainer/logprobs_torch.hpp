@@ -21,8 +21,8 @@ namespace msrl::trainer {
 namespace detail {
 /// The logits [G, L, V] (the model's dtype) of every position of `completions` [G, L] following
 /// one prompt [T]/[1, T] with its image. The prompt runs through the model once, as one row: its
-/// keys and values are shared by the G completion rows (expanded, not copied; autograd sums their
-/// gradients over the rows), the logits of completion token 0 come from the prompt's last
+/// keys and values are the G completion rows' shared prefix (kv_cache::share_prefix: held once
+/// and read once per layer for all rows; autograd sums their gradients over the rows), the logits of completion token 0 come from the prompt's last
 /// position, and the last completion token, which predicts nothing, is not run. For a prompt of
 /// T tokens and completions of L that is T + G (L - 1) positions instead of G (T + L).
 inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
@@ -38,10 +38,7 @@ inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_id
   const auto hp = lm->hidden(model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values), &cache);
   auto h = hp.narrow(1, Tp - 1, 1).expand({G, 1, hp.size(2)}); // position Tp-1 predicts completion token 0
   if (L > 1) {
-    for (std::size_t i = 0; i < cache.k.size(); ++i) {
-      cache.k[i] = cache.k[i].expand({G, cache.k[i].size(1), cache.k[i].size(2), cache.k[i].size(3)});
-      cache.v[i] = cache.v[i].expand({G, cache.v[i].size(1), cache.v[i].size(2), cache.v[i].size(3)});
-    }
+    cache.share_prefix(); // the G rows read the prompt's keys and values once
     // completion position t-1 (absolute Tp+t-1) predicts completion token t
     h = at::cat({h, lm->hidden(model->embed(completions.narrow(1, 0, L - 1).to(dev)), &cache)}, 1);
   }

@@ -88,7 +88,7 @@ struct eval_mode {
 };
 
 /// sample() after validation, with the model in eval mode and gradients off (the caller's).
-/// The prompt is encoded once and its KV cache shared by the G rows (expanded, not copied).
+/// The prompt is encoded once and its KV cache shared by the G rows (kv_cache::share_prefix).
 inline sampling_result sample_one(internvl& model, const at::Tensor& prompt, const at::Tensor& pixel_values, const sampling_options& opt,
                                   std::uint64_t seed) {
   const auto V = model->cfg.text.vocab_size;
@@ -99,8 +99,7 @@ inline sampling_result sample_one(internvl& model, const at::Tensor& prompt, con
   kv_cache cache;
   auto e = model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values);
   auto h = model->language_model->hidden(e, &cache);
-  for (auto* kv : {&cache.k, &cache.v})
-    for (auto& t : *kv) t = t.expand({G, t.size(1), t.size(2), t.size(3)});
+  cache.share_prefix(); // the G rows read the prompt's keys and values once per step
   auto logits = model->language_model->logits(h.narrow(1, h.size(1) - 1, 1)).squeeze(1).expand({G, V}).contiguous();
   at::Tensor tokens = at::full({G, L}, opt.pad_id, at::kLong), logps = at::zeros({G, L}, at::kFloat),
              mask = at::zeros({G, L}, at::kByte);
