@@ -267,6 +267,22 @@ BOOST_AUTO_TEST_CASE(kv_cache_matches_full_forward) {
     BOOST_TEST(max_abs_diff(at::cat({a.narrow(0, r, 1), b.narrow(0, r, 1)}, 1), want) < 1e-5, "row " << r);
   }
   BOOST_CHECK_THROW(shared.share_prefix(), msrl::shape_error); // a prefix already
+  // Two prompts of different lengths (with the image and a shorter text-only one), two rows each,
+  // continued together in one cache: each row's logits are a full forward over its own sequence.
+  std::vector<mt::kv_cache> per_prompt(2);
+  const auto text = at::tensor({5, 6, 7, 8}, at::kLong).unsqueeze(0);
+  m->forward(ids.narrow(1, 0, T - 3), fx.load("pixel_values"), &per_prompt[0]);
+  m->forward(text, {}, &per_prompt[1]);
+  auto both = mt::share_prefixes(std::move(per_prompt));
+  const auto own4 = at::tensor({11, 12, 13, 20, 21, 22, 30, 5, 32, 14, 15, 16}, at::kLong).view({4, 3});
+  const auto c = m->forward(own4.narrow(1, 0, 2), {}, &both);
+  const auto d = m->forward(own4.narrow(1, 2, 1), {}, &both);
+  for (int64_t r = 0; r < 4; ++r) {
+    const bool image = r < 2;
+    const auto pre = image ? ids.narrow(1, 0, T - 3) : text;
+    const auto want = m->forward(at::cat({pre, own4.narrow(0, r, 1)}, 1), image ? fx.load("pixel_values") : at::Tensor()).narrow(1, pre.size(1), 3);
+    BOOST_TEST(max_abs_diff(at::cat({c.narrow(0, r, 1), d.narrow(0, r, 1)}, 1), want) < 1e-5, "two prompts, row " << r);
+  }
   mt::kv_cache empty;
   BOOST_CHECK_THROW(empty.share_prefix(), msrl::shape_error);
 }
@@ -631,6 +647,48 @@ BOOST_AUTO_TEST_CASE(sample_many_matches_sample_per_request) {
   BOOST_CHECK_THROW(mt::sample_many(m, bad, opt, 2), msrl::shape_error);
   BOOST_CHECK_THROW(mt::sample_many(m, req, opt, 0), msrl::invalid_argument);
   BOOST_TEST(mt::sample_many(m, std::span<const mt::sample_request>(), opt, 2).empty());
+}
+
+// prompts_per_pass > 1 decodes several prompts' rows in one pass, the shorter prompts left-padded
+// in the KV cache. Independent routes: sample() of each request alone (same seed: the same draws,
+// so the same tokens) and a cache-free forward over prompt + completion (the log-probs).
+BOOST_AUTO_TEST_CASE(sample_many_decodes_prompts_of_different_lengths_in_one_pass) {
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto in = tiny_prompt();
+  const auto text6 = at::tensor({5, 6, 7, 8, 9, 10}, at::kLong), text3 = at::tensor({12, 40, 9}, at::kLong);
+  const std::vector<mt::sample_request> req{{in.prompt, in.pixels, 11}, {text6, {}, 12}, {text3, {}, 13}, {in.prompt, in.pixels, 14},
+                                            {text6, {}, 15}, {text3, {}, 16}, {text6, {}, 17}};
+  BOOST_TEST_REQUIRE(in.prompt.numel() > 6); // three prompt lengths in one pass
+  for (const double temperature : {0.9, 0.0}) {
+    const mt::sampling_options opt{.num_samples = 3, .max_new_tokens = 10, .temperature = temperature, .top_p = 0.97, .top_k = 40, .stop_ids = {3}};
+    for (const std::int64_t per : {2, 3, 7})
+      for (const int workers : {1, 2}) {
+        const auto got = mt::sample_many(m, req, opt, workers, per);
+        BOOST_TEST_REQUIRE(got.size() == req.size());
+        for (std::size_t i = 0; i < req.size(); ++i) {
+          auto one = opt;
+          one.seed = req[i].seed;
+          const auto ref = mt::sample(m, req[i].prompt_ids, req[i].pixel_values, one);
+          BOOST_TEST(at::equal(got[i].tokens, ref.tokens), "request " << i << ", " << per << " per pass, T " << temperature);
+          BOOST_TEST(at::equal(got[i].mask, ref.mask));
+          BOOST_TEST(got[i].lengths == ref.lengths);
+          BOOST_TEST(max_abs_diff(got[i].logprobs, ref.logprobs) < 1e-5);
+          at::NoGradGuard ng;
+          const auto lp = mt::completion_logprobs(m, req[i].prompt_ids, req[i].pixel_values, got[i].tokens, temperature == 0.0 ? 1.0 : temperature);
+          BOOST_TEST(max_abs_diff(lp * got[i].mask.to(at::kFloat), got[i].logprobs) < 1e-5);
+        }
+      }
+  }
+  BOOST_CHECK_THROW(mt::sample_many(m, req, {.num_samples = 2}, 1, 0), msrl::invalid_argument);
+  // two prompts' prefixes continue only in the same number of rows for each
+  at::NoGradGuard ng;
+  std::vector<mt::kv_cache> two(2);
+  m->forward(text6.unsqueeze(0), {}, &two[0]);
+  m->forward(text3.unsqueeze(0), {}, &two[1]);
+  auto cache = mt::share_prefixes(std::move(two));
+  BOOST_TEST(cache.prompts() == 2);
+  BOOST_CHECK_THROW(m->forward(at::tensor({{3}, {4}, {5}}, at::kLong), {}, &cache), msrl::shape_error);
+  BOOST_CHECK_THROW(mt::share_prefixes({}), msrl::shape_error);
 }
 
 BOOST_AUTO_TEST_CASE(filter_logits_keeps_top_k_and_nucleus) {

@@ -12,12 +12,14 @@
 /// vision_model.*, mlp1.*, language_model.model.*, language_model.lm_head.weight.
 /// Semantics follow transformers' modeling_internvl.py / modeling_qwen3.py (eager attention);
 /// the test fixture pins the logits of transformers itself (test/trainer/fixtures).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -179,11 +181,20 @@ TORCH_MODULE_IMPL(rms_norm, rms_norm_impl);
 /// prefix, held once (prefix_k / prefix_v [1, n_kv, P, head_dim]), and k/v grow with each row's
 /// own tokens after it: attention reads the prefix once for all the rows of a step (one matrix
 /// product per key-value head) instead of once per row, and no step copies it.
+/// share_prefixes() does the same for several prompts at once, N prompts of B / N consecutive
+/// rows each: prefix_k / prefix_v [N, n_kv, P_max, head_dim] right-padded to the longest prompt,
+/// `prefix_pad` [N, P_max] true at the padding (attention gives it weight 0) and `positions` [B]
+/// int64 each row's next position (its prompt's length plus its own tokens so far).
 struct kv_cache {
   std::vector<at::Tensor> k, v, prefix_k, prefix_v;
+  at::Tensor prefix_pad, positions;
   std::int64_t prefix_length() const { return prefix_k.empty() ? 0 : prefix_k[0].size(2); }
-  /// Positions cached per row: the shared prefix and the row's own tokens.
-  std::int64_t length() const { return prefix_length() + (k.empty() || !k[0].defined() ? 0 : k[0].size(2)); }
+  std::int64_t own_length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
+  /// Positions cached per row: the shared prefix and the row's own tokens (with several prompts'
+  /// prefixes: the longest prefix; `positions` has each row's own count).
+  std::int64_t length() const { return prefix_length() + own_length(); }
+  /// Prompts whose prefixes the cache holds (0: none).
+  std::int64_t prompts() const { return prefix_k.empty() ? 0 : prefix_k[0].size(0); }
   /// Makes the cached keys and values of one prompt (B = 1) the shared prefix of every row that
   /// continues it (any number of rows).
   void share_prefix() {
@@ -194,6 +205,41 @@ struct kv_cache {
   }
 };
 
+/// One cache whose prefixes are the prompts' caches (each one prompt's keys and values, B = 1,
+/// the same layers): prompt i's rows are the rows [i R, (i + 1) R) of every later step, for any R.
+/// One prompt gives share_prefix()'s cache.
+inline kv_cache share_prefixes(std::vector<kv_cache> prompts) {
+  constexpr const char* where = "msrl::trainer::share_prefixes";
+  require<shape_error>(!prompts.empty(), where, "prompts", "must hold at least one prompt's cache");
+  for (auto& c : prompts)
+    require<shape_error>(!c.k.empty() && c.prefix_k.empty() && c.k[0].defined() && c.k[0].size(0) == 1 && c.k.size() == prompts[0].k.size(), where,
+                         "prompts", "must each hold one row's keys for the same layers and no shared prefix yet");
+  if (prompts.size() == 1) {
+    prompts[0].share_prefix();
+    return std::move(prompts[0]);
+  }
+  const auto N = static_cast<std::int64_t>(prompts.size()), layers = static_cast<std::int64_t>(prompts[0].k.size());
+  std::vector<std::int64_t> len;
+  for (const auto& c : prompts) len.push_back(c.length());
+  const auto P = *std::max_element(len.begin(), len.end());
+  kv_cache out;
+  out.k.resize(static_cast<std::size_t>(layers));
+  out.v.resize(static_cast<std::size_t>(layers));
+  for (auto [dst, src] : {std::pair{&out.prefix_k, &kv_cache::k}, std::pair{&out.prefix_v, &kv_cache::v}})
+    for (std::int64_t l = 0; l < layers; ++l) {
+      const auto& t0 = (prompts[0].*src)[static_cast<std::size_t>(l)];
+      auto all = at::zeros({N, t0.size(1), P, t0.size(3)}, t0.options());
+      for (std::int64_t i = 0; i < N; ++i)
+        all.narrow(0, i, 1).narrow(2, 0, len[static_cast<std::size_t>(i)]).copy_((prompts[static_cast<std::size_t>(i)].*src)[static_cast<std::size_t>(l)]);
+      dst->push_back(all);
+    }
+  const auto dev = out.prefix_k[0].device();
+  out.prefix_pad = at::arange(P, at::TensorOptions().dtype(at::kLong)).unsqueeze(0) >= at::tensor(len, at::kLong).unsqueeze(1);
+  out.prefix_pad = out.prefix_pad.to(dev);
+  out.positions = at::tensor(len, at::kLong).to(dev); // per prompt; hidden() repeats it over each prompt's rows
+  return out;
+}
+
 /// split-half RoPE tables for positions [offset, offset+T): cos, sin [T, head_dim] in fp32.
 inline std::pair<at::Tensor, at::Tensor> rope_tables(std::int64_t offset, std::int64_t T, std::int64_t head_dim, double theta, c10::Device dev) {
   auto opt = at::TensorOptions().dtype(at::kFloat).device(dev);
@@ -201,6 +247,19 @@ inline std::pair<at::Tensor, at::Tensor> rope_tables(std::int64_t offset, std::i
   auto pos = at::arange(offset, offset + T, opt.dtype(at::kLong)).to(at::kFloat);
   auto freqs = at::outer(pos, inv);
   auto emb = at::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+/// rope_tables for per-row positions: positions [B] int64 (each row's first position), T
+/// positions from there. cos, sin [B, 1, T, head_dim] in fp32 (broadcast over the heads), the
+/// values rope_tables gives for each row's offset.
+inline std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& positions, std::int64_t T, std::int64_t head_dim, double theta) {
+  const auto B = positions.size(0);
+  auto opt = at::TensorOptions().dtype(at::kFloat).device(positions.device());
+  auto inv = 1.0 / at::pow(theta, at::arange(0, head_dim, 2, opt.dtype(at::kLong)).to(at::kFloat) / static_cast<double>(head_dim));
+  auto pos = (positions.unsqueeze(1) + at::arange(T, opt.dtype(at::kLong)).unsqueeze(0)).reshape({-1}).to(at::kFloat);
+  auto freqs = at::outer(pos, inv);
+  auto emb = at::cat({freqs, freqs}, -1).view({B, 1, T, head_dim});
   return {emb.cos(), emb.sin()};
 }
 
@@ -257,20 +316,24 @@ struct qwen3_attention_impl : torch::nn::Module {
       att = att.masked_fill(kj > qi, -std::numeric_limits<float>::infinity());
     }
     const bool prefixed = cache && layer < cache->prefix_k.size();
-    const auto P = prefixed ? cache->prefix_k[layer].size(2) : 0;
-    // the shared prefix (every query sees all of it): the B x rep x T queries of a key-value head
-    // as the rows of one matrix product against the head's P prefix keys, and back
-    const auto by_kv_head = [&](const at::Tensor& t) { // [B, heads, T, n] -> [kv_heads, B*rep*T, n]
-      return t.reshape({B, kv_heads, rep, T, t.size(-1)}).permute({1, 0, 2, 3, 4}).reshape({kv_heads, B * rep * T, t.size(-1)});
+    const auto P = prefixed ? cache->prefix_k[layer].size(2) : 0, N = prefixed ? cache->prefix_k[layer].size(0) : 1, R = B / N;
+    // the shared prefixes (every query sees all of its prompt's): the R x rep x T queries of a
+    // prompt's key-value head as the rows of one matrix product against that head's P prefix keys
+    const auto by_kv_head = [&](const at::Tensor& t) { // [B, heads, T, n] -> [N kv_heads, R rep T, n]
+      return t.reshape({N, R, kv_heads, rep, T, t.size(-1)}).permute({0, 2, 1, 3, 4, 5}).reshape({N * kv_heads, R * rep * T, t.size(-1)});
     };
     const auto by_row = [&](const at::Tensor& t) { // the inverse
-      return t.view({kv_heads, B, rep, T, t.size(-1)}).permute({1, 0, 2, 3, 4}).reshape({B, heads, T, t.size(-1)});
+      return t.view({N, kv_heads, R, rep, T, t.size(-1)}).permute({0, 2, 1, 3, 4, 5}).reshape({B, heads, T, t.size(-1)});
     };
-    if (prefixed)
-      att = at::cat({by_row(at::matmul(by_kv_head(q), cache->prefix_k[layer][0].transpose(-2, -1)) * scale), att}, -1);
+    if (prefixed) {
+      auto sp = at::matmul(by_kv_head(q), cache->prefix_k[layer].view({N * kv_heads, P, head_dim}).transpose(-2, -1)) * scale;
+      if (cache->prefix_pad.defined()) // shorter prompts' padding
+        sp = sp.view({N, kv_heads, R * rep * T, P}).masked_fill(cache->prefix_pad.view({N, 1, 1, P}), -std::numeric_limits<float>::infinity());
+      att = at::cat({by_row(sp), att}, -1);
+    }
     att = at::softmax(att, -1, at::kFloat).to(q.scalar_type());
     at::Tensor o = at::matmul(att.narrow(-1, P, S), v);
-    if (prefixed) o = o + by_row(at::matmul(by_kv_head(att.narrow(-1, 0, P)), cache->prefix_v[layer][0]));
+    if (prefixed) o = o + by_row(at::matmul(by_kv_head(att.narrow(-1, 0, P)), cache->prefix_v[layer].view({N * kv_heads, P, head_dim})));
     return o_proj->forward(o.transpose(1, 2).reshape({B, T, heads * head_dim}));
   }
 };
@@ -330,12 +393,25 @@ struct qwen3_causal_lm_impl : torch::nn::Module {
   const at::Tensor& head_weight() const { return lm_head ? lm_head->weight : model->embed_tokens->weight; }
 
   /// Final hidden states [B, T, H] from input embeddings; positions continue the cache.
+  /// With several prompts' prefixes in the cache (share_prefixes), B must be a multiple of their
+  /// count and each row continues from its own prompt's length.
   at::Tensor hidden(const at::Tensor& embeds, kv_cache* cache = nullptr) {
-    const auto offset = cache ? cache->length() : 0;
-    auto [cos, sin] = rope_tables(offset, embeds.size(1), cfg.head_dim, cfg.rope_theta, embeds.device());
+    const auto B = embeds.size(0), T = embeds.size(1);
+    at::Tensor cos, sin;
+    const bool per_row = cache && cache->positions.defined();
+    if (per_row) {
+      const auto N = cache->prompts();
+      require<shape_error>(N >= 1 && B % N == 0, "qwen3_causal_lm::hidden", "embeds", "must hold the same number of rows for each of the cache's " +
+                                                                                        std::to_string(N) + " prompts");
+      if (cache->positions.size(0) != B) cache->positions = cache->positions.repeat_interleave(B / N); // per prompt -> per row, once
+      std::tie(cos, sin) = rope_tables(cache->positions, T, cfg.head_dim, cfg.rope_theta);
+    } else {
+      std::tie(cos, sin) = rope_tables(cache ? cache->length() : 0, T, cfg.head_dim, cfg.rope_theta, embeds.device());
+    }
     at::Tensor h = embeds;
     std::size_t i = 0;
     for (const auto& m : *model->layers) h = m->as<qwen3_layer_impl>()->forward(h, cos, sin, cache, i++);
+    if (per_row) cache->positions = cache->positions + T;
     return model->norm->forward(h);
   }
   at::Tensor logits(const at::Tensor& hidden_states) { return at::linear(hidden_states, head_weight()); }

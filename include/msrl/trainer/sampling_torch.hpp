@@ -6,6 +6,7 @@
 ///                                  .temperature = 1.0, .top_p = 1.0, .stop_ids = {im_end}, .seed = 7});
 ///   // s.tokens [G, L], s.logprobs [G, L] (log softmax(logits / T) of each sampled token), s.mask, s.lengths
 ///   auto all = msrl::trainer::sample_many(model, requests, opt, /*workers=*/2); // one result per request
+///   auto fast = msrl::trainer::sample_many(model, requests, opt, 2, /*prompts_per_pass=*/4); // 4 prompts' rows per decoding step
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -87,24 +88,37 @@ struct eval_mode {
   eval_mode& operator=(const eval_mode&) = delete;
 };
 
-/// sample() after validation, with the model in eval mode and gradients off (the caller's).
-/// The prompt is encoded once and its KV cache shared by the G rows (kv_cache::share_prefix).
-inline sampling_result sample_one(internvl& model, const at::Tensor& prompt, const at::Tensor& pixel_values, const sampling_options& opt,
-                                  std::uint64_t seed) {
+/// One prompt of a decoding pass: its ids [1, T], its pixels (or undefined) and its seed.
+struct pass_prompt {
+  const at::Tensor* ids;
+  const at::Tensor* pixels;
+  std::uint64_t seed;
+};
+
+/// sample() for N prompts in one decoding pass, after validation, with the model in eval mode
+/// and gradients off (the caller's). Each prompt is encoded once and its keys and values are the
+/// shared prefix of its G rows (share_prefixes); the N x G rows then decode together, so each op
+/// of a step (a weight matrix's packing above all) runs once for all of them. Prompt i's tokens
+/// are drawn with its own seeded generator, G x V draws a step, as when it is sampled alone; its
+/// result is cut to its own longest row.
+inline std::vector<sampling_result> sample_pass(internvl& model, std::span<const pass_prompt> prompts, const sampling_options& opt) {
   const auto V = model->cfg.text.vocab_size;
   const auto dev = model->language_model->model->embed_tokens->weight.device();
-  const auto G = opt.num_samples, L = opt.max_new_tokens;
-  auto gen = at::detail::createCPUGenerator(seed);
-
-  kv_cache cache;
-  auto e = model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values);
-  auto h = model->language_model->hidden(e, &cache);
-  cache.share_prefix(); // the G rows read the prompt's keys and values once per step
-  auto logits = model->language_model->logits(h.narrow(1, h.size(1) - 1, 1)).squeeze(1).expand({G, V}).contiguous();
-  at::Tensor tokens = at::full({G, L}, opt.pad_id, at::kLong), logps = at::zeros({G, L}, at::kFloat),
-             mask = at::zeros({G, L}, at::kByte);
-  std::vector<std::int64_t> lengths(static_cast<std::size_t>(G), 0);
-  std::vector<bool> done(static_cast<std::size_t>(G), false);
+  const auto G = opt.num_samples, L = opt.max_new_tokens, N = static_cast<std::int64_t>(prompts.size()), R = N * G;
+  std::vector<at::Generator> gens;
+  std::vector<kv_cache> caches(prompts.size());
+  std::vector<at::Tensor> first;
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    gens.push_back(at::detail::createCPUGenerator(prompts[i].seed));
+    const auto& pix = *prompts[i].pixels;
+    auto h = model->language_model->hidden(model->embed(prompts[i].ids->to(dev), pix.defined() ? pix.to(dev) : pix), &caches[i]);
+    first.push_back(model->language_model->logits(h.narrow(1, h.size(1) - 1, 1)).squeeze(1).expand({G, V}));
+  }
+  kv_cache cache = share_prefixes(std::move(caches)); // the rows read each prompt's keys and values once per step
+  auto logits = (N == 1 ? first[0] : at::cat(first, 0)).contiguous();
+  at::Tensor tokens = at::full({R, L}, opt.pad_id, at::kLong), logps = at::zeros({R, L}, at::kFloat), mask = at::zeros({R, L}, at::kByte);
+  std::vector<std::int64_t> lengths(static_cast<std::size_t>(R), 0);
+  std::vector<bool> done(static_cast<std::size_t>(R), false);
   for (std::int64_t t = 0; t < L; ++t) {
     const at::Tensor x = logits.to(at::kCPU, at::kFloat);
     // Sampling never picks the image-context token; the reported log-prob is still taken under
@@ -118,21 +132,27 @@ inline sampling_result sample_one(internvl& model, const at::Tensor& prompt, con
       lp = x.log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1);
     } else {
       const at::Tensor probs = detail::filter_logits(allowed / opt.temperature, opt.top_k, opt.top_p).softmax(-1);
-      // the seeded generator is a CPU one: draw there (one [G, V] copy per token on a GPU), so a
-      // seed gives the same tokens whatever device holds the model
-      next = at::multinomial(dev.is_cpu() ? probs : probs.to(at::kCPU), 1, false, gen).squeeze(1).to(dev);
+      // each prompt draws from its own seeded CPU generator, so a seed gives the same tokens
+      // whatever device holds the model and whichever prompts share the pass
+      if (N == 1) next = at::multinomial(probs, 1, false, gens[0]).squeeze(1);
+      else {
+        std::vector<at::Tensor> drawn;
+        for (std::int64_t i = 0; i < N; ++i)
+          drawn.push_back(at::multinomial(probs.narrow(0, i * G, G), 1, false, gens[static_cast<std::size_t>(i)]).squeeze(1));
+        next = at::cat(drawn);
+      }
       lp = (x / opt.temperature).log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1);
     }
     // Bookkeeping through CPU accessors: one copy per token, not one tensor op per element.
-    at::Tensor next_cpu = next.to(at::kCPU).contiguous();
-    const at::Tensor lp_cpu = lp.to(at::kCPU, at::kFloat).contiguous();
+    at::Tensor next_cpu = next.contiguous();
+    const at::Tensor lp_cpu = lp.contiguous();
     auto nx = next_cpu.accessor<std::int64_t, 1>();
     const auto lpa = lp_cpu.accessor<float, 1>();
     auto tok = tokens.accessor<std::int64_t, 2>();
     auto lpo = logps.accessor<float, 2>();
     auto msk = mask.accessor<std::uint8_t, 2>();
     bool all_done = true;
-    for (std::int64_t g = 0; g < G; ++g) {
+    for (std::int64_t g = 0; g < R; ++g) {
       const auto gi = static_cast<std::size_t>(g);
       if (done[gi]) {
         nx[g] = opt.pad_id;
@@ -149,8 +169,21 @@ inline sampling_result sample_one(internvl& model, const at::Tensor& prompt, con
     if (all_done || t + 1 == L) break;
     logits = model->forward(next_cpu.unsqueeze(1).to(dev), {}, &cache).squeeze(1);
   }
-  const auto used = *std::max_element(lengths.begin(), lengths.end());
-  return {tokens.narrow(1, 0, used).contiguous(), logps.narrow(1, 0, used).contiguous(), mask.narrow(1, 0, used).contiguous(), lengths};
+  std::vector<sampling_result> out;
+  for (std::int64_t i = 0; i < N; ++i) {
+    const auto b = lengths.begin() + i * G;
+    const auto used = *std::max_element(b, b + G);
+    const auto rows = [&](const at::Tensor& a) { return a.narrow(0, i * G, G).narrow(1, 0, used).contiguous(); };
+    out.push_back({rows(tokens), rows(logps), rows(mask), std::vector<std::int64_t>(b, b + G)});
+  }
+  return out;
+}
+
+/// sample() after validation, with the model in eval mode and gradients off (the caller's).
+inline sampling_result sample_one(internvl& model, const at::Tensor& prompt, const at::Tensor& pixel_values, const sampling_options& opt,
+                                  std::uint64_t seed) {
+  const pass_prompt one{&prompt, &pixel_values, seed};
+  return std::move(sample_pass(model, std::span<const pass_prompt>(&one, 1), opt).front());
 }
 
 } // namespace detail
@@ -175,28 +208,42 @@ struct sample_request {
 };
 
 /// sample() for every request, result i for request i, on `workers` threads (at most one per
-/// request; 1 runs them here, in order). Each worker runs libtorch with one intra-op thread: a
+/// pass; 1 runs them here, in order). Each worker runs libtorch with one intra-op thread: a
 /// decoding step of a small model is a few dozen small ops, and several prompts at once use the
-/// cores better than one prompt's ops split over them. A request's tokens depend on its seed and
-/// prompt only, not on `workers` or on the other requests. The caller's intra-op thread count is
-/// restored; so is the model's training mode. The first error of any request is rethrown after
-/// every worker has stopped.
+/// cores better than one prompt's ops split over them. `prompts_per_pass` consecutive requests
+/// decode together (detail::sample_pass), which divides the per-op cost of a small model's steps
+/// among their rows. Each request draws from its own seeded generator exactly as sample() does;
+/// with one prompt per pass its tokens and log-probs are sample()'s, with more the log-probs may
+/// differ from sample()'s in the last bits (the rows share the matrix products; a shorter prompt
+/// is padded), which could change a token only where a draw falls within that rounding of a
+/// boundary. The results depend on the requests and `prompts_per_pass`, never on `workers`. The
+/// caller's intra-op thread count is restored; so is the model's training mode. The first error
+/// of any request is rethrown after every worker has stopped.
 inline std::vector<sampling_result> sample_many(internvl& model, std::span<const sample_request> requests, const sampling_options& opt,
-                                                int workers = 1) {
+                                                int workers = 1, std::int64_t prompts_per_pass = 1) {
   constexpr const char* where = "msrl::trainer::sample_many";
   detail::check_sampling_options(model, opt, where);
   require(workers >= 1, where, "workers", "must be >= 1");
+  require(prompts_per_pass >= 1, where, "prompts_per_pass", "must be >= 1");
   std::vector<at::Tensor> prompts;
   prompts.reserve(requests.size());
   for (std::size_t i = 0; i < requests.size(); ++i)
     prompts.push_back(detail::one_prompt(requests[i].prompt_ids, where, "requests[" + std::to_string(i) + "].prompt_ids"));
   std::vector<sampling_result> out(requests.size());
   const detail::eval_mode em(model);
-  const auto run = [&](std::size_t i) { out[i] = detail::sample_one(model, prompts[i], requests[i].pixel_values, opt, requests[i].seed); };
-  const auto n_workers = std::min<std::size_t>(static_cast<std::size_t>(workers), requests.size());
+  const auto per = static_cast<std::size_t>(prompts_per_pass);
+  const std::size_t passes = (requests.size() + per - 1) / per;
+  const auto run = [&](std::size_t pass) {
+    const std::size_t i0 = pass * per, i1 = std::min(requests.size(), i0 + per);
+    std::vector<detail::pass_prompt> ps;
+    for (std::size_t i = i0; i < i1; ++i) ps.push_back({&prompts[i], &requests[i].pixel_values, requests[i].seed});
+    auto res = detail::sample_pass(model, ps, opt);
+    for (std::size_t i = i0; i < i1; ++i) out[i] = std::move(res[i - i0]);
+  };
+  const auto n_workers = std::min<std::size_t>(static_cast<std::size_t>(workers), passes);
   if (n_workers <= 1) {
     at::NoGradGuard ng;
-    for (std::size_t i = 0; i < requests.size(); ++i) run(i);
+    for (std::size_t i = 0; i < passes; ++i) run(i);
     return out;
   }
   std::exception_ptr failed;
@@ -213,7 +260,7 @@ inline std::vector<sampling_result> sample_many(internvl& model, std::span<const
           try {
             at::set_num_threads(1);
             at::NoGradGuard ng; // grad mode is per thread
-            for (std::size_t i; !stop.load() && (i = next.fetch_add(1)) < requests.size();) run(i);
+            for (std::size_t i; !stop.load() && (i = next.fetch_add(1)) < passes;) run(i);
           } catch (...) {
             errors[w] = std::current_exception();
             stop = true;

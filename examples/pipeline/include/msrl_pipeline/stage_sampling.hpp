@@ -29,14 +29,15 @@ inline std::vector<sampled_group> sample_texts(const run_context& ctx, internvl&
   std::vector<msrl::trainer::sample_request> req;
   req.reserve(prompts.size());
   for (std::size_t i = 0; i < prompts.size(); ++i) req.push_back({torch::tensor(prompts[i].ids, at::kLong), prompts[i].pixel_values, seeds.at(i)});
-  const int workers = std::min<int>(sampling_workers(ctx), static_cast<int>(std::max<std::size_t>(1, req.size())));
+  const std::size_t per = static_cast<std::size_t>(ctx.cfg.prompts_per_pass), passes = (req.size() + per - 1) / per;
+  const int workers = std::min<int>(sampling_workers(ctx), static_cast<int>(std::max<std::size_t>(1, passes)));
   std::vector<msrl::trainer::sampling_result> res;
   {
     const scoped_blas_threads one(workers > 1 ? 1 : 0);
     res = msrl::trainer::sample_many(m, req,
                                      {.num_samples = n, .max_new_tokens = max_new, .temperature = temperature, .top_p = top_p, .top_k = top_k,
                                       .stop_ids = {ctx.im_end}, .pad_id = ctx.pad},
-                                     workers);
+                                     workers, ctx.cfg.prompts_per_pass);
   }
   std::vector<sampled_group> out(res.size());
   for (std::size_t p = 0; p < res.size(); ++p) {
