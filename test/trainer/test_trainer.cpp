@@ -283,6 +283,7 @@ BOOST_AUTO_TEST_CASE(kv_cache_matches_full_forward) {
     const auto want = m->forward(at::cat({pre, own4.narrow(0, r, 1)}, 1), image ? fx.load("pixel_values") : at::Tensor()).narrow(1, pre.size(1), 3);
     BOOST_TEST(max_abs_diff(at::cat({c.narrow(0, r, 1), d.narrow(0, r, 1)}, 1), want) < 1e-5, "two prompts, row " << r);
   }
+  BOOST_CHECK_THROW(m->forward(at::tensor({3, 4}, at::kLong).view({2, 1}), {}, &both), msrl::shape_error); // 4 rows continue it, not 2
   mt::kv_cache empty;
   BOOST_CHECK_THROW(empty.share_prefix(), msrl::shape_error);
 }

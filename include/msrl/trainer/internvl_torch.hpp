@@ -326,14 +326,14 @@ struct qwen3_attention_impl : torch::nn::Module {
       return t.view({N, kv_heads, R, rep, T, t.size(-1)}).permute({0, 2, 1, 3, 4, 5}).reshape({B, heads, T, t.size(-1)});
     };
     if (prefixed) {
-      auto sp = at::matmul(by_kv_head(q), cache->prefix_k[layer].view({N * kv_heads, P, head_dim}).transpose(-2, -1)) * scale;
+      auto sp = at::matmul(by_kv_head(q), cache->prefix_k[layer].reshape({N * kv_heads, P, head_dim}).transpose(-2, -1)) * scale;
       if (cache->prefix_pad.defined()) // shorter prompts' padding
         sp = sp.view({N, kv_heads, R * rep * T, P}).masked_fill(cache->prefix_pad.view({N, 1, 1, P}), -std::numeric_limits<float>::infinity());
       att = at::cat({by_row(sp), att}, -1);
     }
     att = at::softmax(att, -1, at::kFloat).to(q.scalar_type());
     at::Tensor o = at::matmul(att.narrow(-1, P, S), v);
-    if (prefixed) o = o + by_row(at::matmul(by_kv_head(att.narrow(-1, 0, P)), cache->prefix_v[layer].view({N * kv_heads, P, head_dim})));
+    if (prefixed) o = o + by_row(at::matmul(by_kv_head(att.narrow(-1, 0, P)), cache->prefix_v[layer].reshape({N * kv_heads, P, head_dim})));
     return o_proj->forward(o.transpose(1, 2).reshape({B, T, heads * head_dim}));
   }
 };
@@ -403,7 +403,8 @@ struct qwen3_causal_lm_impl : torch::nn::Module {
       const auto N = cache->prompts();
       require<shape_error>(N >= 1 && B % N == 0, "qwen3_causal_lm::hidden", "embeds", "must hold the same number of rows for each of the cache's " +
                                                                                         std::to_string(N) + " prompts");
-      if (cache->positions.size(0) != B) cache->positions = cache->positions.repeat_interleave(B / N); // per prompt -> per row, once
+      if (cache->positions.size(0) == N && N != B) cache->positions = cache->positions.repeat_interleave(B / N); // per prompt -> per row, once
+      require<shape_error>(cache->positions.size(0) == B, "qwen3_causal_lm::hidden", "embeds", "must keep the number of rows the cache continues");
       std::tie(cos, sin) = rope_tables(cache->positions, T, cfg.head_dim, cfg.rope_theta);
     } else {
       std::tie(cos, sin) = rope_tables(cache ? cache->length() : 0, T, cfg.head_dim, cfg.rope_theta, embeds.device());
