@@ -240,19 +240,9 @@ inline kv_cache share_prefixes(std::vector<kv_cache> prompts) {
   return out;
 }
 
-/// split-half RoPE tables for positions [offset, offset+T): cos, sin [T, head_dim] in fp32.
-inline std::pair<at::Tensor, at::Tensor> rope_tables(std::int64_t offset, std::int64_t T, std::int64_t head_dim, double theta, c10::Device dev) {
-  auto opt = at::TensorOptions().dtype(at::kFloat).device(dev);
-  auto inv = 1.0 / at::pow(theta, at::arange(0, head_dim, 2, opt.dtype(at::kLong)).to(at::kFloat) / static_cast<double>(head_dim));
-  auto pos = at::arange(offset, offset + T, opt.dtype(at::kLong)).to(at::kFloat);
-  auto freqs = at::outer(pos, inv);
-  auto emb = at::cat({freqs, freqs}, -1);
-  return {emb.cos(), emb.sin()};
-}
-
-/// rope_tables for per-row positions: positions [B] int64 (each row's first position), T
-/// positions from there. cos, sin [B, 1, T, head_dim] in fp32 (broadcast over the heads), the
-/// values rope_tables gives for each row's offset.
+/// split-half RoPE tables for per-row positions: positions [B] int64 (each row's first
+/// position), T positions from there. cos, sin [B, 1, T, head_dim] in fp32 (broadcast over the
+/// heads).
 inline std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& positions, std::int64_t T, std::int64_t head_dim, double theta) {
   const auto B = positions.size(0);
   auto opt = at::TensorOptions().dtype(at::kFloat).device(positions.device());
@@ -261,6 +251,12 @@ inline std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& positions
   auto freqs = at::outer(pos, inv);
   auto emb = at::cat({freqs, freqs}, -1).view({B, 1, T, head_dim});
   return {emb.cos(), emb.sin()};
+}
+
+/// The tables for positions [offset, offset+T) shared by every row: cos, sin [T, head_dim].
+inline std::pair<at::Tensor, at::Tensor> rope_tables(std::int64_t offset, std::int64_t T, std::int64_t head_dim, double theta, c10::Device dev) {
+  auto [cos, sin] = rope_tables(at::full({1}, offset, at::TensorOptions().dtype(at::kLong).device(dev)), T, head_dim, theta);
+  return {cos.view({T, head_dim}), sin.view({T, head_dim})};
 }
 
 inline at::Tensor rotate_half(const at::Tensor& x) {

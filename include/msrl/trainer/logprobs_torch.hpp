@@ -22,8 +22,9 @@ namespace detail {
 /// The logits [G, L, V] (the model's dtype) of every position of `completions` [G, L] following
 /// one prompt [T]/[1, T] with its image. The prompt runs through the model once, as one row: its
 /// keys and values are the G completion rows' shared prefix (kv_cache::share_prefix: held once
-/// and read once per layer for all rows; autograd sums their gradients over the rows), the logits of completion token 0 come from the prompt's last
-/// position, and the last completion token, which predicts nothing, is not run. For a prompt of
+/// and read once per layer for all rows; autograd sums their gradients over the rows), the
+/// logits of completion token 0 come from the prompt's last position, and the last completion
+/// token, which predicts nothing, is not run. For a prompt of
 /// T tokens and completions of L that is T + G (L - 1) positions instead of G (T + L).
 inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
                                     const at::Tensor& completions, double temperature, const char* where) {

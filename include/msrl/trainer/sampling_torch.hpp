@@ -115,7 +115,7 @@ inline std::vector<sampling_result> sample_pass(internvl& model, std::span<const
     first.push_back(model->language_model->logits(h.narrow(1, h.size(1) - 1, 1)).squeeze(1).expand({G, V}));
   }
   kv_cache cache = share_prefixes(std::move(caches)); // the rows read each prompt's keys and values once per step
-  auto logits = (N == 1 ? first[0] : at::cat(first, 0)).contiguous();
+  auto logits = at::cat(first, 0);
   at::Tensor tokens = at::full({R, L}, opt.pad_id, at::kLong), logps = at::zeros({R, L}, at::kFloat), mask = at::zeros({R, L}, at::kByte);
   std::vector<std::int64_t> lengths(static_cast<std::size_t>(R), 0);
   std::vector<bool> done(static_cast<std::size_t>(R), false);
@@ -134,13 +134,10 @@ inline std::vector<sampling_result> sample_pass(internvl& model, std::span<const
       const at::Tensor probs = detail::filter_logits(allowed / opt.temperature, opt.top_k, opt.top_p).softmax(-1);
       // each prompt draws from its own seeded CPU generator, so a seed gives the same tokens
       // whatever device holds the model and whichever prompts share the pass
-      if (N == 1) next = at::multinomial(probs, 1, false, gens[0]).squeeze(1);
-      else {
-        std::vector<at::Tensor> drawn;
-        for (std::int64_t i = 0; i < N; ++i)
-          drawn.push_back(at::multinomial(probs.narrow(0, i * G, G), 1, false, gens[static_cast<std::size_t>(i)]).squeeze(1));
-        next = at::cat(drawn);
-      }
+      std::vector<at::Tensor> drawn;
+      for (std::int64_t i = 0; i < N; ++i)
+        drawn.push_back(at::multinomial(probs.narrow(0, i * G, G), 1, false, gens[static_cast<std::size_t>(i)]).squeeze(1));
+      next = at::cat(drawn);
       lp = (x / opt.temperature).log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1);
     }
     // Bookkeeping through CPU accessors: one copy per token, not one tensor op per element.
