@@ -611,6 +611,63 @@ BOOST_AUTO_TEST_CASE(completion_logits_share_the_prompt_and_match_full_forwards)
   BOOST_CHECK_THROW(mt::detail::completion_logits(m, text_only, {}, at::zeros({2, 0}, at::kLong), 1.0, "test"), msrl::invalid_argument);
 }
 
+// completion_logits over several groups runs their prompts as one right-padded batch and their
+// completions as another. Independent route: model->forward over each row's whole sequence, no
+// cache, one row at a time. Groups with an image and without, prompts of different lengths,
+// completions of different lengths (1 among them): logits and the parameter gradients of a random
+// functional of all groups' logits must agree.
+BOOST_AUTO_TEST_CASE(completion_logits_of_several_groups_match_full_forwards) {
+  auto m = mt::load_internvl(fixtures / "tiny_internvl");
+  m->train();
+  const auto in = tiny_prompt();
+  const auto text_only = at::tensor({5, 6, 7, 8, 9, 10}, at::kLong), text_short = at::tensor({12, 13, 14}, at::kLong);
+  at::Generator gen = at::detail::createCPUGenerator(23);
+  const std::int64_t G = 3, V = m->cfg.text.vocab_size;
+  const std::vector<std::pair<at::Tensor, at::Tensor>> prompts{{in.prompt, in.pixels}, {text_only, {}}, {in.prompt, in.pixels}, {text_short, {}}};
+  const std::vector<std::int64_t> lengths{5, 1, 7, 4};
+  std::vector<mt::completion_group> groups;
+  std::vector<at::Tensor> w;
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    groups.push_back({prompts[i].first, prompts[i].second, at::randint(11, 200, {G, lengths[i]}, gen, at::kLong)});
+    w.push_back(at::randn({G, lengths[i], V}, gen));
+  }
+  const auto params = m->parameters();
+  const auto grads_of = [&](const at::Tensor& loss) { return torch::autograd::grad({loss}, params, {}, false, false, true); };
+  const auto got = mt::detail::completion_logits(m, groups, 1.0, "test");
+  BOOST_TEST_REQUIRE(got.size() == groups.size());
+  at::Tensor fa, fb;
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    const auto& g = groups[i];
+    BOOST_TEST_REQUIRE((got[i].sizes() == at::IntArrayRef{G, lengths[i], V}));
+    const auto Tp = g.prompt_ids.size(0);
+    std::vector<at::Tensor> rows;
+    for (std::int64_t r = 0; r < G; ++r) rows.push_back(m->forward(at::cat({g.prompt_ids, g.completions[r]}).unsqueeze(0), g.pixel_values).narrow(1, Tp - 1, lengths[i]));
+    const auto want = at::cat(rows, 0);
+    BOOST_TEST(max_abs_diff(got[i], want) < 1e-5, "group " << i << ": " << max_abs_diff(got[i], want));
+    fa = fa.defined() ? fa + (got[i] * w[i]).sum() : (got[i] * w[i]).sum();
+    fb = fb.defined() ? fb + (want * w[i]).sum() : (want * w[i]).sum();
+  }
+  const auto ga = grads_of(fa), gb = grads_of(fb);
+  double worst = 0, scale = 0;
+  std::size_t with_grad = 0;
+  for (std::size_t i = 0; i < ga.size(); ++i) {
+    BOOST_TEST(ga[i].defined() == gb[i].defined());
+    if (!ga[i].defined() || !gb[i].defined()) continue;
+    ++with_grad;
+    worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
+    scale = std::max(scale, gb[i].abs().max().item<double>());
+  }
+  BOOST_TEST(with_grad > 10u);
+  BOOST_TEST(scale > 0.0);
+  BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale), "gradient difference " << worst << " (scale " << scale << ")");
+  // refused: no group, groups of different G, a prompt without its image's tokens
+  BOOST_CHECK_THROW(mt::detail::completion_logits(m, std::span<const mt::completion_group>(), 1.0, "test"), msrl::shape_error);
+  std::vector<mt::completion_group> uneven{groups[0], {text_only, {}, at::zeros({2, 3}, at::kLong)}};
+  BOOST_CHECK_THROW(mt::detail::completion_logits(m, uneven, 1.0, "test"), msrl::shape_error);
+  std::vector<mt::completion_group> misplaced{{text_only, in.pixels, groups[0].completions}, {in.prompt, {}, groups[0].completions}};
+  BOOST_CHECK_THROW(mt::detail::completion_logits(m, misplaced, 1.0, "test"), msrl::shape_error);
+}
+
 // sample_many runs sample() per request on worker threads: each request's tokens and log-probs
 // are those of sample() with its seed, whatever the worker count; errors come back to the caller.
 BOOST_AUTO_TEST_CASE(sample_many_matches_sample_per_request) {
@@ -1435,6 +1492,75 @@ BOOST_AUTO_TEST_CASE(fused_grpo_loss_route_matches_the_host_route) {
     BOOST_TEST(std::abs(a.metrics.kl_mean - b.metrics.kl_mean) < 1e-6);
     BOOST_TEST(std::abs(a.metrics.ratio_mean - b.metrics.ratio_mean) < 1e-6);
   }
+}
+
+BOOST_AUTO_TEST_CASE(grpo_groups_per_pass_match_one_group_per_pass) {
+  // train_options::groups_per_pass: the fused route's logits of several groups from one pass of the
+  // model. Against one group per pass: loss, step metrics, parameter gradients and the fused loss
+  // calls (one per group either way), over five groups — with an image and without, G = 4 and
+  // G = 3 (a pass holds groups of one G), one flat group (skipped) — off-policy so that clipping is
+  // active, with a KL term to a reference model.
+  const auto in = tiny_prompt();
+  const auto text_only = at::tensor({5, 6, 7, 8, 9, 10}, at::kLong);
+  const double T = 0.9;
+  auto m0 = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto draw = [&](const at::Tensor& p, const at::Tensor& pix, std::int64_t G, std::int64_t L, std::uint64_t seed) {
+    return mt::sample(m0, p, pix, {.num_samples = G, .max_new_tokens = L, .temperature = T, .stop_ids = {3}, .seed = seed});
+  };
+  const std::vector<mt::sampling_result> s{draw(in.prompt, in.pixels, 4, 7, 8), draw(text_only, {}, 4, 5, 9), draw(in.prompt, in.pixels, 4, 6, 10),
+                                         draw(text_only, {}, 3, 6, 11), draw(in.prompt, in.pixels, 3, 4, 12)};
+  const std::vector<std::vector<double>> r{{0.0, 1.0, 0.4, 1.2}, {1.0, 1.0, 1.0, 1.0}, {1.0, 0.0, 0.0, 0.3}, {1.0, 0.0, 0.5}, {0.2, 0.9, 0.1}};
+  std::vector<mt::grpo_group> groups;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const bool image = i % 2 == 0;
+    groups.push_back({image ? in.prompt : text_only, image ? in.pixels : at::Tensor(), s[i].tokens, s[i].mask,
+                      s[i].logprobs + (i % 2 ? -0.3 : 0.35), r[i]});
+  }
+  for (const double beta : {0.0, 0.04}) {
+    auto preset = msrl::grpo::presets::msrl_release;
+    preset.loss.beta = beta;
+    const auto run = [&](std::size_t per_pass) {
+      auto mm = mt::load_internvl(fixtures / "tiny_internvl");
+      auto ref = mt::load_internvl(fixtures / "tiny_internvl");
+      {
+        at::NoGradGuard ng;
+        at::manual_seed(1);
+        for (auto& p : ref->parameters()) p.add_(at::randn_like(p) * 0.01);
+      }
+      mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .groups_per_pass = per_pass}, ref);
+      loss_counting_kernels counting;
+      struct installed {
+        const msrl::torch_ops::kernel_set* previous;
+        ~installed() { msrl::torch_ops::install_kernels(msrl::torch_ops::device_kind::cpu, previous); }
+      } guard{msrl::torch_ops::install_kernels(msrl::torch_ops::device_kind::cpu, &counting)};
+      const auto st = t.grpo_step(groups, preset, T);
+      BOOST_TEST(counting.losses == (beta == 0.0 ? 4 : 5)); // the flat group is skipped without a KL term
+      std::vector<at::Tensor> g;
+      for (auto& p : mm->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
+      return std::pair{st, g};
+    };
+    const auto [a, ga] = run(1);
+    for (const std::size_t per_pass : {2u, 5u}) {
+      const auto [b, gb] = run(per_pass);
+      double worst = 0, scale = 0;
+      for (std::size_t i = 0; i < ga.size(); ++i) {
+        worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
+        scale = std::max(scale, ga[i].abs().max().item<double>());
+      }
+      BOOST_TEST_INFO("beta " << beta << ", " << per_pass << " per pass: loss " << a.loss << " vs " << b.loss << ", grad diff " << worst << " of " << scale);
+      BOOST_TEST(scale > 1e-4);
+      BOOST_TEST(a.metrics.clip_fraction > 0);
+      BOOST_TEST(std::abs(a.loss - b.loss) <= 1e-6 * std::max(1.0, std::abs(a.loss)));
+      BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale));
+      BOOST_TEST(a.metrics.tokens == b.metrics.tokens);
+      BOOST_TEST(a.skipped_groups == b.skipped_groups);
+      BOOST_TEST(std::abs(a.metrics.clip_fraction - b.metrics.clip_fraction) < 1e-12);
+      BOOST_TEST(std::abs(a.metrics.kl_mean - b.metrics.kl_mean) < 1e-6);
+      BOOST_TEST(std::abs(a.metrics.ratio_mean - b.metrics.ratio_mean) < 1e-6);
+    }
+  }
+  auto mm = mt::load_internvl(fixtures / "tiny_internvl");
+  BOOST_CHECK_THROW(mt::trainer(mm, {.groups_per_pass = 0}), msrl::invalid_argument);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -205,6 +205,17 @@ struct kv_cache {
   }
 };
 
+namespace detail {
+/// Prompt i of a cache's shared prefixes (padded to the longest, P) has lengths[i] positions:
+/// `prefix_pad` [N, P] marks the rest, `positions` [N] is where its rows go on.
+inline void set_prefix_lengths(kv_cache& c, const std::vector<std::int64_t>& lengths) {
+  const auto dev = c.prefix_k[0].device();
+  const auto len = at::tensor(lengths, at::kLong);
+  c.prefix_pad = (at::arange(c.prefix_length(), at::TensorOptions().dtype(at::kLong)).unsqueeze(0) >= len.unsqueeze(1)).to(dev);
+  c.positions = len.to(dev); // per prompt; hidden() repeats it over each prompt's rows
+}
+} // namespace detail
+
 /// One cache whose prefixes are the prompts' caches (each one prompt's keys and values, B = 1,
 /// the same layers): prompt i's rows are the rows [i R, (i + 1) R) of every later step, for any R.
 /// One prompt gives share_prefix()'s cache.
@@ -233,11 +244,25 @@ inline kv_cache share_prefixes(std::vector<kv_cache> prompts) {
         all.narrow(0, i, 1).narrow(2, 0, len[static_cast<std::size_t>(i)]).copy_((prompts[static_cast<std::size_t>(i)].*src)[static_cast<std::size_t>(l)]);
       dst->push_back(all);
     }
-  const auto dev = out.prefix_k[0].device();
-  out.prefix_pad = at::arange(P, at::TensorOptions().dtype(at::kLong)).unsqueeze(0) >= at::tensor(len, at::kLong).unsqueeze(1);
-  out.prefix_pad = out.prefix_pad.to(dev);
-  out.positions = at::tensor(len, at::kLong).to(dev); // per prompt; hidden() repeats it over each prompt's rows
+  detail::set_prefix_lengths(out, len);
   return out;
+}
+
+/// The cache of N prompts run as one right-padded batch (k / v [N, n_kv, P, head_dim]; prompt i's
+/// own length lengths[i] in [1, P], the positions after it padding) made the shared prefixes of
+/// the rows that continue them, as share_prefixes() makes them from one cache per prompt. Causal
+/// attention leaves a prompt's own positions as they are alone whatever padding follows them, so
+/// one forward pass over the padded batch gives every prompt's keys and values. One prompt
+/// without padding gives share_prefix()'s cache.
+inline void share_padded_prefixes(kv_cache& c, const std::vector<std::int64_t>& lengths) {
+  constexpr const char* where = "msrl::trainer::share_padded_prefixes";
+  require<shape_error>(!c.k.empty() && c.prefix_k.empty() && c.k[0].defined() && c.k[0].size(0) == static_cast<std::int64_t>(lengths.size()), where,
+                       "c", "must hold one row's keys per prompt and no shared prefix yet");
+  const auto P = c.k[0].size(2);
+  for (const auto n : lengths) require<shape_error>(n >= 1 && n <= P, where, "lengths", "must each lie in [1, " + std::to_string(P) + "]");
+  c.prefix_k = std::exchange(c.k, std::vector<at::Tensor>(c.k.size()));
+  c.prefix_v = std::exchange(c.v, std::vector<at::Tensor>(c.v.size()));
+  if (lengths.size() > 1 || lengths[0] != P) detail::set_prefix_lengths(c, lengths);
 }
 
 /// split-half RoPE tables for per-row positions: positions [B] int64 (each row's first

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -18,32 +19,88 @@
 
 namespace msrl::trainer {
 
+/// One group of completion_logits over several groups: a prompt [T] / [1, T], its image (or
+/// undefined) and G completions [G, L].
+struct completion_group {
+  at::Tensor prompt_ids, pixel_values, completions;
+};
+
 namespace detail {
-/// The logits [G, L, V] (the model's dtype) of every position of `completions` [G, L] following
-/// one prompt [T]/[1, T] with its image. The prompt runs through the model once, as one row: its
-/// keys and values are the G completion rows' shared prefix (kv_cache::share_prefix: held once
-/// and read once per layer for all rows; autograd sums their gradients over the rows), the
-/// logits of completion token 0 come from the prompt's last position, and the last completion
-/// token, which predicts nothing, is not run. For a prompt of
-/// T tokens and completions of L that is T + G (L - 1) positions instead of G (T + L).
-inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
-                                    const at::Tensor& completions, double temperature, const char* where) {
-  const at::Tensor prompt = one_prompt(prompt_ids, where, "prompt_ids");
-  require<shape_error>(completions.dim() == 2 && completions.size(1) >= 1 && completions.scalar_type() == at::kLong, where, "completions",
-                       "must be int64 [G, L] with L >= 1");
+/// The logits of every position of each group's completions following its prompt, for N groups
+/// of the same G rows in one pass: entry i is group i's [G, L_i, V] (the model's dtype).
+///
+/// The prompts run through the model once, as N rows of one right-padded batch (causal attention:
+/// the padding after a prompt changes none of its positions); their keys and values become the
+/// N x G completion rows' shared prefixes (share_padded_prefixes: each prompt's held once, its
+/// padding masked, each row's positions going on from its own prompt's length; autograd sums the
+/// prefix gradients over the rows). The logits of completion token 0 come from the prompt's last
+/// position; the completions, right-padded to the longest, run as one batch, and the last token,
+/// which predicts nothing, is not run. For one group of a prompt of T tokens and completions of L
+/// that is T + G (L - 1) positions instead of G (T + L); for N groups the model's operations run
+/// once for all N instead of N times (the same values up to rounding).
+inline std::vector<at::Tensor> completion_logits(internvl& model, std::span<const completion_group> groups, double temperature,
+                                                 const char* where) {
+  require<shape_error>(!groups.empty(), where, "groups", "must hold at least one group");
   require(temperature > 0.0 && std::isfinite(temperature), where, "temperature", "must be finite and > 0");
   const auto dev = model->language_model->model->embed_tokens->weight.device();
-  const auto G = completions.size(0), L = completions.size(1), Tp = prompt.size(1);
+  const auto N = static_cast<std::int64_t>(groups.size());
+  const auto G = groups[0].completions.defined() && groups[0].completions.dim() == 2 ? groups[0].completions.size(0) : 0;
+  std::vector<at::Tensor> prompts, pixels;
+  std::vector<std::int64_t> len;
+  std::int64_t Lmax = 0;
+  for (const auto& g : groups) {
+    prompts.push_back(one_prompt(g.prompt_ids, where, "prompt_ids").to(at::kLong));
+    len.push_back(prompts.back().size(1));
+    require<shape_error>(g.completions.defined() && g.completions.dim() == 2 && g.completions.size(1) >= 1 && g.completions.scalar_type() == at::kLong,
+                         where, "completions", "must be int64 [G, L] with L >= 1");
+    require<shape_error>(g.completions.size(0) == G && G >= 1, where, "completions", "must hold the same number of rows G >= 1 in every group");
+    Lmax = std::max(Lmax, g.completions.size(1));
+    const bool image = g.pixel_values.defined() && g.pixel_values.numel() > 0;
+    if (N > 1) { // one batch splices the images in order: each prompt must hold its own images' tokens (internvl::embed checks one prompt)
+      const auto want = image ? g.pixel_values.size(0) * model->cfg.tokens_per_tile() : 0;
+      const auto have = model->cfg.image_token_id >= 0 ? prompts.back().eq(model->cfg.image_token_id).sum().item<std::int64_t>() : 0;
+      require<shape_error>(have == want, where, "prompt_ids",
+                           "must hold tiles x tokens_per_tile = " + std::to_string(want) + " image-context tokens for its pixel_values (found " +
+                               std::to_string(have) + ")");
+    }
+    if (image) pixels.push_back(g.pixel_values.to(dev));
+  }
+  const auto Tmax = *std::max_element(len.begin(), len.end());
+  // padding token: any id but the image-context one (its positions are masked and never read)
+  const std::int64_t pad = model->cfg.image_token_id == 0 ? 1 : 0;
+  at::Tensor ids = N == 1 ? prompts[0] : at::full({N, Tmax}, pad, at::kLong);
+  if (N > 1)
+    for (std::int64_t i = 0; i < N; ++i) ids.narrow(0, i, 1).narrow(1, 0, len[static_cast<std::size_t>(i)]).copy_(prompts[static_cast<std::size_t>(i)]);
   auto& lm = model->language_model;
   kv_cache cache;
-  const auto hp = lm->hidden(model->embed(prompt.to(dev), pixel_values.defined() ? pixel_values.to(dev) : pixel_values), &cache);
-  auto h = hp.narrow(1, Tp - 1, 1).expand({G, 1, hp.size(2)}); // position Tp-1 predicts completion token 0
-  if (L > 1) {
-    cache.share_prefix(); // the G rows read the prompt's keys and values once
-    // completion position t-1 (absolute Tp+t-1) predicts completion token t
-    h = at::cat({h, lm->hidden(model->embed(completions.narrow(1, 0, L - 1).to(dev)), &cache)}, 1);
+  const auto hp = lm->hidden(model->embed(ids.to(dev), pixels.empty() ? at::Tensor() : pixels.size() == 1 ? pixels[0] : at::cat(pixels, 0)), &cache);
+  // row i's position len_i - 1 predicts its completion token 0; [N G, 1, H]
+  const auto last = N == 1 ? at::Tensor() : at::tensor(len, at::kLong).to(dev) - 1;
+  auto h = N == 1 ? hp.narrow(1, len[0] - 1, 1).expand({G, 1, hp.size(2)})
+                  : hp.gather(1, last.view({N, 1, 1}).expand({N, 1, hp.size(2)})).repeat_interleave(G, 0);
+  if (Lmax > 1) {
+    share_padded_prefixes(cache, len); // the N G rows read their prompt's keys and values once
+    at::Tensor rest = at::full({N * G, Lmax - 1}, pad, at::kLong);
+    for (std::int64_t i = 0; i < N; ++i) {
+      const auto& c = groups[static_cast<std::size_t>(i)].completions;
+      if (c.size(1) > 1) rest.narrow(0, i * G, G).narrow(1, 0, c.size(1) - 1).copy_(c.narrow(1, 0, c.size(1) - 1));
+    }
+    // completion position t-1 (absolute len_i + t - 1) predicts completion token t
+    h = at::cat({h, lm->hidden(model->embed(rest.to(dev)), &cache)}, 1);
   }
-  return lm->logits(h);
+  const auto z = lm->logits(h);
+  if (N == 1) return {z};
+  std::vector<at::Tensor> out;
+  for (std::int64_t i = 0; i < N; ++i) out.push_back(z.narrow(0, i * G, G).narrow(1, 0, groups[static_cast<std::size_t>(i)].completions.size(1)));
+  return out;
+}
+
+/// The logits [G, L, V] of `completions` [G, L] following one prompt [T] / [1, T] with its image:
+/// completion_logits over one group.
+inline at::Tensor completion_logits(internvl& model, const at::Tensor& prompt_ids, const at::Tensor& pixel_values,
+                                    const at::Tensor& completions, double temperature, const char* where) {
+  const completion_group g{prompt_ids, pixel_values, completions};
+  return completion_logits(model, std::span<const completion_group>(&g, 1), temperature, where)[0];
 }
 
 /// log softmax(logits / T)[targets] (fp32, differentiable): msrl's fused op when `fused` and a

@@ -78,6 +78,13 @@ struct train_options {
   /// out the same as with the group computed (tested), except that on a run's first step a
   /// parameter reached only by skipped groups has no gradient yet, so AdamW leaves it as it is.
   bool skip_flat_groups = true;
+  /// GRPO on the fused route: the logits of up to this many consecutive groups with the same
+  /// number of completions come from one pass of the model (detail::completion_logits over
+  /// several groups: the prompts as one right-padded batch, their completions as another), so each
+  /// of the model's operations runs once for them all, forward and backward. The loss and
+  /// gradients are those of one group per pass up to rounding (tested); a pass holds its groups'
+  /// activations together. >= 1.
+  std::size_t groups_per_pass = 1;
   /// Data-parallel group; null (or one rank) trains this process alone. With more ranks the
   /// constructor broadcasts rank 0's weights, and every step sums counts and gradients.
   std::shared_ptr<communicator> comm = nullptr;
@@ -146,6 +153,7 @@ public:
     for (auto& p : model_->parameters())
       if (p.requires_grad()) params.push_back(p);
     require(!params.empty(), "msrl::trainer::trainer", "train_options", "must leave some parameters trainable");
+    require(opt.groups_per_pass >= 1, "msrl::trainer::trainer", "train_options.groups_per_pass", "must be >= 1");
     { const autocast_guard check(device(), opt.autocast); } // rejects a dtype autocast cannot use here, now
     params_ = params;
     optim_ = std::make_unique<torch::optim::AdamW>(
@@ -365,6 +373,26 @@ public:
     const bool may_skip = opt_.skip_flat_groups && preset.loss.beta == 0.0 && !entropy && preset.shaping.kind != grpo::shaping_kind::kl_cov;
     std::vector<double> sums(m_n, 0.0);
     double normalizer = 0;
+    const auto add = [&](const grpo::loss_result& res) {
+      st.loss += res.loss;
+      const auto& mt = res.metrics;
+      sums[m_tokens] += mt.tokens;
+      sums[m_seqs] += mt.sequences;
+      sums[m_low] += mt.clip_fraction_low * mt.tokens;
+      sums[m_high] += mt.clip_fraction_high * mt.tokens;
+      sums[m_dual] += mt.dual_clip_fraction * mt.tokens;
+      sums[m_ratio] += mt.ratio_mean * mt.tokens;
+      sums[m_kl] += mt.kl_mean * mt.tokens;
+      sums[m_pg] += mt.policy_loss;
+      sums[m_klloss] += mt.kl_loss;
+      normalizer = mt.normalizer; // global normalisers: the same for every group
+    };
+    const bool fused = !shaped && opt_.fused_logprobs && opt_.fused_loss && !entropy && torch_ops::kernels_for(model_->language_model->model->embed_tokens->weight);
+    struct fused_group {
+      std::size_t gi;
+      at::Tensor a, m, ref;
+    };
+    std::vector<fused_group> pending; // the groups of the fused route, computed after the loop
     for (std::size_t gi = 0; gi < groups.size(); ++gi) {
       const auto& g = groups[gi];
       const auto G = g.completions.size(0);
@@ -395,39 +423,49 @@ public:
                   .to(at::kCPU, at::kFloat)
                   .contiguous();
       }
-      grpo::loss_result res;
-      if (!shaped && opt_.fused_logprobs && opt_.fused_loss && !entropy && torch_ops::kernels_for(model_->language_model->model->embed_tokens->weight)) {
-        // the fused route: loss and d loss / d logits in one kernel call on the logits' device
-        at::Tensor z;
-        {
-          const autocast_guard ac(device(), opt_.autocast);
-          z = detail::completion_logits(model_, g.prompt_ids, g.pixel_values, g.completions, temperature, where);
-        }
-        const auto dev = z.device();
-        const auto on = [&](const at::Tensor& t) { return t.defined() ? t.to(dev) : t; };
-        const at::Tensor loss = torch_ops::grpo_loss(z, g.completions.to(dev), on(g.old_logprobs.defined() ? g.old_logprobs.to(at::kFloat) : at::Tensor()),
-                                                     on(ref), on(a), on(m), preset.loss, norm, temperature, &res.metrics);
-        loss.backward();
-        res.loss = loss.item<double>();
-      } else {
-        const std::uint64_t draw = static_cast<std::uint64_t>(step_) * 1000003u + gi + 1;
-        grpo::token_shaping_buffers<float, std::uint8_t> sh;
-        res = host_route_loss(g, m, a, ref, preset, norm, temperature, entropy_coeff, entropy, draw, sh, st);
-        sums[m_selected] += static_cast<double>(sh.selection.selected);
-        sums[m_fipo] += sh.fipo.weight_mean * res.metrics.tokens;
+      if (fused) {
+        pending.push_back({gi, a, m, ref});
+        continue;
       }
-      st.loss += res.loss;
-      const auto& mt = res.metrics;
-      sums[m_tokens] += mt.tokens;
-      sums[m_seqs] += mt.sequences;
-      sums[m_low] += mt.clip_fraction_low * mt.tokens;
-      sums[m_high] += mt.clip_fraction_high * mt.tokens;
-      sums[m_dual] += mt.dual_clip_fraction * mt.tokens;
-      sums[m_ratio] += mt.ratio_mean * mt.tokens;
-      sums[m_kl] += mt.kl_mean * mt.tokens;
-      sums[m_pg] += mt.policy_loss;
-      sums[m_klloss] += mt.kl_loss;
-      normalizer = mt.normalizer; // global normalisers: the same for every group
+      const std::uint64_t draw = static_cast<std::uint64_t>(step_) * 1000003u + gi + 1;
+      grpo::token_shaping_buffers<float, std::uint8_t> sh;
+      const auto res = host_route_loss(g, m, a, ref, preset, norm, temperature, entropy_coeff, entropy, draw, sh, st);
+      add(res);
+      sums[m_selected] += static_cast<double>(sh.selection.selected);
+      sums[m_fipo] += sh.fipo.weight_mean * res.metrics.tokens;
+    }
+    // the fused route: loss and d loss / d logits in one kernel call per group on the logits'
+    // device, the logits of up to groups_per_pass groups (of equal G) from one pass of the model
+    for (std::size_t first = 0; first < pending.size();) {
+      std::size_t last = first + 1;
+      const auto G = groups[pending[first].gi].completions.size(0);
+      while (last < pending.size() && last - first < opt_.groups_per_pass && groups[pending[last].gi].completions.size(0) == G) ++last;
+      std::vector<completion_group> pass;
+      for (std::size_t i = first; i < last; ++i) {
+        const auto& g = groups[pending[i].gi];
+        pass.push_back({g.prompt_ids, g.pixel_values, g.completions});
+      }
+      std::vector<at::Tensor> z;
+      {
+        const autocast_guard ac(device(), opt_.autocast);
+        z = detail::completion_logits(model_, pass, temperature, where);
+      }
+      at::Tensor loss;
+      for (std::size_t i = first; i < last; ++i) {
+        const auto& p = pending[i];
+        const auto& g = groups[p.gi];
+        const auto& zi = z[i - first];
+        const auto dev = zi.device();
+        const auto on = [&](const at::Tensor& t) { return t.defined() ? t.to(dev) : t; };
+        grpo::loss_result res;
+        const at::Tensor li = torch_ops::grpo_loss(zi, g.completions.to(dev), on(g.old_logprobs.defined() ? g.old_logprobs.to(at::kFloat) : at::Tensor()),
+                                                   on(p.ref), on(p.a), on(p.m), preset.loss, norm, temperature, &res.metrics);
+        res.loss = li.item<double>();
+        loss = loss.defined() ? loss + li : li;
+        add(res);
+      }
+      loss.backward();
+      first = last;
     }
     sums[m_entropy] = st.entropy;
     sums = global_counts(where, std::move(sums), nullptr); // summed over the ranks

@@ -36,7 +36,9 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
                                                           : msrl::grpo::kl_estimator::k1;
   const bool openrlhf = c.estimator.starts_with("openrlhf");
   stage_session ss(ctx, stage, m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
-                                    .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm}, total,
+                                    .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector,
+                                    .groups_per_pass = static_cast<std::size_t>(ctx.cfg.groups_per_pass), .comm = ctx.comm},
+                   total,
                    std::move(reference));
   auto& [t, rp, mw, bar] = ss;
   {
