@@ -561,6 +561,27 @@ BOOST_AUTO_TEST_CASE(sampling_is_seeded_and_logprobs_match_a_full_forward) {
   BOOST_CHECK_THROW(mt::sample(m, in.prompt, in.pixels, {.top_p = 0.0}), msrl::invalid_argument);
 }
 
+namespace {
+/// Two routes' parameter gradients (torch::autograd::grad, undefined where a parameter has none):
+/// defined for the same parameters, more than ten of them, not all zero, and within 1e-5 of the
+/// largest (or absolutely, below 1).
+void check_same_gradients(const std::vector<at::Tensor>& ga, const std::vector<at::Tensor>& gb) {
+  BOOST_TEST_REQUIRE(ga.size() == gb.size());
+  double worst = 0, scale = 0;
+  std::size_t with_grad = 0;
+  for (std::size_t i = 0; i < ga.size(); ++i) {
+    BOOST_TEST(ga[i].defined() == gb[i].defined());
+    if (!ga[i].defined() || !gb[i].defined()) continue;
+    ++with_grad;
+    worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
+    scale = std::max(scale, gb[i].abs().max().item<double>());
+  }
+  BOOST_TEST(with_grad > 10u);
+  BOOST_TEST(scale > 0.0);
+  BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale), "gradient difference " << worst << " (scale " << scale << ")");
+}
+} // namespace
+
 // completion_logits runs the prompt once and shares its keys and values between the G rows.
 // Independent route: model->forward over each row's whole sequence (prompt + completion), with no
 // cache. Logits and the parameter gradients of a random functional of them must agree, with an
@@ -578,12 +599,7 @@ BOOST_AUTO_TEST_CASE(completion_logits_share_the_prompt_and_match_full_forwards)
       const auto comp = at::randint(11, 200, {G, L}, gen, at::kLong);
       const auto w = at::randn({G, L, m->cfg.text.vocab_size}, gen);
       const auto params = m->parameters();
-      const auto grads_of = [&](const at::Tensor& loss) {
-        const auto g = torch::autograd::grad({loss}, params, {}, false, false, true);
-        std::vector<at::Tensor> out;
-        for (const auto& t : g) out.push_back(t.defined() ? t : at::Tensor());
-        return out;
-      };
+      const auto grads_of = [&](const at::Tensor& loss) { return torch::autograd::grad({loss}, params, {}, false, false, true); };
       const auto got = mt::detail::completion_logits(m, prompt, pix, comp, 1.0, "test");
       BOOST_TEST_REQUIRE((got.sizes() == at::IntArrayRef{G, L, m->cfg.text.vocab_size}));
       std::vector<at::Tensor> rows;
@@ -593,20 +609,7 @@ BOOST_AUTO_TEST_CASE(completion_logits_share_the_prompt_and_match_full_forwards)
       }
       const auto want = at::cat(rows, 0);
       BOOST_TEST(max_abs_diff(got, want) < 1e-5);
-      const auto ga = grads_of((got * w).sum()), gb = grads_of((want * w).sum());
-      BOOST_TEST_REQUIRE(ga.size() == gb.size());
-      double worst = 0, scale = 0;
-      std::size_t with_grad = 0;
-      for (std::size_t i = 0; i < ga.size(); ++i) {
-        BOOST_TEST(ga[i].defined() == gb[i].defined());
-        if (!ga[i].defined() || !gb[i].defined()) continue;
-        ++with_grad;
-        worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
-        scale = std::max(scale, gb[i].abs().max().item<double>());
-      }
-      BOOST_TEST(with_grad > 10u);
-      BOOST_TEST(scale > 0.0);
-      BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale), "image " << image << " L " << L << ": gradient difference " << worst << " (scale " << scale << ")");
+      BOOST_TEST_CONTEXT("image " << image << " L " << L) { check_same_gradients(grads_of((got * w).sum()), grads_of((want * w).sum())); }
     }
   BOOST_CHECK_THROW(mt::detail::completion_logits(m, text_only, {}, at::zeros({2, 0}, at::kLong), 1.0, "test"), msrl::invalid_argument);
 }
@@ -647,19 +650,7 @@ BOOST_AUTO_TEST_CASE(completion_logits_of_several_groups_match_full_forwards) {
     fa = fa.defined() ? fa + (got[i] * w[i]).sum() : (got[i] * w[i]).sum();
     fb = fb.defined() ? fb + (want * w[i]).sum() : (want * w[i]).sum();
   }
-  const auto ga = grads_of(fa), gb = grads_of(fb);
-  double worst = 0, scale = 0;
-  std::size_t with_grad = 0;
-  for (std::size_t i = 0; i < ga.size(); ++i) {
-    BOOST_TEST(ga[i].defined() == gb[i].defined());
-    if (!ga[i].defined() || !gb[i].defined()) continue;
-    ++with_grad;
-    worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
-    scale = std::max(scale, gb[i].abs().max().item<double>());
-  }
-  BOOST_TEST(with_grad > 10u);
-  BOOST_TEST(scale > 0.0);
-  BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale), "gradient difference " << worst << " (scale " << scale << ")");
+  check_same_gradients(grads_of(fa), grads_of(fb));
   // refused: no group, groups of different G, a prompt without its image's tokens
   BOOST_CHECK_THROW(mt::detail::completion_logits(m, std::span<const mt::completion_group>(), 1.0, "test"), msrl::shape_error);
   std::vector<mt::completion_group> uneven{groups[0], {text_only, {}, at::zeros({2, 3}, at::kLong)}};
