@@ -651,12 +651,14 @@ BOOST_AUTO_TEST_CASE(completion_logits_of_several_groups_match_full_forwards) {
     fb = fb.defined() ? fb + (want * w[i]).sum() : (want * w[i]).sum();
   }
   check_same_gradients(grads_of(fa), grads_of(fb));
-  // refused: no group, groups of different G, a prompt without its image's tokens
+  // refused: no group, groups of different G, a prompt without its image's tokens, int32 ids
   BOOST_CHECK_THROW(mt::detail::completion_logits(m, std::span<const mt::completion_group>(), 1.0, "test"), msrl::shape_error);
   std::vector<mt::completion_group> uneven{groups[0], {text_only, {}, at::zeros({2, 3}, at::kLong)}};
   BOOST_CHECK_THROW(mt::detail::completion_logits(m, uneven, 1.0, "test"), msrl::shape_error);
   std::vector<mt::completion_group> misplaced{{text_only, in.pixels, groups[0].completions}, {in.prompt, {}, groups[0].completions}};
   BOOST_CHECK_THROW(mt::detail::completion_logits(m, misplaced, 1.0, "test"), msrl::shape_error);
+  std::vector<mt::completion_group> int32_ids{groups[1], {text_only.to(at::kInt), {}, groups[1].completions}};
+  BOOST_CHECK_THROW(mt::detail::completion_logits(m, int32_ids, 1.0, "test"), msrl::shape_error);
 }
 
 // sample_many runs sample() per request on worker threads: each request's tokens and log-probs
@@ -1428,6 +1430,22 @@ public:
 private:
   msrl::torch_ops::host_kernel_set host_;
 };
+/// Installs a kernel set as the CPU's for a scope, restoring the previous one whatever happens.
+struct scoped_cpu_kernels {
+  const msrl::torch_ops::kernel_set* previous;
+  explicit scoped_cpu_kernels(const msrl::torch_ops::kernel_set* k) : previous(msrl::torch_ops::install_kernels(msrl::torch_ops::device_kind::cpu, k)) {}
+  ~scoped_cpu_kernels() { msrl::torch_ops::install_kernels(msrl::torch_ops::device_kind::cpu, previous); }
+  scoped_cpu_kernels(const scoped_cpu_kernels&) = delete;
+  scoped_cpu_kernels& operator=(const scoped_cpu_kernels&) = delete;
+};
+/// The fixture model with every weight moved by seeded N(0, 0.01^2) noise: a KL reference that differs from it.
+mt::internvl perturbed_reference() {
+  auto ref = mt::load_internvl(fixtures / "tiny_internvl");
+  at::NoGradGuard ng;
+  at::manual_seed(1);
+  for (auto& p : ref->parameters()) p.add_(at::randn_like(p) * 0.01);
+  return ref;
+}
 } // namespace
 
 BOOST_AUTO_TEST_CASE(fused_grpo_loss_route_matches_the_host_route) {
@@ -1447,18 +1465,9 @@ BOOST_AUTO_TEST_CASE(fused_grpo_loss_route_matches_the_host_route) {
     preset.loss.beta = 0.04;
     const auto run = [&](bool fused) {
       auto mm = mt::load_internvl(fixtures / "tiny_internvl");
-      auto ref = mt::load_internvl(fixtures / "tiny_internvl");
-      {
-        at::NoGradGuard ng;
-        at::manual_seed(1);
-        for (auto& p : ref->parameters()) p.add_(at::randn_like(p) * 0.01);
-      }
-      mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .fused_loss = fused}, ref);
+      mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .fused_loss = fused}, perturbed_reference());
       loss_counting_kernels counting;
-      struct installed { // the counting set for this step only, restored whatever happens
-        const msrl::torch_ops::kernel_set* previous;
-        ~installed() { msrl::torch_ops::install_kernels(msrl::torch_ops::device_kind::cpu, previous); }
-      } guard{msrl::torch_ops::install_kernels(msrl::torch_ops::device_kind::cpu, &counting)};
+      const scoped_cpu_kernels guard(&counting); // the counting set for this step only
       const auto st = t.grpo_step({{in.prompt, in.pixels, s1.tokens, s1.mask, old1, r1}, {in.prompt, in.pixels, s2.tokens, s2.mask, old2, r2}}, preset, T);
       BOOST_TEST(counting.losses == (fused ? 2 : 0)); // one fused loss call per group, or none
       std::vector<at::Tensor> g;
@@ -1512,18 +1521,9 @@ BOOST_AUTO_TEST_CASE(grpo_groups_per_pass_match_one_group_per_pass) {
     preset.loss.beta = beta;
     const auto run = [&](std::size_t per_pass) {
       auto mm = mt::load_internvl(fixtures / "tiny_internvl");
-      auto ref = mt::load_internvl(fixtures / "tiny_internvl");
-      {
-        at::NoGradGuard ng;
-        at::manual_seed(1);
-        for (auto& p : ref->parameters()) p.add_(at::randn_like(p) * 0.01);
-      }
-      mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .groups_per_pass = per_pass}, ref);
+      mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .groups_per_pass = per_pass}, perturbed_reference());
       loss_counting_kernels counting;
-      struct installed {
-        const msrl::torch_ops::kernel_set* previous;
-        ~installed() { msrl::torch_ops::install_kernels(msrl::torch_ops::device_kind::cpu, previous); }
-      } guard{msrl::torch_ops::install_kernels(msrl::torch_ops::device_kind::cpu, &counting)};
+      const scoped_cpu_kernels guard(&counting);
       const auto st = t.grpo_step(groups, preset, T);
       BOOST_TEST(counting.losses == (beta == 0.0 ? 4 : 5)); // the flat group is skipped without a KL term
       std::vector<at::Tensor> g;

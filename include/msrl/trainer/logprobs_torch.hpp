@@ -49,7 +49,8 @@ inline std::vector<at::Tensor> completion_logits(internvl& model, std::span<cons
   std::vector<std::int64_t> len;
   std::int64_t Lmax = 0;
   for (const auto& g : groups) {
-    prompts.push_back(one_prompt(g.prompt_ids, where, "prompt_ids").to(at::kLong));
+    prompts.push_back(one_prompt(g.prompt_ids, where, "prompt_ids"));
+    require<shape_error>(prompts.back().scalar_type() == at::kLong, where, "prompt_ids", "must be int64");
     len.push_back(prompts.back().size(1));
     require<shape_error>(g.completions.defined() && g.completions.dim() == 2 && g.completions.size(1) >= 1 && g.completions.scalar_type() == at::kLong,
                          where, "completions", "must be int64 [G, L] with L >= 1");
