@@ -524,6 +524,14 @@ tiny_inputs tiny_prompt() {
   mt::safetensors_file fx(fixtures / "parity.safetensors");
   return {fx.load("input_ids").squeeze(0), fx.load("pixel_values")};
 }
+/// The fixture model with every weight moved by seeded N(0, 0.01^2) noise: a KL reference that differs from it.
+mt::internvl perturbed_reference() {
+  auto ref = mt::load_internvl(fixtures / "tiny_internvl");
+  at::NoGradGuard ng;
+  at::manual_seed(1);
+  for (auto& p : ref->parameters()) p.add_(at::randn_like(p) * 0.01);
+  return ref;
+}
 } // namespace
 
 BOOST_AUTO_TEST_CASE(sampling_is_seeded_and_logprobs_match_a_full_forward) {
@@ -1367,13 +1375,7 @@ BOOST_AUTO_TEST_CASE(fused_logprobs_match_the_libtorch_route) {
 
   auto grads_of = [&](bool fused, auto&& step) {
     auto mm = mt::load_internvl(fixtures / "tiny_internvl");
-    auto ref = mt::load_internvl(fixtures / "tiny_internvl");
-    {
-      at::NoGradGuard ng;
-      at::manual_seed(1); // the same reference for both routes
-      for (auto& p : ref->parameters()) p.add_(at::randn_like(p) * 0.01);
-    }
-    mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .fused_logprobs = fused}, ref);
+    mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .fused_logprobs = fused}, perturbed_reference()); // the same reference for both routes
     const double loss = step(t);
     std::vector<at::Tensor> g;
     for (auto& p : mm->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
@@ -1438,14 +1440,6 @@ struct scoped_cpu_kernels {
   scoped_cpu_kernels(const scoped_cpu_kernels&) = delete;
   scoped_cpu_kernels& operator=(const scoped_cpu_kernels&) = delete;
 };
-/// The fixture model with every weight moved by seeded N(0, 0.01^2) noise: a KL reference that differs from it.
-mt::internvl perturbed_reference() {
-  auto ref = mt::load_internvl(fixtures / "tiny_internvl");
-  at::NoGradGuard ng;
-  at::manual_seed(1);
-  for (auto& p : ref->parameters()) p.add_(at::randn_like(p) * 0.01);
-  return ref;
-}
 } // namespace
 
 BOOST_AUTO_TEST_CASE(fused_grpo_loss_route_matches_the_host_route) {
