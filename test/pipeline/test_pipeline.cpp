@@ -183,6 +183,8 @@ BOOST_AUTO_TEST_CASE(config_errors_name_the_key) {
       {"prompts_per_pass=257", "prompts_per_pass"},
       {"groups_per_pass=0", "groups_per_pass"},
       {"groups_per_pass=257", "groups_per_pass"},
+      {"train_workers=-1", "train_workers"},
+      {"train_workers=257", "train_workers"},
       {"text_grpo.advantage_group=row", "text_grpo.advantage_group"},
       {"caption_grpo.advantage_group=item --set caption_grpo.both_orders=false", "caption_grpo.advantage_group"},
       {"mm_grpo.advantage_group=item --set mm_grpo.estimator=openrlhf_rloo", "mm_grpo.advantage_group"},

@@ -1548,6 +1548,151 @@ BOOST_AUTO_TEST_CASE(grpo_groups_per_pass_match_one_group_per_pass) {
   BOOST_CHECK_THROW(mt::trainer(mm, {.groups_per_pass = 0}), msrl::invalid_argument);
 }
 
+namespace {
+/// Every parameter's .grad after a step (zeros where it has none), cloned.
+std::vector<at::Tensor> step_grads(mt::internvl& m) {
+  std::vector<at::Tensor> g;
+  for (auto& p : m->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
+  return g;
+}
+/// The largest difference between two gradient sets and the largest entry of the first.
+std::pair<double, double> grad_gap(const std::vector<at::Tensor>& ga, const std::vector<at::Tensor>& gb) {
+  double worst = 0, scale = 0;
+  for (std::size_t i = 0; i < ga.size(); ++i) {
+    worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
+    scale = std::max(scale, ga[i].abs().max().item<double>());
+  }
+  return {worst, scale};
+}
+} // namespace
+
+// detail::micro_batch_backward on its own. Independent route: the gradients written out by hand.
+// Three losses over two parameters, one of which the third loss does not reach and one a fourth
+// "loss" that needs no gradient; a gradient that autograd hands back as an expanded view (d sum / d p)
+// must be summed like any other; an existing .grad is added to; a parameter no loss reaches keeps an
+// undefined .grad.
+BOOST_AUTO_TEST_CASE(micro_batch_backward_sums_the_losses_gradients_in_order) {
+  for (const std::size_t workers : {1u, 2u, 3u, 8u}) {
+    BOOST_TEST_CONTEXT("workers " << workers) {
+      auto a = at::tensor({1.0, -2.0, 0.5}, at::kDouble).requires_grad_(true);
+      auto b = at::tensor({3.0, 4.0}, at::kDouble).requires_grad_(true);
+      auto unused = at::tensor({7.0}, at::kDouble).requires_grad_(true);
+      b.mutable_grad() = at::tensor({10.0, 20.0}, at::kDouble); // a gradient from before: added to
+      const int threads = at::get_num_threads();
+      std::vector<int> seen(4, -1);
+      mt::detail::micro_batch_backward({a, b, unused}, 4, workers, [&](std::size_t i) -> at::Tensor {
+        seen[i] = at::get_num_threads();
+        if (i == 0) return (a * a).sum() + b.sum();   // 2a, 1
+        if (i == 1) return 3.0 * (a * b.sum()).sum(); // 3 sum(b), 3 sum(a)
+        if (i == 2) return a.sum();                   // 1 (an expanded view)
+        return at::ones({1}, at::kDouble);            // needs no gradient
+      });
+      BOOST_TEST(at::get_num_threads() == threads);
+      for (const int s : seen) BOOST_TEST(s == (workers > 1 ? 1 : threads)); // one intra-op thread per worker
+      const double sb = 7.0, sa = -0.5;
+      BOOST_TEST(at::allclose(a.grad(), at::tensor({2.0 * 1.0 + 3 * sb + 1, 2.0 * -2.0 + 3 * sb + 1, 2.0 * 0.5 + 3 * sb + 1}, at::kDouble)));
+      BOOST_TEST(at::allclose(b.grad(), at::tensor({10.0 + 1 + 3 * sa, 20.0 + 1 + 3 * sa}, at::kDouble)));
+      BOOST_TEST(!unused.grad().defined());
+    }
+  }
+  // An error in a worker reaches the caller after every worker has stopped; no .grad changes.
+  auto p = at::tensor({1.0, 2.0}, at::kDouble).requires_grad_(true);
+  const int threads = at::get_num_threads();
+  BOOST_CHECK_THROW(mt::detail::micro_batch_backward({p}, 5, 2, [&](std::size_t i) -> at::Tensor {
+                      if (i == 3) throw std::runtime_error("micro-batch 3");
+                      return (p * p).sum();
+                    }),
+                    std::runtime_error);
+  BOOST_TEST(!p.grad().defined());
+  BOOST_TEST(at::get_num_threads() == threads);
+}
+
+// train_options::micro_batch_workers: an SFT step's micro-batches and a GRPO step's passes on
+// several threads against one after the other (the independent route: the sequential backward,
+// whose own gradients the other tests check against autograd and finite differences). Loss, metrics
+// and every parameter's gradient, with the vision tower frozen (no gradient for it either way);
+// the same worker count twice gives the same bits.
+BOOST_AUTO_TEST_CASE(micro_batch_workers_match_one_after_the_other) {
+  const auto in = tiny_prompt();
+  const auto text_only = at::tensor({5, 6, 7, 8, 9, 10}, at::kLong);
+  const auto sft_row = [](const at::Tensor& prompt, std::vector<std::int64_t> answer) {
+    const auto n = static_cast<std::int64_t>(answer.size());
+    auto ids = at::cat({prompt, at::tensor(answer, at::kLong)}).unsqueeze(0);
+    auto target = at::zeros_like(ids);
+    target.narrow(1, ids.size(1) - n, n).fill_(1);
+    return std::pair{ids, target};
+  };
+  const auto [i1, t1] = sft_row(in.prompt, {40, 41, 42, 43, 44, 3});
+  const auto [i2, t2] = sft_row(text_only, {50, 51, 3});
+  const auto [i3, t3] = sft_row(text_only, {60, 61, 62, 63, 3});
+  const std::vector<mt::sft_batch> micro{{i1, t1, in.pixels}, {i2, t2, {}}, {i3, t3, {}}};
+  const auto sft = [&](std::size_t workers) {
+    auto m = mt::load_internvl(fixtures / "tiny_internvl");
+    mt::trainer t(m, {.lr = 0.0, .max_grad_norm = 0.0, .freeze_vision = true, .micro_batch_workers = workers});
+    const auto st = t.sft_step(micro);
+    BOOST_TEST(!m->vision->embeddings->position_embedding.grad().defined()); // frozen
+    return std::pair{st, step_grads(m)};
+  };
+  const auto [s1, g1] = sft(1);
+  for (const std::size_t workers : {2u, 3u}) {
+    const auto [s, g] = sft(workers);
+    const auto [worst, scale] = grad_gap(g1, g);
+    BOOST_TEST_INFO("SFT, " << workers << " workers: loss " << s1.loss << " vs " << s.loss << ", grad diff " << worst << " of " << scale);
+    BOOST_TEST(scale > 1e-3);
+    BOOST_TEST(std::abs(s.loss - s1.loss) <= 1e-6 * std::max(1.0, s1.loss));
+    BOOST_TEST(s.tokens == s1.tokens);
+    BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale));
+    const auto [again, g_again] = sft(workers);
+    BOOST_TEST(again.loss == s.loss);
+    for (std::size_t k = 0; k < g.size(); ++k) BOOST_TEST(at::equal(g[k], g_again[k]));
+  }
+
+  const double T = 0.9;
+  auto m0 = mt::load_internvl(fixtures / "tiny_internvl");
+  const auto draw = [&](const at::Tensor& p, const at::Tensor& pix, std::int64_t G, std::int64_t L, std::uint64_t seed) {
+    return mt::sample(m0, p, pix, {.num_samples = G, .max_new_tokens = L, .temperature = T, .stop_ids = {3}, .seed = seed});
+  };
+  const std::vector<mt::sampling_result> s{draw(in.prompt, in.pixels, 4, 7, 8), draw(text_only, {}, 4, 5, 9), draw(in.prompt, in.pixels, 4, 6, 10),
+                                         draw(text_only, {}, 3, 6, 11), draw(in.prompt, in.pixels, 3, 4, 12)};
+  const std::vector<std::vector<double>> r{{0.0, 1.0, 0.4, 1.2}, {1.0, 1.0, 1.0, 1.0}, {1.0, 0.0, 0.0, 0.3}, {1.0, 0.0, 0.5}, {0.2, 0.9, 0.1}};
+  std::vector<mt::grpo_group> groups;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const bool image = i % 2 == 0;
+    groups.push_back({image ? in.prompt : text_only, image ? in.pixels : at::Tensor(), s[i].tokens, s[i].mask,
+                      s[i].logprobs + (i % 2 ? -0.3 : 0.35), r[i]});
+  }
+  for (const double beta : {0.0, 0.04}) {
+    auto preset = msrl::grpo::presets::msrl_release;
+    preset.loss.beta = beta;
+    const auto grpo = [&](std::size_t workers, std::size_t per_pass) {
+      auto mm = mt::load_internvl(fixtures / "tiny_internvl");
+      mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .groups_per_pass = per_pass, .micro_batch_workers = workers}, perturbed_reference());
+      const auto st = t.grpo_step(groups, preset, T);
+      return std::pair{st, step_grads(mm)};
+    };
+    for (const std::size_t per_pass : {1u, 2u}) {
+      const auto [a, ga] = grpo(1, per_pass);
+      for (const std::size_t workers : {2u, 4u}) {
+        const auto [b, gb] = grpo(workers, per_pass);
+        const auto [worst, scale] = grad_gap(ga, gb);
+        BOOST_TEST_INFO("GRPO, beta " << beta << ", " << per_pass << " per pass, " << workers << " workers: loss " << a.loss << " vs " << b.loss
+                                      << ", grad diff " << worst << " of " << scale);
+        BOOST_TEST(scale > 1e-4);
+        BOOST_TEST(a.metrics.clip_fraction > 0);
+        BOOST_TEST(std::abs(a.loss - b.loss) <= 1e-6 * std::max(1.0, std::abs(a.loss)));
+        BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale));
+        BOOST_TEST(a.metrics.tokens == b.metrics.tokens);
+        BOOST_TEST(a.skipped_groups == b.skipped_groups);
+        BOOST_TEST(std::abs(a.metrics.clip_fraction - b.metrics.clip_fraction) < 1e-12);
+        BOOST_TEST(std::abs(a.metrics.kl_mean - b.metrics.kl_mean) < 1e-6);
+        BOOST_TEST(std::abs(a.metrics.ratio_mean - b.metrics.ratio_mean) < 1e-6);
+      }
+    }
+  }
+  auto mm = mt::load_internvl(fixtures / "tiny_internvl");
+  BOOST_CHECK_THROW(mt::trainer(mm, {.micro_batch_workers = 0}), msrl::invalid_argument);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Images
 

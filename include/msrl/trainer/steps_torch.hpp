@@ -28,7 +28,6 @@
 #include <string>
 #include <tuple>
 #include <utility>
-#include "controllers.hpp"
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -45,8 +44,10 @@
 #include "../torch/logprob_ops.hpp"
 #include "autocast_torch.hpp"
 #include "communicator_torch.hpp"
+#include "controllers.hpp"
 #include "internvl_torch.hpp"
 #include "logprobs_torch.hpp"
+#include "micro_workers_torch.hpp"
 #include "sampling_torch.hpp"
 
 namespace msrl::trainer {
@@ -85,6 +86,12 @@ struct train_options {
   /// gradients are those of one group per pass up to rounding (tested); a pass holds its groups'
   /// activations together. >= 1.
   std::size_t groups_per_pass = 1;
+  /// CPU: the micro-batches of one step (sft_step's micro-batches, grpo_step's passes) run on up to
+  /// this many threads at once, each with one intra-op thread (detail::micro_batch_backward in
+  /// micro_workers_torch.hpp); their gradients are summed per worker, then in micro-batch order.
+  /// 1 (or a CUDA model): one after the other on the caller's threads. A BLAS with its own thread
+  /// pool (OpenBLAS) should be at one thread meanwhile; the trainer does not change it. >= 1.
+  std::size_t micro_batch_workers = 1;
   /// Data-parallel group; null (or one rank) trains this process alone. With more ranks the
   /// constructor broadcasts rank 0's weights, and every step sums counts and gradients.
   std::shared_ptr<communicator> comm = nullptr;
@@ -154,6 +161,7 @@ public:
       if (p.requires_grad()) params.push_back(p);
     require(!params.empty(), "msrl::trainer::trainer", "train_options", "must leave some parameters trainable");
     require(opt.groups_per_pass >= 1, "msrl::trainer::trainer", "train_options.groups_per_pass", "must be >= 1");
+    require(opt.micro_batch_workers >= 1, "msrl::trainer::trainer", "train_options.micro_batch_workers", "must be >= 1");
     { const autocast_guard check(device(), opt.autocast); } // rejects a dtype autocast cannot use here, now
     params_ = params;
     optim_ = std::make_unique<torch::optim::AdamW>(
@@ -303,7 +311,9 @@ public:
     optim_->zero_grad();
     step_stats st;
     st.tokens = total;
-    for (const auto& b : micro) {
+    std::vector<double> losses(micro.size(), 0.0);
+    detail::micro_batch_backward(params_, micro.size(), workers(), [&](std::size_t i) {
+      const auto& b = micro[i];
       const auto T = b.input_ids.size(1);
       at::Tensor loss;
       {
@@ -320,9 +330,10 @@ public:
         auto m = b.target_mask.narrow(1, 1, T - 1).to(device(), at::kFloat);
         loss = -(lp * m).sum() / total;
       }
-      loss.backward();
-      st.loss += loss.item<double>();
-    }
+      losses[i] = loss.item<double>();
+      return loss;
+    });
+    for (const double l : losses) st.loss += l;
     finish(st);
     return st;
   }
@@ -436,10 +447,17 @@ public:
     }
     // the fused route: loss and d loss / d logits in one kernel call per group on the logits'
     // device, the logits of up to groups_per_pass groups (of equal G) from one pass of the model
+    std::vector<std::pair<std::size_t, std::size_t>> passes; // [first, last) of pending
     for (std::size_t first = 0; first < pending.size();) {
       std::size_t last = first + 1;
       const auto G = groups[pending[first].gi].completions.size(0);
       while (last < pending.size() && last - first < opt_.groups_per_pass && groups[pending[last].gi].completions.size(0) == G) ++last;
+      passes.emplace_back(first, last);
+      first = last;
+    }
+    std::vector<grpo::loss_result> fused_results(pending.size());
+    detail::micro_batch_backward(params_, passes.size(), workers(), [&](std::size_t k) {
+      const auto [first, last] = passes[k];
       std::vector<completion_group> pass;
       for (std::size_t i = first; i < last; ++i) {
         const auto& g = groups[pending[i].gi];
@@ -457,16 +475,15 @@ public:
         const auto& zi = z[i - first];
         const auto dev = zi.device();
         const auto on = [&](const at::Tensor& t) { return t.defined() ? t.to(dev) : t; };
-        grpo::loss_result res;
+        auto& res = fused_results[i];
         const at::Tensor li = torch_ops::grpo_loss(zi, g.completions.to(dev), on(g.old_logprobs.defined() ? g.old_logprobs.to(at::kFloat) : at::Tensor()),
                                                    on(p.ref), on(p.a), on(p.m), preset.loss, norm, temperature, &res.metrics);
         res.loss = li.item<double>();
         loss = loss.defined() ? loss + li : li;
-        add(res);
       }
-      loss.backward();
-      first = last;
-    }
+      return loss;
+    });
+    for (const auto& res : fused_results) add(res);
     sums[m_entropy] = st.entropy;
     sums = global_counts(where, std::move(sums), nullptr); // summed over the ranks
     st.entropy = sums[m_entropy];
@@ -598,6 +615,9 @@ private:
     }
     st.loss = flags[static_cast<std::int64_t>(n)].item<double>();
   }
+
+  /// Threads for a step's micro-batches (train_options::micro_batch_workers; 1 off the CPU).
+  std::size_t workers() const { return device().is_cpu() ? opt_.micro_batch_workers : 1; }
 
   void finish(step_stats& st) {
     if (distributed()) all_reduce_gradients(st);

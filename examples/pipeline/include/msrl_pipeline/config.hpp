@@ -174,6 +174,7 @@ struct pipeline_config {
   int sampling_workers = 0;    ///< threads sampling prompts at once, one libtorch thread each (0 = threads, or one per core)
   int prompts_per_pass = 4;    ///< prompts each sampling worker decodes together (msrl::trainer::sample_many)
   int groups_per_pass = 1;     ///< GRPO groups whose logits come from one forward/backward pass (msrl::trainer::train_options::groups_per_pass)
+  int train_workers = 0;       /// threads running a training step's micro-batches at once, one libtorch thread each (0 = threads, or one per core; msrl::trainer::train_options::micro_batch_workers)
   int save_every = 1;          ///< optimizer steps between resumable checkpoints
   /// Media paths of data rows may resolve outside their JSONL file's folder (absolute paths,
   /// `..`, links out); false refuses such a row by name.
@@ -373,7 +374,7 @@ inline pipeline_config parse_config(const json& doc) {
   pipeline_config c;
   detail::object_reader r(doc, "");
   r.get("data_dir", c.data_dir).get("output_dir", c.output_dir).get("generate_data", c.generate_data).get("seed", c.seed)
-      .get("threads", c.threads).get("blas_threads", c.blas_threads).get("sampling_workers", c.sampling_workers).get("prompts_per_pass", c.prompts_per_pass).get("groups_per_pass", c.groups_per_pass).get("save_every", c.save_every).get("allow_media_outside_data", c.allow_media_outside_data).get("progress", c.progress).get("stages", c.stages);
+      .get("threads", c.threads).get("blas_threads", c.blas_threads).get("sampling_workers", c.sampling_workers).get("prompts_per_pass", c.prompts_per_pass).get("groups_per_pass", c.groups_per_pass).get("train_workers", c.train_workers).get("save_every", c.save_every).get("allow_media_outside_data", c.allow_media_outside_data).get("progress", c.progress).get("stages", c.stages);
   r.nested("model", [&](detail::object_reader& m) { m.get("init", c.model.init).get("tokenizer", c.model.tokenizer).get("tiny", c.model.tiny).get("init_std", c.model.init_std).get("autocast", c.model.autocast).get("fused_logprobs", c.model.fused_logprobs); });
   r.nested("pretrain", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain); });
   r.nested("pretrain_media", [&](detail::object_reader& m) { detail::read_sft(m, c.pretrain_media); });
@@ -403,6 +404,7 @@ inline pipeline_config parse_config(const json& doc) {
   check(c.sampling_workers >= 0 && c.sampling_workers <= 256, "sampling_workers", "must lie in [0, 256]");
   check(c.prompts_per_pass >= 1 && c.prompts_per_pass <= 256, "prompts_per_pass", "must lie in [1, 256]");
   check(c.groups_per_pass >= 1 && c.groups_per_pass <= 256, "groups_per_pass", "must lie in [1, 256]");
+  check(c.train_workers >= 0 && c.train_workers <= 256, "train_workers", "must lie in [0, 256]");
   check(c.save_every >= 1, "save_every", "must be at least 1");
   check(!c.stages.empty(), "stages", "must name at least one stage");
   std::size_t last = 0;

@@ -40,7 +40,7 @@ inline void run_grpo(run_context& ctx, const std::string& stage, internvl& m, co
                                     .groups_per_pass = static_cast<std::size_t>(ctx.cfg.groups_per_pass), .comm = ctx.comm},
                    total,
                    std::move(reference));
-  auto& [t, rp, mw, bar] = ss;
+  auto& [blas_guard, t, rp, mw, bar] = ss;
   {
     // the controllers' settings come from the configuration; a resumed stage keeps their state
     auto& ctl = t.control();

@@ -254,15 +254,26 @@ inline void write_plots(const run_context& ctx, const std::string& stage) {
 /// state when there is one), where to start, the metrics file (rank 0) and the progress bar.
 /// opt with the configuration's mixed precision (model.autocast) and log-prob route
 /// (model.fused_logprobs) applied.
+/// Threads running a training step's micro-batches at once (train_workers; 0: `threads`, or one per core).
+inline int train_workers(const run_context& ctx) {
+  if (ctx.cfg.train_workers > 0) return ctx.cfg.train_workers;
+  if (ctx.cfg.threads > 0) return ctx.cfg.threads;
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 inline msrl::trainer::train_options with_model_options(const run_context& ctx, msrl::trainer::train_options opt) {
   const auto& a = ctx.cfg.model.autocast;
   if (a == "bf16") opt.autocast = at::kBFloat16;
   else if (a == "fp16") opt.autocast = at::kHalf;
   opt.fused_logprobs = ctx.cfg.model.fused_logprobs;
+  opt.micro_batch_workers = static_cast<std::size_t>(train_workers(ctx));
   return opt;
 }
 
 struct stage_session {
+  /// The BLAS at one thread while a stage trains its micro-batches on several workers (its own
+  /// pool would compete with them for the cores), as while sampling.
+  scoped_blas_threads blas;
   msrl::trainer::trainer trainer;
   resume_point start;
   std::optional<metrics_writer> metrics;
@@ -271,7 +282,7 @@ struct stage_session {
   /// `reference`: the frozen KL reference of a GRPO stage with beta != 0, or none.
   stage_session(const run_context& ctx, const std::string& stage, internvl& m, const msrl::trainer::train_options& opt, std::int64_t total,
                 std::optional<internvl> reference = std::nullopt)
-      : trainer(m, with_model_options(ctx, opt), std::move(reference)), start(read_resume(ctx, stage)),
+      : blas(train_workers(ctx) > 1 ? 1 : 0), trainer(m, with_model_options(ctx, opt), std::move(reference)), start(read_resume(ctx, stage)),
         bar({.label = stage, .total = static_cast<std::uint64_t>(total), .enabled = ctx.cfg.progress && ctx.leader()}) {
     if (start.resumed) load_resume(ctx, stage, m, trainer);
     const auto path = ctx.out / "metrics" / (stage + ".jsonl");

@@ -124,7 +124,7 @@ inline void run_sft(run_context& ctx, const std::string& stage, internvl& m, con
   const std::int64_t total = c.max_steps > 0 ? c.max_steps : per_epoch * c.epochs;
   stage_session ss(ctx, stage, m, {.lr = c.lr, .weight_decay = c.weight_decay, .max_grad_norm = c.max_grad_norm,
                                     .freeze_vision = c.freeze_vision, .freeze_projector = c.freeze_projector, .comm = ctx.comm}, total);
-  auto& [t, rp, mw, bar] = ss;
+  auto& [blas_guard, t, rp, mw, bar] = ss;
   std::map<std::size_t, std::vector<std::size_t>> perms;
   constexpr std::size_t micro = 8;
   for (std::int64_t step = rp.step; step < total; ++step) {
