@@ -1488,15 +1488,13 @@ BOOST_AUTO_TEST_CASE(fused_grpo_loss_route_matches_the_host_route) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(grpo_groups_per_pass_match_one_group_per_pass) {
-  // train_options::groups_per_pass: the fused route's logits of several groups from one pass of the
-  // model. Against one group per pass: loss, step metrics, parameter gradients and the fused loss
-  // calls (one per group either way), over five groups — with an image and without, G = 4 and
-  // G = 3 (a pass holds groups of one G), one flat group (skipped) — off-policy so that clipping is
-  // active, with a KL term to a reference model.
+namespace {
+/// Five GRPO groups sampled from the fixture at temperature T: the image prompt and a text-only
+/// one in turn, G = 4, 4, 4, 3, 3, completions of up to 7 tokens, the second group flat (every
+/// reward 1), off-policy old log-probs (shifted by +0.35 / -0.3) so that clipping acts.
+std::vector<mt::grpo_group> five_groups(double T) {
   const auto in = tiny_prompt();
   const auto text_only = at::tensor({5, 6, 7, 8, 9, 10}, at::kLong);
-  const double T = 0.9;
   auto m0 = mt::load_internvl(fixtures / "tiny_internvl");
   const auto draw = [&](const at::Tensor& p, const at::Tensor& pix, std::int64_t G, std::int64_t L, std::uint64_t seed) {
     return mt::sample(m0, p, pix, {.num_samples = G, .max_new_tokens = L, .temperature = T, .stop_ids = {3}, .seed = seed});
@@ -1510,6 +1508,18 @@ BOOST_AUTO_TEST_CASE(grpo_groups_per_pass_match_one_group_per_pass) {
     groups.push_back({image ? in.prompt : text_only, image ? in.pixels : at::Tensor(), s[i].tokens, s[i].mask,
                       s[i].logprobs + (i % 2 ? -0.3 : 0.35), r[i]});
   }
+  return groups;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(grpo_groups_per_pass_match_one_group_per_pass) {
+  // train_options::groups_per_pass: the fused route's logits of several groups from one pass of the
+  // model. Against one group per pass: loss, step metrics, parameter gradients and the fused loss
+  // calls (one per group either way), over five groups — with an image and without, G = 4 and
+  // G = 3 (a pass holds groups of one G), one flat group (skipped) — off-policy so that clipping is
+  // active, with a KL term to a reference model.
+  const double T = 0.9;
+  const auto groups = five_groups(T);
   for (const double beta : {0.0, 0.04}) {
     auto preset = msrl::grpo::presets::msrl_release;
     preset.loss.beta = beta;
@@ -1648,19 +1658,7 @@ BOOST_AUTO_TEST_CASE(micro_batch_workers_match_one_after_the_other) {
   }
 
   const double T = 0.9;
-  auto m0 = mt::load_internvl(fixtures / "tiny_internvl");
-  const auto draw = [&](const at::Tensor& p, const at::Tensor& pix, std::int64_t G, std::int64_t L, std::uint64_t seed) {
-    return mt::sample(m0, p, pix, {.num_samples = G, .max_new_tokens = L, .temperature = T, .stop_ids = {3}, .seed = seed});
-  };
-  const std::vector<mt::sampling_result> s{draw(in.prompt, in.pixels, 4, 7, 8), draw(text_only, {}, 4, 5, 9), draw(in.prompt, in.pixels, 4, 6, 10),
-                                         draw(text_only, {}, 3, 6, 11), draw(in.prompt, in.pixels, 3, 4, 12)};
-  const std::vector<std::vector<double>> r{{0.0, 1.0, 0.4, 1.2}, {1.0, 1.0, 1.0, 1.0}, {1.0, 0.0, 0.0, 0.3}, {1.0, 0.0, 0.5}, {0.2, 0.9, 0.1}};
-  std::vector<mt::grpo_group> groups;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const bool image = i % 2 == 0;
-    groups.push_back({image ? in.prompt : text_only, image ? in.pixels : at::Tensor(), s[i].tokens, s[i].mask,
-                      s[i].logprobs + (i % 2 ? -0.3 : 0.35), r[i]});
-  }
+  const auto groups = five_groups(T);
   for (const double beta : {0.0, 0.04}) {
     auto preset = msrl::grpo::presets::msrl_release;
     preset.loss.beta = beta;

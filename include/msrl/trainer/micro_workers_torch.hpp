@@ -13,11 +13,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
-#include <exception>
-#include <thread>
 #include <vector>
 
 #include <torch/torch.h>
+
+#include "worker_threads_torch.hpp"
 
 namespace msrl::trainer::detail {
 
@@ -40,45 +40,21 @@ void micro_batch_backward(const std::vector<at::Tensor>& params, std::size_t n, 
   }
   const std::size_t W = std::min(workers, n);
   std::vector<std::vector<at::Tensor>> sums(W); // per worker: one gradient per parameter (undefined: none yet)
-  std::vector<std::exception_ptr> errors(W);
-  std::atomic<bool> stop{false};
-  std::exception_ptr failed;
-  {
-    const int caller_threads = at::get_num_threads();
-    std::vector<std::thread> pool;
-    pool.reserve(W);
-    try {
-      for (std::size_t w = 0; w < W; ++w)
-        pool.emplace_back([&, w] {
-          try {
-            at::set_num_threads(1);
-            const at::AutoGradMode grad_on(true); // grad mode is per thread
-            auto& acc = sums[w];
-            acc.resize(params.size());
-            for (std::size_t i = w * n / W; i < (w + 1) * n / W && !stop.load(); ++i) {
-              const at::Tensor loss = loss_of(i);
-              if (!loss.defined() || !loss.requires_grad()) continue;
-              const auto g = torch::autograd::grad({loss}, params, {}, /*retain_graph=*/false, /*create_graph=*/false, /*allow_unused=*/true);
-              for (std::size_t p = 0; p < params.size(); ++p)
-                if (!g[p].defined()) continue;
-                else if (acc[p].defined()) acc[p].add_(g[p]);
-                else acc[p] = at::empty_like(params[p]).copy_(g[p]); // owned, laid out like the parameter (a gradient may be a view)
-            }
-          } catch (...) {
-            errors[w] = std::current_exception();
-            stop = true;
-          }
-        });
-    } catch (...) { // a thread that could not start: the started ones stop after their micro-batch
-      failed = std::current_exception();
-      stop = true;
+  run_workers(W, [&](std::size_t w, const std::atomic<bool>& stop) {
+    const at::AutoGradMode grad_on(true); // grad mode is per thread
+    auto& acc = sums[w];
+    acc.resize(params.size());
+    for (std::size_t i = w * n / W; i < (w + 1) * n / W && !stop.load(); ++i) {
+      const at::Tensor loss = loss_of(i);
+      if (!loss.defined() || !loss.requires_grad()) continue;
+      const auto g = torch::autograd::grad({loss}, params, {}, /*retain_graph=*/false, /*create_graph=*/false, /*allow_unused=*/true);
+      for (std::size_t p = 0; p < params.size(); ++p) {
+        if (!g[p].defined()) continue;
+        if (acc[p].defined()) acc[p].add_(g[p]);
+        else acc[p] = at::empty_like(params[p]).copy_(g[p]); // owned, laid out like the parameter (a gradient may be a view)
+      }
     }
-    for (auto& t : pool) t.join();
-    at::set_num_threads(caller_threads); // libtorch keeps the last count for threads it starts later
-    for (auto& e : errors)
-      if (e && !failed) failed = e;
-  }
-  if (failed) std::rethrow_exception(failed);
+  });
   at::NoGradGuard ng;
   for (std::size_t p = 0; p < params.size(); ++p) {
     at::Tensor total;

@@ -11,12 +11,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <exception>
 #include <limits>
 #include <optional>
 #include <span>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -25,6 +23,7 @@
 
 #include "../core/error.hpp"
 #include "internvl_torch.hpp"
+#include "worker_threads_torch.hpp"
 
 namespace msrl::trainer {
 
@@ -243,36 +242,11 @@ inline std::vector<sampling_result> sample_many(internvl& model, std::span<const
     for (std::size_t i = 0; i < passes; ++i) run(i);
     return out;
   }
-  std::exception_ptr failed;
-  {
-    const int caller_threads = at::get_num_threads();
-    std::atomic<std::size_t> next{0};
-    std::atomic<bool> stop{false};
-    std::vector<std::exception_ptr> errors(n_workers);
-    std::vector<std::thread> pool;
-    pool.reserve(n_workers);
-    try {
-      for (std::size_t w = 0; w < n_workers; ++w)
-        pool.emplace_back([&, w] {
-          try {
-            at::set_num_threads(1);
-            at::NoGradGuard ng; // grad mode is per thread
-            for (std::size_t i; !stop.load() && (i = next.fetch_add(1)) < passes;) run(i);
-          } catch (...) {
-            errors[w] = std::current_exception();
-            stop = true;
-          }
-        });
-    } catch (...) { // a thread that could not start: the started ones stop after their request
-      failed = std::current_exception();
-      stop = true;
-    }
-    for (auto& t : pool) t.join();
-    at::set_num_threads(caller_threads); // libtorch keeps the last count for threads it starts later
-    for (auto& e : errors)
-      if (e && !failed) failed = e;
-  }
-  if (failed) std::rethrow_exception(failed);
+  std::atomic<std::size_t> next{0};
+  detail::run_workers(n_workers, [&](std::size_t, const std::atomic<bool>& stop) {
+    at::NoGradGuard ng; // grad mode is per thread
+    for (std::size_t i; !stop.load() && (i = next.fetch_add(1)) < passes;) run(i);
+  });
   return out;
 }
 
