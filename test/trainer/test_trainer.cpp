@@ -1489,6 +1489,38 @@ BOOST_AUTO_TEST_CASE(fused_grpo_loss_route_matches_the_host_route) {
 }
 
 namespace {
+/// Every parameter's .grad after a step (zeros where it has none), cloned.
+std::vector<at::Tensor> step_grads(mt::internvl& m) {
+  std::vector<at::Tensor> g;
+  for (auto& p : m->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
+  return g;
+}
+/// The largest difference between two gradient sets and the largest entry of the first.
+std::pair<double, double> grad_gap(const std::vector<at::Tensor>& ga, const std::vector<at::Tensor>& gb) {
+  double worst = 0, scale = 0;
+  for (std::size_t i = 0; i < ga.size(); ++i) {
+    worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
+    scale = std::max(scale, ga[i].abs().max().item<double>());
+  }
+  return {worst, scale};
+}
+/// Two GRPO steps over the same groups that must agree: loss and ratio / KL metrics to 1e-6, clip
+/// fractions to 1e-12, counts exactly, every parameter's gradient to 1e-5 of the largest (which
+/// must exceed 1e-4), with clipping active.
+void check_same_grpo_step(const mt::step_stats& a, const std::vector<at::Tensor>& ga, const mt::step_stats& b, const std::vector<at::Tensor>& gb) {
+  const auto [worst, scale] = grad_gap(ga, gb);
+  BOOST_TEST_INFO("loss " << a.loss << " vs " << b.loss << ", grad diff " << worst << " of " << scale);
+  BOOST_TEST(scale > 1e-4);
+  BOOST_TEST(a.metrics.clip_fraction > 0);
+  BOOST_TEST(std::abs(a.loss - b.loss) <= 1e-6 * std::max(1.0, std::abs(a.loss)));
+  BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale));
+  BOOST_TEST(a.metrics.tokens == b.metrics.tokens);
+  BOOST_TEST(a.skipped_groups == b.skipped_groups);
+  BOOST_TEST(std::abs(a.metrics.clip_fraction - b.metrics.clip_fraction) < 1e-12);
+  BOOST_TEST(std::abs(a.metrics.kl_mean - b.metrics.kl_mean) < 1e-6);
+  BOOST_TEST(std::abs(a.metrics.ratio_mean - b.metrics.ratio_mean) < 1e-6);
+}
+
 /// Five GRPO groups sampled from the fixture at temperature T: the image prompt and a text-only
 /// one in turn, G = 4, 4, 4, 3, 3, completions of up to 7 tokens, the second group flat (every
 /// reward 1), off-policy old log-probs (shifted by +0.35 / -0.3) so that clipping acts.
@@ -1530,51 +1562,18 @@ BOOST_AUTO_TEST_CASE(grpo_groups_per_pass_match_one_group_per_pass) {
       const scoped_cpu_kernels guard(&counting);
       const auto st = t.grpo_step(groups, preset, T);
       BOOST_TEST(counting.losses == (beta == 0.0 ? 4 : 5)); // the flat group is skipped without a KL term
-      std::vector<at::Tensor> g;
-      for (auto& p : mm->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
-      return std::pair{st, g};
+      return std::pair{st, step_grads(mm)};
     };
     const auto [a, ga] = run(1);
     for (const std::size_t per_pass : {2u, 5u}) {
       const auto [b, gb] = run(per_pass);
-      double worst = 0, scale = 0;
-      for (std::size_t i = 0; i < ga.size(); ++i) {
-        worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
-        scale = std::max(scale, ga[i].abs().max().item<double>());
-      }
-      BOOST_TEST_INFO("beta " << beta << ", " << per_pass << " per pass: loss " << a.loss << " vs " << b.loss << ", grad diff " << worst << " of " << scale);
-      BOOST_TEST(scale > 1e-4);
-      BOOST_TEST(a.metrics.clip_fraction > 0);
-      BOOST_TEST(std::abs(a.loss - b.loss) <= 1e-6 * std::max(1.0, std::abs(a.loss)));
-      BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale));
-      BOOST_TEST(a.metrics.tokens == b.metrics.tokens);
-      BOOST_TEST(a.skipped_groups == b.skipped_groups);
-      BOOST_TEST(std::abs(a.metrics.clip_fraction - b.metrics.clip_fraction) < 1e-12);
-      BOOST_TEST(std::abs(a.metrics.kl_mean - b.metrics.kl_mean) < 1e-6);
-      BOOST_TEST(std::abs(a.metrics.ratio_mean - b.metrics.ratio_mean) < 1e-6);
+      BOOST_TEST_CONTEXT("beta " << beta << ", " << per_pass << " per pass") { check_same_grpo_step(a, ga, b, gb); }
     }
   }
   auto mm = mt::load_internvl(fixtures / "tiny_internvl");
   BOOST_CHECK_THROW(mt::trainer(mm, {.groups_per_pass = 0}), msrl::invalid_argument);
 }
 
-namespace {
-/// Every parameter's .grad after a step (zeros where it has none), cloned.
-std::vector<at::Tensor> step_grads(mt::internvl& m) {
-  std::vector<at::Tensor> g;
-  for (auto& p : m->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
-  return g;
-}
-/// The largest difference between two gradient sets and the largest entry of the first.
-std::pair<double, double> grad_gap(const std::vector<at::Tensor>& ga, const std::vector<at::Tensor>& gb) {
-  double worst = 0, scale = 0;
-  for (std::size_t i = 0; i < ga.size(); ++i) {
-    worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
-    scale = std::max(scale, ga[i].abs().max().item<double>());
-  }
-  return {worst, scale};
-}
-} // namespace
 
 // detail::micro_batch_backward on its own. Independent route: the gradients written out by hand.
 // Three losses over two parameters, one of which the third loss does not reach and one a fourth
@@ -1672,18 +1671,7 @@ BOOST_AUTO_TEST_CASE(micro_batch_workers_match_one_after_the_other) {
       const auto [a, ga] = grpo(1, per_pass);
       for (const std::size_t workers : {2u, 4u}) {
         const auto [b, gb] = grpo(workers, per_pass);
-        const auto [worst, scale] = grad_gap(ga, gb);
-        BOOST_TEST_INFO("GRPO, beta " << beta << ", " << per_pass << " per pass, " << workers << " workers: loss " << a.loss << " vs " << b.loss
-                                      << ", grad diff " << worst << " of " << scale);
-        BOOST_TEST(scale > 1e-4);
-        BOOST_TEST(a.metrics.clip_fraction > 0);
-        BOOST_TEST(std::abs(a.loss - b.loss) <= 1e-6 * std::max(1.0, std::abs(a.loss)));
-        BOOST_TEST(worst <= 1e-5 * std::max(1.0, scale));
-        BOOST_TEST(a.metrics.tokens == b.metrics.tokens);
-        BOOST_TEST(a.skipped_groups == b.skipped_groups);
-        BOOST_TEST(std::abs(a.metrics.clip_fraction - b.metrics.clip_fraction) < 1e-12);
-        BOOST_TEST(std::abs(a.metrics.kl_mean - b.metrics.kl_mean) < 1e-6);
-        BOOST_TEST(std::abs(a.metrics.ratio_mean - b.metrics.ratio_mean) < 1e-6);
+        BOOST_TEST_CONTEXT("GRPO, beta " << beta << ", " << per_pass << " per pass, " << workers << " workers") { check_same_grpo_step(a, ga, b, gb); }
       }
     }
   }
