@@ -532,6 +532,21 @@ mt::internvl perturbed_reference() {
   for (auto& p : ref->parameters()) p.add_(at::randn_like(p) * 0.01);
   return ref;
 }
+/// Every parameter's .grad after a step (zeros where it has none), cloned.
+std::vector<at::Tensor> step_grads(mt::internvl& m) {
+  std::vector<at::Tensor> g;
+  for (auto& p : m->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
+  return g;
+}
+/// The largest difference between two gradient sets and the largest entry of the first.
+std::pair<double, double> grad_gap(const std::vector<at::Tensor>& ga, const std::vector<at::Tensor>& gb) {
+  double worst = 0, scale = 0;
+  for (std::size_t i = 0; i < ga.size(); ++i) {
+    worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
+    scale = std::max(scale, ga[i].abs().max().item<double>());
+  }
+  return {worst, scale};
+}
 } // namespace
 
 BOOST_AUTO_TEST_CASE(sampling_is_seeded_and_logprobs_match_a_full_forward) {
@@ -1377,19 +1392,12 @@ BOOST_AUTO_TEST_CASE(fused_logprobs_match_the_libtorch_route) {
     auto mm = mt::load_internvl(fixtures / "tiny_internvl");
     mt::trainer t(mm, {.lr = 0.0, .max_grad_norm = 0.0, .fused_logprobs = fused}, perturbed_reference()); // the same reference for both routes
     const double loss = step(t);
-    std::vector<at::Tensor> g;
-    for (auto& p : mm->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
-    return std::pair{loss, g};
+    return std::pair{loss, step_grads(mm)};
   };
   auto compare = [&](const char* what, auto&& step) {
     const auto [l1, g1] = grads_of(true, step);
     const auto [l2, g2] = grads_of(false, step);
-    double worst = 0, scale = 0;
-    for (std::size_t i = 0; i < g1.size(); ++i) {
-      const at::Tensor& want = g2[i];
-      worst = std::max(worst, max_abs_diff(g1[i], want));
-      scale = std::max(scale, want.abs().max().item<double>());
-    }
+    const auto [worst, scale] = grad_gap(g2, g1); // scale: the libtorch route's largest entry
     BOOST_TEST_INFO(what << ": loss " << l1 << " vs " << l2 << ", grad diff " << worst << " of " << scale);
     BOOST_TEST(scale > 1e-4);
     BOOST_TEST(std::abs(l1 - l2) <= 1e-5 * std::max(1.0, std::abs(l2)));
@@ -1464,17 +1472,11 @@ BOOST_AUTO_TEST_CASE(fused_grpo_loss_route_matches_the_host_route) {
       const scoped_cpu_kernels guard(&counting); // the counting set for this step only
       const auto st = t.grpo_step({{in.prompt, in.pixels, s1.tokens, s1.mask, old1, r1}, {in.prompt, in.pixels, s2.tokens, s2.mask, old2, r2}}, preset, T);
       BOOST_TEST(counting.losses == (fused ? 2 : 0)); // one fused loss call per group, or none
-      std::vector<at::Tensor> g;
-      for (auto& p : mm->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
-      return std::pair{st, g};
+      return std::pair{st, step_grads(mm)};
     };
     const auto [a, ga] = run(true);
     const auto [b, gb] = run(false);
-    double worst = 0, scale = 0;
-    for (std::size_t i = 0; i < ga.size(); ++i) {
-      worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
-      scale = std::max(scale, gb[i].abs().max().item<double>());
-    }
+    const auto [worst, scale] = grad_gap(gb, ga); // scale: the host route's largest entry
     BOOST_TEST_INFO(preset.name << ": loss " << a.loss << " vs " << b.loss << ", grad diff " << worst << " of " << scale << ", clip "
                                 << a.metrics.clip_fraction << " vs " << b.metrics.clip_fraction);
     BOOST_TEST(scale > 1e-4);
@@ -1489,21 +1491,6 @@ BOOST_AUTO_TEST_CASE(fused_grpo_loss_route_matches_the_host_route) {
 }
 
 namespace {
-/// Every parameter's .grad after a step (zeros where it has none), cloned.
-std::vector<at::Tensor> step_grads(mt::internvl& m) {
-  std::vector<at::Tensor> g;
-  for (auto& p : m->parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
-  return g;
-}
-/// The largest difference between two gradient sets and the largest entry of the first.
-std::pair<double, double> grad_gap(const std::vector<at::Tensor>& ga, const std::vector<at::Tensor>& gb) {
-  double worst = 0, scale = 0;
-  for (std::size_t i = 0; i < ga.size(); ++i) {
-    worst = std::max(worst, max_abs_diff(ga[i], gb[i]));
-    scale = std::max(scale, ga[i].abs().max().item<double>());
-  }
-  return {worst, scale};
-}
 /// Two GRPO steps over the same groups that must agree: loss and ratio / KL metrics to 1e-6, clip
 /// fractions to 1e-12, counts exactly, every parameter's gradient to 1e-5 of the largest (which
 /// must exceed 1e-4), with clipping active.

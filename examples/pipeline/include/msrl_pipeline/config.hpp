@@ -174,7 +174,7 @@ struct pipeline_config {
   int sampling_workers = 0;    ///< threads sampling prompts at once, one libtorch thread each (0 = threads, or one per core)
   int prompts_per_pass = 4;    ///< prompts each sampling worker decodes together (msrl::trainer::sample_many)
   int groups_per_pass = 1;     ///< GRPO groups whose logits come from one forward/backward pass (msrl::trainer::train_options::groups_per_pass)
-  int train_workers = 0;       /// threads running a training step's micro-batches at once, one libtorch thread each (0 = threads, or one per core; msrl::trainer::train_options::micro_batch_workers)
+  int train_workers = 0;       ///< threads running a training step's micro-batches at once, one libtorch thread each (0 = threads, or one per core; msrl::trainer::train_options::micro_batch_workers)
   int save_every = 1;          ///< optimizer steps between resumable checkpoints
   /// Media paths of data rows may resolve outside their JSONL file's folder (absolute paths,
   /// `..`, links out); false refuses such a row by name.

@@ -250,17 +250,19 @@ inline void write_plots(const run_context& ctx, const std::string& stage) {
   if (fs::exists(mf)) plot_metrics(mf, ctx.out / "plots", stage);
 }
 
-/// What a training stage holds while it runs: the trainer (restored from the stage's resume
-/// state when there is one), where to start, the metrics file (rank 0) and the progress bar.
-/// opt with the configuration's mixed precision (model.autocast) and log-prob route
-/// (model.fused_logprobs) applied.
-/// Threads running a training step's micro-batches at once (train_workers; 0: `threads`, or one per core).
-inline int train_workers(const run_context& ctx) {
-  if (ctx.cfg.train_workers > 0) return ctx.cfg.train_workers;
+/// A worker-thread count setting (sampling_workers, train_workers): itself when set (> 0), else
+/// `threads` when that is set, else one per core.
+inline int worker_count(const run_context& ctx, int configured) {
+  if (configured > 0) return configured;
   if (ctx.cfg.threads > 0) return ctx.cfg.threads;
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
+/// Threads running a training step's micro-batches at once (train_workers).
+inline int train_workers(const run_context& ctx) { return worker_count(ctx, ctx.cfg.train_workers); }
+
+/// opt with the configuration's mixed precision (model.autocast), log-prob route
+/// (model.fused_logprobs) and training workers (train_workers) applied.
 inline msrl::trainer::train_options with_model_options(const run_context& ctx, msrl::trainer::train_options opt) {
   const auto& a = ctx.cfg.model.autocast;
   if (a == "bf16") opt.autocast = at::kBFloat16;
@@ -270,6 +272,8 @@ inline msrl::trainer::train_options with_model_options(const run_context& ctx, m
   return opt;
 }
 
+/// What a training stage holds while it runs: the trainer (restored from the stage's resume
+/// state when there is one), where to start, the metrics file (rank 0) and the progress bar.
 struct stage_session {
   /// The BLAS at one thread while a stage trains its micro-batches on several workers (its own
   /// pool would compete with them for the cores), as while sampling.

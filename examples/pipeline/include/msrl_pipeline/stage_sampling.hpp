@@ -13,12 +13,8 @@ struct sampled_group {
 /// Prompts that sample_in_chunks encodes and samples in one call (the workers share them).
 inline constexpr std::size_t sampling_chunk = 32;
 
-/// Threads that sample prompts at once (sampling_workers; 0: `threads`, or one per core).
-inline int sampling_workers(const run_context& ctx) {
-  if (ctx.cfg.sampling_workers > 0) return ctx.cfg.sampling_workers;
-  if (ctx.cfg.threads > 0) return ctx.cfg.threads;
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
+/// Threads that sample prompts at once (sampling_workers).
+inline int sampling_workers(const run_context& ctx) { return worker_count(ctx, ctx.cfg.sampling_workers); }
 
 /// n completions of each prompt (prompt i with seeds[i]) and their texts up to <|im_end|>, on
 /// sampling_workers threads; the BLAS runs one thread meanwhile (its own pool would compete with
